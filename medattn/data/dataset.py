@@ -230,6 +230,11 @@ def _read_csv(path: Path, required: tuple[str, ...], problems: list[str]) -> pd.
     return frame
 
 
+def _show(value: object) -> str:
+    """A cell as the user wrote it (no numpy scalar reprs in messages)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _row(file: str, index: int, frame: pd.DataFrame, key: str = "image_id") -> str:
     """'images.csv line 7 (image_id=abc)': line numbers count the header as line 1."""
     return f"{file} line {index + 2} ({key}={frame.at[index, key]})"
@@ -255,7 +260,7 @@ def _check_images(
     bad_split = ~images["split"].isin(SPLITS)
     for i in images.index[bad_split]:
         problems.append(
-            f"{_row('images.csv', i, images)}: field 'split' is {images.at[i, 'split']!r}, "
+            f"{_row('images.csv', i, images)}: field 'split' is {_show(images.at[i, 'split'])}, "
             f"expected one of {', '.join(SPLITS)}"
         )
     for column in ("width", "height"):
@@ -263,7 +268,7 @@ def _check_images(
         for i in images.index[~(values > 0)]:
             problems.append(
                 f"{_row('images.csv', i, images)}: field '{column}' must be a positive number, "
-                f"got {images.at[i, column]!r}"
+                f"got {_show(images.at[i, column])}"
             )
     for column in classes:
         if column not in images.columns:
@@ -272,7 +277,7 @@ def _check_images(
         for i in images.index[~values.isin([0, 1])]:
             problems.append(
                 f"{_row('images.csv', i, images)}: label column '{column}' must be 0 or 1, "
-                f"got {images.at[i, column]!r}"
+                f"got {_show(images.at[i, column])}"
             )
     if task == "multiclass" and not missing_classes:
         sums = images[classes].apply(pd.to_numeric, errors="coerce").sum(axis=1)
@@ -306,7 +311,7 @@ def _check_boxes(boxes: pd.DataFrame, images: pd.DataFrame, classes: list[str], 
             continue
         label = boxes.at[i, "label"]
         if label not in classes:
-            problems.append(f"{where}: field 'label' is {label!r}, not one of the dataset's classes")
+            problems.append(f"{where}: field 'label' is {_show(label)}, not one of the dataset's classes")
         values = {}
         for column in ("x", "y", "w", "h"):
             try:
@@ -314,7 +319,7 @@ def _check_boxes(boxes: pd.DataFrame, images: pd.DataFrame, classes: list[str], 
             except (TypeError, ValueError):
                 values[column] = float("nan")
             if not np.isfinite(values[column]):
-                problems.append(f"{where}: field '{column}' must be a number, got {boxes.at[i, column]!r}")
+                problems.append(f"{where}: field '{column}' must be a number, got {_show(boxes.at[i, column])}")
         if not all(np.isfinite(v) for v in values.values()):
             continue
         x, y, w, h = values["x"], values["y"], values["w"], values["h"]

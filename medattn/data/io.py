@@ -110,9 +110,9 @@ def _read_dicom(path: Path) -> np.ndarray:
 
     values = apply_modality_lut(pixels, ds).astype(np.float64)
     if "VOILUTSequence" in ds:
-        item = ds.VOILUTSequence[0]
-        out_bits = int(item.LUTDescriptor[2])
-        values = apply_voi_lut(values, ds).astype(np.float64) / float(2**out_bits - 1)
+        out_bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        # LUT inputs are integer stored values; rounding avoids pydicom's float-input path.
+        values = apply_voi_lut(np.rint(values).astype(np.int64), ds).astype(np.float64) / float(2**out_bits - 1)
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         values = _window(values, ds)
     else:
