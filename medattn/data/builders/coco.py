@@ -1,0 +1,165 @@
+"""Any COCO-format detection json (TBX11K and others): multilabel by which categories have boxes.
+
+Classes are the json's categories in id order. An image listed with no annotation is a
+negative (TBX11K lists healthy and sick-but-not-TB images that way). COCO has no patients, so
+each image is its own patient. Several files may be given, each optionally prefixed with the
+split it is ("train=TBX11K_train.json", "test=TBX11K_val.json"); a 'train' file's images are
+divided into train and val by patient.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from medattn.data.builders.headers import image_sizes
+from medattn.data.builders.output import finish
+from medattn.data.builders.sources import keep_present, require_folder
+from medattn.data.builders.splits import SPLIT_RANK, split_by_patient, split_record
+from medattn.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+
+def coco_tables(annotations: str | os.PathLike) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
+    """(classes, images, boxes) of one COCO json; images keyed by `file` (file_name)."""
+    path = Path(annotations)
+    data = _load_json(path)
+    categories = sorted(data["categories"], key=lambda c: c["id"])
+    names = {c["id"]: str(c["name"]) for c in categories}
+    classes = [names[c["id"]] for c in categories]
+    rows = pd.DataFrame(data["images"])
+    if rows.empty:
+        raise DatasetError(path, [f"{path.name}: lists no images"])
+    for column in ("id", "file_name"):
+        if column not in rows.columns:
+            raise DatasetError(path, [f"{path.name}: images entries lack '{column}'"])
+    images = pd.DataFrame({"coco_id": rows["id"], "file": rows["file_name"].astype(str)})
+    for column in ("width", "height"):
+        images[column] = pd.to_numeric(rows[column], errors="coerce") if column in rows.columns else np.nan
+
+    problems, boxes = [], []
+    known_images = set(images["coco_id"])
+    for k, ann in enumerate(data.get("annotations", [])):
+        where = f"{path.name} annotations[{k}] (id={ann.get('id')})"
+        if ann.get("image_id") not in known_images:
+            problems.append(f"{where}: image_id {ann.get('image_id')!r} is not in images")
+        elif ann.get("category_id") not in names:
+            problems.append(f"{where}: category_id {ann.get('category_id')!r} is not in categories")
+        elif not (isinstance(ann.get("bbox"), list) and len(ann["bbox"]) == 4):
+            problems.append(f"{where}: bbox must be [x, y, w, h], got {ann.get('bbox')!r}")
+        else:
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            boxes.append((ann["image_id"], names[ann["category_id"]], x, y, w, h, where))
+    if problems:
+        raise DatasetError(path, problems)
+    boxes = pd.DataFrame(boxes, columns=["coco_id", "label", "x", "y", "w", "h", "origin"])
+    for label in classes:
+        positive = set(boxes.loc[boxes["label"] == label, "coco_id"])
+        images[label] = images["coco_id"].isin(positive).astype(int)
+    boxes = boxes.merge(images[["coco_id", "file"]], on="coco_id").drop(columns="coco_id")
+    return classes, images.drop(columns="coco_id"), boxes
+
+
+def build_coco(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    annotations: str | os.PathLike | Sequence[str | os.PathLike],
+    seed: int = 0,
+    val_frac: float = 0.1,
+    test_frac: float = 0.2,
+    name: str | None = None,
+) -> Path:
+    """Build the dataset folder from COCO json file(s); images are under `source`."""
+    source = require_folder(source, "COCO image")
+    specs = [annotations] if isinstance(annotations, (str, os.PathLike)) else list(annotations)
+    if not specs:
+        raise ValueError("give at least one annotations file")
+    classes, parts, box_parts, files, fixed = None, [], [], [], []
+    for spec in specs:
+        split, path = _parse_spec(spec, source)
+        files.append(str(path))
+        if split:
+            fixed.append(f"{split}={path.name}")
+        file_classes, images, boxes = coco_tables(path)
+        if classes is not None and file_classes != classes:
+            raise DatasetError(path, [f"{path.name}: categories {file_classes} differ from {classes} of the first file"])
+        classes = file_classes
+        images["official"] = split
+        parts.append(images)
+        box_parts.append(boxes)
+    images = pd.concat(parts, ignore_index=True)
+    boxes = pd.concat(box_parts, ignore_index=True)
+    duplicated = images["file"].duplicated()
+    if duplicated.any():
+        raise DatasetError(source, [f"image {f} is listed in more than one annotations file" for f in images.loc[duplicated, "file"]])
+
+    images["image_id"] = _image_ids(images["file"])
+    boxes["image_id"] = boxes["file"].map(images.set_index("file")["image_id"])
+    images["patient_id"] = images["image_id"]
+    images["path"] = images["file"]
+    present = pd.Series([(source / f).is_file() for f in images["file"]], index=images.index)
+    images = keep_present(images, present, "images of the annotations", source)
+    boxes = boxes[boxes["image_id"].isin(images["image_id"])]
+    unknown = images["width"].isna() | images["height"].isna()
+    if unknown.any():
+        sizes = image_sizes([source / f for f in images.loc[unknown, "file"]])
+        images.loc[unknown, "width"], images.loc[unknown, "height"] = sizes[:, 0], sizes[:, 1]
+    images[["width", "height"]] = images[["width", "height"]].astype(int)
+
+    official = images["official"] if images["official"].notna().any() else None
+    images["split"] = split_by_patient(
+        images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac, official=official
+    )
+    return finish(
+        out,
+        name=name or Path(files[0]).stem,
+        classes=classes,
+        task="binary" if len(classes) == 1 else "multilabel",
+        images=images.drop(columns=["file", "official"]),
+        boxes=boxes,
+        image_root=source,
+        source="COCO annotations " + ", ".join(files),
+        split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, official=fixed),
+    )
+
+
+def _parse_spec(spec: str | os.PathLike, source: Path) -> tuple[str | None, Path]:
+    """'test=path' -> ('test', path); a relative path not found from here is tried under source."""
+    text = str(spec)
+    split = None
+    head, sep, tail = text.partition("=")
+    if sep and head in SPLIT_RANK:
+        split, text = head, tail
+    path = Path(text)
+    if not path.is_file() and not path.is_absolute() and (source / path).is_file():
+        path = source / path
+    if not path.is_file():
+        raise DatasetError(path, [f"annotations file {path} not found"])
+    return split, path
+
+
+def _image_ids(files: pd.Series) -> pd.Series:
+    """File stems when they are unique (h0001), else file names without suffix (tb/tb0005)."""
+    stems = files.map(lambda f: Path(f).stem)
+    if not stems.duplicated().any():
+        return stems
+    return files.map(lambda f: Path(f).with_suffix("").as_posix())
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(path, [f"{path.name}: not readable JSON ({exc})"]) from exc
+    missing = [k for k in ("images", "categories") if k not in data] if isinstance(data, dict) else ["images", "categories"]
+    if missing:
+        raise DatasetError(path, [f"{path.name}: not a COCO file, missing {', '.join(missing)}"])
+    return data
