@@ -14,7 +14,7 @@ An explainer is one class per method, in the manner of Captum:
 - `device` and `batch_size` are execution options, not method parameters: they change speed and
   memory, never the map. `batch_size` is the number of model evaluations per forward pass
   (interpolation steps, noise samples, occluded copies); the explainer moves the model to
-  `device` (CUDA when present unless told otherwise) and keeps it there.
+  `device` (`medattn.device.best_device` unless told otherwise) and keeps it there.
 - The map is raw (signed where the method is signed) and in the input's frame; normalisation
   for display and scoring is `medattn.explain.normalize`.
 
@@ -27,12 +27,15 @@ The base class runs it with frozen weights (eval mode, no parameter gradients) u
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from medattn.device import best_device
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -51,7 +54,7 @@ class Explainer:
         batch_size: int | None = None,
         **params: Any,
     ):
-        self.device = pick_device(device)
+        self.device = best_device("auto" if device is None else str(device))
         self.model = model.to(self.device)
         self.batch_size = int(batch_size or DEFAULT_BATCH_SIZE)
         if self.batch_size < 1:
@@ -60,7 +63,8 @@ class Explainer:
 
     def attribute(self, x: Tensor, target: int | Sequence[int] | Tensor, **params: Any) -> Tensor:
         """Maps (B, H, W) float32 on the CPU for images `x` and their `target` classes."""
-        batch = as_batch(x).to(self.device, torch.float32)
+        # a fresh leaf, so that gradient methods never mark the caller's tensor
+        batch = as_batch(x).to(self.device, torch.float32).detach().requires_grad_(self.needs_grad)
         targets = as_targets(target, len(batch)).to(self.device)
         merged = self._merge(self.params, params)
         grad_mode = torch.enable_grad() if self.needs_grad else torch.inference_mode()
@@ -82,13 +86,6 @@ class Explainer:
             raise ValueError(f"{self.name}: unknown parameter(s) {', '.join(unknown)}; "
                              f"allowed: {allowed}")
         return {**base, **given}
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The device to explain on: the one asked for, else CUDA when present, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @contextlib.contextmanager
@@ -150,3 +147,10 @@ def describe(model: nn.Module) -> str:
     if not any(p.startswith("head") for p in parts) and head is not None:
         parts.append(f"head={head if isinstance(head, str) else type(head).__name__}")
     return f"{type(model).__name__}({', '.join(parts)})" if parts else type(model).__name__
+
+
+def positive_int(method: str, name: str, value: Any) -> int:
+    """`value` as an int >= 1, else ValueError naming the method and parameter."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 1 or value != int(value):
+        raise ValueError(f"{method}: {name} must be a positive integer, got {value!r}")
+    return int(value)

@@ -1,0 +1,77 @@
+"""Maps the model computes itself: WILDCAT class maps and attention maps, upsampled bilinearly
+to the input frame. Forward passes only (inference mode)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from medattn.errors import MedattnError
+from medattn.explain.base import Explainer, describe, to_input_frame
+
+
+class Wildcat(Explainer):
+    """The target class's map from `model.class_maps(x)` (B, C, h, w), e.g. a WILDCAT head's
+    class-wise pooled maps (Durand et al. 2017). No parameters."""
+
+    name = "wildcat"
+    needs_grad = False
+
+    def _attribute(self, x: Tensor, targets: Tensor) -> Tensor:
+        class_maps = getattr(self.model, "class_maps", None)
+        if not callable(class_maps):
+            raise MedattnError(f"'wildcat' needs a model with class maps (a WILDCAT head); "
+                               f"{describe(self.model)} has no class_maps()")
+        maps = class_maps(x)
+        if maps.ndim != 4 or maps.shape[0] != len(x):
+            raise MedattnError(f"{describe(self.model)}.class_maps returned shape "
+                               f"{tuple(maps.shape)}, expected (B, C, h, w)")
+        if int(targets.max()) >= maps.shape[1]:
+            raise ValueError(f"target {int(targets.max())} out of range for "
+                             f"{maps.shape[1]} class maps")
+        picked = maps[torch.arange(len(x), device=maps.device), targets]
+        return to_input_frame(picked.float(), x.shape[2:])
+
+
+class Attention(Explainer):
+    """Intrinsic attention from `model.attention_maps(x)`: a mapping name → maps (B, h, w) or
+    (B, k, h, w) (one per attention level or step), or a single such tensor. The target is
+    not used: the attention of these models is class-agnostic.
+
+    which: "aggregate" (default) or the name of one map. One map: mean over its k channels,
+    upsampled. "aggregate": each map so reduced and upsampled, divided by its per-image
+    maximum |value| (so levels of different scales weigh equally), then averaged.
+    """
+
+    name = "attention"
+    defaults = {"which": "aggregate"}
+    needs_grad = False
+
+    def _attribute(self, x: Tensor, targets: Tensor, which: str) -> Tensor:
+        attention_maps = getattr(self.model, "attention_maps", None)
+        if not callable(attention_maps):
+            raise MedattnError(f"'attention' needs a model with intrinsic attention; "
+                               f"{describe(self.model)} has no attention_maps()")
+        found = attention_maps(x)
+        named = dict(found) if isinstance(found, Mapping) else {"attention": found}
+        if not named:
+            raise MedattnError(f"{describe(self.model)}.attention_maps returned no maps")
+        maps = {key: self._reduce(key, m, x) for key, m in named.items()}
+        if which in maps:
+            return maps[which]
+        if which != "aggregate":
+            raise ValueError(f"attention: which={which!r} is not one of: aggregate, "
+                             f"{', '.join(maps)}")
+        scaled = [m / m.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+                  for m in maps.values()]
+        return torch.stack(scaled).mean(dim=0)
+
+    def _reduce(self, key: str, m: Tensor, x: Tensor) -> Tensor:
+        if m.ndim == 4:
+            m = m.mean(dim=1)
+        if m.ndim != 3 or m.shape[0] != len(x):
+            raise MedattnError(f"{describe(self.model)}.attention_maps[{key!r}] has shape "
+                               f"{tuple(m.shape)}, expected (B, h, w) or (B, k, h, w)")
+        return to_input_frame(m.float(), x.shape[2:])
