@@ -119,7 +119,7 @@ def test_every_method_gives_a_finite_float32_map_in_the_input_frame(method):
 def test_pda_methods_follow_the_protocol(method):
     if importlib.util.find_spec("medattn.explain.pda") is None:
         pytest.skip("medattn.explain.pda not written yet")
-    quick = {"window": 16, "stride": 16, "samples": 2}
+    quick = {"window": 16, "stride": 16, "samples": 2, "reference": image(12, batch=4)}
     params = {k: v for k, v in quick.items() if k in method_params(method)}
     out = explain(TinyWildcat(), image(), 0, method, device="cpu", **params)
     assert out.shape == (SIZE, SIZE) and out.dtype == np.float32 and np.isfinite(out).all()
@@ -206,9 +206,9 @@ def test_method_params_lists_defaults():
 
 def test_intrinsic_maps_need_a_model_that_has_them():
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    with pytest.raises(MedattnError, match="wildcat.*has no class_maps"):
+    with pytest.raises(MedattnError, match=r"wildcat.*class_maps\(\).*Sequential has none"):
         explain(plain, image(), 0, "wildcat", device="cpu")
-    with pytest.raises(MedattnError, match="intrinsic attention.*has no attention_maps"):
+    with pytest.raises(MedattnError, match=r"intrinsic attention.*TinyWildcat has none"):
         explain(TinyWildcat(), image(), 0, "attention", device="cpu")
 
 
@@ -266,6 +266,25 @@ def test_real_resnet18(source):
         out = explain(model, x, 1, method, device="cpu", **FAST.get(method, {}))
         assert out.shape == (SIZE, SIZE) and np.isfinite(out).all(), method
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_intrinsic_maps_of_real_heads():
+    try:
+        from medattn.models import build
+    except ImportError as exc:
+        pytest.skip(f"medattn.models.build not available yet: {exc}")
+    x = image(11)
+    wildcat = explain(build("resnet18", "wildcat", 3), x, 2, "wildcat", device="cpu")
+    mldam = build("resnet18", "mldam", 3)
+    levels = [explain(mldam, x, 0, "attention", device="cpu", which=level)
+              for level in ("level_a", "level_b", "level_c")]
+    both = explain(mldam, x, 0, "attention", device="cpu")
+    for out in (wildcat, both, *levels):
+        assert out.shape == (SIZE, SIZE) and np.isfinite(out).all()
+    np.testing.assert_allclose(both, sum(m / np.abs(m).max() for m in levels) / 3, rtol=1e-4,
+                               atol=1e-6)
+    with pytest.raises(MedattnError, match="arch=resnet18, head=linear"):
+        explain(build("resnet18", "linear", 3), x, 0, "wildcat", device="cpu")
 
 
 # --- normalisation policy ---------------------------------------------------------------

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -56,9 +56,8 @@ class Explainer:
     ):
         self.device = best_device("auto" if device is None else str(device))
         self.model = model.to(self.device)
-        self.batch_size = int(batch_size or DEFAULT_BATCH_SIZE)
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = (DEFAULT_BATCH_SIZE if batch_size is None
+                           else positive_int(self.name, "batch_size", batch_size))
         self.params = self._merge(self.defaults, params)
 
     def attribute(self, x: Tensor, target: int | Sequence[int] | Tensor, **params: Any) -> Tensor:
@@ -126,11 +125,6 @@ def as_targets(target: int | Sequence[int] | Tensor, n: int) -> Tensor:
     return t
 
 
-def in_batches(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int) -> Tensor:
-    """fn applied to consecutive chunks of `x` along dim 0, concatenated (batched steps)."""
-    return torch.cat([fn(chunk) for chunk in torch.split(x, batch_size)])
-
-
 def to_input_frame(maps: Tensor, size: Sequence[int]) -> Tensor:
     """Maps (B, h, w) → (B, H, W) by bilinear upsampling (align_corners=False)."""
     if tuple(maps.shape[-2:]) == tuple(size):
@@ -140,12 +134,10 @@ def to_input_frame(maps: Tensor, size: Sequence[int]) -> Tensor:
 
 
 def describe(model: nn.Module) -> str:
-    """A short name for a model in error messages: its arch and head when it records them."""
-    parts = [f"{key}={getattr(model, key)}" for key in ("arch", "head_name")
+    """A short name for a model in error messages, with its arch and head when it records them
+    (medattn models do)."""
+    parts = [f"{key}={getattr(model, key)}" for key in ("arch", "head")
              if isinstance(getattr(model, key, None), str)]
-    head = getattr(model, "head", None)
-    if not any(p.startswith("head") for p in parts) and head is not None:
-        parts.append(f"head={head if isinstance(head, str) else type(head).__name__}")
     return f"{type(model).__name__}({', '.join(parts)})" if parts else type(model).__name__
 
 

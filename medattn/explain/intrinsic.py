@@ -22,8 +22,8 @@ class Wildcat(Explainer):
     def _attribute(self, x: Tensor, targets: Tensor) -> Tensor:
         class_maps = getattr(self.model, "class_maps", None)
         if not callable(class_maps):
-            raise MedattnError(f"'wildcat' needs a model with class maps (a WILDCAT head); "
-                               f"{describe(self.model)} has no class_maps()")
+            raise MedattnError(f"'wildcat' needs a model with class maps (class_maps(), e.g. "
+                               f"the wildcat head); {describe(self.model)} has none")
         maps = class_maps(x)
         if maps.ndim != 4 or maps.shape[0] != len(x):
             raise MedattnError(f"{describe(self.model)}.class_maps returned shape "
@@ -52,8 +52,8 @@ class Attention(Explainer):
     def _attribute(self, x: Tensor, targets: Tensor, which: str) -> Tensor:
         attention_maps = getattr(self.model, "attention_maps", None)
         if not callable(attention_maps):
-            raise MedattnError(f"'attention' needs a model with intrinsic attention; "
-                               f"{describe(self.model)} has no attention_maps()")
+            raise MedattnError(f"'attention' needs a model with intrinsic attention "
+                               f"(attention_maps()); {describe(self.model)} has none")
         found = attention_maps(x)
         named = dict(found) if isinstance(found, Mapping) else {"attention": found}
         if not named:
