@@ -1,0 +1,20 @@
+"""Models: torchvision backbones with multi-level feature taps, the heads (linear, mldam,
+wildcat, recurrent, channel_attention, residual_attention), the registry and checkpoint IO.
+
+Every model returns logits (B, C) and carries `arch`, `head`, `num_classes`, `params`,
+`gradcam_layer` and `input_channels` (3). Intrinsic maps, where a head has them:
+- `class_maps(x)` (B, C, h, w): wildcat, its class-wise pooled maps; mldam and
+  residual_attention, class-weighted maps (CAM of their linear classifier over the attended
+  features); recurrent, its class-agnostic attention repeated over the C classes.
+- `attention_maps(x)` {name: tensor}: mldam, position attention per level (B, h, w);
+  recurrent, per step (B, T, h, w) and their mean; residual_attention, the soft masks
+  (B, channels, h, w) per module.
+linear and channel_attention have neither.
+"""
+
+from medattn.models.backbones import ARCHS
+from medattn.models.checkpoint import import_state_dict, load_checkpoint, save_checkpoint
+from medattn.models.registry import COMBINATIONS, HEADS, build, head_params
+
+__all__ = ["ARCHS", "COMBINATIONS", "HEADS", "build", "head_params", "import_state_dict",
+           "load_checkpoint", "save_checkpoint"]

@@ -1,0 +1,259 @@
+"""Checkpoints: NAME.safetensors (the weights) + NAME.json (what the model is and how it was made).
+
+NAME.json holds `arch`, `head`, `num_classes`, `params` (enough to rebuild the model with
+`build`), `dtype` of the stored weights, `sha256` of NAME.safetensors, `medattn_version`,
+`created`, and the metadata given to `save_checkpoint`: by convention `classes`, `task`,
+`input_size`, `normalisation` ({"mean": [...], "std": [...]}), `dataset`, `dataset_hash`,
+`metrics`, `training` (any other JSON-serialisable field is kept as given).
+
+Loading never unpickles: weights are read with safetensors, and `.pt/.pth` files from other
+tools are read only by `import_state_dict` through `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+import medattn
+from medattn.data.dataset import TASKS
+from medattn.errors import CheckpointError
+from medattn.models.registry import build
+
+FORMAT = "medattn-checkpoint"
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+RESERVED = ("format", "arch", "head", "num_classes", "params", "dtype", "sha256",
+            "medattn_version", "created")
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(NAME.safetensors, NAME.json) for NAME, NAME.json or NAME.safetensors."""
+    base = Path(path)
+    if base.suffix in (".json", ".safetensors"):
+        base = base.with_suffix("")
+    return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, dtype: str = "float32",
+                    **meta: Any) -> Path:
+    """Write NAME.safetensors + NAME.json for a model made by `build`; returns NAME.
+
+    dtype: "float32" or "float16" (half the size; floating weights are stored in half
+    precision and loaded back as float32). `meta`: see the module docstring. Each file is
+    written to a temporary name and renamed, so a crash never leaves half a checkpoint.
+    """
+    missing = [a for a in ("arch", "head", "num_classes", "params") if not hasattr(model, a)]
+    if missing:
+        raise TypeError(f"save_checkpoint needs a model made by medattn.models.build; "
+                        f"{type(model).__name__} has no {', '.join(missing)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    _check_meta(meta, model.num_classes)
+    weights, info_path = checkpoint_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: (v.detach().to("cpu", DTYPES[dtype]) if v.is_floating_point()
+                   else v.detach().cpu()).contiguous()
+               for k, v in model.state_dict().items()}
+    _replace(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    info = {
+        "format": FORMAT, "arch": model.arch, "head": model.head,
+        "num_classes": int(model.num_classes), "params": dict(model.params), "dtype": dtype,
+        "sha256": file_sha256(weights), "medattn_version": medattn.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **meta,
+    }
+    text = json.dumps(info, indent=2, default=_json_default) + "\n"
+    _replace(info_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return weights.with_suffix("")
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode with float32 weights, the NAME.json contents) for NAME, NAME.json or
+    NAME.safetensors. Raises CheckpointError saying what is wrong: a pickle file given, a
+    missing file, malformed JSON, a sha256 mismatch, weights that do not fit the model the JSON
+    describes (missing, unexpected, mis-shaped tensors)."""
+    given = Path(path)
+    if given.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(_pickle_message(given))
+    weights, info_path = checkpoint_paths(given)
+    for file, role in ((info_path, "metadata"), (weights, "weights")):
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint {weights.with_suffix('')}: missing {file.name} "
+                                  f"({role}); a checkpoint is NAME.safetensors + NAME.json")
+    meta = _read_info(info_path)
+    _check_safetensors_header(weights)
+    digest = file_sha256(weights)
+    if digest != meta["sha256"]:
+        raise CheckpointError(f"{weights}: sha256 {digest[:16]}… does not match "
+                              f"{meta['sha256'][:16]}… recorded in {info_path.name}; the "
+                              "weights were changed or corrupted after saving")
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights}: unreadable safetensors file: {e}") from None
+    try:
+        model = build(meta["arch"], meta["head"], meta["num_classes"], **meta["params"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{info_path}: cannot build the model it describes: {e}") from None
+    _load_weights(model, tensors, str(weights), f"the model in {info_path.name}")
+    return model.eval(), meta
+
+
+def import_state_dict(pt_path: str | os.PathLike, arch: str, head: str, num_classes: int,
+                      **params: Any) -> nn.Module:
+    """A model built by `build(arch, head, num_classes, **params)` (eval mode) with the weights
+    of a .pt/.pth file from another tool, read with torch.load(weights_only=True): a state dict,
+    or a dict holding one under 'state_dict' or 'model'; 'module.' prefixes (DataParallel)
+    are stripped. Raises CheckpointError when the file cannot be read safely or its tensors
+    do not fit the model (the message lists missing, unexpected and mis-shaped keys)."""
+    path = Path(pt_path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types; all mean "unreadable"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = (" (a safetensors checkpoint: use load_checkpoint)" if path.suffix == ".safetensors"
+                else "; only plain tensors can be read, never arbitrary pickled objects")
+        raise CheckpointError(f"{path}: cannot read with torch.load(weights_only=True): "
+                              f"{first}{hint}") from None
+    model = build(arch, head, num_classes, **params)
+    _load_weights(model, _state_dict(loaded, path), str(path), f"{arch} + {head} ({num_classes} classes)")
+    return model.eval()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_meta(meta: dict[str, Any], num_classes: int) -> None:
+    reserved = sorted(set(meta) & set(RESERVED))
+    if reserved:
+        raise ValueError(f"save_checkpoint: {', '.join(reserved)} come from the model and "
+                         f"cannot be given as metadata")
+    classes = meta.get("classes")
+    if classes is not None and len(classes) != num_classes:
+        raise ValueError(f"save_checkpoint: {len(classes)} classes given for a model with "
+                         f"{num_classes} outputs")
+    if meta.get("task") is not None and meta["task"] not in TASKS:
+        raise ValueError(f"save_checkpoint: task must be one of {', '.join(TASKS)}, got {meta['task']!r}")
+    norm = meta.get("normalisation")
+    if norm is not None and not (isinstance(norm, Mapping) and {"mean", "std"} <= set(norm)):
+        raise ValueError(f"save_checkpoint: normalisation must be {{'mean': [...], 'std': [...]}}, got {norm!r}")
+    for key, value in meta.items():
+        try:
+            json.dumps(value, default=_json_default)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"save_checkpoint: metadata field {key!r} is not JSON-serialisable: {e}") from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray, Tensor)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _replace(target: Path, write: Callable[[Path], object]) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_info(info_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(info_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{info_path}: malformed JSON at line {e.lineno}, column "
+                              f"{e.colno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{info_path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{info_path}: expected a JSON object, got {type(meta).__name__}")
+    kinds = {"arch": str, "head": str, "num_classes": int, "params": dict, "sha256": str}
+    wrong = [f"{k} (missing)" if k not in meta else f"{k} (not {t.__name__})"
+             for k, t in kinds.items()
+             if k not in meta or not isinstance(meta[k], t) or isinstance(meta[k], bool)]
+    if wrong:
+        raise CheckpointError(f"{info_path}: required field(s) missing or invalid: {', '.join(wrong)}")
+    classes = meta.get("classes")
+    if classes is not None and (not isinstance(classes, list) or len(classes) != meta["num_classes"]):
+        raise CheckpointError(f"{info_path}: 'classes' lists {len(classes) if isinstance(classes, list) else classes!r} "
+                              f"entries but num_classes is {meta['num_classes']}")
+    return meta
+
+
+def _check_safetensors_header(weights: Path) -> None:
+    """Refuse a pickle (or anything else) saved under the .safetensors name before hashing it."""
+    with open(weights, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{":
+        return
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        raise CheckpointError(_pickle_message(weights))
+    raise CheckpointError(f"{weights}: not a safetensors file")
+
+
+def _pickle_message(path: Path) -> str:
+    return (f"{path} is a PyTorch pickle file (torch.save); medattn never unpickles checkpoints. "
+            f"Expected NAME.safetensors + NAME.json; convert it once with "
+            f"medattn.models.import_state_dict(path, arch, head, num_classes) and save_checkpoint")
+
+
+def _state_dict(loaded: Any, path: Path) -> dict[str, Tensor]:
+    if isinstance(loaded, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(loaded.get(key), Mapping):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, Mapping) or not loaded:
+        raise CheckpointError(f"{path}: expected a state dict (names → tensors), or a dict with "
+                              f"one under 'state_dict' or 'model'; got {type(loaded).__name__}")
+    bad = [str(k) for k, v in loaded.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: not a state dict: {_brief(bad)} do not map names to tensors")
+    return {k.removeprefix("module."): v for k, v in loaded.items()}
+
+
+def _load_weights(model: nn.Module, tensors: Mapping[str, Tensor], source: str, target: str) -> None:
+    """Copy `tensors` into `model` (floating ones as float32) after checking that names and
+    shapes match exactly."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    misshaped = [f"{k} {list(tensors[k].shape)} vs {list(shape)}" for k, shape in expected.items()
+                 if k in tensors and tuple(tensors[k].shape) != shape]
+    problems = [f"{len(keys)} {what}: {_brief(keys)}" for what, keys in
+                (("mis-shaped (file vs model)", misshaped), ("missing", missing),
+                 ("unexpected", unexpected)) if keys]
+    if problems:
+        raise CheckpointError(f"{source}: the weights do not fit {target} (arch={model.arch}, "
+                              f"head={model.head}, num_classes={model.num_classes}): "
+                              + "; ".join(problems))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+
+
+def _brief(items: list[str], shown: int = 4) -> str:
+    more = f", … ({len(items) - shown} more)" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
