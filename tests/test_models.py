@@ -65,7 +65,8 @@ def test_registry_lists_combinations_and_refuses_residual_attention_off_resnets(
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(arch="resnet9", head="linear"), "unknown arch 'resnet9'; choose one of: vgg16, vgg19"),
-    (dict(arch="resnet18", head="gated"), "unknown head 'gated'; choose one of: linear, mldam"),
+    (dict(arch="resnet18", head="gated"), "unknown head 'gated'; heads available on 'resnet18': linear, mldam"),
+    (dict(arch="vgg16", head="gated"), "available on 'vgg16': linear, mldam, wildcat, recurrent, channel_attention$"),
     (dict(arch="resnet18", head="wildcat", maps=4), r"unknown parameter\(s\) maps; allowed: num_maps=8"),
     (dict(arch="resnet18", head="linear", steps=2), r"unknown parameter\(s\) steps; allowed: none"),
     (dict(arch="resnet18", head="recurrent", steps=0), "recurrent: steps must be an integer >= 1"),

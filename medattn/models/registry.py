@@ -45,9 +45,11 @@ def build(arch: str, head: str, num_classes: int, pretrained: bool = False,
     it is not part of the model's recorded parameters). Raises ValueError naming the valid
     choices for an unknown arch, head, parameter or an unsupported combination.
     """
-    _check_head(head)
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of: {', '.join(ARCHS)}")
+    if head not in HEADS:
+        available = [h for h in HEADS if arch in archs_for(h)]
+        raise ValueError(f"unknown head {head!r}; heads available on {arch!r}: {', '.join(available)}")
     if arch not in archs_for(head):
         raise ValueError(f"head {head!r} is not available on {arch!r}; it supports: "
                          f"{', '.join(archs_for(head))}")
