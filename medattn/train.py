@@ -1,0 +1,300 @@
+"""Train any arch × head on any dataset folder: `python -m medattn.train --help`.
+
+Seed-paper protocols are presets (Gonçalves 2021, Wang 2021, Aggarwal 2020); every preset value
+can be overridden. The best weights by validation loss become the checkpoint; per-epoch metrics,
+the test-split classification report and the training provenance go into its json. A resume
+file (`NAME.resume.pt`, tensors and numbers only, read with weights_only=True) lets an
+interrupted run continue where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from medattn.data import load_dataset
+from medattn.data.dataset import Dataset
+from medattn.data.torch_dataset import ImageSplit
+from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalise, training_augmentation
+from medattn.device import best_device
+
+
+@dataclass
+class Preset:
+    """A training protocol; fields map one to one onto CLI flags."""
+
+    lr: float
+    epochs: int
+    batch_size: int
+    augment: str
+    patience: int | None
+    note: str
+
+
+PRESETS: dict[str, Preset] = {
+    # Gonçalves 2021 §3.2.7: Adam 1e-4, BCE, up to 300 epochs, best by val and by train loss.
+    "goncalves": Preset(1e-4, 300, 4, "goncalves", None, "Gonçalves 2021: Adam 1e-4, BCE, augmentation"),
+    # Wang 2021: Adam 1e-3, categorical cross-entropy, 50 epochs, batch 16.
+    "wang": Preset(1e-3, 50, 16, "none", None, "Wang 2021: Adam 1e-3, cross-entropy, 50 epochs, batch 16"),
+    # Aggarwal 2020: batch 64, BCE, Adam, early stopping with patience 10 on the loss.
+    "aggarwal": Preset(1e-4, 100, 64, "none", 10, "Aggarwal 2020: Adam, BCE, batch 64, early stopping 10"),
+}
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    arch: str
+    head: str
+    out: str
+    preset: str = "goncalves"
+    lr: float | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    augment: str | None = None
+    patience: int | None = None
+    input_size: int = 224
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    workers: int = 0
+    pretrained: bool = False
+    consistency_weight: float = 0.0
+    save_best_train: bool = False
+    dtype: str = "float32"
+    head_params: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> "TrainConfig":
+        """Fill unset values from the preset."""
+        preset = PRESETS[self.preset]
+        done = copy.copy(self)
+        for name in ("lr", "epochs", "batch_size", "augment", "patience"):
+            if getattr(done, name) is None:
+                setattr(done, name, getattr(preset, name))
+        return done
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def loss_function(task: str) -> nn.Module:
+    """BCE on logits for binary/multilabel, cross-entropy for multiclass."""
+    return nn.CrossEntropyLoss() if task == "multiclass" else nn.BCEWithLogitsLoss()
+
+
+def _targets(labels: torch.Tensor, task: str) -> torch.Tensor:
+    return labels.argmax(dim=1) if task == "multiclass" else labels
+
+
+def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
+    return torch.softmax(logits, dim=1) if task == "multiclass" else torch.sigmoid(logits)
+
+
+def _batches(split: ImageSplit, batch_size: int, shuffle: bool, workers: int, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(split, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, task: str, device: torch.device) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean loss, scores (N, C) and labels (N, C) over a loader, without gradients."""
+    criterion = loss_function(task)
+    model.eval()
+    total, count, scores, labels = 0.0, 0, [], []
+    with torch.inference_mode():
+        for images, target, _ in loader:
+            images = normalise(images.to(device), IMAGENET_MEAN, IMAGENET_STD)
+            target = target.to(device)
+            logits = model(images).float()
+            total += criterion(logits, _targets(target, task)).item() * len(images)
+            count += len(images)
+            scores.append(probabilities(logits, task).cpu().numpy())
+            labels.append(target.cpu().numpy())
+    return total / max(count, 1), np.concatenate(scores), np.concatenate(labels)
+
+
+def _mean_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    aucs = [roc_auc_score(labels[:, c], scores[:, c]) for c in range(labels.shape[1]) if 0 < labels[:, c].sum() < len(labels)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def train(config: TrainConfig, log=print) -> Path:
+    """Run one training; returns the checkpoint path (without suffix)."""
+    from medattn.metrics.classification import classification_report
+    from medattn.models import build, save_checkpoint
+
+    cfg = config.resolved()
+    seed_everything(cfg.seed)
+    dataset = load_dataset(cfg.dataset)
+    device = best_device(cfg.device)
+    splits = {name: dataset.split(name).index for name in ("train", "val", "test")}
+    if len(splits["train"]) == 0 or len(splits["val"]) == 0:
+        raise SystemExit(f"{cfg.dataset}: training needs images in both the train and val splits")
+    augment = training_augmentation(cfg.augment)
+    train_set = ImageSplit(dataset, splits["train"], cfg.input_size, augment)
+    val_set = ImageSplit(dataset, splits["val"], cfg.input_size)
+    model = build(cfg.arch, cfg.head, len(dataset.classes), pretrained=cfg.pretrained, **cfg.head_params).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    criterion = loss_function(dataset.task)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    resume_path = out.with_name(out.name + ".resume.pt")
+
+    history: list[dict[str, float]] = []
+    best_val = best_train = math.inf
+    best_state = best_train_state = None
+    start_epoch, stale = 0, 0
+    if resume_path.exists():
+        state = torch.load(resume_path, weights_only=True, map_location=device)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        best_state, best_train_state = state["best_model"], state.get("best_train_model")
+        history = json.loads(state["history"])
+        start_epoch, best_val, best_train, stale = int(state["epoch"]), float(state["best_val"]), float(state["best_train"]), int(state["stale"])
+        torch.set_rng_state(state["rng"])
+        log(f"resuming {out.name} after epoch {start_epoch}")
+
+    started = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        running, seen = 0.0, 0
+        loader = _batches(train_set, cfg.batch_size, True, cfg.workers, cfg.seed + epoch)
+        bar = tqdm(loader, desc=f"{out.name} epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr)
+        for images, labels, _ in bar:
+            images = normalise(images.to(device), IMAGENET_MEAN, IMAGENET_STD)
+            labels = labels.to(device)
+            with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
+                logits = model(images)
+                loss = criterion(logits.float(), _targets(labels, dataset.task))
+                if cfg.consistency_weight > 0 and hasattr(model, "class_maps"):
+                    from medattn.models.consistency_loss import attention_consistency_loss
+
+                    loss = loss + cfg.consistency_weight * attention_consistency_loss(model.class_maps(images), labels)
+            optimiser.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            running += loss.item() * len(images)
+            seen += len(images)
+            bar.set_postfix(loss=f"{running / seen:.4f}")
+        train_loss = running / seen
+        val_loss, val_scores, val_labels = evaluate(model, _batches(val_set, 64, False, cfg.workers, 0), dataset.task, device)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_mean_auc": _mean_auc(val_labels, val_scores), "seconds": time.time() - started}
+        history.append(row)
+        if val_loss < best_val:
+            best_val, stale = val_loss, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+        if train_loss < best_train:
+            best_train = train_loss
+            best_train_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.save_best_train else None
+        torch.save(
+            {
+                "model": model.state_dict(), "optimiser": optimiser.state_dict(), "best_model": best_state,
+                "best_train_model": best_train_state, "history": json.dumps(history), "epoch": epoch + 1,
+                "best_val": best_val, "best_train": best_train, "stale": stale, "rng": torch.get_rng_state(),
+            },
+            resume_path,
+        )
+        log(f"{out.name} epoch {epoch + 1}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, val mean AUC {row['val_mean_auc']:.3f}")
+        if cfg.patience is not None and stale >= cfg.patience:
+            log(f"early stop: validation loss has not improved for {stale} epochs")
+            break
+
+    test_set = ImageSplit(dataset, splits["test"], cfg.input_size)
+    provenance = {k: v for k, v in asdict(cfg).items() if k not in ("dataset", "out")}
+    for state, suffix, criterion_name in ((best_state, "", "val_loss"), (best_train_state, "_by_train_loss", "train_loss")):
+        if state is None:
+            continue
+        model.load_state_dict(state)
+        metrics: dict[str, Any] = {"history": history, "selected_by": criterion_name}
+        if len(test_set):
+            _, scores, labels = evaluate(model, _batches(test_set, 64, False, cfg.workers, 0), dataset.task, device)
+            metrics["test"] = classification_report(labels, scores, dataset.task, dataset.classes)
+        save_checkpoint(
+            model.float().cpu(), out.with_name(out.name + suffix), dtype=cfg.dtype,
+            classes=dataset.classes, task=dataset.task, input_size=cfg.input_size,
+            normalisation={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+            dataset=dataset.name, dataset_hash=dataset.hash, metrics=metrics, training=provenance,
+        )
+        model.to(device)
+    resume_path.unlink(missing_ok=True)
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    parser = argparse.ArgumentParser(prog="python -m medattn.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="dataset folder (dataset.json, images.csv, boxes.csv)")
+    parser.add_argument("--arch", required=True, help="backbone, e.g. resnet18, densenet121, mobilenet_v2")
+    parser.add_argument("--head", default="linear", help="linear, mldam, wildcat, recurrent, channel_attention, residual_attention")
+    parser.add_argument("--out", required=True, help="checkpoint path without suffix, e.g. checkpoints/demo_resnet18_linear")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="goncalves")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--augment", choices=["goncalves", "none"])
+    parser.add_argument("--patience", type=int, help="early stopping after this many epochs without val-loss gain")
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, mps")
+    parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    parser.add_argument("--workers", type=int, default=0, help="data-loader processes")
+    parser.add_argument("--pretrained", action="store_true", help="ImageNet initialisation (downloads weights; needs internet)")
+    parser.add_argument("--consistency-weight", type=float, default=0.0, help="weight of the attention-map consistency loss")
+    parser.add_argument("--save-best-train", action="store_true", help="also save the best weights by training loss (NAME_by_train_loss)")
+    parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage precision of the weights")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="head parameter, e.g. --param kmax=0.1")
+    args = parser.parse_args(argv)
+    params = {}
+    for item in args.param:
+        if "=" not in item:
+            parser.error(f"--param {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        params[key] = _parse_value(value)
+    values = {k: v for k, v in vars(args).items() if k != "param"}
+    return TrainConfig(**values, head_params=params)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train from the command line; bad input prints one clear line and exits with 2."""
+    from medattn.errors import MedattnError
+
+    config = parse_args(argv)
+    try:
+        path = train(config)
+    except (MedattnError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

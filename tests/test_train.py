@@ -1,0 +1,69 @@
+"""The training CLI: trains, selects by validation loss, writes metrics, resumes after a crash."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medattn.data.demo import build_demo
+from medattn.models import load_checkpoint
+from medattn.train import TrainConfig, main, train
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    return build_demo(tmp_path_factory.mktemp("demo"), n=48, size=64, seed=3)
+
+
+def _config(dataset, out, **overrides):
+    values = dict(dataset=str(dataset), arch="resnet18", head="wildcat", out=str(out), epochs=2,
+                  batch_size=8, input_size=64, lr=1e-3, augment="goncalves", workers=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_train_writes_checkpoint_with_history_and_test_report(tiny_demo, tmp_path):
+    out = train(_config(tiny_demo, tmp_path / "ck"), log=lambda message: None)
+    model, meta = load_checkpoint(out)
+    assert meta["arch"] == "resnet18" and meta["head"] == "wildcat"
+    assert meta["classes"] == ["nodule", "opacity", "effusion"] and meta["input_size"] == 64
+    history = meta["metrics"]["history"]
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert all(np.isfinite(row["val_loss"]) for row in history)
+    assert meta["metrics"]["test"]["task"] == "multilabel"
+    assert meta["training"]["preset"] == "goncalves" and meta["dataset_hash"]
+    assert not (tmp_path / "ck.resume.pt").exists()
+
+
+def test_resume_after_interruption(tiny_demo, tmp_path):
+    class Crash(Exception):
+        pass
+
+    def crash_after_first_epoch(message):
+        if "epoch 1:" in message:
+            raise Crash
+
+    config = _config(tiny_demo, tmp_path / "ck", head="linear")
+    with pytest.raises(Crash):
+        train(config, log=crash_after_first_epoch)
+    assert (tmp_path / "ck.resume.pt").exists()
+    messages = []
+    train(config, log=messages.append)
+    assert messages[0] == "resuming ck after epoch 1"
+    _, meta = load_checkpoint(tmp_path / "ck")
+    assert [row["epoch"] for row in meta["metrics"]["history"]] == [1, 2]
+
+
+def test_cli_params_and_errors(tiny_demo, tmp_path, capsys):
+    assert main(["--dataset", str(tiny_demo), "--arch", "resnet18", "--head", "wildcat", "--out", str(tmp_path / "w"),
+                 "--epochs", "1", "--batch-size", "8", "--input-size", "64", "--param", "num_maps=2", "--dtype", "float16"]) == 0
+    meta = json.loads((tmp_path / "w.json").read_text())
+    assert meta["params"]["num_maps"] == 2 and meta["dtype"] == "float16"
+    with pytest.raises(SystemExit):
+        main(["--dataset", str(tiny_demo), "--arch", "resnet18", "--out", str(tmp_path / "x"), "--param", "oops"])
+    assert main(["--dataset", str(tiny_demo), "--arch", "resnet18", "--head", "nope", "--out", str(tmp_path / "y")]) == 2
+    assert "unknown head 'nope'" in capsys.readouterr().err
+    assert main(["--dataset", str(tmp_path / "none"), "--arch", "resnet18", "--out", str(tmp_path / "z")]) == 2
+    assert "not a folder" in capsys.readouterr().err
