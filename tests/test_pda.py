@@ -173,6 +173,19 @@ def test_progress_counts_windows_up_to_the_total(reference):
     done = [d for d, _ in calls]
     assert done == sorted(done) and len(set(done)) == len(done)
     assert {t for _, t in calls} == {2 * 16} and done[-1] == 32
+    PredictionDifference(RegionModel(), progress=True, window=8, stride=8, samples=2,
+                         reference=reference).attribute(bright(0), 0)  # a tqdm bar
+
+
+def test_models_that_view_their_input_run_as_well(reference):
+    class Viewing(RegionModel):  # .view() needs a contiguous input (no channels-last)
+        def forward(self, x):
+            return super().forward(x.view(len(x), -1).view(x.shape))
+
+    params = dict(window=8, stride=8, samples=2, reference=reference)
+    plain = PredictionDifference(RegionModel(), **params).attribute(bright(0), 0)
+    assert torch.allclose(PredictionDifference(Viewing(), **params).attribute(bright(0), 0),
+                          plain, atol=1e-5)
 
 
 def test_maps_depend_on_the_seed_alone(reference):

@@ -39,6 +39,11 @@ values is not estimable from a reference set), runs the rest of the network, and
 relevance bilinearly to the input frame. The layer runs once per forward pass on the image
 alone and the rest of the network on the batch of perturbed maps; models whose rest cannot
 take a batch larger than their input are run on as many copies of the image instead.
+
+Execution: each forward pass holds the copies of several windows (`batch_size` evaluations,
+default 64), in inference mode on the explainer's device; on the CPU pixel batches go in
+channels-last memory format. Cost: (number of windows × samples + 1) evaluations per image,
+e.g. 27² × 4 + 1 = 2917 for window 16, stride 8 on a 224-pixel image.
 """
 
 from __future__ import annotations
@@ -100,6 +105,17 @@ class _PredictionDifferenceBase(Explainer):
         super().__init__(model, device=device, batch_size=batch_size or DEFAULT_BATCH_SIZE,
                          **params)
         self.progress = progress
+        self._channels_last = self.device.type == "cpu"
+
+    def _logits(self, batch: Tensor) -> Tensor:
+        """model(batch); on the CPU in channels-last memory format (about a fifth faster
+        convolutions there) unless the model fails on it (e.g. it .view()s a feature map)."""
+        if self._channels_last:
+            try:
+                return self.model(batch.contiguous(memory_format=torch.channels_last))
+            except RuntimeError:
+                self._channels_last = False
+        return self.model(batch)
 
     def _sweep(self, logits_of: Callable[[Tensor], Tensor], base: Tensor, work: Tensor,
                target: int, sampler: Sampler, lift: Callable[[Tensor], Tensor], window: int,
@@ -177,7 +193,7 @@ class PredictionDifference(_PredictionDifferenceBase):
             work = channels.lower(image[None])
             sampler = shared if shared is not None else \
                 _sampler(sampling, work, window, padding, seed, own=True)
-            maps.append(self._sweep(self.model, image, work[0], target, sampler, channels.lift,
+            maps.append(self._sweep(self._logits, image, work[0], target, sampler, channels.lift,
                                     window, stride, samples, n_train, output, seed, tick))
         return torch.stack(maps)
 
