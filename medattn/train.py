@@ -138,7 +138,7 @@ def _mean_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def train(config: TrainConfig, log=print) -> Path:
     """Run one training; returns the checkpoint path (without suffix)."""
-    from medattn.metrics.classification import classification_report
+    from medattn.metrics.classification import classification_report, to_json_safe
     from medattn.models import build, save_checkpoint
 
     cfg = config.resolved()
@@ -227,7 +227,7 @@ def train(config: TrainConfig, log=print) -> Path:
         if state is None:
             continue
         model.load_state_dict(state)
-        metrics: dict[str, Any] = {"history": history, "selected_by": criterion_name}
+        metrics: dict[str, Any] = {"history": to_json_safe(history), "selected_by": criterion_name}
         if len(test_set):
             _, scores, labels = evaluate(model, _batches(test_set, 64, False, cfg.workers, 0), dataset.task, device)
             metrics["test"] = classification_report(labels, scores, dataset.task, dataset.classes)
@@ -269,7 +269,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--pretrained", action="store_true", help="ImageNet initialisation (downloads weights; needs internet)")
     parser.add_argument("--consistency-weight", type=float, default=0.0, help="weight of the attention-map consistency loss")
     parser.add_argument("--save-best-train", action="store_true", help="also save the best weights by training loss (NAME_by_train_loss)")
-    parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage precision of the weights")
+    parser.add_argument("--dtype", choices=["float32", "float16", "int8"], default="float32", help="storage precision of the weights")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="head parameter, e.g. --param kmax=0.1")
     args = parser.parse_args(argv)
     params = {}

@@ -77,6 +77,22 @@ def test_float16_halves_the_file_and_loads_as_close_float32(tmp_path, saved, mod
     assert torch.allclose(logits(loaded, x), reference, rtol=1e-2, atol=1e-2 * reference.abs().max())
 
 
+def test_int8_quarters_the_file_and_keeps_predictions(tmp_path, saved, model, x):
+    small = save_checkpoint(model, tmp_path / "small", dtype="int8", **META)
+    full_size = saved.with_name("ckpt.safetensors").stat().st_size
+    assert small.with_name("small.safetensors").stat().st_size < 0.3 * full_size
+    loaded, meta = load_checkpoint(small)
+    assert meta["dtype"] == "int8"
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and value.ndim >= 2 and value.numel() >= 256:
+            step = value.abs().reshape(value.shape[0], -1).amax(1) / 127
+            error = (loaded.state_dict()[key] - value).abs().reshape(value.shape[0], -1).amax(1)
+            assert torch.all(error <= step / 2 + 1e-7), key  # within half a quantisation step
+    reference = logits(model, x)
+    assert torch.allclose(logits(loaded, x), reference, atol=0.05 * reference.abs().max())
+
+
 def test_save_refuses_what_it_cannot_describe(tmp_path, model):
     with pytest.raises(TypeError, match="made by medattn.models.build"):
         save_checkpoint(torch.nn.Linear(2, 2), tmp_path / "plain")
@@ -84,8 +100,8 @@ def test_save_refuses_what_it_cannot_describe(tmp_path, model):
         save_checkpoint(model, tmp_path / "c", classes=["a", "b"])
     with pytest.raises(ValueError, match="arch come from the model"):
         save_checkpoint(model, tmp_path / "c", arch="resnet50")
-    with pytest.raises(ValueError, match="dtype must be one of float32, float16"):
-        save_checkpoint(model, tmp_path / "c", dtype="int8")
+    with pytest.raises(ValueError, match="dtype must be one of float32, float16, int8"):
+        save_checkpoint(model, tmp_path / "c", dtype="bfloat4")
     with pytest.raises(ValueError, match="metadata field 'metrics' is not JSON-serialisable"):
         save_checkpoint(model, tmp_path / "c", metrics={"f": object()})
     assert not list(tmp_path.iterdir())

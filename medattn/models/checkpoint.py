@@ -29,10 +29,11 @@ from torch import Tensor, nn
 import medattn
 from medattn.data.dataset import TASKS
 from medattn.errors import CheckpointError
+from medattn.models.quantize import dequantize, quantize
 from medattn.models.registry import build
 
 FORMAT = "medattn-checkpoint"
-DTYPES = {"float32": torch.float32, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "int8": torch.int8}
 RESERVED = ("format", "arch", "head", "num_classes", "params", "dtype", "sha256",
             "medattn_version", "created")
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
@@ -50,8 +51,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, dtype: str = "flo
                     **meta: Any) -> Path:
     """Write NAME.safetensors + NAME.json for a model made by `build`; returns NAME.
 
-    dtype: "float32" or "float16" (half the size; floating weights are stored in half
-    precision and loaded back as float32). `meta`: see the module docstring. Each file is
+    dtype: "float32", "float16" (half the size) or "int8" (a quarter: per-channel int8 conv and
+    linear weights, see medattn.models.quantize); weights load back as float32. `meta`: see the module docstring. Each file is
     written to a temporary name and renamed, so a crash never leaves half a checkpoint.
     """
     missing = [a for a in ("arch", "head", "num_classes", "params") if not hasattr(model, a)]
@@ -63,9 +64,12 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, dtype: str = "flo
     _check_meta(meta, model.num_classes)
     weights, info_path = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: (v.detach().to("cpu", DTYPES[dtype]) if v.is_floating_point()
-                   else v.detach().cpu()).contiguous()
-               for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if dtype == "int8":
+        tensors = {k: v.contiguous() for k, v in quantize(state).items()}
+    else:
+        tensors = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).contiguous()
+                   for k, v in state.items()}
     _replace(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     info = {
         "format": FORMAT, "arch": model.arch, "head": model.head,
@@ -107,6 +111,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
         model = build(meta["arch"], meta["head"], meta["num_classes"], **meta["params"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{info_path}: cannot build the model it describes: {e}") from None
+    if meta.get("dtype") == "int8":
+        tensors = dequantize(tensors)
     _load_weights(model, tensors, str(weights), f"the model in {info_path.name}")
     return model.eval(), meta
 
