@@ -296,12 +296,12 @@ def _sample_lesions(rng: np.random.Generator, positive: dict[str, bool], a: Anat
         for _ in range(1 if rng.random() < 0.8 else 2):
             rx, ry = rng.uniform(0.13, 0.22), rng.uniform(0.13, 0.22)
             side, x, y = _point_in_lung(rng, a, margin=0.5 * min(rx, ry), ceiling=effusion_level)
-            lesions.append(Opacity(side, x, y, rx, ry, rng.uniform(0, math.pi), rng.uniform(0.2, 0.3)))
+            lesions.append(Opacity(side, x, y, rx, ry, rng.uniform(0, math.pi), rng.uniform(0.28, 0.4)))
     if positive.get("nodule"):
         for _ in range(1 if rng.random() < 0.7 else 2):
-            r = rng.uniform(0.045, 0.07)
+            r = rng.uniform(0.06, 0.085)
             _, x, y = _point_in_lung(rng, a, margin=1.3 * r, ceiling=effusion_level)
-            lesions.append(Nodule(x, y, r, rng.uniform(0.22, 0.32)))
+            lesions.append(Nodule(x, y, r, rng.uniform(0.38, 0.5)))
     return tuple(lesions)
 
 
