@@ -17,3 +17,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared sample data not found at {SHARED_DATA} (set MEDATTN_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """A 48-image, 64 px demo dataset: enough to train and explain in seconds."""
+    from medattn.data.demo import build_demo
+
+    return build_demo(tmp_path_factory.mktemp("tiny_demo"), n=48, size=64, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_demo, tmp_path_factory) -> Path:
+    """A ResNet-18 WILDCAT checkpoint trained one epoch on tiny_demo at 64 px."""
+    from medattn.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny_checkpoints") / "tiny_resnet18_wildcat"
+    config = TrainConfig(dataset=str(tiny_demo), arch="resnet18", head="wildcat", out=str(out),
+                         epochs=1, batch_size=16, input_size=64, lr=1e-3, augment="none")
+    return train(config, log=lambda message: None)

@@ -7,14 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from medattn.data.demo import build_demo
 from medattn.models import load_checkpoint
 from medattn.train import TrainConfig, main, train
-
-
-@pytest.fixture(scope="module")
-def tiny_demo(tmp_path_factory):
-    return build_demo(tmp_path_factory.mktemp("demo"), n=48, size=64, seed=3)
 
 
 def _config(dataset, out, **overrides):
