@@ -41,7 +41,7 @@ COMPLETE_MARKER = ".demo-complete"
 MIN_SIZE = 64
 AIR = 0.03
 MARKER_VALUE = 0.97
-BOX_FRACTION = 0.2  # a lesion's box holds the pixels where it adds >= 20% of its peak
+VISIBLE = 0.02  # a lesion's box holds the pixels where it adds >= 0.02 attenuation (~5 grey levels)
 
 
 def demo_dir() -> Path:
@@ -450,7 +450,7 @@ def render_case(case: Case, size: int) -> tuple[np.ndarray, list[tuple[str, int,
     boxes = []
     for lesion in case.lesions:
         layer = lesion.layer(X, Y, aerated, coarse)
-        boxes.append((lesion.kind, *_tight_box(layer >= BOX_FRACTION * layer.max(), case, lesion)))
+        boxes.append((lesion.kind, *_tight_box(layer >= VISIBLE, case, lesion)))
         density += layer
     image = shot.brightness + shot.contrast * np.clip(density, 0.0, 1.0) ** shot.gamma
     if case.marker is not None:
