@@ -72,11 +72,8 @@ def compute_map(
     """The map of `method` for class `target` on one dataset image, cached by content."""
     cache = cache or default_cache()
     params = resolved_params(method, params)
-    if method in PDA_METHODS:
-        if params.get("reference") is None:
-            params["reference"] = reference_images(loaded, dataset)
-        if "n_train" in params and not params.get("n_train"):
-            params["n_train"] = max(len(dataset.split("train")), 1)
+    if method in PDA_METHODS and params.get("reference") is None:
+        params["reference"] = reference_images(loaded, dataset)
     image = dataset.read_image(image_id) if image is None else image
     key = cache.key(loaded.hash, file_hash(dataset.image_path(image_id)), method, params, target)
     raw = cache.get(key)

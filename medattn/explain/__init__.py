@@ -8,7 +8,7 @@ or scoring. See medattn/explain/README.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,9 +24,11 @@ __all__ = ["DEFAULT_SIGN", "METHODS", "Explainer", "explain", "get_explainer", "
 
 def explain(model: torch.nn.Module, x: torch.Tensor, target: int | Sequence[int], method: str,
             device: str | torch.device | None = None, batch_size: int | None = None,
-            **params: Any) -> np.ndarray:
+            progress: Callable[[int, int], None] | None = None, **params: Any) -> np.ndarray:
     """Raw map float32 (H, W) of `method` for image x (3, H, W) or (1, 3, H, W) and class
-    `target`; a batch (B, 3, H, W) with one target per image gives (B, H, W)."""
-    explainer = get_explainer(method)(model, device=device, batch_size=batch_size)
+    `target`; a batch (B, 3, H, W) with one target per image gives (B, H, W). `progress`
+    (done, total) is reported by the long methods (PDA) that accept it."""
+    options = {} if progress is None else {"progress": progress}
+    explainer = get_explainer(method)(model, device=device, batch_size=batch_size, **options)
     maps = explainer.attribute(x, target, **params).numpy()
     return maps[0] if x.ndim == 3 or x.shape[0] == 1 else maps
