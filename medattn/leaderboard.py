@@ -1,0 +1,164 @@
+"""Leaderboard figures from a precompute run (no Streamlit needed).
+
+- Localization per checkpoint × method: mean AUPRC, hit rate and mIoU over the scored
+  (image, class) pairs that have boxes of that class, each with a bootstrap 95% CI that
+  resamples those pairs (with one class selected, that is resampling images).
+- Classification per checkpoint: `medattn.metrics.classification_report` on the stored
+  predictions of the run's images.
+- Paired differences between two (checkpoint, method) pairs over the pairs both scored.
+- Sanity checks: rows whose method starts with "sanity:" (written by the sanity-check runner)
+  are kept apart from the leaderboard and summarised on their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+from medattn.metrics.bootstrap import bootstrap_ci, paired_difference
+from medattn.metrics.classification import classification_report
+
+METRICS = ("auprc", "hit", "miou")
+SANITY_PREFIX = "sanity:"
+PAIR_KEY = ["image_id", "target"]
+
+
+def split_sanity(scores: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(explanation rows, sanity-check rows) of a score table."""
+    if scores.empty or "method" not in scores:
+        return scores, scores.iloc[0:0]
+    sanity = scores["method"].astype(str).str.startswith(SANITY_PREFIX)
+    return scores[~sanity], scores[sanity]
+
+
+def _scored(scores: pd.DataFrame, target_class: str | None, image_ids: Sequence[str] | None) -> pd.DataFrame:
+    rows, _ = split_sanity(scores)
+    if rows.empty:
+        return rows
+    rows = rows[rows["n_boxes"] > 0]
+    if target_class is not None:
+        rows = rows[rows["target_class"] == target_class]
+    if image_ids is not None:
+        rows = rows[rows["image_id"].isin(set(image_ids))]
+    return rows
+
+
+def localization_table(
+    scores: pd.DataFrame,
+    metrics: Sequence[str] = METRICS,
+    target_class: str | None = None,
+    image_ids: Sequence[str] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per checkpoint × method: `n` scored pairs and, per metric, the mean and its
+    bootstrap 95% interval (`{metric}`, `{metric}_low`, `{metric}_high`)."""
+    rows = _scored(scores, target_class, image_ids)
+    columns = ["checkpoint", "model", "method", "n"] + [f"{m}{s}" for m in metrics for s in ("", "_low", "_high")]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    out = []
+    for (checkpoint, method), group in rows.groupby(["checkpoint", "method"], sort=True):
+        record = {"checkpoint": checkpoint, "model": group["model"].iloc[0], "method": method, "n": len(group)}
+        for metric in metrics:
+            estimate, low, high = bootstrap_ci(group[metric].to_numpy(dtype=float), n_resamples, seed)
+            record.update({metric: estimate, f"{metric}_low": low, f"{metric}_high": high})
+        out.append(record)
+    return pd.DataFrame(out, columns=columns)
+
+
+def paired_comparison(
+    scores: pd.DataFrame,
+    a: tuple[str, str],
+    b: tuple[str, str],
+    metric: str = "auprc",
+    target_class: str | None = None,
+    image_ids: Sequence[str] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """metric(a) - metric(b) for two (checkpoint, method) pairs on the (image, class) pairs both
+    scored: difference, 95% CI, bootstrap p-value and the number of pairs `n`."""
+    rows = _scored(scores, target_class, image_ids)
+
+    def values(pair: tuple[str, str]) -> pd.Series:
+        chosen = rows[(rows["checkpoint"] == pair[0]) & (rows["method"] == pair[1])]
+        return chosen.set_index(PAIR_KEY)[metric].astype(float)
+
+    first, second = values(a), values(b)
+    first, second = first.align(second, join="inner")
+    keep = first.notna() & second.notna()
+    result = paired_difference(first[keep].to_numpy(), second[keep].to_numpy(), n_resamples, seed)
+    return {**result._asdict(), "n": int(keep.sum())}
+
+
+def stored_predictions(run_root: str | Path) -> dict[str, pd.DataFrame]:
+    """The class probabilities precompute stored per checkpoint (name → image × class)."""
+    folder = Path(run_root) / "predictions"
+    if not folder.is_dir():
+        return {}
+    return {path.stem: pd.read_parquet(path) for path in sorted(folder.glob("*.parquet"))}
+
+
+def classification_table(
+    predictions: Mapping[str, pd.DataFrame], labels: pd.DataFrame, classes: Sequence[str], task: str
+) -> pd.DataFrame:
+    """One row per checkpoint: n images, accuracy, binary accuracy, macro F1, mean ROC AUC and
+    the ROC AUC of each class, on the images present in both its predictions and `labels`."""
+    out = []
+    for name, frame in predictions.items():
+        if not set(classes) <= set(frame.columns):
+            continue
+        ids = frame.index.intersection(labels.index)
+        if len(ids) == 0:
+            continue
+        report = classification_report(labels.loc[ids, list(classes)].to_numpy(), frame.loc[ids, list(classes)].to_numpy(),
+                                       task, classes)
+        record = {"checkpoint": name, "n": report["n_images"], "accuracy": report["accuracy"],
+                  "binary_accuracy": report["binary_accuracy"], "f1_macro": report["f1_macro"],
+                  "roc_auc_mean": report["roc_auc_mean"]}
+        record.update({f"auc_{c}": report["per_class"][c]["roc_auc"] for c in classes})
+        out.append(record)
+    table = pd.DataFrame(out, columns=["checkpoint", "n", "accuracy", "binary_accuracy", "f1_macro", "roc_auc_mean",
+                                       *(f"auc_{c}" for c in classes)])
+    numbers = table.columns.drop("checkpoint")
+    table[numbers] = table[numbers].apply(pd.to_numeric, errors="coerce")  # report's None → NaN
+    return table
+
+
+def curves(
+    predictions: Mapping[str, pd.DataFrame], labels: pd.DataFrame, target_class: str
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, float]], dict[str, tuple[np.ndarray, np.ndarray, float]]]:
+    """PR (recall, precision, AP) and ROC (fpr, tpr, AUC) of one class per checkpoint; a
+    checkpoint whose images hold only one label value for the class is left out."""
+    pr, roc = {}, {}
+    for name, frame in predictions.items():
+        if target_class not in frame.columns:
+            continue
+        ids = frame.index.intersection(labels.index)
+        y, s = labels.loc[ids, target_class].to_numpy(dtype=int), frame.loc[ids, target_class].to_numpy(dtype=float)
+        if np.unique(y).size < 2:
+            continue
+        precision, recall, _ = precision_recall_curve(y, s)
+        fpr, tpr, _ = roc_curve(y, s)
+        pr[name] = (recall, precision, float(average_precision_score(y, s)))
+        roc[name] = (fpr, tpr, float(roc_auc_score(y, s)))
+    return pr, roc
+
+
+def sanity_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """Sanity-check rows summarised per checkpoint × check: the mean of every numeric column
+    they carry (besides bookkeeping) and the number of rows."""
+    _, sanity = split_sanity(scores)
+    if sanity.empty:
+        return sanity
+    skip = {"target", "label", "predicted", "correct", "n_boxes", "seconds", "cached"}
+    numeric = [c for c in sanity.select_dtypes("number").columns if c not in skip and sanity[c].notna().any()]
+    grouped = sanity.groupby(["checkpoint", "method"], sort=True)
+    table = grouped[numeric].mean() if numeric else grouped.size().to_frame("rows").iloc[:, :0]
+    table.insert(0, "rows", grouped.size())
+    return table.reset_index()

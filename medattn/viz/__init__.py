@@ -1,0 +1,23 @@
+"""Figures without Streamlit: heatmap overlays (OpenCV), panel grids and charts (Plotly), and the
+grid PNG export (composited with OpenCV, so no browser or kaleido is needed)."""
+
+from medattn.viz.charts import box_size_histogram, count_bars, interval_bars, pr_figure, roc_figure
+from medattn.viz.colormaps import COLORMAPS, colorize, overlay, to_rgb, window_level
+from medattn.viz.grid import Panel, grid_figure, grid_png, render_panel
+
+__all__ = [
+    "COLORMAPS",
+    "Panel",
+    "box_size_histogram",
+    "colorize",
+    "count_bars",
+    "grid_figure",
+    "grid_png",
+    "interval_bars",
+    "overlay",
+    "pr_figure",
+    "render_panel",
+    "roc_figure",
+    "to_rgb",
+    "window_level",
+]

@@ -1,0 +1,74 @@
+"""Plotly charts for the Leaderboard and Data pages: metric bars with confidence intervals, PR and
+ROC curves, box size histograms and count bars."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
+
+
+def interval_bars(table: pd.DataFrame, metric: str, group: str = "method", color: str = "model") -> go.Figure:
+    """Grouped bars of `metric` with asymmetric error bars from `{metric}_low`/`{metric}_high`
+    (e.g. the leaderboard's bootstrap 95% intervals); one colour per `color` value."""
+    figure = go.Figure()
+    for name, rows in table.groupby(color, sort=False):
+        estimate = rows[metric].to_numpy(dtype=float)
+        figure.add_trace(
+            go.Bar(
+                name=str(name), x=rows[group].astype(str), y=estimate,
+                error_y=dict(type="data", symmetric=False,
+                             array=rows[f"{metric}_high"].to_numpy(dtype=float) - estimate,
+                             arrayminus=estimate - rows[f"{metric}_low"].to_numpy(dtype=float)),
+                hovertemplate=f"{name}<br>%{{x}}: %{{y:.3f}}<extra></extra>",
+            )
+        )
+    figure.update_layout(barmode="group", yaxis_title=metric, title=f"{metric} with 95% bootstrap CI", **LAYOUT)
+    return figure
+
+
+def pr_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str = "Precision-recall") -> go.Figure:
+    """One line per model: name → (recall, precision, average precision)."""
+    figure = go.Figure()
+    for name, (recall, precision, ap) in curves.items():
+        figure.add_trace(go.Scatter(x=recall, y=precision, mode="lines", name=f"{name} (AP {ap:.3f})", line_shape="hv"))
+    figure.update_layout(title=title, xaxis_title="recall", yaxis_title="precision",
+                         xaxis_range=[0, 1], yaxis_range=[0, 1.02], **LAYOUT)
+    return figure
+
+
+def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str = "ROC") -> go.Figure:
+    """One line per model: name → (false positive rate, true positive rate, AUC), and the chance line."""
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(dash="dot", color="grey")))
+    for name, (fpr, tpr, auc) in curves.items():
+        figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} (AUC {auc:.3f})"))
+    figure.update_layout(title=title, xaxis_title="false positive rate", yaxis_title="true positive rate",
+                         xaxis_range=[0, 1], yaxis_range=[0, 1.02], **LAYOUT)
+    return figure
+
+
+def box_size_histogram(boxes: pd.DataFrame, bins: int = 30) -> go.Figure:
+    """Distribution of box sizes (side of the equal-area square, √(w·h), in pixels) per label."""
+    figure = go.Figure()
+    sides = np.sqrt(boxes["w"].to_numpy(dtype=float) * boxes["h"].to_numpy(dtype=float))
+    shared = dict(start=0.0, end=float(sides.max(initial=1.0)) * 1.001, size=max(float(sides.max(initial=1.0)) / bins, 1e-9))
+    for label in sorted(boxes["label"].unique()):
+        figure.add_trace(go.Histogram(x=sides[(boxes["label"] == label).to_numpy()], name=str(label), xbins=shared,
+                                      opacity=0.7))
+    figure.update_layout(barmode="overlay", title="Box size", xaxis_title="√(w·h) in pixels of the stored image",
+                         yaxis_title="boxes", **LAYOUT)
+    return figure
+
+
+def count_bars(counts: pd.DataFrame, title: str) -> go.Figure:
+    """Grouped bars of a count table: index on the x axis, one bar per column."""
+    figure = go.Figure()
+    for column in counts.columns:
+        figure.add_trace(go.Bar(name=str(column), x=counts.index.astype(str), y=counts[column]))
+    figure.update_layout(barmode="group", title=title, yaxis_title="images", **LAYOUT)
+    return figure

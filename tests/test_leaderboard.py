@@ -1,0 +1,97 @@
+"""Leaderboard tables: localization with bootstrap CIs, paired differences, classification
+metrics, curves and sanity rows, checked against direct computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from medattn import leaderboard as lb
+from medattn.metrics.classification import classification_report
+
+CLASSES = ["nodule", "opacity"]
+
+
+@pytest.fixture
+def scores() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(30):
+        for target, name in enumerate(CLASSES):
+            boxed = (i + target) % 3 != 0
+            for checkpoint, method, shift in (("a", "saliency", 0.0), ("a", "gradcam", 0.2), ("b", "saliency", 0.1)):
+                value = float(np.clip(rng.uniform(0.1, 0.6) + shift, 0, 1)) if boxed else np.nan
+                rows.append({"image_id": f"im{i}", "checkpoint": checkpoint, "model": f"{checkpoint} model",
+                             "method": method, "target": str(target), "target_class": name, "n_boxes": int(boxed),
+                             "auprc": value, "hit": float(value > 0.4) if boxed else np.nan,
+                             "miou": value / 2 if boxed else np.nan})
+    rows.append({"image_id": "im0", "checkpoint": "a", "model": "a model", "method": "sanity:cascading",
+                 "target": "0", "target_class": "nodule", "n_boxes": 1, "auprc": 0.5, "hit": 1.0, "miou": 0.2,
+                 "spearman": 0.1})
+    return pd.DataFrame(rows)
+
+
+def test_localization_means_and_intervals(scores):
+    table = lb.localization_table(scores, n_resamples=200)
+    assert set(zip(table["checkpoint"], table["method"])) == {("a", "saliency"), ("a", "gradcam"), ("b", "saliency")}
+    for record in table.itertuples():
+        rows = scores[(scores["checkpoint"] == record.checkpoint) & (scores["method"] == record.method) & (scores["n_boxes"] > 0)]
+        assert record.n == len(rows)
+        assert record.auprc == pytest.approx(rows["auprc"].mean())
+        assert record.hit == pytest.approx(rows["hit"].mean())
+        assert record.auprc_low <= record.auprc <= record.auprc_high
+        assert record.auprc_high - record.auprc_low > 0
+    nodule = lb.localization_table(scores, target_class="nodule", n_resamples=200)
+    assert (nodule["n"] < table["n"]).all()
+    few = lb.localization_table(scores, image_ids=["im1", "im2"], n_resamples=50)
+    assert (few["n"] <= 4).all()
+
+
+def test_paired_difference_uses_shared_pairs(scores):
+    result = lb.paired_comparison(scores, ("a", "gradcam"), ("a", "saliency"), "auprc", n_resamples=300)
+    boxed = scores[scores["n_boxes"] > 0]
+    a = boxed[(boxed["checkpoint"] == "a") & (boxed["method"] == "gradcam")]["auprc"].to_numpy()
+    b = boxed[(boxed["checkpoint"] == "a") & (boxed["method"] == "saliency")]["auprc"].to_numpy()
+    assert result["n"] == len(a) == len(b)
+    assert result["difference"] == pytest.approx(a.mean() - b.mean())
+    assert result["low"] <= result["difference"] <= result["high"]
+    assert result["low"] > 0  # gradcam was built 0.2 better on every pair
+    missing = lb.paired_comparison(scores, ("a", "gradcam"), ("nobody", "saliency"))
+    assert missing["n"] == 0 and np.isnan(missing["difference"])
+
+
+def test_classification_table_matches_the_report(tmp_path):
+    labels = pd.DataFrame({"nodule": [1, 0, 1, 0, 1, 0], "opacity": [0, 0, 1, 1, 0, 1]},
+                          index=[f"im{i}" for i in range(6)])
+    probs = pd.DataFrame({"nodule": [0.9, 0.2, 0.4, 0.1, 0.8, 0.6], "opacity": [0.1, 0.3, 0.7, 0.9, 0.2, 0.4]},
+                         index=labels.index)
+    folder = tmp_path / "predictions"
+    folder.mkdir()
+    probs.assign(checkpoint_hash="h").to_parquet(folder / "a.parquet")
+    stored = lb.stored_predictions(tmp_path)
+    assert list(stored) == ["a"]
+    table = lb.classification_table({"a": stored["a"][CLASSES]}, labels, CLASSES, "multilabel")
+    report = classification_report(labels.to_numpy(), probs.to_numpy(), "multilabel", CLASSES)
+    record = table.iloc[0]
+    assert record["n"] == 6
+    assert record["accuracy"] == pytest.approx(report["accuracy"])
+    assert record["roc_auc_mean"] == pytest.approx(report["roc_auc_mean"])
+    assert record["auc_opacity"] == pytest.approx(roc_auc_score(labels["opacity"], probs["opacity"]))
+
+    pr, roc = lb.curves({"a": probs}, labels, "nodule")
+    assert roc["a"][2] == pytest.approx(roc_auc_score(labels["nodule"], probs["nodule"]))
+    assert pr["a"][0].max() == 1.0  # recall reaches 1
+    constant = labels.assign(nodule=1)
+    assert lb.curves({"a": probs}, constant, "nodule") == ({}, {})
+
+
+def test_sanity_rows_are_kept_apart(scores):
+    regular, sanity = lb.split_sanity(scores)
+    assert not regular["method"].str.startswith("sanity:").any() and len(sanity) == 1
+    assert "sanity:cascading" not in set(lb.localization_table(scores, n_resamples=50)["method"])
+    summary = lb.sanity_table(scores)
+    assert list(summary["method"]) == ["sanity:cascading"]
+    assert summary.loc[0, "rows"] == 1 and summary.loc[0, "spearman"] == pytest.approx(0.1)
+    assert lb.sanity_table(regular).empty

@@ -1,0 +1,65 @@
+"""Figure builders: overlays, window/level, the grid figure and its PNG export, shared scaling."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from medattn.viz import Panel, grid_figure, grid_png, overlay, render_panel, window_level
+from medattn.viz.scaling import shared_normalize
+
+
+def panel(column: str = "saliency", heatmap: bool = True) -> Panel:
+    image = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64)
+    heat = np.zeros_like(image)
+    heat[10, 20] = 1.0
+    return Panel("model a", column, image, heat if heatmap else None, np.array([[15, 5, 10, 8]]), (10, 20),
+                 caption="p=0.90  AUPRC=0.50  hit=yes  IoU=0.20", note="" if heatmap else "head has no class maps")
+
+
+def test_window_level_and_overlay():
+    image = np.array([[0.0, 0.25, 0.5, 0.75, 1.0]], np.float32)
+    np.testing.assert_allclose(window_level(image, 0.5, 0.5), [[0, 0, 0.5, 1, 1]])
+    with pytest.raises(ValueError, match="width"):
+        window_level(image, 0.5, 0)
+    blended = overlay(image, np.ones_like(image), "jet", opacity=0.0)
+    np.testing.assert_array_equal(blended[..., 0], np.round(image * 255).astype(np.uint8))
+    with pytest.raises(ValueError, match="colormap"):
+        overlay(image, image, "rainbow-unicorn")
+
+
+def test_rendered_panel_draws_boxes_and_point():
+    pixels = render_panel(panel(), opacity=0.0)
+    assert pixels.shape == (48, 64, 3)
+    assert tuple(pixels[5, 15]) == (0, 255, 0)  # box corner, inclusive convention
+    assert tuple(pixels[10, 20]) == (255, 255, 255)  # the argmax cross
+    assert render_panel(panel(), size=128).shape == (96, 128, 3)
+
+
+def test_grid_figure_links_panels_and_titles_scores():
+    figure = grid_figure([[panel("saliency"), panel("wildcat", heatmap=False)]], side_by_side=True)
+    images = [trace for trace in figure.data if trace.type == "image"]
+    assert len(images) == 3  # the plain image leads the row side by side
+    titles = [a.text for a in figure.layout.annotations]
+    assert any("AUPRC=0.50" in t for t in titles) and any("no class maps" in t for t in titles)
+    assert figure.layout.xaxis2.matches == "x" and figure.layout.yaxis2.matches == "y"
+    assert len(figure.layout.shapes) == 3  # one box per cell
+
+
+def test_grid_png_is_a_decodable_grid():
+    data = grid_png([[panel(), panel("pda")], [panel("wildcat", heatmap=False)]], cell=100, header=["image x"])
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None and decoded.shape[1] == 2 * 100 + 6
+    with pytest.raises(ValueError):
+        grid_png([])
+
+
+def test_shared_scale_keeps_relative_strength():
+    weak, strong = np.full((4, 4), 1.0), np.full((4, 4), 2.0)
+    strong[0, 0] = 4.0
+    scaled = shared_normalize([weak, strong], "absolute", (8, 8), clip_percentile=100)
+    assert scaled[0].shape == (8, 8)
+    assert scaled[0].max() == pytest.approx(0.25) and scaled[1].max() == pytest.approx(1.0)
+    signed = shared_normalize([np.array([[-1.0, 1.0]])], "all", (1, 2), clip_percentile=100)
+    np.testing.assert_allclose(signed[0], [[0.0, 1.0]])
