@@ -1,0 +1,31 @@
+"""medattn workbench: `streamlit run app.py`. The shared sidebar, then the chosen page.
+
+Environment: MEDATTN_DATASET (folder opened first; default the embedded demo, built on first
+start), MEDATTN_CHECKPOINTS (checkpoint folder; default checkpoints/), MEDATTN_CACHE (heatmap
+cache and score tables; default .cache/).
+"""
+
+import os
+
+# Idle OpenMP threads sleep instead of spinning: on a CPU shared with other work, spinning
+# threads made PyTorch's two-thread convolutions tens of times slower. Read when torch loads,
+# so it is set before the first import of medattn.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import streamlit as st  # noqa: E402
+
+from medattn.ui.sidebar import sidebar  # noqa: E402
+
+st.set_page_config(page_title="medattn", page_icon=":material/radiology:", layout="wide")
+st.set_option("client.showErrorDetails", "none")
+
+PAGES = [
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:", default=True),
+    st.Page("pages/failures.py", title="Failure cases", icon=":material/report:"),
+    st.Page("pages/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
+    st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
+]
+page = st.navigation(PAGES)
+sidebar()
+st.sidebar.caption("For research and software testing only, never for clinical use.")
+page.run()

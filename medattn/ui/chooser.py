@@ -1,0 +1,49 @@
+"""Which images the Compare page offers: a split, then filters on label and prediction, and
+optionally only the fair comparison set (images every selected model gets right)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medattn.metrics.classification import predictions as decide
+from medattn.ui import loaders
+from medattn.ui.sidebar import Selection
+
+SPLITS = ("test", "val", "train", "all")
+LABELS = ("any", "positive", "negative")
+OUTCOMES = ("any", "correct (all models)", "wrong (some model)")
+
+
+def filtered_ids(selection: Selection, split: str, class_name: str | None, label: str, outcome: str,
+                 fair: bool) -> list[str]:
+    """Image ids of `split` kept by the filters, in dataset order. `class_name` None means any
+    class: positive then means some finding, negative none. Prediction filters and the fair
+    set need the models' predictions over the split (computed once and stored)."""
+    data = selection.dataset
+    frame = data.images if split == "all" else data.split(split)
+    classes = [class_name] if class_name else list(data.classes)
+    labelled = frame[classes].to_numpy().astype(bool)
+    if label == "positive":
+        frame = frame[labelled.any(axis=1)]
+    elif label == "negative":
+        frame = frame[~labelled.any(axis=1)]
+    ids = list(frame.index)
+    if not ids or not selection.models or (outcome == "any" and not fair):
+        return ids
+    columns = [data.classes.index(c) for c in classes]
+    truth = data.label_matrix(ids)[:, columns]
+    right = np.ones(len(ids), bool)
+    wrong = np.zeros(len(ids), bool)
+    for loaded in selection.models:
+        probs = loaders.predictions(loaded, data, ids).to_numpy()
+        correct = (decide(probs, data.task)[:, columns] == truth).all(axis=1)
+        right &= correct
+        wrong |= ~correct
+    if outcome == OUTCOMES[1]:
+        ids = [i for i, keep in zip(ids, right) if keep]
+    elif outcome == OUTCOMES[2]:
+        ids = [i for i, keep in zip(ids, wrong) if keep]
+    if fair and ids:
+        fair_ids = set(loaders.fair_set(data, selection.models, ids))
+        ids = [i for i in ids if i in fair_ids]
+    return ids

@@ -1,0 +1,143 @@
+"""The Compare grid's work: one map per model × method for one image and class, from the heatmap
+cache or computed with a progress bar, then scored and laid out as panels.
+
+Cheap methods run first; while a slow one (PDA, integrated gradients on a CPU) computes, the
+panels done so far are already on the page and the progress bar names the panel at work and,
+for PDA, its window count. A widget change stops the run at the next progress tick; finished
+maps are in the on-disk cache, so nothing done is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from medattn.data.dataset import Dataset
+from medattn.explain import DEFAULT_SIGN
+from medattn.inference import LoadedModel
+from medattn.metrics.boxes import as_box_array
+from medattn.pipeline import MapResult, compute_map, score_map
+from medattn.ui import loaders
+from medattn.ui.errors import message
+from medattn.ui.methods import app_params, cost_rank, unavailable
+from medattn.ui.sidebar import Selection
+from medattn.viz.colormaps import window_level
+from medattn.viz.grid import Panel
+from medattn.viz.scaling import shared_normalize
+
+NUMBER_COLUMNS = ["image_id", "target_class", "checkpoint", "model", "method", "probability", "auprc", "hit", "miou",
+                  "n_boxes", "seconds", "cached"]
+
+
+@dataclass
+class Display:
+    """How maps are shown (never how they are scored)."""
+
+    colormap: str = "jet"
+    opacity: float = 0.5
+    shared: bool = False
+    side_by_side: bool = False
+    center: float = 0.5
+    width: float = 1.0
+
+
+@st.cache_data(max_entries=2048, show_spinner=False)
+def _scores(key: tuple, _display: np.ndarray, _boxes: pd.DataFrame) -> dict[str, float]:
+    return score_map(_display, _boxes)
+
+
+def caption(probability: float, scores: dict[str, float], class_name: str) -> str:
+    """One ASCII line per panel: the model's probability for the class and the map's scores."""
+    if not np.isfinite(scores["auprc"]):
+        return f"p={probability:.2f}  no {class_name} box"
+    pointed = "yes" if scores["hit"] == 1 else "no"
+    return f"p={probability:.2f}  AUPRC={scores['auprc']:.2f}  hit={pointed}  IoU={scores['miou']:.2f}"
+
+
+def _map(loaded: LoadedModel, data: Dataset, image_id: str, method: str, target: int, image: np.ndarray,
+         progress: Callable[[int, int], None]) -> MapResult:
+    with loaders.model_lock(loaded.name):
+        return compute_map(loaded, data, image_id, method, target, app_params(method, loaded.input_size), progress=progress,
+                           image=image)
+
+
+def _ticker(bar, label: str, start: float, share: float) -> Callable[[int, int], None]:
+    """A progress callback (PDA reports windows) moving the bar through this panel's share of
+    the work, at most four times a second."""
+    last = [0.0]
+
+    def tick(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= 0.25 or done == total:
+            last[0] = now
+            bar.progress(min(1.0, start + share * done / max(total, 1)), text=f"{label}: window {done}/{total}")
+
+    return tick
+
+
+def compute_grid(selection: Selection, image_id: str, target: int, display: Display,
+                 show: Callable[[list[list[Panel]]], None]) -> tuple[list[list[Panel]], pd.DataFrame]:
+    """Panels (rows: models, columns: methods) and their numbers; `show(panels)` is called
+    whenever a freshly computed panel is ready, so the page fills in as the work goes."""
+    data = selection.dataset
+    image = data.read_image(image_id)
+    shown = window_level(image, display.center, display.width)
+    class_name = data.classes[target]
+    boxes = data.boxes_for(image_id, class_name)
+    box_array = as_box_array(boxes)
+    models, methods = selection.models, selection.methods
+    probability = {m.name: float(loaders.predictions(m, data, [image_id]).iloc[0, target]) for m in models}
+    cells = {
+        (m.name, method): Panel(m.name, method, shown, boxes=box_array, note=unavailable(m, method) or "computing…")
+        for m in models for method in methods
+    }
+    results: dict[tuple[str, str], MapResult] = {}
+    rows: list[dict] = []
+    stamp = data.hash
+
+    def grid() -> list[list[Panel]]:
+        return [[cells[(m.name, method)] for method in methods] for m in models]
+
+    jobs = sorted(((m, method) for m in models for method in methods if unavailable(m, method) is None),
+                  key=lambda job: cost_rank(job[1]))
+    bar = st.progress(0.0, text="Maps") if jobs else None
+    for number, (loaded, method) in enumerate(jobs):
+        label = f"{method} · {loaded.name}"
+        bar.progress(number / len(jobs), text=f"{number + 1}/{len(jobs)}: {label}")
+        cell = cells[(loaded.name, method)]
+        try:
+            tick = _ticker(bar, f"{number + 1}/{len(jobs)}: {label}", number / len(jobs), 1 / len(jobs))
+            result = _map(loaded, data, image_id, method, target, image, tick)
+        except Exception as exc:  # noqa: BLE001 - one failing panel says why; the others still show
+            cell.note = f"failed: {message(exc)}"
+            continue
+        results[(loaded.name, method)] = result
+        scores = _scores((loaded.hash, stamp, image_id, method, target), result.display, boxes)
+        cell.heatmap = result.display
+        cell.point = tuple(int(v) for v in np.unravel_index(int(np.argmax(result.display)), result.display.shape))
+        cell.caption, cell.note = caption(probability[loaded.name], scores, class_name), ""
+        rows.append({"image_id": image_id, "target_class": class_name, "checkpoint": loaded.name, "model": loaded.label,
+                     "method": method, "probability": probability[loaded.name], **scores, "n_boxes": len(boxes),
+                     "seconds": round(result.seconds, 3), "cached": result.cached})
+        if not result.cached:
+            show(grid())
+    if bar is not None:
+        bar.empty()
+    if display.shared:
+        _share_scale(cells, results, methods, image.shape)
+    order = {(m.name, method): i for i, (m, method) in enumerate((m, x) for m in models for x in methods)}
+    rows.sort(key=lambda r: order[(r["checkpoint"], r["method"])])
+    return grid(), pd.DataFrame(rows, columns=NUMBER_COLUMNS)
+
+
+def _share_scale(cells: dict, results: dict, methods: list[str], shape: tuple[int, int]) -> None:
+    """Replace each method's panel maps by maps on one common scale (display only)."""
+    for method in methods:
+        keys = [key for key in results if key[1] == method]
+        for key, shared in zip(keys, shared_normalize([results[k].raw for k in keys], DEFAULT_SIGN[method], shape)):
+            cells[key].heatmap = shared

@@ -1,0 +1,111 @@
+"""Cached loaders: datasets and models load once per process (st.cache_resource), keyed by
+content stamps so that an edited manifest or a retrained checkpoint is picked up; score tables
+and predictions are read again only when their files change."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from medattn.data.dataset import Dataset, dataset_hash, load_dataset
+from medattn.inference import LoadedModel, load_model
+from medattn.metrics.classification import correct_images
+from medattn.metrics.fair_set import fair_comparison_set
+from medattn import pipeline
+from medattn.precompute import Run
+
+
+def run_for(data: Dataset) -> Run:
+    """Where precompute keeps this dataset's predictions and scores (under the cache folder,
+    looked up at call time so that tests and callers may point it elsewhere)."""
+    return Run.for_dataset(data, pipeline.CACHE_DIR / "runs")
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the dataset…")
+def _dataset(path: str, stamp: str) -> Dataset:
+    return load_dataset(path)
+
+
+def dataset(path: str | os.PathLike) -> Dataset:
+    """The validated dataset at `path`; DatasetError lists every problem."""
+    path = str(Path(path).expanduser().resolve())
+    stamp = dataset_hash(path) if Path(path).is_dir() else "missing"
+    return _dataset(path, stamp)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Loading the checkpoint…")
+def _model(path: str, device: str, stamp: int) -> LoadedModel:
+    return load_model(path, device)
+
+
+def model(path: str | os.PathLike, device: str) -> LoadedModel:
+    """A checkpoint loaded for inference on `device` ("auto", "cpu", "cuda"…)."""
+    base = Path(path)
+    base = base.with_suffix("") if base.suffix in (".json", ".safetensors") else base
+    weights = base.with_suffix(".safetensors")
+    stamp = weights.stat().st_mtime_ns if weights.exists() else 0
+    return _model(str(base.resolve()), device, stamp)
+
+
+@st.cache_resource
+def model_lock(name: str) -> threading.Lock:
+    """One lock per checkpoint: explainers attach hooks to the shared model, so two sessions
+    must not explain with the same model at once."""
+    return threading.Lock()
+
+
+def predictions(loaded: LoadedModel, data: Dataset, image_ids: Sequence[str]) -> pd.DataFrame:
+    """Class probabilities of these images, stored with the dataset's run (computed once)."""
+    with model_lock(loaded.name):
+        return run_for(data).predictions(loaded, data, list(image_ids))
+
+
+def _stamp(folder: Path) -> tuple:
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in folder.glob("*.parquet")))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _scores(root: str, stamp: tuple) -> pd.DataFrame:
+    return Run(Path(root)).scores.read()
+
+
+def scores(data: Dataset, models: Sequence[LoadedModel]) -> pd.DataFrame:
+    """The dataset's score table restricted to the rows of these checkpoints (same weights)."""
+    run = run_for(data)
+    table = _scores(str(run.root), _stamp(run.root / "scores"))
+    if table.empty:
+        return table
+    current = {(m.name, m.hash) for m in models}
+    keep = [(c, h) in current for c, h in zip(table["checkpoint"], table.get("checkpoint_hash", table["checkpoint"]))]
+    return table[np.asarray(keep, dtype=bool)].reset_index(drop=True)
+
+
+def stored_predictions(data: Dataset, models: Sequence[LoadedModel]) -> dict[str, pd.DataFrame]:
+    """Predictions precompute stored for these checkpoints (class columns only)."""
+    run = run_for(data)
+    out = {}
+    for loaded in models:
+        path = run.predictions_path(loaded.name)
+        if path.exists():
+            frame = pd.read_parquet(path)
+            if "checkpoint_hash" not in frame or (frame["checkpoint_hash"] == loaded.hash).all():
+                out[loaded.name] = frame[loaded.classes]
+    return out
+
+
+def fair_set(data: Dataset, models: Sequence[LoadedModel], image_ids: Sequence[str]) -> pd.Index:
+    """The images among `image_ids` that every model classifies correctly (exact match)."""
+    labels = data.label_matrix(image_ids)
+    correct = {}
+    for loaded in models:
+        probs = predictions(loaded, data, image_ids).to_numpy()
+        correct[loaded.name] = pd.Series(correct_images(labels, probs, data.task), index=list(image_ids))
+    return fair_comparison_set(correct)

@@ -1,0 +1,176 @@
+"""The sidebar every page shares: dataset, checkpoints, device and method set.
+
+`sidebar()` runs in app.py before the page, so its widgets keep their values across pages; it
+stores the resulting `Selection` where `current()` finds it. Problems (a folder that is not a
+valid dataset, a checkpoint that cannot be read or predicts other classes) are shown in the
+sidebar and leave the rest of the app working.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from medattn.data.dataset import Dataset
+from medattn.data.demo import ensure_demo
+from medattn.device import best_device, describe
+from medattn.explain import METHODS
+from medattn import inference
+from medattn.inference import LoadedModel, list_checkpoints
+from medattn.ui import loaders
+from medattn.ui.errors import message, show_error
+from medattn.ui.methods import DEFAULT_METHODS, PDA_SAMPLES
+
+APP_SCRIPT = Path(__file__).resolve().parents[2] / "app.py"
+STATE_KEY = "medattn_selection"
+DATASET_KEY = "sb_dataset_path"
+# The baseline and the WILDCAT model are selected by default: they carry every default method
+# (WILDCAT class maps need the wildcat head) and keep a cold first grid quick on a CPU.
+DEFAULT_HEADS = ("linear", "wildcat")
+
+
+@dataclass
+class Selection:
+    """What the sidebar chose: the dataset (None with `dataset_problem` when it failed), the
+    loaded models whose classes match it, and what could not be used, with the reason."""
+
+    dataset: Dataset | None = None
+    dataset_problem: str | None = None
+    models: list[LoadedModel] = field(default_factory=list)
+    unusable: dict[str, str] = field(default_factory=dict)  # checkpoint name → why
+    device: str = "auto"
+    methods: list[str] = field(default_factory=list)
+
+    def model(self, name: str) -> LoadedModel | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+def current() -> Selection:
+    """The selection made by the sidebar in this run (an empty one outside the app)."""
+    _ensure_entrypoint()
+    return st.session_state.get(STATE_KEY) or Selection()
+
+
+def _ensure_entrypoint() -> None:
+    """Streamlit runs a pages/ script on its own (its legacy multipage mode: no app.py, no
+    sidebar) when a run starts before app.py's st.navigation has switched that mode off, as on
+    the first request after a start when it names a page's URL, and on every AppTest run. Run
+    app.py in its place, in this same run so that button clicks are not lost, then stop."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        runpy.run_path(str(APP_SCRIPT), run_name="__main__")
+        st.stop()
+
+
+def _meta(path: Path) -> dict:
+    try:
+        return json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def default_checkpoints(paths: list[Path]) -> list[str]:
+    """Names selected on first start: the DEFAULT_HEADS checkpoints, else the first two."""
+    chosen = [p.name for p in paths if _meta(p).get("head") in DEFAULT_HEADS]
+    return chosen or [p.name for p in paths[:2]]
+
+
+def use_dataset(path: str) -> None:
+    """Point the sidebar at a dataset folder (from a page button): applied on the next run."""
+    st.session_state["sb_pending_dataset"] = str(path)
+
+
+def _dataset_section(selection: Selection) -> None:
+    st.sidebar.subheader("Dataset")
+    if "sb_pending_dataset" in st.session_state:
+        st.session_state[DATASET_KEY] = st.session_state.pop("sb_pending_dataset")
+    elif DATASET_KEY not in st.session_state:
+        st.session_state[DATASET_KEY] = os.environ.get("MEDATTN_DATASET", "")
+    typed = st.sidebar.text_input("Dataset folder", key=DATASET_KEY, placeholder="empty: the embedded demo",
+                                  help="A folder with dataset.json, images.csv and boxes.csv. Empty: the demo.")
+    try:
+        if typed.strip():
+            path = Path(typed.strip()).expanduser()
+        else:
+            with st.spinner("Building the demo dataset (first start only)…"):
+                path = ensure_demo()
+        selection.dataset = loaders.dataset(path)
+    except Exception as exc:  # noqa: BLE001 - shown in the sidebar; the pages say what is missing
+        selection.dataset_problem = message(exc)
+        show_error(exc, "Dataset not loaded", st.sidebar)
+        return
+    data = selection.dataset
+    st.sidebar.caption(f"**{data.name}** · {len(data.images)} images · {data.task} · "
+                       f"classes: {', '.join(data.classes)}")
+
+
+def _checkpoint_section(selection: Selection) -> None:
+    st.sidebar.subheader("Checkpoints")
+    folder = inference.CHECKPOINT_DIR
+    found = list_checkpoints(folder)
+    names = [p.name for p in found]
+    if "sb_checkpoints" not in st.session_state:
+        st.session_state["sb_checkpoints"] = default_checkpoints(found)
+    else:  # checkpoints removed from the folder drop out of the choice
+        st.session_state["sb_checkpoints"] = [n for n in st.session_state["sb_checkpoints"] if n in names]
+    chosen = st.sidebar.multiselect(f"From {folder.name}/", names, key="sb_checkpoints",
+                                    help=f"Every NAME.safetensors + NAME.json in {folder}")
+    extra = st.sidebar.text_input("Another checkpoint (path)", key="sb_extra_checkpoint",
+                                  placeholder="path/to/NAME.safetensors")
+    if not found:
+        st.sidebar.info(f"No checkpoints in {folder}; train one with `python -m medattn.train` "
+                        "or set MEDATTN_CHECKPOINTS.")
+    paths = [p for p in found if p.name in chosen] + ([Path(extra.strip()).expanduser()] if extra.strip() else [])
+    for path in paths:
+        name = path.with_suffix("").name if path.suffix in (".json", ".safetensors") else path.name
+        classes = _meta(path.with_suffix("") if path.suffix else path).get("classes")
+        data = selection.dataset
+        if data is not None and classes is not None and list(classes) != list(data.classes):
+            selection.unusable[name] = (f"predicts {', '.join(map(str, classes))}, but the dataset has "
+                                        f"{', '.join(data.classes)}")
+            continue
+        try:
+            loaded = loaders.model(path, selection.device)
+            if data is not None:
+                loaded.check_classes(data)
+            selection.models.append(loaded)
+        except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not hide the others
+            selection.unusable[name] = message(exc)
+    for name, why in selection.unusable.items():
+        st.sidebar.warning(f"**{name}** not used: {why}")
+
+
+def _device_section(selection: Selection) -> None:
+    options = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    selection.device = st.sidebar.selectbox("Device", options, key="sb_device")
+    try:
+        st.sidebar.caption(f"Running on {describe(best_device(selection.device))}")
+    except ValueError as exc:
+        st.sidebar.error(str(exc))
+
+
+def _method_section(selection: Selection) -> None:
+    if "sb_methods" not in st.session_state:
+        st.session_state["sb_methods"] = list(DEFAULT_METHODS)
+    selection.methods = st.sidebar.multiselect("Methods", list(METHODS), key="sb_methods")
+    st.sidebar.caption(f"PDA (fast): a window of 1/8 of the model's input (16 px at 128) every half window, "
+                       f"{PDA_SAMPLES} marginal samples.")
+
+
+def sidebar() -> Selection:
+    """Draw the shared sidebar and remember its selection for the page."""
+    selection = Selection()
+    _dataset_section(selection)
+    _device_section(selection)
+    _checkpoint_section(selection)
+    _method_section(selection)
+    st.session_state[STATE_KEY] = selection
+    return selection

@@ -1,0 +1,109 @@
+"""Compare: one image, every selected model × method side by side, scored against its boxes."""
+
+import streamlit as st
+
+from medattn.ui import compare_request
+from medattn.ui.chooser import LABELS, OUTCOMES, SPLITS, filtered_ids
+from medattn.ui.compare_grid import Display, compute_grid
+from medattn.ui.errors import guard
+from medattn.ui.sidebar import current
+from medattn.viz import COLORMAPS, Panel, grid_figure, grid_png
+
+SESSION = dict(persist_state="session")
+selection = current()
+st.title("Compare")
+if selection.dataset is None:
+    st.info("Choose a valid dataset folder in the sidebar to compare maps.")
+    st.stop()
+data = selection.dataset
+compare_request.apply(data)
+
+split_col, class_col, label_col, outcome_col, fair_col = st.columns([1, 1, 1, 1.4, 1.2], vertical_alignment="bottom")
+split = split_col.selectbox("Split", SPLITS, key="cmp_split", **SESSION)
+class_name = class_col.selectbox("Class", ["any", *data.classes], key="cmp_class", **SESSION)
+st.session_state.setdefault("cmp_label", "positive")  # open on images that have something to point at
+label = label_col.selectbox("Label", LABELS, key="cmp_label", **SESSION,
+                            help="positive: labelled with the class (any class: some finding); negative: not.")
+outcome = outcome_col.selectbox("Prediction", OUTCOMES, key="cmp_outcome", disabled=not selection.models, **SESSION)
+fair = fair_col.toggle("Fair comparison set", key="cmp_fair", disabled=not selection.models, **SESSION,
+                       help="Only images every selected model classifies correctly (Gonçalves et al. 2021).")
+ids: list[str] = []
+with guard("Filtering images"), st.spinner("Predicting the split for the filters…"):
+    ids = filtered_ids(selection, split, None if class_name == "any" else class_name, label, outcome, fair)
+if not ids:
+    st.warning("No image matches these filters.")
+    st.stop()
+
+if st.session_state.get("image") not in ids:
+    st.session_state["image"] = ids[0]
+
+
+def step(delta: int) -> None:
+    position = ids.index(st.session_state["image"])
+    st.session_state["image"] = ids[(position + delta) % len(ids)]
+
+
+previous_col, image_col, next_col, target_col = st.columns([0.5, 3, 0.5, 2], vertical_alignment="bottom")
+previous_col.button("◀", on_click=step, args=(-1,), help="Previous image", key="cmp_previous")
+image_id = image_col.selectbox(f"Image ({len(ids)} match)", ids, key="image", bind="query-params")
+next_col.button("▶", on_click=step, args=(1,), help="Next image", key="cmp_next")
+compare_request.default_target(data, image_id)
+target_name = target_col.selectbox("Target class", data.classes, key="cmp_target", **SESSION)
+target = data.classes.index(target_name)
+
+with st.expander("Display", expanded=False):
+    a, b, c, d = st.columns(4)
+    display = Display(
+        colormap=a.selectbox("Colormap", list(COLORMAPS), key="cmp_cmap", **SESSION),
+        opacity=b.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="cmp_opacity", **SESSION),
+        shared=c.radio("Normalisation", ["per panel", "shared per method"], key="cmp_norm", horizontal=True,
+                       help="Scores always use the per-map policy; this changes the display only.",
+                       **SESSION) == "shared per method",
+        side_by_side=d.radio("View", ["overlay", "side by side"], key="cmp_view", horizontal=True,
+                             **SESSION) == "side by side",
+    )
+    level, width = st.columns(2)
+    display.center = level.slider("Window level (display)", 0.0, 1.0, 0.5, 0.01, key="cmp_center", **SESSION)
+    display.width = width.slider("Window width (display)", 0.05, 1.0, 1.0, 0.01, key="cmp_width", **SESSION)
+
+row = data.images.loc[image_id]
+labels = [c for c in data.classes if row[c]] or ["none"]
+details = [f"split {row['split']}", f"labels: {', '.join(labels)}", f"patient {row['patient_id']}"]
+details += [f"{k} {row[k]}" for k in ("view", "sex", "age", "marker") if k in row.index]
+st.caption(f"**{image_id}** · " + " · ".join(details) + " · green: boxes of the target class · ✕: the map's maximum")
+
+if not selection.models:
+    reasons = "; ".join(f"{name}: {why}" for name, why in selection.unusable.items())
+    st.warning(f"No selected checkpoint predicts this dataset's classes ({', '.join(data.classes)}), so there "
+               f"are no maps to show. {reasons}")
+    with guard("Showing the image"):
+        boxes = data.boxes_for(image_id, target_name)
+        image = Panel(image_id, "image", data.read_image(image_id), boxes=boxes, note=f"boxes of {target_name}")
+        st.plotly_chart(grid_figure([[image]], width=500), key="cmp_image_only")
+    st.stop()
+if not selection.methods:
+    st.info("Choose at least one method in the sidebar.")
+    st.stop()
+
+placeholder = st.empty()
+shown = [0]
+
+
+def show(panels: list[list[Panel]]) -> None:
+    shown[0] += 1
+    placeholder.plotly_chart(grid_figure(panels, display.colormap, display.opacity, display.side_by_side),
+                             key=f"cmp_grid_partial_{shown[0]}")
+
+
+with guard("Computing the grid"):
+    panels, numbers = compute_grid(selection, image_id, target, display, show)
+    placeholder.plotly_chart(grid_figure(panels, display.colormap, display.opacity, display.side_by_side),
+                             key="cmp_grid", config={"scrollZoom": True})
+    st.dataframe(numbers.drop(columns=["image_id", "target_class"]), hide_index=True,
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("probability", "auprc", "miou")})
+    png = grid_png(panels, display.colormap, display.opacity, display.side_by_side,
+                   header=[f"{data.name} / {image_id} / target {target_name}"])
+    left, right = st.columns(2)
+    left.download_button("Download grid PNG", png, f"{image_id}_{target_name}_grid.png", "image/png", key="cmp_png")
+    right.download_button("Download numbers CSV", numbers.to_csv(index=False), f"{image_id}_{target_name}_scores.csv",
+                          "text/csv", key="cmp_csv")

@@ -1,0 +1,93 @@
+"""Leaderboard: localization per model × method with bootstrap 95% CIs, classification per model,
+paired differences, PR and ROC curves, and sanity checks when present."""
+
+import streamlit as st
+
+from medattn import leaderboard as lb
+from medattn.ui import loaders
+from medattn.ui.errors import guard
+from medattn.ui.precompute_panel import precompute_panel
+from medattn.ui.sidebar import current
+from medattn.viz import interval_bars, pr_figure, roc_figure
+
+SESSION = dict(persist_state="session")
+selection = current()
+st.title("Leaderboard")
+if selection.dataset is None or not selection.models:
+    st.info("Choose a dataset and at least one checkpoint trained on its classes in the sidebar.")
+    st.stop()
+data = selection.dataset
+scores = loaders.scores(data, selection.models)
+precompute_panel(selection, "lb_pre", expanded=scores.empty)
+if scores.empty:
+    st.info("No scores yet for these checkpoints on this dataset: run precompute above.")
+    st.stop()
+
+left, right = st.columns(2)
+class_name = left.selectbox("Class", ["all", *data.classes], key="lb_class", **SESSION)
+resamples = right.select_slider("Bootstrap resamples", [200, 500, 1000, 2000], 1000, key="lb_resamples", **SESSION)
+target_class = None if class_name == "all" else class_name
+
+st.header("Localization")
+with guard("Localization table"):
+    table = lb.localization_table(scores, target_class=target_class, n_resamples=resamples)
+    if table.empty:
+        st.info("No scored image has boxes of this class.")
+    else:
+        shown = table.copy()
+        for metric in lb.METRICS:
+            shown[metric] = [f"{e:.3f} [{lo:.3f}, {hi:.3f}]" for e, lo, hi in
+                             zip(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])]
+        st.dataframe(shown[["checkpoint", "model", "method", "n", *lb.METRICS]], hide_index=True)
+        st.caption("Mean over scored (image, class) pairs with boxes of that class; [95% bootstrap CI].")
+        metric = st.radio("Chart", lb.METRICS, horizontal=True, key="lb_metric", **SESSION)
+        st.plotly_chart(interval_bars(table, metric, group="method", color="checkpoint"), key="lb_bars")
+        st.download_button("Download localization CSV", table.to_csv(index=False), f"{data.name}_localization.csv",
+                           "text/csv", key="lb_csv")
+
+st.header("Paired difference")
+with guard("Paired difference"):
+    pairs = sorted({(c, m) for c, m in zip(scores["checkpoint"], scores["method"]) if not str(m).startswith("sanity:")})
+    if len(pairs) < 2:
+        st.info("Score at least two model/method pairs to compare them.")
+    else:
+        a_col, b_col, m_col = st.columns([2, 2, 1])
+        label = " · ".join
+        first = a_col.selectbox("A", pairs, format_func=label, key="lb_a")
+        second = b_col.selectbox("B", pairs, index=1, format_func=label, key="lb_b")
+        paired_metric = m_col.selectbox("Metric", lb.METRICS, key="lb_paired_metric")
+        result = lb.paired_comparison(scores, first, second, paired_metric, target_class, n_resamples=resamples)
+        if result["n"] == 0:
+            st.info("A and B share no scored (image, class) pair with boxes.")
+        else:
+            st.metric(f"{paired_metric}: A − B over {result['n']} shared pairs", f"{result['difference']:+.3f}",
+                      help="Bootstrap over the shared pairs; p is two-sided.")
+            st.caption(f"95% CI [{result['low']:+.3f}, {result['high']:+.3f}] · p = {result['p_value']:.3f}")
+
+st.header("Classification")
+with guard("Classification metrics"):
+    predictions = loaders.stored_predictions(data, selection.models)
+    scored_ids = set(scores["image_id"])
+    predictions = {name: frame[frame.index.isin(scored_ids)] for name, frame in predictions.items()}
+    classification = lb.classification_table(predictions, data.images, data.classes, data.task)
+    if classification.empty:
+        st.info("No stored predictions yet: precompute stores them.")
+    else:
+        st.dataframe(classification, hide_index=True,
+                     column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                    for c in classification.columns if c not in ("checkpoint", "n")})
+        curve_class = st.selectbox("Curves for class", data.classes, key="lb_curve_class", **SESSION)
+        pr, roc = lb.curves(predictions, data.images, curve_class)
+        if not pr:
+            st.info(f"The scored images hold only one label value for {curve_class}: no curve.")
+        else:
+            pr_col, roc_col = st.columns(2)
+            pr_col.plotly_chart(pr_figure(pr, f"Precision-recall · {curve_class}"), key="lb_pr")
+            roc_col.plotly_chart(roc_figure(roc, f"ROC · {curve_class}"), key="lb_roc")
+
+sanity = lb.sanity_table(scores)
+if not sanity.empty:
+    st.header("Sanity checks")
+    st.dataframe(sanity, hide_index=True)
+    st.caption("Rows written by the sanity-check runner (methods named sanity:…); for randomisation checks, "
+               "a low similarity to the original map means the method depends on the weights.")

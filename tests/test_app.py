@@ -1,0 +1,201 @@
+"""Every page through Streamlit's AppTest: the Compare grid and its numbers, failure cases that
+open in Compare, the leaderboard with precompute, the Data page, and errors shown as messages."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from medattn import inference, pipeline
+from medattn.data import load_dataset
+from medattn.precompute import Run
+from tests.app_env import app_env
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, above all on a shared CPU
+    world = app_env(tmp_path_factory.getbasetemp() / "app_env")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inference, "CHECKPOINT_DIR", world.checkpoints)
+        patch.setattr(pipeline, "CACHE_DIR", world.cache)
+        patch.setenv("MEDATTN_DATASET", str(world.dataset))
+        yield world
+    torch.set_num_threads(threads)
+
+
+def start(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def test_compare_grid_scores_every_model_and_method(env):
+    at = start()
+    numbers = at.dataframe[0].value
+    # 2 models × (saliency, integrated gradients, PDA, WILDCAT), less WILDCAT maps of the linear head
+    assert len(numbers) == 7
+    assert set(numbers["method"]) == {"saliency", "integrated_gradients", "pda", "wildcat"}
+    assert set(numbers.loc[numbers["method"] == "wildcat", "checkpoint"]) == {"tiny_wildcat"}
+    assert np.isfinite(numbers["auprc"]).all()  # the default filter opens on an image with findings
+    assert set(numbers["hit"]) <= {0.0, 1.0} and numbers["probability"].between(0, 1).all()
+    figure = at.get("plotly_chart")[0].proto.spec
+    assert "AUPRC=" in figure and "linear head has no class maps" in figure
+    assert len(at.get("download_button")) == 2
+
+    image = at.selectbox(key="image").value
+    labelled = [c for c in ("nodule", "opacity", "effusion") if load_dataset(env.dataset).images.at[image, c]]
+    assert at.selectbox(key="cmp_target").value == labelled[0]
+    at.run()
+    assert at.dataframe[0].value["cached"].all()  # the second view reads every map from the cache
+
+    at.button(key="cmp_next").click().run()
+    assert at.selectbox(key="image").value != image
+    before = at.dataframe[0].value["probability"].to_numpy()
+    other = next(c for c in ("nodule", "opacity", "effusion") if c != at.selectbox(key="cmp_target").value)
+    at.selectbox(key="cmp_target").set_value(other).run()
+    assert not at.exception and len(at.dataframe[0].value) == 7
+    assert not np.allclose(at.dataframe[0].value["probability"].to_numpy(), before)  # now explaining `other`
+
+
+def test_compare_filters_and_display_controls(env):
+    at = start()
+    test_ids = set(load_dataset(env.dataset).split("test").index)
+    at.selectbox(key="cmp_label").set_value("any").run()
+    assert set(at.selectbox(key="image").options) == test_ids
+    at.selectbox(key="cmp_outcome").set_value("correct (all models)").run()
+    chooser = [s for s in at.selectbox if s.key == "image"]
+    assert (chooser and set(chooser[0].options) <= test_ids) or "No image matches" in texts(at.warning)
+    at.selectbox(key="cmp_outcome").set_value("any").run()
+    at.toggle(key="cmp_fair").set_value(True).run()
+    assert not at.exception
+    at.toggle(key="cmp_fair").set_value(False).run()
+    at.radio(key="cmp_view").set_value("side by side").run()
+    at.radio(key="cmp_norm").set_value("shared per method").run()
+    at.slider(key="cmp_width").set_value(0.5).run()
+    assert not at.exception and len(at.get("plotly_chart")) == 1
+
+
+def test_unreadable_image_is_a_message_and_the_page_goes_on(env, tmp_path):
+    copy = Path(shutil.copytree(env.dataset, tmp_path / "broken"))
+    dataset = load_dataset(copy)
+    first = next(i for i in dataset.split("test").index if dataset.labels(i).any())
+    (copy / "images" / dataset.images.at[first, "path"]).write_bytes(b"not an image")
+    at = start()
+    at.text_input(key="sb_dataset_path").input(str(copy)).run()
+    assert not at.exception
+    assert "cannot read image" in texts(at.error)
+    assert at.selectbox(key="image").value == first  # the chooser still works
+    at.button(key="cmp_next").click().run()
+    assert at.dataframe and not at.exception
+
+
+def test_missing_dataset_is_reported_on_every_page(env, tmp_path):
+    at = start()
+    at.text_input(key="sb_dataset_path").input(str(tmp_path / "nowhere")).run()
+    assert "not a folder" in texts(at.sidebar.error)
+    assert "Choose a valid dataset" in texts(at.info)
+    for page in ("failures", "leaderboard", "data"):
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception and (at.info or at.warning)
+
+
+def test_checkpoints_for_other_classes_on_real_rsna(env, shared_data, tmp_path):
+    from medattn.data.builders.rsna import build_rsna
+
+    rsna = build_rsna(shared_data / "rsna-pneumonia-sample", tmp_path / "rsna")
+    at = start()
+    at.text_input(key="sb_dataset_path").input(str(rsna)).run()
+    assert not at.exception
+    assert "but the dataset has Pneumonia" in texts(at.sidebar.warning)
+    assert "No selected checkpoint predicts this dataset's classes (Pneumonia)" in texts(at.warning)
+    assert len(at.get("plotly_chart")) == 1  # the image and its boxes are still shown
+    at.switch_page("pages/data.py").run()
+    assert not at.exception
+    counts = at.dataframe[0].value
+    assert counts.loc["total", "images"] == 100 and counts.loc["total", "boxes"] == 172
+
+
+def test_failure_case_opens_in_compare(env):
+    at = start("failures")
+    assert at.title[0].value == "Failure cases"
+    at.selectbox(key="fail_model").set_value("tiny_linear").run()
+    at.selectbox(key="fail_method").set_value("saliency").run()
+    buttons = [b for b in at.button if b.key and b.key.startswith("fail_open_")]
+    assert buttons, "no failure case found"
+    captions = [c.value for c in at.caption if "·" in c.value and "**" in c.value]
+    image_id = captions[0].split("**")[1]
+    target_class = captions[0].split(" · ")[2].split()[0]
+    buttons[0].click().run()
+    assert not at.exception
+    assert at.title[0].value == "Compare"
+    assert at.selectbox(key="image").value == image_id
+    assert at.selectbox(key="cmp_target").value == target_class
+
+
+def test_leaderboard_precompute_tables_and_sanity_rows(env):
+    at = start("leaderboard")
+    table = at.dataframe[0].value
+    assert {("tiny_linear", "saliency"), ("tiny_wildcat", "wildcat")} <= set(zip(table["checkpoint"], table["method"]))
+    assert table["auprc"].str.match(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]").all()
+    assert at.metric and "95% CI" in texts(at.caption)  # a paired difference
+    classification = at.dataframe[1].value
+    assert set(classification["checkpoint"]) == {"tiny_linear", "tiny_wildcat"}
+    assert len(at.get("plotly_chart")) == 3  # CI bars, PR, ROC
+
+    at.multiselect(key="lb_pre_methods").set_value(["gradcam"])
+    at.number_input(key="lb_pre_limit").set_value(3)
+    at.button(key="lb_pre_run").click().run()
+    assert not at.exception
+    methods = set(at.dataframe[0].value["method"])
+    assert "gradcam" in methods
+
+    dataset = load_dataset(env.dataset)
+    Run.for_dataset(dataset, env.cache / "runs").scores.append(
+        [{"image_id": dataset.split("test").index[0], "checkpoint": "tiny_linear", "checkpoint_hash": _hash(at),
+          "method": "sanity:cascading", "target": "0", "target_class": "nodule", "n_boxes": 0, "spearman": 0.05}])
+    at.run()
+    assert "Sanity checks" in [h.value for h in at.header]
+    assert "sanity:cascading" not in set(at.dataframe[0].value["method"])
+
+
+def _hash(at: AppTest) -> str:
+    return next(m.hash for m in at.session_state["medattn_selection"].models if m.name == "tiny_linear")
+
+
+def test_data_page_counts_browses_and_checks_folders(env, tmp_path):
+    at = start("data")
+    dataset = load_dataset(env.dataset)
+    counts = at.dataframe[0].value
+    assert counts.loc["total", "images"] == 60 and counts.loc["total", "boxes"] == len(dataset.boxes)
+    assert counts.loc["test", "images"] == len(dataset.split("test"))
+    assert sum(1 for b in at.button if b.key and b.key.startswith("data_open_")) == 12
+    at.number_input(key="data_page").set_value(2).run()
+    assert not at.exception
+
+    broken = Path(shutil.copytree(env.dataset, tmp_path / "broken"))
+    (broken / "images.csv").write_text((broken / "images.csv").read_text().replace(",test,", ",exam,", 1))
+    at.text_input(key="data_folder").input(str(broken))
+    at.button(key="data_check").click().run()
+    assert "field 'split' is 'exam'" in texts(at.error)
+
+    at.text_input(key="data_folder").input(str(env.dataset))
+    at.button(key="data_check").click().run()
+    assert "no problems found" in texts(at.success)
+    at.button(key="data_use").click().run()
+    assert at.text_input(key="sb_dataset_path").value == str(env.dataset)
