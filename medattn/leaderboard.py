@@ -24,6 +24,8 @@ from medattn.metrics.classification import classification_report
 
 METRICS = ("auprc", "hit", "miou")
 SANITY_PREFIX = "sanity:"
+SANITY_KEYS = ("check", "explainer", "step", "layer", "other_checkpoint")
+SANITY_VALUES = ("ssim", "spearman")
 PAIR_KEY = ["image_id", "target"]
 
 
@@ -151,14 +153,20 @@ def curves(
 
 
 def sanity_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """Sanity-check rows summarised per checkpoint × check: the mean of every numeric column
-    they carry (besides bookkeeping) and the number of rows."""
+    """Sanity-check rows (medattn.metrics.sanity) averaged over images: one row per checkpoint ×
+    check step (the method name, e.g. "sanity:cascading:gradcam@2"), with the descriptive
+    columns the rows carry (check, explainer, step, layer, other_checkpoint), `images`, and the
+    mean of each similarity (ssim, spearman; any other numeric column when those are absent)."""
     _, sanity = split_sanity(scores)
     if sanity.empty:
         return sanity
-    skip = {"target", "label", "predicted", "correct", "n_boxes", "seconds", "cached"}
-    numeric = [c for c in sanity.select_dtypes("number").columns if c not in skip and sanity[c].notna().any()]
-    grouped = sanity.groupby(["checkpoint", "method"], sort=True)
-    table = grouped[numeric].mean() if numeric else grouped.size().to_frame("rows").iloc[:, :0]
-    table.insert(0, "rows", grouped.size())
-    return table.reset_index()
+    keys = ["checkpoint", "method"] + [k for k in SANITY_KEYS if k in sanity.columns]
+    values = [v for v in SANITY_VALUES if v in sanity.columns]
+    if not values:
+        skip = set(keys) | {"target", "label", "predicted", "correct", "n_boxes", "seconds", "cached", "seed"}
+        values = [c for c in sanity.select_dtypes("number").columns if c not in skip and sanity[c].notna().any()]
+    grouped = sanity.groupby(keys, sort=False, dropna=False)
+    table = grouped[values].mean() if values else grouped.size().to_frame("images").iloc[:, :0]
+    table.insert(0, "images", grouped.size())
+    order = [k for k in ("checkpoint", "check", "explainer", "step", "method") if k in keys]
+    return table.reset_index().sort_values(order, kind="stable").reset_index(drop=True)

@@ -7,7 +7,7 @@ from medattn.ui.chooser import LABELS, OUTCOMES, SPLITS, filtered_ids
 from medattn.ui.compare_grid import Display, compute_grid
 from medattn.ui.errors import guard
 from medattn.ui.sidebar import current
-from medattn.viz import COLORMAPS, Panel, grid_figure, grid_png
+from medattn.viz import COLORMAPS, Panel, grid_figure, grid_png, window_level
 
 SESSION = dict(persist_state="session")
 selection = current()
@@ -78,7 +78,8 @@ if not selection.models:
                f"are no maps to show. {reasons}")
     with guard("Showing the image"):
         boxes = data.boxes_for(image_id, target_name)
-        image = Panel(image_id, "image", data.read_image(image_id), boxes=boxes, note=f"boxes of {target_name}")
+        shown = window_level(data.read_image(image_id), display.center, display.width)
+        image = Panel(image_id, "image", shown, boxes=boxes, note=f"boxes of {target_name}")
         st.plotly_chart(grid_figure([[image]], width=500), key="cmp_image_only")
     st.stop()
 if not selection.methods:

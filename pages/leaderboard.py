@@ -8,7 +8,7 @@ from medattn.ui import loaders
 from medattn.ui.errors import guard
 from medattn.ui.precompute_panel import precompute_panel
 from medattn.ui.sidebar import current
-from medattn.viz import interval_bars, pr_figure, roc_figure
+from medattn.viz import cascading_figure, interval_bars, pr_figure, roc_figure
 
 SESSION = dict(persist_state="session")
 selection = current()
@@ -88,6 +88,10 @@ with guard("Classification metrics"):
 sanity = lb.sanity_table(scores)
 if not sanity.empty:
     st.header("Sanity checks")
-    st.dataframe(sanity, hide_index=True)
-    st.caption("Rows written by the sanity-check runner (methods named sanity:…); for randomisation checks, "
-               "a low similarity to the original map means the method depends on the weights.")
+    with guard("Sanity checks"):
+        st.dataframe(sanity, hide_index=True)
+        st.caption("Similarity of each map to the trained model's map as blocks are re-initialised (cascading "
+                   "randomisation), or between checkpoints trained with other seeds (repeatability), averaged "
+                   "over images. A map that stays similar after randomisation does not explain the model.")
+        if "check" in sanity and (sanity["check"] == "cascading").any():
+            st.plotly_chart(cascading_figure(sanity), key="lb_cascading")

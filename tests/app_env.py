@@ -31,7 +31,14 @@ def app_env(base: Path) -> AppEnv:
     with open(base / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (base / "ready").exists():
-            _build(env)
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # tiny models: one thread is fastest, above all on a shared CPU
+            try:
+                _build(env)
+            finally:
+                torch.set_num_threads(threads)
             (base / "ready").write_text("ok\n")
     return env
 

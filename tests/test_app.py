@@ -166,12 +166,15 @@ def test_leaderboard_precompute_tables_and_sanity_rows(env):
     assert "gradcam" in methods
 
     dataset = load_dataset(env.dataset)
-    Run.for_dataset(dataset, env.cache / "runs").scores.append(
+    Run.for_dataset(dataset, env.cache / "runs").scores.append(  # rows as medattn.metrics.sanity writes them
         [{"image_id": dataset.split("test").index[0], "checkpoint": "tiny_linear", "checkpoint_hash": _hash(at),
-          "method": "sanity:cascading", "target": "0", "target_class": "nodule", "n_boxes": 0, "spearman": 0.05}])
+          "method": f"sanity:cascading:saliency@{step}", "check": "cascading", "explainer": "saliency", "step": step,
+          "layer": layer, "other_checkpoint": "", "target": "0", "target_class": "nodule", "ssim": ssim,
+          "spearman": ssim} for step, layer, ssim in ((0, "none", 1.0), (1, "head", 0.4))])
     at.run()
     assert "Sanity checks" in [h.value for h in at.header]
-    assert "sanity:cascading" not in set(at.dataframe[0].value["method"])
+    assert not any(m.startswith("sanity:") for m in at.dataframe[0].value["method"])
+    assert len(at.get("plotly_chart")) == 4  # and the cascading randomisation chart
 
 
 def _hash(at: AppTest) -> str:

@@ -10,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from medattn import leaderboard as lb
 from medattn.metrics.classification import classification_report
+from medattn.viz import cascading_figure
 
 CLASSES = ["nodule", "opacity"]
 
@@ -87,11 +88,23 @@ def test_classification_table_matches_the_report(tmp_path):
     assert lb.curves({"a": probs}, constant, "nodule") == ({}, {})
 
 
-def test_sanity_rows_are_kept_apart(scores):
+def test_sanity_rows_are_kept_apart_and_summarised(scores):
     regular, sanity = lb.split_sanity(scores)
     assert not regular["method"].str.startswith("sanity:").any() and len(sanity) == 1
     assert "sanity:cascading" not in set(lb.localization_table(scores, n_resamples=50)["method"])
-    summary = lb.sanity_table(scores)
-    assert list(summary["method"]) == ["sanity:cascading"]
-    assert summary.loc[0, "rows"] == 1 and summary.loc[0, "spearman"] == pytest.approx(0.1)
+    generic = lb.sanity_table(scores)  # rows without the sanity runner's columns: numeric means
+    assert list(generic["method"]) == ["sanity:cascading"] and generic.loc[0, "spearman"] == pytest.approx(0.1)
     assert lb.sanity_table(regular).empty
+
+    cascade = pd.DataFrame([
+        {"image_id": image, "checkpoint": "a", "method": f"sanity:cascading:saliency@{step}", "target": "0",
+         "check": "cascading", "explainer": "saliency", "step": step, "layer": layer, "other_checkpoint": "",
+         "ssim": 1.0 - 0.4 * step + bump, "spearman": 1.0 - 0.3 * step, "seed": 0}
+        for image, bump in (("im0", 0.0), ("im1", 0.1)) for step, layer in ((0, "none"), (10, "head"), (2, "stage3"))
+    ])
+    table = lb.sanity_table(pd.concat([regular, cascade]))
+    assert list(table["step"]) == [0, 2, 10]  # ordered by step, not by the method's text
+    assert (table["images"] == 2).all()
+    assert table.set_index("step").at[2, "ssim"] == pytest.approx(1.0 - 0.8 + 0.05)
+    figure = cascading_figure(table)
+    assert len(figure.data) == 1 and list(figure.data[0].x) == [0, 2, 10]

@@ -1,7 +1,7 @@
 """Figures without Streamlit: heatmap overlays (OpenCV), panel grids and charts (Plotly), and the
 grid PNG export (composited with OpenCV, so no browser or kaleido is needed)."""
 
-from medattn.viz.charts import box_size_histogram, count_bars, interval_bars, pr_figure, roc_figure
+from medattn.viz.charts import box_size_histogram, cascading_figure, count_bars, interval_bars, pr_figure, roc_figure
 from medattn.viz.colormaps import COLORMAPS, colorize, overlay, to_rgb, window_level
 from medattn.viz.grid import Panel, grid_figure, grid_png, render_panel
 
@@ -9,6 +9,7 @@ __all__ = [
     "COLORMAPS",
     "Panel",
     "box_size_histogram",
+    "cascading_figure",
     "colorize",
     "count_bars",
     "grid_figure",

@@ -72,3 +72,18 @@ def count_bars(counts: pd.DataFrame, title: str) -> go.Figure:
         figure.add_trace(go.Bar(name=str(column), x=counts.index.astype(str), y=counts[column]))
     figure.update_layout(barmode="group", title=title, yaxis_title="images", **LAYOUT)
     return figure
+
+
+def cascading_figure(table: pd.DataFrame, metric: str = "ssim") -> go.Figure:
+    """Cascading randomisation (Adebayo et al. 2018): mean similarity to the trained model's map
+    against the number of blocks re-initialised, one line per checkpoint · explainer, from the
+    rows of `medattn.leaderboard.sanity_table` whose check is "cascading"."""
+    figure = go.Figure()
+    rows = table[table["check"] == "cascading"] if "check" in table else table.iloc[0:0]
+    for (checkpoint, explainer), group in rows.groupby(["checkpoint", "explainer"], sort=True):
+        group = group.sort_values("step")
+        figure.add_trace(go.Scatter(x=group["step"], y=group[metric], mode="lines+markers", name=f"{checkpoint} · {explainer}",
+                                    text=group.get("layer"), hovertemplate="step %{x} (%{text}): %{y:.3f}<extra></extra>"))
+    figure.update_layout(title=f"Cascading randomisation: {metric} to the trained model's map",
+                         xaxis_title="blocks re-initialised (top down)", yaxis_title=metric, **LAYOUT)
+    return figure

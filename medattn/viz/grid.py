@@ -78,7 +78,7 @@ def render_panel(panel: Panel, colormap: str = "jet", opacity: float = 0.5, side
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         pixels = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=interpolation)
     pixels = np.ascontiguousarray(pixels)
-    thickness = max(1, round(max(pixels.shape[:2]) / 200))
+    thickness = max(2, round(max(pixels.shape[:2]) / 160))
     for x, y, w, h in panel.box_array():
         top_left = (int(int(x) * scale), int(int(y) * scale))
         bottom_right = (int((int(x + w) + 1) * scale) - 1, int((int(y + h) + 1) * scale) - 1)

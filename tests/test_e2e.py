@@ -1,0 +1,175 @@
+"""End to end in headless Chromium: start `streamlit run app.py` on a free port, pick an image and
+see the grid with its scores, download the numbers CSV, open a failure case in Compare, and
+visit every page. Needs Debian's chromium (`apt-get install -y chromium chromium-driver`).
+
+Set MEDATTN_SCREENSHOTS=DIR to keep a screenshot of each page there."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medattn.data import load_dataset
+from tests.app_env import app_env
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="browser tests need Debian's chromium: apt-get install -y chromium chromium-driver"
+)
+REPO = Path(__file__).resolve().parents[1]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync"]
+SLOW = 180_000  # ms: a cold grid computes PDA and integrated gradients on a shared CPU
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return app_env(tmp_path_factory.getbasetemp() / "app_env")
+
+
+@pytest.fixture(scope="module")
+def server(world, tmp_path_factory):
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w+")
+    env = {**os.environ, **world.environ(), "OMP_NUM_THREADS": "1"}  # tiny models: one thread is fastest
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+         "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            pytest.fail(f"streamlit did not start:\n{log.read()[-3000:]}")
+        time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1500, "height": 1800}, accept_downloads=True)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str) -> None:
+    folder = os.environ.get("MEDATTN_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def image_chooser(page):
+    return page.get_by_role("combobox", name=re.compile(r"Image \(\d+ match\)"))
+
+
+def wait_idle(page, quiet_ms: int = 1500) -> None:
+    """Until no script run has been going for `quiet_ms` (Streamlit's running icon is gone)."""
+    running = page.get_by_test_id("stStatusWidgetRunningIcon").or_(page.get_by_test_id("stStatusWidgetRunningManIcon"))
+    deadline = time.monotonic() + SLOW / 1000
+    quiet_since = None
+    while time.monotonic() < deadline:
+        if running.count():
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif (time.monotonic() - quiet_since) * 1000 >= quiet_ms:
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError("the app kept running")
+
+
+def no_exceptions(page) -> None:
+    assert page.get_by_test_id("stException").count() == 0
+
+
+def test_pick_an_image_see_scores_and_download_csv(server, page, world, tmp_path):
+    dataset = load_dataset(world.dataset)
+    positives = [i for i in dataset.split("test").index if dataset.labels(i).any()]
+    page.goto(server)
+    page.get_by_role("button", name="Download numbers CSV").wait_for(timeout=SLOW)
+
+    chosen = positives[1]
+    image_chooser(page).click()
+    page.get_by_role("option", name=chosen, exact=True).click()
+    page.wait_for_url(re.compile(f"image={chosen}"), timeout=SLOW)  # bound to the URL: a view can be shared
+    page.get_by_text(f"{chosen} · split test").wait_for(timeout=SLOW)
+    wait_idle(page)
+    page.locator(".js-plotly-plot").first.get_by_text(re.compile(r"AUPRC=\d\.\d\d")).first.wait_for(timeout=SLOW)
+    no_exceptions(page)
+    screenshot(page, "compare")
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download numbers CSV").click()
+    numbers = pd.read_csv(download.value.path())
+    assert set(numbers["image_id"]) == {chosen}
+    assert len(numbers) == 7  # 2 models × 4 default methods, less WILDCAT maps of the linear head
+    assert numbers["auprc"].between(0, 1).all() and set(numbers["hit"]) <= {0, 1}
+    assert set(numbers["method"]) == {"saliency", "integrated_gradients", "pda", "wildcat"}
+
+
+def test_failure_case_opens_in_compare(server, page):
+    page.goto(f"{server}/failures")
+    open_buttons = page.get_by_role("button", name="Open in Compare")
+    open_buttons.first.wait_for(timeout=SLOW)
+    no_exceptions(page)
+    screenshot(page, "failures")
+    first_case = page.get_by_test_id("stCaptionContainer").filter(has_text=re.compile(r"(false|true) \w+")).first
+    image_id = re.match(r"\s*(\S+) ·", first_case.inner_text()).group(1)
+    open_buttons.first.click()
+    page.get_by_role("heading", name="Compare").wait_for(timeout=SLOW)
+    page.get_by_text(f"{image_id} · split").wait_for(timeout=SLOW)
+    wait_idle(page)
+    assert image_chooser(page).input_value() == image_id
+    page.locator(".js-plotly-plot").first.wait_for(timeout=SLOW)
+    no_exceptions(page)
+
+
+@pytest.mark.parametrize("path, heading, marker", [
+    ("leaderboard", "Leaderboard", "Download localization CSV"),
+    ("data", "Data", "Positives per class and split"),
+])
+def test_pages_render(server, page, path, heading, marker):
+    page.goto(f"{server}/{path}")
+    page.get_by_role("heading", name=heading).first.wait_for(timeout=SLOW)
+    page.get_by_text(marker).first.wait_for(timeout=SLOW)
+    wait_idle(page)
+    no_exceptions(page)
+    screenshot(page, path)
