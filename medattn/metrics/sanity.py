@@ -1,0 +1,284 @@
+"""Sanity checks for explanation methods: `python -m medattn.metrics.sanity --help`.
+
+- Cascading model-parameter randomisation (Adebayo et al. 2018): the model's weights are
+  re-initialised block by block from the top down, cumulatively: for medattn models the head
+  (every module outside the backbone), then backbone stages from last to first; for other
+  models their top-level children with parameters, last first. "Re-initialised" means the
+  weights a fresh build of the same architecture starts with (`medattn.models.build` under
+  `seed`; for other models each module's `reset_parameters()`), so head-specific initial values
+  (e.g. an attention gain that starts at 0) come back too. After each step the map is
+  recomputed for the same image and class and compared with the trained model's map. A method
+  whose map survives randomisation (SSIM stays high) is not explaining the model.
+- Repeatability (Arun et al. 2021): maps of the same image from checkpoints of one
+  architecture and head trained with different seeds should agree.
+
+Maps are compared as the app shows them: raw map → `medattn.explain.normalize` with the
+method's `DEFAULT_SIGN` → resized to the stored image; then `medattn.metrics.similarity.ssim`
+and `spearman`. The models are deep copies; the checkpoints are never changed, and the same
+seed gives the same rows.
+
+Rows go into the run's score table (`medattn.store.ScoreTable`, next to precompute's rows), one
+per image × checkpoint × check × method × step (cascading) or × other checkpoint
+(repeatability). The table keeps one row per (image_id, checkpoint, method, target), so the
+step or the other checkpoint is part of the method name:
+
+    column            cascading                              repeatability
+    image_id          image                                  image
+    checkpoint        the checkpoint randomised              the first checkpoint of the pair
+    checkpoint_hash   its hash                               its hash
+    method            "sanity:cascading:<method>@<step>"     "sanity:repeatability:<method>@<other>"
+    check             "cascading"                            "repeatability"
+    explainer         <method> (e.g. "gradcam")              <method>
+    target            class index (str), as precompute       class index (str)
+    target_class      class name                             class name
+    step              0 = trained model, k = k blocks reset  0
+    layer             "none", then the block reset last      ""
+                      ("head", "backbone.stages.2", ...)
+    other_checkpoint  ""                                     the second checkpoint of the pair
+    ssim, spearman    map vs the trained model's map         map vs map (NaN spearman when one
+                      (step 0: 1.0)                          of the maps is constant)
+    seed, seconds     randomisation seed; compute time       seed; compute time
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from medattn.data import load_dataset
+from medattn.data.dataset import Dataset
+from medattn.data.transforms import resize
+from medattn.explain import DEFAULT_SIGN, explain, normalize
+from medattn.inference import LoadedModel, load_model
+from medattn.metrics.similarity import spearman, ssim
+from medattn.pipeline import compute_map, resolved_params
+from medattn.precompute import Run
+from medattn.store import HeatmapCache
+
+log = logging.getLogger("medattn.sanity")
+PREFIX = "sanity:"
+DEFAULT_METHODS = ("saliency", "integrated_gradients", "gradcam")
+
+
+def randomization_blocks(model: nn.Module) -> list[tuple[str, list[str]]]:
+    """The cascade's blocks, top first: (label, module names it covers)."""
+    children = [(name, child) for name, child in model.named_children()
+                if any(True for _ in child.parameters())]
+    stages = getattr(getattr(model, "backbone", None), "stages", None)
+    if isinstance(stages, nn.ModuleList):
+        head = [name for name, _ in children if name != "backbone"]
+        blocks = [("head", head)] if head else []
+        return blocks + [(f"backbone.stages.{i}", [f"backbone.stages.{i}"])
+                         for i in reversed(range(len(stages)))]
+    return [(name, [name]) for name, _ in reversed(children)]
+
+
+def initial_weights(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """State dict of a freshly initialised model of the same architecture (see module doc)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        if all(hasattr(model, key) for key in ("arch", "head", "num_classes", "params")):
+            from medattn.models import build
+
+            fresh = build(model.arch, model.head, model.num_classes, **model.params)
+        else:
+            fresh = copy.deepcopy(model).cpu()
+            for module in fresh.modules():
+                if callable(getattr(module, "reset_parameters", None)):
+                    module.reset_parameters()
+    return fresh.state_dict()
+
+
+def cascading_maps(model: nn.Module, x: torch.Tensor, target: int, method: str,
+                   params: Mapping[str, Any] | None = None, seed: int = 0,
+                   device: str | torch.device | None = None) -> list[tuple[int, str, np.ndarray, float]]:
+    """(step, layer, raw map, seconds): the trained model's map (step 0, layer "none"), then
+    the map after each cumulative block re-initialisation, on a deep copy of `model`."""
+    randomized = copy.deepcopy(model)
+    fresh = initial_weights(model, seed)
+    state = randomized.state_dict()
+    out = []
+    for step, (label, names) in enumerate([("none", [])] + randomization_blocks(model)):
+        with torch.no_grad():
+            for key, value in state.items():
+                if any(key.startswith(name + ".") for name in names):
+                    value.copy_(fresh[key])
+        started = time.perf_counter()
+        raw = explain(randomized, x, target, method, device=device, **(params or {}))
+        out.append((step, label, raw, time.perf_counter() - started))
+    return out
+
+
+def _compare(a: np.ndarray | None, b: np.ndarray | None) -> dict[str, float]:
+    if a is None or b is None:
+        return {"ssim": float("nan"), "spearman": float("nan")}
+    return {"ssim": ssim(a, b), "spearman": spearman(a, b)}
+
+
+def _display(raw: np.ndarray, method: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The map as the app shows it (medattn.pipeline.compute_map's `display`); None when the
+    map is not finite (a randomised network can overflow)."""
+    if not np.isfinite(raw).all():
+        return None
+    return np.clip(resize(normalize(raw, sign=DEFAULT_SIGN[method]), shape), 0.0, 1.0)
+
+
+def target_of(loaded: LoadedModel, dataset: Dataset, image_id: str, image: np.ndarray) -> int:
+    """The image's first positive class; its top-scoring class when it has none."""
+    positives = np.flatnonzero(dataset.labels(image_id) > 0)
+    if len(positives):
+        return int(positives[0])
+    with torch.inference_mode():
+        return int(loaded.model(loaded.to_input(image)).argmax(dim=1)[0])
+
+
+def cascading(loaded: LoadedModel, dataset: Dataset, image_ids: Sequence[str], method: str,
+              params: Mapping[str, Any] | None = None, seed: int = 0) -> pd.DataFrame:
+    """Cascading-randomisation rows (schema in the module docstring) for one checkpoint."""
+    rows = []
+    for image_id in image_ids:
+        image = dataset.read_image(image_id)
+        target = target_of(loaded, dataset, image_id, image)
+        maps = cascading_maps(loaded.model, loaded.to_input(image), target, method,
+                              _explain_params(loaded, dataset, method, params), seed,
+                              loaded.device)
+        reference = _display(maps[0][2], method, image.shape)
+        for step, layer, raw, seconds in maps:
+            rows.append(_row(loaded, dataset, image_id, target, "cascading", method,
+                             f"{method}@{step}", step, layer, "", seed, seconds,
+                             _compare(reference, _display(raw, method, image.shape))))
+    return pd.DataFrame(rows)
+
+
+def repeatability(models: Sequence[LoadedModel], dataset: Dataset, image_ids: Sequence[str],
+                  method: str, params: Mapping[str, Any] | None = None,
+                  cache: HeatmapCache | None = None) -> pd.DataFrame:
+    """Rows comparing the first model's maps with each other model's (same arch and head)."""
+    if len(models) < 2:
+        raise ValueError("repeatability needs two or more checkpoints")
+    kinds = {(m.meta.get("arch"), m.meta.get("head")) for m in models}
+    if len(kinds) > 1:
+        raise ValueError(f"repeatability compares checkpoints of one arch and head; got "
+                         f"{', '.join(f'{m.name} ({m.label})' for m in models)}")
+    first, others = models[0], models[1:]
+    rows = []
+    for image_id in image_ids:
+        image = dataset.read_image(image_id)
+        target = target_of(first, dataset, image_id, image)
+        reference = compute_map(first, dataset, image_id, method, target, params, cache, image=image)
+        for other in others:
+            result = compute_map(other, dataset, image_id, method, target, params, cache, image=image)
+            rows.append(_row(first, dataset, image_id, target, "repeatability", method,
+                             f"{method}@{other.name}", 0, "", other.name, None,
+                             reference.seconds + result.seconds,
+                             _compare(reference.display, result.display)))
+    return pd.DataFrame(rows)
+
+
+def run_sanity(dataset: Dataset, checkpoints: Sequence[str | Path | LoadedModel],
+               methods: Sequence[str], image_ids: Sequence[str], run: Run | None = None,
+               checks: Sequence[str] = ("cascading", "repeatability"), seed: int = 0,
+               device: str = "auto", params: Mapping[str, Mapping[str, Any]] | None = None,
+               cache: HeatmapCache | None = None) -> pd.DataFrame:
+    """Run the checks and append their rows to `run`'s score table; returns the new rows.
+
+    Cascading runs on every checkpoint; repeatability on each group of two or more
+    checkpoints that share arch and head (the first of a group against each other one)."""
+    unknown = sorted(set(checks) - {"cascading", "repeatability"})
+    if unknown:
+        raise ValueError(f"unknown check(s) {', '.join(unknown)}; choose cascading, repeatability")
+    run = run or Run.for_dataset(dataset)
+    models = [c if isinstance(c, LoadedModel) else load_model(c, device) for c in checkpoints]
+    for loaded in models:
+        loaded.check_classes(dataset)
+    frames = []
+    for method in methods:
+        options = (params or {}).get(method, {})
+        if "cascading" in checks:
+            frames += [cascading(m, dataset, image_ids, method, options, seed) for m in models]
+        if "repeatability" in checks:
+            groups: dict[tuple, list[LoadedModel]] = {}
+            for m in models:
+                groups.setdefault((m.meta.get("arch"), m.meta.get("head")), []).append(m)
+            for group in groups.values():
+                if len(group) > 1:
+                    frames.append(repeatability(group, dataset, image_ids, method, options, cache))
+    rows = pd.concat([f for f in frames if not f.empty], ignore_index=True) if frames else pd.DataFrame()
+    run.scores.append(rows)
+    return rows
+
+
+def first_test_positives(dataset: Dataset, count: int) -> list[str]:
+    """The first `count` test images (sorted ids) with at least one positive class."""
+    test = dataset.split("test")
+    positive = test[test[dataset.classes].to_numpy().sum(axis=1) > 0]
+    return sorted(positive.index)[:count]
+
+
+def _explain_params(loaded: LoadedModel, dataset: Dataset, method: str,
+                    params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The parameters compute_map uses for this method (PDA gets its reference images)."""
+    resolved = resolved_params(method, params)
+    if method.startswith("pda") and resolved.get("reference") is None:
+        from medattn.pipeline import reference_images
+
+        resolved["reference"] = reference_images(loaded, dataset)
+    return resolved
+
+
+def _row(loaded: LoadedModel, dataset: Dataset, image_id: str, target: int, check: str,
+         method: str, qualified: str, step: int, layer: str, other: str, seed: int | None,
+         seconds: float, scores: dict[str, float]) -> dict[str, Any]:
+    return {
+        "image_id": image_id, "checkpoint": loaded.name, "checkpoint_hash": loaded.hash,
+        "method": f"{PREFIX}{check}:{qualified}", "check": check, "explainer": method,
+        "target": str(target), "target_class": dataset.classes[target], "step": step,
+        "layer": layer, "other_checkpoint": other, "seed": seed, "seconds": seconds, **scores,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m medattn.metrics.sanity",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="dataset folder")
+    parser.add_argument("--checkpoints", nargs="+", required=True,
+                        help="checkpoint paths (NAME, NAME.json or NAME.safetensors)")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    parser.add_argument("--images", type=int, default=5, help="first N test positives")
+    parser.add_argument("--checks", nargs="+", default=["cascading", "repeatability"],
+                        choices=["cascading", "repeatability"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="run folder (default .cache/runs/<dataset>-<hash>)")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    dataset = load_dataset(args.dataset)
+    ids = first_test_positives(dataset, args.images)
+    if not ids:
+        raise SystemExit(f"{dataset.root} has no test images with a positive class")
+    run = Run(args.out) if args.out else Run.for_dataset(dataset)
+    rows = run_sanity(dataset, args.checkpoints, args.methods, ids, run, args.checks,
+                      args.seed, args.device)
+    if rows.empty:
+        print("no rows (repeatability needs two checkpoints of one arch and head)")
+        return 0
+    summary = rows.groupby(["check", "checkpoint", "explainer", "step", "layer", "other_checkpoint"],
+                           sort=True)[["ssim", "spearman"]].mean()
+    print(summary.round(3).to_string())
+    print(f"{len(rows)} rows in {run.root / 'scores'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
