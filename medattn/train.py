@@ -88,6 +88,17 @@ class TrainConfig:
         return done
 
 
+def as_stored(state: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
+    """The state dict after a save/load round trip at this storage precision."""
+    from medattn.models.quantize import dequantize, quantize
+
+    if dtype == "int8":
+        return dequantize(quantize({k: v.cpu() for k, v in state.items()}))
+    if dtype == "float16":
+        return {k: v.half().float() if v.is_floating_point() else v for k, v in state.items()}
+    return state
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -226,7 +237,8 @@ def train(config: TrainConfig, log=print) -> Path:
     for state, suffix, criterion_name in ((best_state, "", "val_loss"), (best_train_state, "_by_train_loss", "train_loss")):
         if state is None:
             continue
-        model.load_state_dict(state)
+        # Evaluate the weights as they will be stored, so the json reports the shipped model.
+        model.load_state_dict(as_stored(state, cfg.dtype))
         metrics: dict[str, Any] = {"history": to_json_safe(history), "selected_by": criterion_name}
         if len(test_set):
             _, scores, labels = evaluate(model, _batches(test_set, 64, False, cfg.workers, 0), dataset.task, device)
