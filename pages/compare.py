@@ -87,13 +87,14 @@ if not selection.methods:
     st.stop()
 
 placeholder = st.empty()
-shown = [0]
+partial = [0]
 
 
 def show(panels: list[list[Panel]]) -> None:
-    shown[0] += 1
+    """The grid so far, while slower panels compute."""
+    partial[0] += 1
     placeholder.plotly_chart(grid_figure(panels, display.colormap, display.opacity, display.side_by_side),
-                             key=f"cmp_grid_partial_{shown[0]}")
+                             key=f"cmp_grid_partial_{partial[0]}")
 
 
 with guard("Computing the grid"):

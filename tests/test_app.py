@@ -115,20 +115,36 @@ def test_missing_dataset_is_reported_on_every_page(env, tmp_path):
         assert not at.exception and (at.info or at.warning)
 
 
-def test_checkpoints_for_other_classes_on_real_rsna(env, shared_data, tmp_path):
-    from medattn.data.builders.rsna import build_rsna
-
-    rsna = build_rsna(shared_data / "rsna-pneumonia-sample", tmp_path / "rsna")
+def test_unreadable_checkpoint_is_named_and_the_others_still_load(env, tmp_path):
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "broken.safetensors").write_bytes(b"\0" * 16)
     at = start()
-    at.text_input(key="sb_dataset_path").input(str(rsna)).run()
+    at.text_input(key="sb_extra_checkpoint").input(str(tmp_path / "broken.safetensors")).run()
     assert not at.exception
-    assert "but the dataset has Pneumonia" in texts(at.sidebar.warning)
-    assert "No selected checkpoint predicts this dataset's classes (Pneumonia)" in texts(at.warning)
-    assert len(at.get("plotly_chart")) == 1  # the image and its boxes are still shown
-    at.switch_page("pages/data.py").run()
-    assert not at.exception
+    assert "broken" in texts(at.sidebar.warning)
+    assert len(at.dataframe[0].value) == 7  # the two good checkpoints still fill the grid
+
+
+def test_build_real_rsna_on_the_data_page_and_compare_without_matching_checkpoints(env, shared_data, tmp_path):
+    at = start("data")
+    at.selectbox(key="data_kind").set_value("rsna").run()
+    at.text_input(key="data_source").input(str(shared_data / "rsna-pneumonia-sample"))
+    at.text_input(key="data_out_rsna").input(str(tmp_path / "rsna"))
+    at.button(key="data_build").click().run()
+    assert not at.exception and "Built" in texts(at.success)
+    at.button(key="data_use").click().run()
+    assert at.text_input(key="sb_dataset_path").value == str(tmp_path / "rsna")
     counts = at.dataframe[0].value
     assert counts.loc["total", "images"] == 100 and counts.loc["total", "boxes"] == 172
+    assert "but the dataset has Pneumonia" in texts(at.sidebar.warning)
+
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    assert "No selected checkpoint predicts this dataset's classes (Pneumonia)" in texts(at.warning)
+    assert len(at.get("plotly_chart")) == 1  # the real image and its boxes are still shown
+    for page in ("failures", "leaderboard"):
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception and "trained on its classes" in texts(at.info)
 
 
 def test_failure_case_opens_in_compare(env):

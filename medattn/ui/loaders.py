@@ -48,7 +48,7 @@ def model(path: str | os.PathLike, device: str) -> LoadedModel:
     """A checkpoint loaded for inference on `device` ("auto", "cpu", "cuda"…)."""
     base = Path(path)
     base = base.with_suffix("") if base.suffix in (".json", ".safetensors") else base
-    weights = base.with_suffix(".safetensors")
+    weights = base.parent / f"{base.name}.safetensors"
     stamp = weights.stat().st_mtime_ns if weights.exists() else 0
     return _model(str(base.resolve()), device, stamp)
 

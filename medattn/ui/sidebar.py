@@ -17,11 +17,11 @@ from pathlib import Path
 import streamlit as st
 import torch
 
+from medattn import inference
 from medattn.data.dataset import Dataset
 from medattn.data.demo import ensure_demo
 from medattn.device import best_device, describe
 from medattn.explain import METHODS
-from medattn import inference
 from medattn.inference import LoadedModel, list_checkpoints
 from medattn.ui import loaders
 from medattn.ui.errors import message, show_error
@@ -70,9 +70,15 @@ def _ensure_entrypoint() -> None:
         st.stop()
 
 
-def _meta(path: Path) -> dict:
+def _base(path: Path) -> Path:
+    """NAME for NAME, NAME.json or NAME.safetensors."""
+    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+
+
+def _meta(base: Path) -> dict:
+    """A checkpoint's NAME.json without loading its weights; {} when unreadable."""
     try:
-        return json.loads(path.with_suffix(".json").read_text())
+        return json.loads((base.parent / f"{base.name}.json").read_text())
     except (OSError, ValueError):
         return {}
 
@@ -130,8 +136,7 @@ def _checkpoint_section(selection: Selection) -> None:
                         "or set MEDATTN_CHECKPOINTS.")
     paths = [p for p in found if p.name in chosen] + ([Path(extra.strip()).expanduser()] if extra.strip() else [])
     for path in paths:
-        name = path.with_suffix("").name if path.suffix in (".json", ".safetensors") else path.name
-        classes = _meta(path.with_suffix("") if path.suffix else path).get("classes")
+        name, classes = _base(path).name, _meta(_base(path)).get("classes")
         data = selection.dataset
         if data is not None and classes is not None and list(classes) != list(data.classes):
             selection.unusable[name] = (f"predicts {', '.join(map(str, classes))}, but the dataset has "
