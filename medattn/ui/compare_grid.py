@@ -1,16 +1,18 @@
 """The Compare grid's work: one map per model × method for one image and class, from the heatmap
 cache or computed with a progress bar, then scored and laid out as panels.
 
-Cheap methods run first; while a slow one (PDA, integrated gradients on a CPU) computes, the
-panels done so far are already on the page and the progress bar names the panel at work and,
-for PDA, its window count. A widget change stops the run at the next progress tick; finished
-maps are in the on-disk cache, so nothing done is lost.
+Quick methods run in the page's own run; slow ones (integrated gradients, PDA, occlusion,
+SmoothGrad on a CPU) run on the background worker, cheapest first, and the panels fill in as
+they finish while the progress bar names the panel at work and, for PDA, its window count. A
+widget change reruns the page at the next progress tick, but the job goes on: the new run joins
+it, or reads its map from the cache.
 """
 
 from __future__ import annotations
 
-import time
+from concurrent.futures import wait
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -22,7 +24,8 @@ from medattn.explain import DEFAULT_SIGN
 from medattn.inference import LoadedModel
 from medattn.metrics.boxes import as_box_array
 from medattn.pipeline import MapResult, compute_map, score_map
-from medattn.ui import loaders
+from medattn.store import file_hash
+from medattn.ui import background, loaders
 from medattn.ui.errors import message
 from medattn.ui.methods import app_params, cost_rank, unavailable
 from medattn.ui.sidebar import Selection
@@ -30,6 +33,9 @@ from medattn.viz.colormaps import window_level
 from medattn.viz.grid import Panel
 from medattn.viz.scaling import shared_normalize
 
+# Run on the background worker (see medattn.ui.background): seconds or more on a CPU.
+SLOW = ("integrated_gradients", "smoothgrad", "smoothgrad_ig", "occlusion", "pda", "pda_features")
+POLL_SECONDS = 0.2
 NUMBER_COLUMNS = ["image_id", "target_class", "checkpoint", "model", "method", "probability", "auprc", "hit", "miou",
                   "n_boxes", "seconds", "cached"]
 
@@ -60,30 +66,16 @@ def caption(probability: float, scores: dict[str, float], class_name: str) -> st
 
 
 def _map(loaded: LoadedModel, data: Dataset, image_id: str, method: str, target: int, image: np.ndarray,
-         progress: Callable[[int, int], None]) -> MapResult:
+         progress: Callable[[int, int], None] | None = None) -> MapResult:
     with loaders.model_lock(loaded.name):
-        return compute_map(loaded, data, image_id, method, target, app_params(method, loaded.input_size), progress=progress,
-                           image=image)
-
-
-def _ticker(bar, label: str, start: float, share: float) -> Callable[[int, int], None]:
-    """A progress callback (PDA reports windows) moving the bar through this panel's share of
-    the work, at most four times a second."""
-    last = [0.0]
-
-    def tick(done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - last[0] >= 0.25 or done == total:
-            last[0] = now
-            bar.progress(min(1.0, start + share * done / max(total, 1)), text=f"{label}: window {done}/{total}")
-
-    return tick
+        return compute_map(loaded, data, image_id, method, target, app_params(method, loaded.input_size),
+                           progress=progress, image=image)
 
 
 def compute_grid(selection: Selection, image_id: str, target: int, display: Display,
                  show: Callable[[list[list[Panel]]], None]) -> tuple[list[list[Panel]], pd.DataFrame]:
     """Panels (rows: models, columns: methods) and their numbers; `show(panels)` is called
-    whenever a freshly computed panel is ready, so the page fills in as the work goes."""
+    whenever freshly computed panels are ready, so the page fills in as the work goes."""
     data = selection.dataset
     image = data.read_image(image_id)
     shown = window_level(image, display.center, display.width)
@@ -98,24 +90,19 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
     }
     results: dict[tuple[str, str], MapResult] = {}
     rows: list[dict] = []
-    stamp = data.hash
+    stamp = (str(data.root), data.hash, file_hash(data.image_path(image_id)))  # what the image and boxes are
 
     def grid() -> list[list[Panel]]:
         return [[cells[(m.name, method)] for method in methods] for m in models]
 
-    jobs = sorted(((m, method) for m in models for method in methods if unavailable(m, method) is None),
-                  key=lambda job: cost_rank(job[1]))
-    bar = st.progress(0.0, text="Maps") if jobs else None
-    for number, (loaded, method) in enumerate(jobs):
-        label = f"{method} · {loaded.name}"
-        bar.progress(number / len(jobs), text=f"{number + 1}/{len(jobs)}: {label}")
+    def finish(loaded: LoadedModel, method: str, work: Callable[[], MapResult]) -> bool:
+        """Fill one panel from `work()`; whether its map was freshly computed."""
         cell = cells[(loaded.name, method)]
         try:
-            tick = _ticker(bar, f"{number + 1}/{len(jobs)}: {label}", number / len(jobs), 1 / len(jobs))
-            result = _map(loaded, data, image_id, method, target, image, tick)
+            result = work()
         except Exception as exc:  # noqa: BLE001 - one failing panel says why; the others still show
             cell.note = f"failed: {message(exc)}"
-            continue
+            return False
         results[(loaded.name, method)] = result
         scores = _scores((loaded.hash, stamp, image_id, method, target), result.display, boxes)
         cell.heatmap = result.display
@@ -124,7 +111,27 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
         rows.append({"image_id": image_id, "target_class": class_name, "checkpoint": loaded.name, "model": loaded.label,
                      "method": method, "probability": probability[loaded.name], **scores, "n_boxes": len(boxes),
                      "seconds": round(result.seconds, 3), "cached": result.cached})
-        if not result.cached:
+        return not result.cached
+
+    panels = sorted(((m, method) for m in models for method in methods if unavailable(m, method) is None),
+                    key=lambda panel: cost_rank(panel[1]))
+    bar = st.progress(0.0, text="Maps") if panels else None
+    slow = [(m, method, background.worker().submit((m.hash, stamp, image_id, method, target),
+                                                   partial(_map, m, data, image_id, method, target, image)))
+            for m, method in panels if method in SLOW]
+    fresh = False
+    for number, (loaded, method) in enumerate(p for p in panels if p[1] not in SLOW):
+        bar.progress(number / len(panels), text=f"{number + 1}/{len(panels)}: {method} · {loaded.name}")
+        fresh |= finish(loaded, method, partial(_map, loaded, data, image_id, method, target, image))
+    if fresh and slow:
+        show(grid())
+    for number, (loaded, method, job) in enumerate(slow, len(panels) - len(slow)):
+        label = f"{number + 1}/{len(panels)}: {method} · {loaded.name}"
+        while not wait([job.future], timeout=POLL_SECONDS).done:
+            done, total = job.progress
+            bar.progress((number + (done / total if total else 0)) / len(panels),
+                         text=f"{label}: window {done}/{total}" if total else label)
+        if finish(loaded, method, job.future.result) and number + 1 < len(panels):
             show(grid())
     if bar is not None:
         bar.empty()
