@@ -218,3 +218,26 @@ def test_data_page_counts_browses_and_checks_folders(env, tmp_path):
     assert "no problems found" in texts(at.success)
     at.button(key="data_use").click().run()
     assert at.text_input(key="sb_dataset_path").value == str(env.dataset)
+
+
+def test_background_worker_joins_jobs_in_flight():
+    import threading
+
+    from medattn.ui.background import Worker
+
+    release, calls = threading.Event(), []
+
+    def work(progress):
+        calls.append(1)
+        progress(1, 4)
+        release.wait(10)
+        return "map"
+
+    worker = Worker()
+    first = worker.submit(("model", "image", "pda"), work)
+    second = worker.submit(("model", "image", "pda"), work)  # a rerun asking for the same map
+    assert second is first
+    release.set()
+    assert first.future.result(10) == "map" and len(calls) == 1 and first.progress == [1, 4]
+    third = worker.submit(("model", "image", "pda"), work)  # finished jobs are forgotten: the cache has the map
+    assert third.future.result(10) == "map" and len(calls) == 2

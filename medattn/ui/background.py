@@ -38,7 +38,7 @@ class Worker:
         """The job computing `work(progress)` for `key`: the one in flight, or a new one."""
         with self._lock:
             job = self._jobs.get(key)
-            if job is None:
+            if job is None or job.future.done():
                 job = Job(Future())
                 job.future = self._pool.submit(work, job.tick)
                 self._jobs[key] = job
@@ -47,7 +47,8 @@ class Worker:
 
     def _forget(self, key: Hashable) -> None:
         with self._lock:  # finished maps are in the on-disk cache; later requests read them there
-            self._jobs.pop(key, None)
+            if key in self._jobs and self._jobs[key].future.done():
+                del self._jobs[key]
 
 
 @st.cache_resource
