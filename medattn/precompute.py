@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from medattn.data import load_dataset
 from medattn.data.dataset import Dataset
+from medattn.errors import MedattnError
 from medattn.inference import LoadedModel, load_model, predict
 from medattn.pipeline import CACHE_DIR, compute_map, default_cache, resolved_params, score_map
 from medattn.store import HeatmapCache, ScoreTable, canonical_params
@@ -113,7 +114,7 @@ def precompute(
         method_args = (params or {}).get(method, {})
         try:
             result = compute_map(loaded, dataset, image_id, method, target, method_args, cache)
-        except ValueError as exc:  # e.g. wildcat maps asked of a model without them
+        except (ValueError, MedattnError) as exc:  # e.g. wildcat maps asked of a linear model
             log.warning("%s on %s: %s", method, loaded.name, exc)
             continue
         boxes = dataset.boxes_for(image_id, dataset.classes[target])

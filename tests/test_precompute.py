@@ -53,3 +53,15 @@ def test_cli_refuses_unknown_images(tiny_demo, tiny_checkpoint, tmp_path):
     with pytest.raises(SystemExit, match="not-an-image"):
         main(["--dataset", str(tiny_demo), "--checkpoints", str(tiny_checkpoint), "--images", "not-an-image",
               "--out", str(tmp_path / "run")])
+
+
+def test_methods_a_model_lacks_are_skipped(tiny_demo, tmp_path):
+    """WILDCAT maps asked of a linear model: a warning and no rows, never a crash."""
+    from medattn.train import TrainConfig, train
+
+    linear = train(TrainConfig(dataset=str(tiny_demo), arch="resnet18", head="linear", out=str(tmp_path / "lin"),
+                               epochs=1, batch_size=16, input_size=64, augment="none"), log=lambda message: None)
+    dataset = load_dataset(tiny_demo)
+    frame = precompute(dataset, [linear], ["saliency", "wildcat"], image_ids=list(dataset.split("test").index[:2]),
+                       run=Run(tmp_path / "run"), cache=HeatmapCache(tmp_path / "cache"), device="cpu")
+    assert set(frame["method"]) == {"saliency"}
