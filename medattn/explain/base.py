@@ -11,10 +11,13 @@ An explainer is one class per method, in the manner of Captum:
   default, so callers can canonicalise them (cache keys, UI forms). Parameters given to the
   constructor become the explainer's defaults; those given to `attribute` override them for that
   call. Unknown names raise ValueError.
-- `device` and `batch_size` are execution options, not method parameters: they change speed and
-  memory, never the map. `batch_size` is the number of model evaluations per forward pass
-  (interpolation steps, noise samples, occluded copies); the explainer moves the model to
-  `device` (`medattn.device.best_device` unless told otherwise) and keeps it there.
+- `device`, `batch_size` and `precision` are execution options, not method parameters: they
+  change speed and memory, not what the map means. `batch_size` is the number of model
+  evaluations per forward pass (interpolation steps, noise samples, occluded copies); the
+  explainer moves the model to `device` (`medattn.device.best_device` unless told otherwise)
+  and keeps it there. `precision` "auto" lets the methods that allow it run part of the model
+  in bfloat16 where that was measured to leave the map's ranking intact (see
+  `evaluation_copy`); "float32" keeps every operation in float32.
 - The map is raw (signed where the method is signed) and in the input's frame; normalisation
   for display and scoring is `medattn.explain.normalize`.
 
@@ -27,6 +30,7 @@ The base class runs it with frozen weights (eval mode, no parameter gradients) u
 from __future__ import annotations
 
 import contextlib
+import copy
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -34,10 +38,18 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from medattn.device import best_device
 
 DEFAULT_BATCH_SIZE = 32
+PRECISIONS = ("auto", "float32")
+# Backbones whose later two stages may run in bfloat16 (evaluation_copy, mixed=True): integrated
+# gradients on random-weight models at 224 kept a Spearman correlation >= 0.992 with float32
+# maps (ResNet-18/50, DenseNet-121; ~1.0 on the trained demo ResNet-18) and ran 1.1-1.35x faster.
+# Not VGG (0.976) nor MobileNet (no faster).
+MIXED_PRECISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                         "densenet121", "densenet169")
 
 
 class Explainer:
@@ -52,12 +64,17 @@ class Explainer:
         model: nn.Module,
         device: str | torch.device | None = None,
         batch_size: int | None = None,
+        precision: str = "auto",
         **params: Any,
     ):
         self.device = best_device("auto" if device is None else str(device))
         self.model = model.to(self.device)
         self.batch_size = (DEFAULT_BATCH_SIZE if batch_size is None
                            else positive_int(self.name, "batch_size", batch_size))
+        if precision not in PRECISIONS:
+            raise ValueError(f"{self.name}: precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {precision!r}")
+        self.precision = precision
         self.params = self._merge(self.defaults, params)
 
     def attribute(self, x: Tensor, target: int | Sequence[int] | Tensor, **params: Any) -> Tensor:
@@ -85,6 +102,150 @@ class Explainer:
             raise ValueError(f"{self.name}: unknown parameter(s) {', '.join(unknown)}; "
                              f"allowed: {allowed}")
         return {**base, **given}
+
+
+def evaluation_copy(model: nn.Module, example: Tensor, mixed: bool = False) -> nn.Module:
+    """A faster stand-in for a frozen, eval-mode `model` whose outputs and input gradients are
+    all an explainer uses: a copy with every BatchNorm2d folded into the Conv2d that feeds it,
+    in channels-last memory format on the CPU and CUDA. `model` itself is not changed.
+
+    Why: for integrated gradients on ResNet-50 at 224 on a 2-core CPU, BatchNorm's forward and
+    backward passes took about a quarter of the time and channels-last convolutions ran about
+    a quarter faster; together 1.75x Captum's default call (medattn/bench.py).
+
+    `mixed=True` (for path methods such as integrated gradients, whose maps average many
+    gradients) also runs the backbone's last two stages under bfloat16 autocast, on CPUs with
+    native bfloat16 and for the backbones in MIXED_PRECISION_ARCHS: another 1.3x on ResNet-50.
+    The first stage stays float32: in bfloat16 it cost most of the agreement with float32 maps.
+
+    A BatchNorm is folded only where one forward pass on `example` (a batch of the images to
+    explain) shows that its input is the unmodified output of a convolution that runs once and
+    feeds nothing else (read from the autograd graph), so the fold is exact up to rounding.
+    The copy's output on `example` is checked against the model's; if it differs by more than
+    rounding, or the model cannot run on channels-last input, `model` is returned as it is.
+    """
+    with torch.inference_mode(False):  # occlusion calls this in inference mode
+        example = example[:1].detach().clone()
+        fast = copy.deepcopy(model)
+        try:
+            pairs, expected = _conv_bn_pairs(fast, example)
+            for conv, bn in pairs:
+                with torch.no_grad():
+                    weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean,
+                                                        bn.running_var, bn.eps, bn.weight, bn.bias)
+                conv.weight, conv.bias = weight.requires_grad_(False), bias.requires_grad_(False)
+                _replace(fast, bn, nn.Identity())
+            if example.device.type in ("cpu", "cuda"):
+                fast = ChannelsLast(fast.to(memory_format=torch.channels_last))
+            with torch.no_grad():
+                got = fast(example)
+        except RuntimeError:  # e.g. a model that .view()s a channels-last feature map
+            return model
+        if not (isinstance(got, Tensor) and isinstance(expected, Tensor)
+                and got.shape == expected.shape
+                and torch.allclose(got, expected, rtol=1e-3,
+                                   atol=1e-4 * (1 + float(expected.abs().max())))):
+            return model
+        stages = getattr(getattr(fast.model, "backbone", None), "stages", None)
+        if mixed and example.device.type == "cpu" and native_bfloat16() \
+                and getattr(model, "arch", None) in MIXED_PRECISION_ARCHS \
+                and isinstance(stages, nn.ModuleList):
+            for i in range(1, len(stages)):
+                stages[i] = BFloat16(stages[i])
+        return fast
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX); without them bfloat16
+    is emulated and slower than float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+class BFloat16(nn.Module):
+    """Runs `module` under CPU bfloat16 autocast and returns float32."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.module(x).float()
+
+
+class ChannelsLast(nn.Module):
+    """Runs `model` on its input converted to channels-last memory format (differentiably,
+    so input gradients come back in the caller's format)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Any:
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+def _conv_bn_pairs(model: nn.Module, example: Tensor) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d]], Any]:
+    """(conv, bn) pairs where bn's input is conv's untouched output and nothing else uses it,
+    and the model's output on `example` (detached)."""
+    produced: dict[nn.Module, Any] = {}  # conv → grad_fn of its output
+    fed: dict[nn.Module, Any] = {}  # bn → grad_fn of its input
+    calls: dict[nn.Module, int] = {}
+
+    def after_conv(module: nn.Module, inputs: Any, output: Tensor) -> None:
+        calls[module] = calls.get(module, 0) + 1
+        produced[module] = output.grad_fn
+
+    def before_bn(module: nn.Module, inputs: Any) -> None:
+        calls[module] = calls.get(module, 0) + 1
+        fed[module] = inputs[0].grad_fn
+
+    hooks = [m.register_forward_hook(after_conv) for m in model.modules()
+             if type(m) is nn.Conv2d]
+    hooks += [m.register_forward_pre_hook(before_bn) for m in model.modules()
+              if type(m) is nn.BatchNorm2d and m.track_running_stats
+              and m.running_mean is not None and not m.training]
+    try:
+        with torch.enable_grad():
+            out = model(example.requires_grad_(True))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    users = _graph_users(out)
+    by_grad_fn = {fn: conv for conv, fn in produced.items() if fn is not None}
+    pairs = []
+    for bn, fn in fed.items():
+        conv = by_grad_fn.get(fn)
+        if conv is not None and calls[conv] == 1 and calls[bn] == 1 and users.get(fn, 0) == 1:
+            pairs.append((conv, bn))
+    return pairs, out.detach() if isinstance(out, Tensor) else out
+
+
+def _graph_users(output: Any) -> dict[Any, int]:
+    """Autograd node → how many nodes of the graph behind `output` take its result."""
+    roots = [t.grad_fn for t in (output if isinstance(output, (tuple, list)) else [output])
+             if isinstance(t, Tensor) and t.grad_fn is not None]
+    users: dict[Any, int] = {}
+    seen, stack = set(roots), list(roots)
+    while stack:
+        node = stack.pop()
+        for child, _ in node.next_functions:
+            if child is None:
+                continue
+            users[child] = users.get(child, 0) + 1
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return users
+
+
+def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    """Put `new` wherever `old` is registered as a submodule of `model`."""
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if child is old:
+                setattr(parent, name, new)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,12 @@ Channel aggregation (the map is per pixel, the attribution per channel):
 - occlusion: f(x) − f(x with the window set to `baseline`), averaged over the windows covering
   a pixel (identical over channels); positive where hiding the pixel lowers the class score.
 Scores are the model's logits for the target class.
+
+Speed: smoothgrad, integrated_gradients, smoothgrad_ig and occlusion run on
+`base.evaluation_copy` (BatchNorm folded into the convolutions, channels-last); with the
+explainer's `precision="auto"` (the default) the two path methods also run the later backbone
+stages of ResNet/DenseNet models in bfloat16 on CPUs that have it (maps agree with float32 to a
+Spearman correlation >= 0.99); `precision="float32"` keeps them exact.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
 from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from medattn.explain.base import Explainer, as_batch, positive_int
+from medattn.explain.base import Explainer, as_batch, evaluation_copy, positive_int
 
 BLUR_SIGMA_FRACTION = 1 / 16  # "blur" baseline: Gaussian sigma as a fraction of max(H, W)
 OCCLUSION_AT_224 = (16, 8)  # default occlusion window and stride for a 224-pixel side
@@ -54,7 +60,7 @@ class SmoothGrad(Explainer):
 
     def _attribute(self, x: Tensor, targets: Tensor, n_samples: int, noise: float,
                    seed: int) -> Tensor:
-        saliency = attr.Saliency(self.model)
+        saliency = attr.Saliency(evaluation_copy(self.model, x))
         grads = [_smooth(self, saliency, x[i:i + 1], int(targets[i]), n_samples, noise, seed,
                          per_sample_cost=1, abs=True) for i in range(len(x))]
         return torch.cat(grads).amax(dim=1)
@@ -76,7 +82,7 @@ class IntegratedGradients(Explainer):
 
     def _attribute(self, x: Tensor, targets: Tensor, steps: int, baseline: Any) -> Tensor:
         steps = positive_int(self.name, "steps", steps)
-        ig = attr.IntegratedGradients(self.model)
+        ig = attr.IntegratedGradients(evaluation_copy(self.model, x, self.precision == "auto"))
         a = ig.attribute(x, baselines=ig_baseline(self.model, x, baseline), target=targets,
                          n_steps=steps, internal_batch_size=max(self.batch_size, len(x)))
         return a.sum(dim=1)
@@ -97,7 +103,7 @@ class SmoothGradIG(Explainer):
                    baseline: Any, seed: int) -> Tensor:
         steps = positive_int(self.name, "steps", steps)
         base = ig_baseline(self.model, x, baseline)
-        ig = attr.IntegratedGradients(self.model)
+        ig = attr.IntegratedGradients(evaluation_copy(self.model, x, self.precision == "auto"))
         a = [_smooth(self, ig, x[i:i + 1], int(targets[i]), n_samples, noise, seed,
                      per_sample_cost=steps, baselines=base[i:i + 1], n_steps=steps,
                      internal_batch_size=self.batch_size) for i in range(len(x))]
@@ -137,7 +143,7 @@ class Occlusion(Explainer):
             raise ValueError(f"{self.name}: need stride <= window <= image size, got stride "
                              f"{step}, window {win}, image {tuple(size)}")
         channels = x.shape[1]
-        a = attr.Occlusion(self.model).attribute(
+        a = attr.Occlusion(evaluation_copy(self.model, x)).attribute(
             x, sliding_window_shapes=(channels, *win), strides=(channels, *step),
             baselines=float(baseline), target=targets,
             perturbations_per_eval=max(1, self.batch_size // len(x)))

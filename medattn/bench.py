@@ -1,0 +1,490 @@
+"""Benchmarks of the explanation methods: `python -m medattn.bench --help`.
+
+For each model (a demo checkpoint, and ResNet-50 / DenseNet-121 with random weights at
+224×224) and each method that applies to it, on demo test images:
+- seconds per image: the median over `--repeats` calls on one image, after one untimed
+  warm-up call (which also counts the FLOPs);
+- images per second: one call on a batch of `--batch` images (after an untimed one);
+- peak memory above what was in use before the call: on the CPU the process's peak resident
+  set (VmHWM, reset before each call through /proc/self/clear_refs; where that is not
+  possible, the growth of ru_maxrss, a lower bound); on CUDA torch.cuda.max_memory_allocated;
+- GFLOP per image: the formulas of torch.utils.flop_counter applied to every operator the call
+  runs, forward and backward (FlopCounterMode itself cannot watch Captum: its module tracker
+  rejects autograd.grad on leaf inputs), and GFLOP/s against the machine's convolution rate (a
+  3×3 convolution timed at the start);
+- the call a Captum user would write for the same method and settings (defaults otherwise,
+  weights not frozen, the model as it is), timed alternately with ours (A B A B ...) so that
+  background load falls on both alike; ratio = Captum's median / ours, and the Spearman
+  correlation between the two maps (reduced over channels the same way).
+
+PDA runs with fast settings (window 16, stride 8, marginal sampling, 4 samples; pda_features
+4 samples) drawing from 16 demo training images. A method whose warm-up call takes longer than
+`--max-seconds` is timed by one more call only, without the batch call (noted in the row). Writes JSON (`--out`).
+
+Integrated gradients (50 steps, black baseline) on ResNet-50 at 224, 2-core CPU shared with a
+training job, interleaved medians: see the closing note of issue 4 for the current figures.
+Captum's default call already skips weight gradients (autograd.grad asks for input gradients
+only, so the FLOPs are the same); what makes ours faster is `evaluation_copy`: BatchNorm folded
+into the convolutions (about a quarter of the CPU time went to BatchNorm forward and backward)
+and channels-last memory format. bfloat16 autocast was faster still but its maps on a
+random-weights ResNet-50 correlate only 0.98 (Spearman) with fp32's, so it is not used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from captum import attr
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+from medattn.data import load_dataset
+from medattn.data.dataset import Dataset
+from medattn.data.transforms import to_input
+from medattn.device import best_device, describe
+from medattn.explain import METHODS, get_explainer
+from medattn.explain.cam import cam_layer
+from medattn.explain.gradients import OCCLUSION_AT_224, ig_baseline, quiet_relu_hooks
+from medattn.inference import CHECKPOINT_DIR, list_checkpoints, load_model
+from medattn.metrics.similarity import spearman
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "artifacts" / "bench.json"
+DEFAULT_ARCHS = ("demo", "resnet50", "densenet121")
+DEMO_PREFERENCE = ("demo_resnet18_wildcat", "demo_resnet18_linear")
+FAST_PDA = {"window": 16, "stride": 8, "sampling": "marginal", "samples": 4}
+FAST_PDA_FEATURES = {"sampling": "marginal", "samples": 4}
+REFERENCE_IMAGES = 16
+
+
+@dataclass
+class Subject:
+    """A model to benchmark, with the images it sees."""
+
+    name: str
+    model: nn.Module
+    size: int
+    images: Tensor          # (B, 3, size, size) model inputs, the first is the single image
+    targets: list[int]
+    reference: Tensor       # PDA's reference images (R, 3, size, size)
+    demo: bool = False      # the demo checkpoint (its totals go in the summary)
+    note: str = ""
+
+
+@dataclass
+class Row:
+    model: str
+    method: str
+    params: dict[str, Any]
+    seconds_per_image: float
+    seconds_all: list[float]
+    images_per_second: float | None
+    batch: int
+    peak_memory_mb: float
+    gflop_per_image: float
+    gflop_per_second: float
+    fraction_of_conv_rate: float
+    captum_seconds_per_image: float | None = None
+    captum_seconds_all: list[float] = field(default_factory=list)
+    captum_ratio: float | None = None
+    captum_gflop_per_image: float | None = None
+    captum_peak_memory_mb: float | None = None
+    spearman_vs_captum: float | None = None
+    note: str = ""
+
+
+class FlopCount(TorchDispatchMode):
+    """Counts FLOPs of every operator run inside it with torch.utils.flop_counter's formulas."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += int(formula(*args, **kwargs, out_val=out))
+        return out
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[FlopCount]:
+    """A FlopCount that also sees forward-only methods: operators run in inference mode skip
+    Python dispatch modes, so inside this block `torch.inference_mode()` means no_grad (the
+    same operators, only the tensors' bookkeeping differs)."""
+    original = torch.inference_mode
+
+    def no_grad_instead(mode: bool = True) -> Any:
+        return torch.no_grad() if mode else contextlib.nullcontext()
+
+    torch.inference_mode = no_grad_instead  # type: ignore[assignment]
+    try:
+        with FlopCount() as counter:
+            yield counter
+    finally:
+        torch.inference_mode = original  # type: ignore[assignment]
+
+
+class PeakMemory:
+    """Peak memory (MiB) of a block above what was in use when it started (module docstring)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.mb = 0.0
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        elif _reset_peak_rss():
+            self.base = _status_kb("VmRSS") * 1024
+        else:
+            self.base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+        elif _status_kb("VmHWM"):
+            peak = _status_kb("VmHWM") * 1024
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.mb = max(0.0, (peak - self.base) / 2**20)
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_kb("VmHWM") > 0
+    except OSError:
+        return False
+
+
+def _status_kb(key: str) -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def conv_rate(device: torch.device, repeats: int = 5) -> float:
+    """Achievable GFLOP/s of a float32 3×3 convolution (256 → 256 channels, 28×28 maps,
+    channels-last) on `device`: the fastest of `repeats` timed calls (background load only
+    ever slows a call down)."""
+    batch = 128 if device.type == "cuda" else 16
+    x = torch.randn(batch, 256, 28, 28, device=device).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(256, 256, 3, 3, device=device).contiguous(memory_format=torch.channels_last)
+    flops = 2 * batch * 256 * 28 * 28 * 256 * 9
+    with torch.inference_mode():
+        F.conv2d(x, w, padding=1)
+        times = [_timed(lambda: F.conv2d(x, w, padding=1), device)[1] for _ in range(repeats)]
+    return flops / min(times) / 1e9
+
+
+def _timed(call: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    out = call()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - started
+
+
+def method_params(method: str, subject: Subject) -> dict[str, Any]:
+    """The settings each method is benchmarked with (defaults, PDA fast settings)."""
+    if method == "pda":
+        return {**FAST_PDA, "reference": subject.reference}
+    if method == "pda_features":
+        return {**FAST_PDA_FEATURES, "reference": subject.reference}
+    return {}
+
+
+def applies(method: str, model: nn.Module) -> bool:
+    if method == "wildcat":
+        return callable(getattr(model, "class_maps", None))
+    if method == "attention":
+        return callable(getattr(model, "attention_maps", None))
+    return True
+
+
+def captum_call(method: str, model: nn.Module, x: Tensor, target: int) -> Callable[[], Tensor] | None:
+    """What a Captum user writes for `method` with our settings (Captum defaults otherwise),
+    returning the map reduced over channels as our explainer does; None without an equivalent."""
+    size = x.shape[2:]
+    if method == "saliency":
+        return lambda: attr.Saliency(model).attribute(x, target=target, abs=True).amax(1)
+    if method == "smoothgrad":
+        std = 0.15 * float(x.max() - x.min())
+        return lambda: attr.NoiseTunnel(attr.Saliency(model)).attribute(
+            x, nt_type="smoothgrad", nt_samples=25, stdevs=std, target=target, abs=True).amax(1)
+    if method == "integrated_gradients":
+        base = ig_baseline(model, x, "black")
+        return lambda: attr.IntegratedGradients(model).attribute(
+            x, baselines=base, target=target, n_steps=50).sum(1)
+    if method == "smoothgrad_ig":
+        base, std = ig_baseline(model, x, "black"), 0.15 * float(x.max() - x.min())
+        return lambda: attr.NoiseTunnel(attr.IntegratedGradients(model)).attribute(
+            x, nt_type="smoothgrad", nt_samples=10, stdevs=std, baselines=base, target=target,
+            n_steps=20).sum(1)
+    if method == "guided_backprop":
+        return lambda: _quiet(lambda: attr.GuidedBackprop(model).attribute(x, target=target)).abs().amax(1)
+    if method == "gradcam":
+        return lambda: attr.LayerAttribution.interpolate(
+            attr.LayerGradCam(model, cam_layer(model)).attribute(x, target=target, relu_attributions=True),
+            tuple(size), interpolate_mode="bilinear").squeeze(1)
+    if method == "guided_gradcam":
+        return lambda: _quiet(lambda: attr.GuidedGradCam(model, cam_layer(model)).attribute(
+            x, target=target, interpolate_mode="bilinear")).abs().amax(1)
+    if method == "occlusion":
+        win = tuple(max(1, round(OCCLUSION_AT_224[0] * s / 224)) for s in size)
+        step = tuple(max(1, round(OCCLUSION_AT_224[1] * s / 224)) for s in size)
+        return lambda: attr.Occlusion(model).attribute(
+            x, sliding_window_shapes=(x.shape[1], *win), strides=(x.shape[1], *step), baselines=0.0,
+            target=target).mean(1)
+    return None
+
+
+def _quiet(call: Callable[[], Tensor]) -> Tensor:
+    with quiet_relu_hooks():
+        return call()
+
+
+def _captum(call: Callable[[], Tensor]) -> Tensor:
+    """Captum's call without its notice that it set requires_grad on the input."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
+        return call().detach().cpu()
+
+
+def bench_method(subject: Subject, method: str, device: torch.device, repeats: int, batch: int,
+                 rate: float, max_seconds: float, precision: str = "auto") -> Row:
+    """One row: our explainer and, where Captum has the method, Captum's default call."""
+    params = method_params(method, subject)
+    ours = get_explainer(method)(subject.model, device=device, precision=precision)
+    x, target = subject.images[:1].to(device), subject.targets[0]
+
+    def run_ours() -> Tensor:
+        return ours.attribute(x, target, **params)
+
+    reference_model = copy.deepcopy(subject.model).to(device).eval().requires_grad_(True)
+    theirs = captum_call(method, reference_model, x.clone(), target)
+    notes = []
+    with counting() as counted:
+        _, warmup = _timed(run_ours, device)
+    flops = counted.total
+    captum_flops = None
+    if theirs is not None:
+        with counting() as counted:
+            _captum(theirs)
+        captum_flops = counted.total
+    slow = warmup > max_seconds
+    if slow:
+        notes.append(f"one call (warm-up took {warmup:.0f} s > --max-seconds)")
+    times, captum_times, peaks, captum_peaks = [], [], [], []
+    mine = other = None
+    for _ in range(1 if slow else repeats):
+        with PeakMemory(device) as peak:
+            mine, seconds = _timed(run_ours, device)
+        times.append(seconds)
+        peaks.append(peak.mb)
+        if theirs is not None:
+            with PeakMemory(device) as peak:
+                other, seconds = _timed(lambda: _captum(theirs), device)
+            captum_times.append(seconds)
+            captum_peaks.append(peak.mb)
+    ips = None
+    if not slow and batch > 1:  # one warm-up call (new shapes), then one timed call
+        images = subject.images[:batch].to(device)
+        targets = subject.targets[:batch]
+        ours.attribute(images, targets, **params)
+        _, seconds = _timed(lambda: ours.attribute(images, targets, **params), device)
+        ips = len(images) / seconds
+    per_image = statistics.median(times)
+    row = Row(
+        model=subject.name, method=method,
+        params={k: v for k, v in params.items() if k != "reference"},
+        seconds_per_image=per_image, seconds_all=times, images_per_second=ips,
+        batch=min(batch, len(subject.images)), peak_memory_mb=max(peaks),
+        gflop_per_image=flops / 1e9, gflop_per_second=flops / 1e9 / per_image,
+        fraction_of_conv_rate=flops / 1e9 / per_image / rate, note="; ".join(notes))
+    if theirs is not None:
+        row.captum_seconds_per_image = statistics.median(captum_times)
+        row.captum_seconds_all = captum_times
+        row.captum_ratio = row.captum_seconds_per_image / per_image
+        row.captum_gflop_per_image = (captum_flops or 0) / 1e9
+        row.captum_peak_memory_mb = max(captum_peaks)
+        rho = spearman(mine[0].numpy(), other[0].numpy())  # NaN when a map is constant
+        row.spearman_vs_captum = None if np.isnan(rho) else rho
+    return row
+
+
+def demo_subject(dataset: Dataset, checkpoint: Path | None, device: torch.device,
+                 batch: int) -> Subject:
+    """The demo checkpoint (preferring DEMO_PREFERENCE), or, when none is there, a freshly
+    built model of the preferred demo recipe with a note."""
+    from medattn.demo_models import DEMO_MODELS
+    from medattn.models import build
+
+    found = {p.name: p for p in list_checkpoints(CHECKPOINT_DIR) if p.name.startswith("demo_")}
+    path = checkpoint or next((found[n] for n in DEMO_PREFERENCE if n in found),
+                              next(iter(sorted(found.values())), None))
+    if path is not None:
+        loaded = load_model(path, device)
+        return _subject(loaded.name, loaded.model, loaded.input_size, dataset, batch, loaded.mean,
+                        loaded.std, demo=True)
+    recipe = DEMO_MODELS[DEMO_PREFERENCE[0]]
+    model = build(recipe["arch"], recipe["head"], len(dataset.classes)).eval()
+    return _subject(f"{DEMO_PREFERENCE[0]} (untrained)", model, recipe["input_size"], dataset, batch,
+                    demo=True, note=f"no demo checkpoint in {CHECKPOINT_DIR}: a freshly built "
+                         f"{recipe['arch']} + {recipe['head']} (random weights) stands in")
+
+
+def arch_subject(arch: str, size: int, dataset: Dataset, batch: int) -> Subject:
+    """`arch` with a linear head and random weights (seed 0)."""
+    from medattn.models import build
+
+    torch.manual_seed(0)
+    model = build(arch, "linear", len(dataset.classes)).eval()
+    return _subject(f"{arch} (random weights)", model, size, dataset, batch)
+
+
+def _subject(name: str, model: nn.Module, size: int, dataset: Dataset, batch: int,
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+             demo: bool = False, note: str = "") -> Subject:
+    norm = {} if mean is None else {"mean": mean, "std": std}
+    test = dataset.split("test")
+    positives = sorted(test[test[dataset.classes].to_numpy().sum(axis=1) > 0].index)[:max(batch, 1)]
+    if not positives:
+        raise SystemExit(f"{dataset.root} has no test images with a positive class to benchmark on")
+    images = torch.cat([to_input(dataset.read_image(i), size, **norm) for i in positives])
+    targets = [int(np.flatnonzero(dataset.labels(i) > 0)[0]) for i in positives]
+    train = sorted(dataset.split("train").index)[:REFERENCE_IMAGES]
+    reference = torch.cat([to_input(dataset.read_image(i), size, **norm) for i in train])
+    return Subject(name, model, size, images, targets, reference, demo, note)
+
+
+def run_bench(subjects: Sequence[Subject], methods: Sequence[str], device: torch.device,
+              repeats: int = 3, batch: int = 4, max_seconds: float = 120.0, precision: str = "auto",
+              skip: Callable[[Subject, str], bool] | None = None,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Benchmark every applicable method on every subject; the JSON-ready result."""
+    rate = conv_rate(device)
+    log(f"{describe(device)}: float32 3×3 convolution at {rate:.1f} GFLOP/s")
+    rows: list[Row] = []
+    for subject in subjects:
+        subject.model.to(device).eval()
+        if subject.note:
+            log(f"note: {subject.note}")
+        for method in methods:
+            if not applies(method, subject.model) or (skip is not None and skip(subject, method)):
+                continue
+            row = bench_method(subject, method, device, repeats, batch, rate, max_seconds, precision)
+            rows.append(row)
+            log(format_row(row))
+    demo_name = next((s.name for s in subjects if s.demo), None)
+    demo = [r for r in rows if r.model == demo_name]
+    summary = {
+        "demo_model": demo_name,
+        "demo_seconds_all_methods_but_pda": sum(r.seconds_per_image for r in demo
+                                                if not r.method.startswith("pda")),
+        "demo_seconds_pda_fast": next((r.seconds_per_image for r in demo if r.method == "pda"), None),
+    }
+    return {
+        "machine": {"device": describe(device), "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+                    "conv_gflop_per_second": rate},
+        "settings": {"repeats": repeats, "batch": batch, "max_seconds": max_seconds, "precision": precision,
+                     "pda": FAST_PDA, "pda_features": FAST_PDA_FEATURES},
+        "subjects": [{"name": s.name, "size": s.size, "note": s.note} for s in subjects],
+        "results": [asdict(r) for r in rows],
+        "summary": summary,
+    }
+
+
+HEADER = (f"{'model':32s} {'method':20s} {'s/img':>8s} {'img/s':>7s} {'peak MB':>8s} {'GFLOP':>8s} "
+          f"{'GFLOP/s':>8s} {'%conv':>6s} {'captum s':>9s} {'×captum':>8s} {'ρ':>6s}")
+
+
+def format_row(r: Row) -> str:
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    return (f"{r.model[:32]:32s} {r.method:20s} {r.seconds_per_image:8.2f} {num(r.images_per_second, '7.2f')} "
+            f"{r.peak_memory_mb:8.0f} {r.gflop_per_image:8.1f} {r.gflop_per_second:8.1f} "
+            f"{100 * r.fraction_of_conv_rate:6.0f} {num(r.captum_seconds_per_image, '9.2f')} "
+            f"{num(r.captum_ratio, '8.2f')} {num(r.spearman_vs_captum, '6.3f')}"
+            + (f"  ({r.note})" if r.note else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m medattn.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--archs", nargs="+", default=list(DEFAULT_ARCHS),
+                        help="'demo' (a demo checkpoint) and/or backbone names built with random weights")
+    parser.add_argument("--checkpoint", type=Path, help="the demo checkpoint (default: a demo_* in checkpoints/)")
+    parser.add_argument("--dataset", type=Path, help="images to explain (default: the demo dataset)")
+    parser.add_argument("--size", type=int, default=224, help="input size of the random-weights models")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=4, help="images in the throughput call")
+    parser.add_argument("--max-seconds", type=float, default=120.0,
+                        help="time a method by its warm-up call alone when that took longer")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32"],
+                        help="the explainers' precision option (float32: no bfloat16 anywhere)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 repeat, a batch of 2, PDA on the demo model only")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.batch = 1, 2
+    device = best_device(args.device)
+    if args.dataset is None:
+        from medattn.data.demo import ensure_demo
+
+        args.dataset = ensure_demo()
+    dataset = load_dataset(args.dataset)
+    subjects = [demo_subject(dataset, args.checkpoint, device, args.batch) if arch == "demo"
+                else arch_subject(arch, args.size, dataset, args.batch) for arch in args.archs]
+    skip = (lambda s, m: m.startswith("pda") and not s.demo) if args.quick else None
+    print(HEADER, flush=True)
+    result = run_bench(subjects, args.methods, device, args.repeats, args.batch, args.max_seconds,
+                       args.precision, skip, log=lambda line: print(line, flush=True))
+    summary = result["summary"]
+    if summary["demo_model"] is not None:
+        print(f"{summary['demo_model']}: all methods but PDA {summary['demo_seconds_all_methods_but_pda']:.1f} s "
+              f"per image; PDA fast settings {summary['demo_seconds_pda_fast'] or float('nan'):.1f} s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.replace(args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""The benchmark runner (smoke, one repeat, no timing assertions) and the faster model copy the
+gradient explainers run on."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+from torch import nn
+
+from medattn.bench import FlopCount, counting, main
+from medattn.explain import get_explainer
+from medattn.explain.base import BFloat16, ChannelsLast, evaluation_copy, frozen
+from medattn.models import build
+
+
+def batchnorms(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_evaluation_copy_folds_batchnorm_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model, x = build("resnet18", "wildcat", 3).eval(), torch.randn(2, 3, 64, 64)
+    for m in model.modules():  # non-trivial statistics, so a wrong fold would show
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with frozen(model):
+        fast = evaluation_copy(model, x)
+    assert isinstance(fast, ChannelsLast) and batchnorms(fast) == 0 and batchnorms(model) == 20
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+class SharedConv(nn.Module):
+    """The convolution's output feeds its BatchNorm and a skip: folding would change the skip."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.bn.running_mean.fill_(0.3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.fc((self.bn(h) + h).mean(dim=(2, 3)))
+
+
+class Flat(nn.Module):
+    """.view()s its feature map, which fails in channels-last format."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 2, 3), nn.Linear(2 * 14 * 14, 2)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.fc(h.view(len(h), -1))
+
+
+def test_evaluation_copy_keeps_shared_outputs_and_falls_back():
+    shared, x = SharedConv().eval(), torch.randn(1, 3, 16, 16)
+    fast = evaluation_copy(shared, x)
+    assert batchnorms(fast) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), shared(x))
+    flat = Flat().eval()
+    assert evaluation_copy(flat, x) is flat
+
+
+@pytest.mark.parametrize("precision", ["auto", "float32"])
+def test_integrated_gradients_agree_with_captum(precision):
+    from captum.attr import IntegratedGradients
+
+    from medattn.explain.gradients import ig_baseline
+
+    torch.manual_seed(0)
+    model, x = build("resnet18", "linear", 3).eval(), torch.randn(1, 3, 64, 64)
+    ours = get_explainer("integrated_gradients")(model, device="cpu", precision=precision)
+    mine = ours.attribute(x, 1, steps=16)[0].numpy()
+    theirs = IntegratedGradients(model).attribute(x, baselines=ig_baseline(model, x, "black"),
+                                                  target=1, n_steps=16).sum(1)[0].detach().numpy()
+    if precision == "float32":
+        np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-3 * np.abs(theirs).max())
+    assert spearmanr(mine.ravel(), theirs.ravel()).statistic > 0.99
+
+
+def test_bfloat16_stages_return_float32():
+    stage = BFloat16(nn.Conv2d(3, 4, 3))
+    assert stage(torch.randn(1, 3, 8, 8)).dtype == torch.float32
+
+
+def test_flop_count_sees_forward_and_backward_and_inference_mode():
+    conv, x = nn.Conv2d(3, 8, 3), torch.randn(1, 3, 10, 10, requires_grad=True)
+    forward = 2 * 8 * 8 * 8 * 3 * 9
+    with FlopCount() as counted:
+        torch.autograd.grad(conv(x).sum(), x)
+    assert counted.total == 2 * forward  # input gradient only: weights are not asked for
+    with counting() as counted, torch.inference_mode():
+        conv(x)
+    assert counted.total == forward
+    assert isinstance(torch.inference_mode(), torch.inference_mode)  # restored
+
+
+def test_bench_cli_smoke(tiny_demo, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    methods = ["saliency", "integrated_gradients", "gradcam", "pda", "wildcat"]
+    assert main(["--archs", "resnet18", "--size", "32", "--dataset", str(tiny_demo), "--methods",
+                 *methods, "--repeats", "1", "--batch", "2", "--device", "cpu", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = {r["method"]: r for r in result["results"]}
+    assert set(rows) == {"saliency", "integrated_gradients", "gradcam", "pda"}  # no class maps
+    assert result["machine"]["conv_gflop_per_second"] > 0
+    for method, row in rows.items():
+        assert row["seconds_per_image"] > 0 and row["images_per_second"] > 0, method
+        assert row["gflop_per_image"] > 0 and row["peak_memory_mb"] >= 0, method
+    assert rows["pda"]["captum_ratio"] is None and rows["pda"]["params"]["window"] == 16
+    ig = rows["integrated_gradients"]
+    assert ig["captum_ratio"] > 0 and ig["spearman_vs_captum"] > 0.99
+    # 50 steps of forward + input-gradient passes, both ways, within the copy's checks
+    assert ig["gflop_per_image"] == pytest.approx(ig["captum_gflop_per_image"], rel=0.1)
+    assert "integrated_gradients" in capsys.readouterr().out
