@@ -524,7 +524,9 @@ def build_demo(
     jobs = [(case, size, out / "images" / f"{case.image_id}.png") for case in cases]
     workers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
     if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
+        # spawn, not fork: a fork taken while another thread of the caller (a Streamlit worker,
+        # torch's pools) holds a lock leaves the child waiting on it for ever.
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
             boxes = pool.map(_render_to_file, jobs, chunksize=16)
     else:
         boxes = [_render_to_file(job) for job in jobs]
