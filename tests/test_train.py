@@ -31,7 +31,7 @@ def test_train_writes_checkpoint_with_history_and_test_report(tiny_demo, tmp_pat
     assert not (tmp_path / "ck.resume.pt").exists()
 
 
-def test_resume_after_interruption(tiny_demo, tmp_path):
+def test_resume_after_interruption_keeps_the_cosine_schedule(tiny_demo, tmp_path):
     class Crash(Exception):
         pass
 
@@ -39,7 +39,7 @@ def test_resume_after_interruption(tiny_demo, tmp_path):
         if "epoch 1:" in message:
             raise Crash
 
-    config = _config(tiny_demo, tmp_path / "ck", head="linear")
+    config = _config(tiny_demo, tmp_path / "ck", head="linear", epochs=3, schedule="cosine")
     with pytest.raises(Crash):
         train(config, log=crash_after_first_epoch)
     assert (tmp_path / "ck.resume.pt").exists()
@@ -47,7 +47,10 @@ def test_resume_after_interruption(tiny_demo, tmp_path):
     train(config, log=messages.append)
     assert messages[0] == "resuming ck after epoch 1"
     _, meta = load_checkpoint(tmp_path / "ck")
-    assert [row["epoch"] for row in meta["metrics"]["history"]] == [1, 2]
+    history = meta["metrics"]["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    # cosine over 3 epochs from 1e-3: 1e-3, 7.5e-4, 2.5e-4 — the resumed run continues the curve
+    assert [row["lr"] for row in history] == pytest.approx([1e-3, 7.5e-4, 2.5e-4])
 
 
 def test_cli_params_and_errors(tiny_demo, tmp_path, capsys):
@@ -61,3 +64,5 @@ def test_cli_params_and_errors(tiny_demo, tmp_path, capsys):
     assert "unknown head 'nope'" in capsys.readouterr().err
     assert main(["--dataset", str(tmp_path / "none"), "--arch", "resnet18", "--out", str(tmp_path / "z")]) == 2
     assert "not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--dataset", str(tiny_demo), "--arch", "resnet18", "--out", str(tmp_path / "s"), "--schedule", "step"])
