@@ -7,6 +7,10 @@ Writes, under the output folder (default `.cache/runs/<dataset>-<hash>`):
 Finished rows are skipped on a rerun, so an interrupted run resumes where it stopped. Targets
 per image are its positive classes plus the classes the model predicts (so false positives get
 maps too); an image with neither is explained for its top-scoring class.
+
+The jobs are cut into batches that `score_batch` computes and scores: in this process
+(`--engine local`), or on one Ray actor per checkpoint (`--engine ray`, `medattn.ray_engine`),
+with the same cache and rows.
 """
 
 from __future__ import annotations
@@ -26,11 +30,15 @@ from medattn.data import load_dataset
 from medattn.data.dataset import Dataset
 from medattn.errors import MedattnError
 from medattn.inference import LoadedModel, load_model, predict
-from medattn.pipeline import CACHE_DIR, compute_map, default_cache, resolved_params, score_map
+from medattn.pipeline import (
+    CACHE_DIR, PDA_METHODS, MapResult, compute_map, default_cache, reference_images, resolved_params, score_map,
+)
 from medattn.store import HeatmapCache, ScoreTable, canonical_params
 
 log = logging.getLogger("medattn.precompute")
 FAST_METHODS = ("saliency", "integrated_gradients", "gradcam", "wildcat", "attention")
+ENGINES = ("local", "ray")
+BATCH_SIZE = 16  # jobs per batch: small enough that an interrupted Ray run loses little
 
 
 @dataclass
@@ -74,6 +82,83 @@ def targets_for(labels: np.ndarray, probabilities: np.ndarray, threshold: float 
     return [int(c) for c in chosen] or [int(np.argmax(probabilities))]
 
 
+@dataclass(frozen=True)
+class Job:
+    """One map to compute and score; plain values, so batches travel to Ray actors as they are."""
+
+    checkpoint: str
+    image_id: str
+    target: int
+    method: str
+    probability: float
+    label: int
+
+
+def batches(jobs: Sequence[Job], size: int = BATCH_SIZE) -> list[list[Job]]:
+    """Consecutive jobs in batches of about `size`: one checkpoint per batch (it goes to that
+    model), and one checkpoint × image never split (its maps share the read image)."""
+    out: list[list[Job]] = []
+    for job in jobs:
+        last = out[-1] if out else None
+        same_image = last is not None and (last[-1].checkpoint, last[-1].image_id) == (job.checkpoint, job.image_id)
+        if last is not None and last[-1].checkpoint == job.checkpoint and (same_image or len(last) < size):
+            last.append(job)
+        else:
+            out.append([job])
+    return out
+
+
+def score_batch(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    jobs: Sequence[Job],
+    cache: HeatmapCache,
+    params: dict[str, dict] | None = None,
+    tick: Callable[[], None] | None = None,
+) -> tuple[list[dict], list[str]]:
+    """Maps (from the cache when present) and score rows for a batch of one checkpoint's jobs.
+
+    The unit of work of both engines: run in a loop locally, and inside one actor per checkpoint
+    under Ray. Returns the rows and one warning per job skipped because the model lacks the
+    method; `tick` is called after every job. Each image is read once per batch, and the PDA
+    reference images once.
+    """
+    rows: list[dict] = []
+    skipped: list[str] = []
+    image_id, image, reference = None, None, None
+    for job in jobs:
+        method_args = (params or {}).get(job.method, {})
+        try:
+            if job.image_id != image_id:
+                image_id, image = job.image_id, dataset.read_image(job.image_id)
+            if job.method in PDA_METHODS and method_args.get("reference") is None:
+                reference = reference_images(loaded, dataset) if reference is None else reference
+                method_args = {**method_args, "reference": reference}
+            result = compute_map(loaded, dataset, job.image_id, job.method, job.target, method_args, cache, image=image)
+        except (ValueError, MedattnError) as exc:  # e.g. wildcat maps asked of a linear model
+            skipped.append(f"{job.method} on {loaded.name}: {exc}")
+        else:
+            rows.append(_row(loaded, dataset, job, method_args, result))
+        if tick is not None:
+            tick()
+    return rows, skipped
+
+
+def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, result: MapResult) -> dict:
+    boxes = dataset.boxes_for(job.image_id, dataset.classes[job.target])
+    predicted = job.probability >= 0.5
+    return {
+        "image_id": job.image_id, "checkpoint": loaded.name, "checkpoint_hash": loaded.hash,
+        "model": loaded.label, "method": job.method, "target": str(job.target),
+        "target_class": dataset.classes[job.target], "label": job.label,
+        "probability": job.probability, "predicted": int(predicted),
+        "correct": int(predicted == bool(job.label)), "n_boxes": len(boxes),
+        "split": str(dataset.images.at[job.image_id, "split"]), "seconds": result.seconds,
+        "cached": result.cached, "params": canonical_params({k: v for k, v in resolved_params(job.method, method_args).items() if k != "reference"}),
+        **score_map(result.display, boxes),
+    }
+
+
 def precompute(
     dataset: Dataset,
     checkpoints: Sequence[str | Path],
@@ -85,8 +170,20 @@ def precompute(
     device: str = "auto",
     params: dict[str, dict] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> pd.DataFrame:
-    """Compute every missing row and return the full score table of the run."""
+    """Compute every missing row and return the full score table of the run.
+
+    `engine="ray"` runs the same batches on Ray actors (`medattn.ray_engine`), joining the
+    cluster at `ray_address` or starting Ray on this machine.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "ray":
+        from medattn.ray_engine import require_ray
+
+        require_ray()  # fail before the predictions, not after
     run = run or Run.for_dataset(dataset)
     cache = cache or default_cache()
     ids = list(image_ids) if image_ids is not None else list(dataset.split(split).index if split else dataset.images.index)
@@ -95,11 +192,11 @@ def precompute(
         raise SystemExit(f"image ids not in {dataset.root}/images.csv: {', '.join(unknown[:10])}")
     table = run.scores
     done = table.done_keys()
-    models = [load_model(path, device) for path in checkpoints]
-    for loaded in models:
+    models = {loaded.name: loaded for loaded in (load_model(path, device) for path in checkpoints)}
+    for loaded in models.values():
         loaded.check_classes(dataset)
     jobs = []
-    for loaded in models:
+    for loaded in models.values():
         probabilities = run.predictions(loaded, dataset, ids)
         for image_id in ids:
             labels = dataset.labels(image_id)
@@ -107,36 +204,32 @@ def precompute(
             for target in targets_for(labels, probs):
                 for method in methods:
                     if (image_id, loaded.name, method, str(target)) not in done:
-                        jobs.append((loaded, image_id, target, method, probs[target], labels[target]))
+                        jobs.append(Job(loaded.name, image_id, target, method, float(probs[target]), int(labels[target])))
     bar = tqdm(total=len(jobs), desc="heatmaps", file=sys.stderr, disable=progress is not None)
-    pending: list[dict] = []
-    for number, (loaded, image_id, target, method, probability, label) in enumerate(jobs, 1):
-        method_args = (params or {}).get(method, {})
-        try:
-            result = compute_map(loaded, dataset, image_id, method, target, method_args, cache)
-        except (ValueError, MedattnError) as exc:  # e.g. wildcat maps asked of a linear model
-            log.warning("%s on %s: %s", method, loaded.name, exc)
-            continue
-        boxes = dataset.boxes_for(image_id, dataset.classes[target])
-        pending.append(
-            {
-                "image_id": image_id, "checkpoint": loaded.name, "checkpoint_hash": loaded.hash,
-                "model": loaded.label, "method": method, "target": str(target),
-                "target_class": dataset.classes[target], "label": int(label),
-                "probability": float(probability), "predicted": int(probability >= 0.5),
-                "correct": int((probability >= 0.5) == bool(label)), "n_boxes": len(boxes),
-                "split": str(dataset.images.at[image_id, "split"]), "seconds": result.seconds,
-                "cached": result.cached, "params": canonical_params({k: v for k, v in resolved_params(method, method_args).items() if k != "reference"}),
-                **score_map(result.display, boxes),
-            }
-        )
-        if len(pending) >= 200:
-            table.append(pending)
-            pending = []
-        bar.update()
+    finished = 0
+
+    def advance(count: int = 1) -> None:
+        nonlocal finished
+        finished += count
+        bar.update(count)
         if progress is not None:
-            progress(number, len(jobs))
-    table.append(pending)
+            progress(finished, len(jobs))
+
+    if engine == "ray" and jobs:
+        from medattn.ray_engine import run_batches
+
+        run_batches(models, dataset, batches(jobs), cache, params, table, advance, address=ray_address, device=device)
+    else:
+        pending: list[dict] = []
+        for batch in batches(jobs):
+            rows, skipped = score_batch(models[batch[0].checkpoint], dataset, batch, cache, params, tick=advance)
+            for message in skipped:
+                log.warning(message)
+            pending += rows
+            if len(pending) >= 200:
+                table.append(pending)
+                pending = []
+        table.append(pending)
     bar.close()
     return table.read()
 
@@ -150,12 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", nargs="*", help="only these image ids")
     parser.add_argument("--out", type=Path, help="run folder (default .cache/runs/<dataset>-<hash>)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--engine", choices=ENGINES, default="local",
+                        help="local: this process; ray: one Ray actor (GPU when there is one) per checkpoint")
+    parser.add_argument("--ray-address", help="Ray cluster to join (default: start Ray on this machine)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     dataset = load_dataset(args.dataset)
     run = Run(args.out) if args.out else Run.for_dataset(dataset)
     split = None if args.split == "all" else args.split
-    frame = precompute(dataset, args.checkpoints, args.methods, split, args.images, run, device=args.device)
+    frame = precompute(dataset, args.checkpoints, args.methods, split, args.images, run, device=args.device,
+                       engine=args.engine, ray_address=args.ray_address)
     summary = frame[frame["n_boxes"] > 0].groupby(["checkpoint", "method"])[["auprc", "hit", "miou"]].mean()
     print(summary.round(3).to_string() if len(summary) else "no rows with boxes")
     print(f"{len(frame)} rows in {run.root / 'scores'}")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from medattn.data import load_dataset
@@ -55,13 +59,80 @@ def test_cli_refuses_unknown_images(tiny_demo, tiny_checkpoint, tmp_path):
               "--out", str(tmp_path / "run")])
 
 
-def test_methods_a_model_lacks_are_skipped(tiny_demo, tmp_path):
-    """WILDCAT maps asked of a linear model: a warning and no rows, never a crash."""
+@pytest.fixture(scope="module")
+def linear_checkpoint(tiny_demo, tmp_path_factory):
+    """A ResNet-18 with a linear head: it has no WILDCAT maps."""
     from medattn.train import TrainConfig, train
 
-    linear = train(TrainConfig(dataset=str(tiny_demo), arch="resnet18", head="linear", out=str(tmp_path / "lin"),
-                               epochs=1, batch_size=16, input_size=64, augment="none"), log=lambda message: None)
+    return train(TrainConfig(dataset=str(tiny_demo), arch="resnet18", head="linear", out=str(tmp_path_factory.mktemp("lin") / "lin"),
+                             epochs=1, batch_size=16, input_size=64, augment="none"), log=lambda message: None)
+
+
+def test_methods_a_model_lacks_are_skipped(tiny_demo, linear_checkpoint, tmp_path):
+    """WILDCAT maps asked of a linear model: a warning and no rows, never a crash."""
     dataset = load_dataset(tiny_demo)
-    frame = precompute(dataset, [linear], ["saliency", "wildcat"], image_ids=list(dataset.split("test").index[:2]),
+    frame = precompute(dataset, [linear_checkpoint], ["saliency", "wildcat"], image_ids=list(dataset.split("test").index[:2]),
                        run=Run(tmp_path / "run"), cache=HeatmapCache(tmp_path / "cache"), device="cpu")
     assert set(frame["method"]) == {"saliency"}
+
+
+def test_ray_engine_matches_local_writes_the_same_cache_and_resumes(tiny_demo, tiny_checkpoint, linear_checkpoint, tmp_path,
+                                                                    monkeypatch, caplog):
+    """One actor per checkpoint; same rows, warnings and cache entries as the local engine; a
+    rerun of either engine computes nothing."""
+    ray = pytest.importorskip("ray")  # pinned in requirements.txt; CI has it
+    dataset = load_dataset(tiny_demo)
+    ids = list(dataset.split("test").index[:4])
+    checkpoints, methods = [tiny_checkpoint, linear_checkpoint], ["saliency", "wildcat"]
+    local_cache, ray_cache = HeatmapCache(tmp_path / "local_cache"), HeatmapCache(tmp_path / "ray_cache")
+    with caplog.at_level("WARNING", logger="medattn.precompute"):
+        local = precompute(dataset, checkpoints, methods, image_ids=ids, run=Run(tmp_path / "local"), cache=local_cache, device="cpu")
+    local_warnings, ticks = sorted(caplog.messages), []
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="medattn.precompute"):
+        remote = precompute(dataset, checkpoints, methods, image_ids=ids, run=Run(tmp_path / "ray"), cache=ray_cache,
+                            device="cpu", engine="ray", progress=lambda done, total: ticks.append((done, total)))
+    assert not ray.is_initialized()  # started here, so shut down here
+    assert sorted(caplog.messages) == local_warnings and len(local_warnings) > 0  # wildcat of the linear model
+    assert ticks[-1][0] == ticks[-1][1] == len(local) + len(local_warnings)
+    assert set(remote["checkpoint"]) == {"tiny_resnet18_wildcat", "lin"}
+
+    key = ["image_id", "checkpoint", "method", "target"]
+    local, remote = (f.sort_values(key).reset_index(drop=True) for f in (local, remote))
+    assert list(remote.columns) == list(local.columns)
+    pd.testing.assert_frame_equal(remote.drop(columns=["seconds", "auprc", "hit", "miou"]),
+                                  local.drop(columns=["seconds", "auprc", "hit", "miou"]))
+    np.testing.assert_allclose(remote[["auprc", "hit", "miou"]], local[["auprc", "hit", "miou"]], rtol=1e-5, equal_nan=True)
+
+    def entries(cache: HeatmapCache) -> set[str]:
+        return {p.name for p in cache.root.rglob("*.npy")}
+
+    assert entries(ray_cache) == entries(local_cache) and len(entries(ray_cache)) == len(local)
+
+    import medattn.pipeline
+
+    real_explain, called = medattn.pipeline.explain, []
+
+    def spy(model, image, target, method, **kwargs):
+        called.append(method)
+        return real_explain(model, image, target, method, **kwargs)
+
+    monkeypatch.setattr("medattn.pipeline.explain", spy)
+    rerun = precompute(dataset, checkpoints, methods, image_ids=ids, run=Run(tmp_path / "fresh"), cache=ray_cache, device="cpu")
+    assert len(rerun) == len(local) and rerun["cached"].all()
+    assert called == ["wildcat"] * len(local_warnings)  # only the refusals: they are never cached
+    parts = Run(tmp_path / "ray").scores.parts()
+    again = precompute(dataset, checkpoints, methods, image_ids=ids, run=Run(tmp_path / "ray"), cache=ray_cache,
+                       device="cpu", engine="ray")
+    assert len(again) == len(local) and Run(tmp_path / "ray").scores.parts() == parts
+
+
+def test_ray_engine_without_ray_says_what_to_install(tiny_demo, tiny_checkpoint, tmp_path, monkeypatch):
+    from medattn.ray_engine import RAY_VERSION
+
+    pins = (Path(__file__).resolve().parents[1] / "requirements.txt").read_text().splitlines()
+    assert any(line.split("#")[0].strip() == f"ray=={RAY_VERSION}" for line in pins)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=f"pip install ray=={RAY_VERSION}"):
+        precompute(load_dataset(tiny_demo), [tiny_checkpoint], ["saliency"], run=Run(tmp_path / "run"),
+                   cache=HeatmapCache(tmp_path / "cache"), engine="ray")

@@ -1,0 +1,125 @@
+"""Precompute under Ray (`python -m medattn.precompute --engine ray`): one actor per checkpoint.
+
+Each actor loads its checkpoint and the dataset once, from the same paths as the driver (a
+shared file system on a cluster), and runs `precompute.score_batch` over batches of jobs, writing
+heatmaps into the same on-disk cache. The driver keeps at most two batches in flight per actor
+and is the only writer of the score table: it appends every batch as it finishes, so an
+interrupt loses only the batches in flight and a rerun resumes. An actor is released as soon as
+its checkpoint is done, so more checkpoints than GPUs run one after another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from types import ModuleType
+from typing import Any, Callable, Mapping, Sequence
+
+from medattn.data import load_dataset
+from medattn.data.dataset import Dataset
+from medattn.errors import CheckpointError, DatasetError
+from medattn.inference import LoadedModel, load_model
+from medattn.precompute import Job, log, score_batch
+from medattn.store import HeatmapCache, ScoreTable
+
+RAY_VERSION = "2.60.0"  # as pinned in requirements.txt
+IN_FLIGHT = 2  # batches queued per actor: one running, one ready, so a GPU never waits on the driver
+OBJECT_STORE_BYTES = 100 * 1024**2  # only jobs and score rows go through it, never maps
+# Idle OpenMP threads sleep, and a CPU actor (num_cpus=1) uses one thread.
+WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+
+
+def require_ray() -> ModuleType:
+    """The ray module, or an ImportError that says what to install."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError(f"precompute --engine ray needs Ray: pip install ray=={RAY_VERSION}") from exc
+    return ray
+
+
+class Scorer:
+    """Actor body: one checkpoint and the dataset, loaded once; scores batches of its jobs."""
+
+    def __init__(self, checkpoint: str, checkpoint_hash: str, dataset_root: str, dataset_hash: str,
+                 cache_root: str, device: str, params: dict[str, dict] | None):
+        self.loaded = load_model(checkpoint, device)
+        if self.loaded.hash != checkpoint_hash:
+            raise CheckpointError(f"checkpoint {checkpoint} on this node has hash {self.loaded.hash}, the driver's {checkpoint_hash}")
+        self.dataset = load_dataset(dataset_root)
+        if self.dataset.hash != dataset_hash:
+            raise DatasetError(dataset_root, [f"manifests on this node hash to {self.dataset.hash}, the driver's to {dataset_hash}"])
+        self.cache = HeatmapCache(cache_root)
+        self.params = params
+
+    def score(self, jobs: list[Job]) -> tuple[list[dict], list[str]]:
+        return score_batch(self.loaded, self.dataset, jobs, self.cache, self.params)
+
+
+def start(ray: ModuleType, address: str | None) -> bool:
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start a quiet local Ray; whether
+    Ray was started here (and so is to be shut down here)."""
+    if ray.is_initialized():
+        return False
+    quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **quiet)
+    else:
+        ray.init(include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **quiet)
+    return True
+
+
+def run_batches(
+    models: Mapping[str, LoadedModel],
+    dataset: Dataset,
+    batches: Sequence[list[Job]],
+    cache: HeatmapCache,
+    params: dict[str, dict] | None,
+    table: ScoreTable,
+    advance: Callable[[int], None],
+    address: str | None = None,
+    device: str = "auto",
+) -> None:
+    """Score `batches` (each of one checkpoint, named by `Job.checkpoint`) on Ray actors, appending
+    each finished batch's rows to `table` and calling `advance(jobs in it)`."""
+    ray = require_ray()
+    started = start(ray, address)
+    actors: dict[str, Any] = {}
+    try:
+        gpus = device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0
+        resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
+        actor_class = ray.remote(Scorer).options(**resources, runtime_env={"env_vars": WORKER_ENV})
+        queues: dict[str, deque[list[Job]]] = {}
+        for batch in batches:
+            queues.setdefault(batch[0].checkpoint, deque()).append(batch)
+        for name in queues:
+            loaded = models[name]
+            actors[name] = actor_class.remote(str(loaded.path.resolve()), loaded.hash, str(dataset.root.resolve()),
+                                              dataset.hash, str(cache.root.resolve()), device, params)
+        running: dict[Any, tuple[str, int]] = {}  # result ref → (checkpoint, jobs in the batch)
+
+        def feed(name: str) -> None:
+            while queues[name] and sum(n == name for n, _ in running.values()) < IN_FLIGHT:
+                batch = queues[name].popleft()
+                running[actors[name].score.remote(batch)] = (name, len(batch))
+
+        for name in queues:
+            feed(name)
+        while running:
+            [ref], _ = ray.wait(list(running), num_returns=1)
+            name, size = running.pop(ref)
+            rows, skipped = ray.get(ref)
+            for message in skipped:
+                log.warning(message)
+            table.append(rows)
+            advance(size)
+            feed(name)
+            if not any(n == name for n, _ in running.values()):
+                ray.kill(actors.pop(name))  # its checkpoint is done: free the GPU for the next one
+    finally:
+        for actor in actors.values():
+            ray.kill(actor)
+        if started:
+            ray.shutdown()
