@@ -132,6 +132,12 @@ def test_residual_attention_masks_and_class_maps(image_pair):
     assert all(((m > 0) & (m < 1)).all() for m in masks.values())
     assert class_maps.shape == (2, 4, 7, 7)
     assert torch.allclose(class_maps.mean(dim=(2, 3)) + model.classifier.bias, logits, atol=1e-4)
+    one = build("resnet18", "residual_attention", 4, levels=["a"]).eval()
+    with torch.no_grad():
+        assert list(one.attention_maps(image_pair)) == ["mask_a"]
+    assert one.params == {"levels": ["a"]}
+    with pytest.raises(ValueError, match="levels"):
+        build("resnet18", "residual_attention", 4, levels=["c"])
 
 
 def test_gradcam_layer_outputs_the_last_level():

@@ -6,7 +6,9 @@ branch M: a bottom-up top-down hourglass (max-pool, residual unit, ..., bilinear
 with skip connections) ending in BN-ReLU-1×1 conv ×2 and a sigmoid. Output (1 + M) · T
 (attention residual learning). Modules sit after I_A (two poolings: 28 → 14 → 7 at 224) and
 after I_B (one pooling: 14 → 7), so every mask reaches the 7×7 scale; (p, t, r) = (0, 2, 1),
-the backbone's own residual stages taking the place of the pre/post units.
+the backbone's own residual stages taking the place of the pre/post units. Parameter `levels`
+(default ["a", "b"]) chooses the modules; the ResNet-50 demo model keeps only "a" (the module
+after I_B alone holds 7 M parameters at 1024 channels).
 
 Only ResNet backbones are accepted: the modules are residual units inserted between residual
 stages, as in the paper.
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medattn.models.backbones import LEVELS, Backbone
-from medattn.models.base import MedattnModel, class_activation_maps
+from medattn.models.base import MedattnModel, check_levels, class_activation_maps
 
 
 class PreActBottleneck(nn.Module):
@@ -79,11 +81,15 @@ class ResidualAttentionModel(MedattnModel):
 
     name = "residual_attention"
     archs = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+    defaults = {"levels": ["a", "b"]}
+    depths = {"a": 2, "b": 1}  # hourglass depth: every mask reaches the 7×7 scale at 224
 
-    def __init__(self, backbone: Backbone, num_classes: int):
-        super().__init__(backbone, num_classes, {})
-        a, b, _ = backbone.channels
-        self.attention = nn.ModuleDict({"a": AttentionModule(a, depth=2), "b": AttentionModule(b, depth=1)})
+    def __init__(self, backbone: Backbone, num_classes: int, levels: list[str]):
+        params = {"levels": check_levels(self.name, levels, allowed=tuple(self.depths))}
+        super().__init__(backbone, num_classes, params)
+        self.attention = nn.ModuleDict({
+            level: AttentionModule(channels, depth=self.depths[level])
+            for level, channels in zip(LEVELS, backbone.channels) if level in params["levels"]})
         self.classifier = nn.Linear(backbone.channels[-1], num_classes)
 
     def _run(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
