@@ -208,8 +208,11 @@ def train(config: TrainConfig, log=print) -> Path:
             images = normalise(images.to(device), IMAGENET_MEAN, IMAGENET_STD)
             labels = labels.to(device)
             with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
-                logits = model(images)
-                loss = criterion(logits.float(), _targets(labels, dataset.task))
+                # Heads with auxiliary outputs (the recurrent head's crude branch) are supervised
+                # on each; the first is the model's output.
+                outputs = model.training_outputs(images) if hasattr(model, "training_outputs") else [model(images)]
+                targets = _targets(labels, dataset.task)
+                loss = sum(criterion(logits.float(), targets) for logits in outputs) / len(outputs)
                 if cfg.consistency_weight > 0 and hasattr(model, "class_maps"):
                     from medattn.models.consistency_loss import attention_consistency_loss
 

@@ -110,11 +110,15 @@ def test_mldam_maps(image_pair):
 def test_recurrent_maps_and_steps(image_pair):
     model = build("resnet18", "recurrent", 4, steps=2).eval()
     with torch.no_grad():
-        step_logits, weights = model.unroll(image_pair)
+        step_logits, weights, crude = model.unroll(image_pair)
         attention = model.attention_maps(image_pair)
         class_maps = model.class_maps(image_pair)
         logits = model(image_pair)
+        supervised = model.training_outputs(image_pair)
     assert step_logits.shape == (2, 2, 4) and torch.equal(logits, step_logits[:, -1])
+    # training supervises the output and the crude (GAP + linear) branch
+    assert len(supervised) == 2 and torch.equal(supervised[0], logits)
+    assert torch.allclose(supervised[1], model.crude(model.backbone(image_pair)[-1].mean(dim=(2, 3))))
     assert attention["steps"].shape == (2, 2, 7, 7) and attention["mean"].shape == (2, 7, 7)
     assert torch.allclose(attention["steps"].sum(dim=(2, 3)), torch.ones(2, 2), atol=1e-5)
     assert class_maps.shape == (2, 4, 7, 7)

@@ -7,7 +7,10 @@ scores over the h·w cells come from the cell features, the LSTM hidden state an
 probabilities: e = v·tanh(W_f f_i + W_h h + W_p p); softmax over cells gives the weights a_t;
 the context z_t = Σ a_t,i f_i and p_{t-1} feed the LSTM; its hidden state gives the step's
 logits (p_t = sigmoid, as the paper's multi-label output). The last step's logits are the
-model's output.
+model's output. `training_outputs(x)` also returns the crude branch's logits, which training
+supervises too: Saednia et al. trained the classification branch (MobileNet + GAP + sigmoid
+layer) with its own loss before the attention branch; supervising both at once gives the
+backbone that direct signal (a MobileNetV2 trained through the last step alone learned slowly).
 
 Intrinsic maps: `attention_maps(x)` = {"steps": (B, T, h, w), "mean": (B, h, w)};
 `class_maps(x)` repeats "mean" over the C classes (the attention is not class-specific).
@@ -46,12 +49,14 @@ class RecurrentAttentionModel(MedattnModel):
         self.lstm = nn.LSTMCell(channels + num_classes, hidden)
         self.classifier = nn.Linear(hidden, num_classes)
 
-    def unroll(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-step logits (B, T, C) and attention weights (B, T, h, w)."""
+    def unroll(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-step logits (B, T, C), attention weights (B, T, h, w) and the crude branch's
+        logits (B, C)."""
         features = self.backbone(x)[-1]
         cells = features.flatten(2).transpose(1, 2)
         mean = cells.mean(dim=1)
-        probs = torch.sigmoid(self.crude(mean))
+        crude = self.crude(mean)
+        probs = torch.sigmoid(crude)
         state = (torch.tanh(self.init_hidden(mean)), torch.tanh(self.init_cell(mean)))
         keys = self.attend_features(cells)
         logits, weights = [], []
@@ -63,10 +68,15 @@ class RecurrentAttentionModel(MedattnModel):
             logits.append(self.classifier(state[0]))
             probs = torch.sigmoid(logits[-1])
             weights.append(a.view(len(x), *features.shape[2:]))
-        return torch.stack(logits, dim=1), torch.stack(weights, dim=1)
+        return torch.stack(logits, dim=1), torch.stack(weights, dim=1), crude
 
     def forward(self, x: Tensor) -> Tensor:
         return self.unroll(x)[0][:, -1]
+
+    def training_outputs(self, x: Tensor) -> list[Tensor]:
+        """Logits that training supervises: the last step's (the output) and the crude branch's."""
+        steps, _, crude = self.unroll(x)
+        return [steps[:, -1], crude]
 
     def attention_maps(self, x: Tensor) -> dict[str, Tensor]:
         steps = self.unroll(x)[1]
