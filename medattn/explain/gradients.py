@@ -12,9 +12,11 @@ Scores are the model's logits for the target class.
 
 Speed: smoothgrad, integrated_gradients, smoothgrad_ig and occlusion run on
 `base.evaluation_copy` (BatchNorm folded into the convolutions, channels-last); with the
-explainer's `precision="auto"` (the default) the two path methods also run the later backbone
-stages of ResNet/DenseNet models in bfloat16 on CPUs that have it (maps agree with float32 to a
-Spearman correlation >= 0.99); `precision="float32"` keeps them exact.
+explainer's `precision="auto"` (the default) the two path methods and occlusion also run the
+later backbone stages of ResNet/DenseNet models in bfloat16 on CPUs that have it (maps agree
+with float32 to a Spearman correlation >= 0.99; occlusion on the demo WILDCAT model: 1.0 on three
+test images, 1.2x faster; bfloat16 throughout would be 1.85x at 0.995, not used);
+`precision="float32"` keeps them exact.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ class Occlusion(Explainer):
             raise ValueError(f"{self.name}: need stride <= window <= image size, got stride "
                              f"{step}, window {win}, image {tuple(size)}")
         channels = x.shape[1]
-        a = attr.Occlusion(evaluation_copy(self.model, x)).attribute(
+        a = attr.Occlusion(evaluation_copy(self.model, x, self.precision == "auto")).attribute(
             x, sliding_window_shapes=(channels, *win), strides=(channels, *step),
             baselines=float(baseline), target=targets,
             perturbations_per_eval=max(1, self.batch_size // len(x)))
