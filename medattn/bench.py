@@ -59,7 +59,7 @@ from medattn.data import load_dataset
 from medattn.data.dataset import Dataset
 from medattn.data.transforms import to_input
 from medattn.device import best_device, describe
-from medattn.explain import METHODS, get_explainer
+from medattn.explain import METHODS, get_explainer, unavailable
 from medattn.explain.cam import cam_layer
 from medattn.explain.gradients import OCCLUSION_AT_224, ig_baseline, quiet_relu_hooks
 from medattn.inference import CHECKPOINT_DIR, list_checkpoints, load_model
@@ -222,14 +222,6 @@ def method_params(method: str, subject: Subject) -> dict[str, Any]:
     if method == "pda_features":
         return {**FAST_PDA_FEATURES, "reference": subject.reference}
     return {}
-
-
-def applies(method: str, model: nn.Module) -> bool:
-    if method == "wildcat":
-        return callable(getattr(model, "class_maps", None))
-    if method == "attention":
-        return callable(getattr(model, "attention_maps", None))
-    return True
 
 
 def captum_call(method: str, model: nn.Module, x: Tensor, target: int) -> Callable[[], Tensor] | None:
@@ -401,7 +393,7 @@ def run_bench(subjects: Sequence[Subject], methods: Sequence[str], device: torch
         if subject.note:
             log(f"note: {subject.note}")
         for method in methods:
-            if not applies(method, subject.model) or (skip is not None and skip(subject, method)):
+            if unavailable(subject.model, method) is not None or (skip is not None and skip(subject, method)):
                 continue
             row = bench_method(subject, method, device, repeats, batch, rate, max_seconds, precision)
             rows.append(row)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from medattn.data import load_dataset
 from medattn.data.dataset import Dataset
 from medattn.errors import MedattnError
+from medattn.explain import unavailable
 from medattn.inference import LoadedModel, load_model, predict
 from medattn.pipeline import (
     CACHE_DIR, PDA_METHODS, MapResult, compute_map, default_cache, reference_images, resolved_params, score_map,
@@ -119,8 +120,9 @@ def score_batch(
     """Maps (from the cache when present) and score rows for a batch of one checkpoint's jobs.
 
     The unit of work of both engines: run in a loop locally, and inside one actor per checkpoint
-    under Ray. Returns the rows and one warning per job skipped because the model lacks the
-    method; `tick` is called after every job. Each image is read once per batch, and the PDA
+    under Ray. Returns the rows and one warning per job that failed (an unreadable image, a
+    parameter the image does not allow), so that one bad input never stops a long run; `tick` is
+    called after every job. Each image is read once per batch, and the PDA
     reference images once.
     """
     rows: list[dict] = []
@@ -135,7 +137,7 @@ def score_batch(
                 reference = reference_images(loaded, dataset) if reference is None else reference
                 method_args = {**method_args, "reference": reference}
             result = compute_map(loaded, dataset, job.image_id, job.method, job.target, method_args, cache, image=image)
-        except (ValueError, MedattnError) as exc:  # e.g. wildcat maps asked of a linear model
+        except (ValueError, MedattnError) as exc:  # methods a model lacks were left out when planning
             skipped.append(f"{job.method} on {loaded.name}: {exc}")
         else:
             rows.append(_row(loaded, dataset, job, method_args, result))
@@ -197,12 +199,19 @@ def precompute(
         loaded.check_classes(dataset)
     jobs = []
     for loaded in models.values():
+        usable = []
+        for method in methods:  # an unknown name fails here, before any work
+            reason = unavailable(loaded.model, method)
+            if reason is None:
+                usable.append(method)
+            else:  # e.g. wildcat maps asked of a linear model: said once, not once per image
+                log.warning("skipping %s on %s: %s", method, loaded.name, reason)
         probabilities = run.predictions(loaded, dataset, ids)
         for image_id in ids:
             labels = dataset.labels(image_id)
             probs = probabilities.loc[image_id].to_numpy(dtype=float)
             for target in targets_for(labels, probs):
-                for method in methods:
+                for method in usable:
                     if (image_id, loaded.name, method, str(target)) not in done:
                         jobs.append(Job(loaded.name, image_id, target, method, float(probs[target]), int(labels[target])))
     bar = tqdm(total=len(jobs), desc="heatmaps", file=sys.stderr, disable=progress is not None)

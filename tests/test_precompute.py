@@ -68,12 +68,20 @@ def linear_checkpoint(tiny_demo, tmp_path_factory):
                              epochs=1, batch_size=16, input_size=64, augment="none"), log=lambda message: None)
 
 
-def test_methods_a_model_lacks_are_skipped(tiny_demo, linear_checkpoint, tmp_path):
-    """WILDCAT maps asked of a linear model: a warning and no rows, never a crash."""
+def test_methods_a_model_lacks_are_skipped(tiny_demo, linear_checkpoint, tmp_path, caplog):
+    """WILDCAT maps asked of a linear model: one warning for the run and no rows, never a crash;
+    an unknown method name fails before any work."""
     dataset = load_dataset(tiny_demo)
-    frame = precompute(dataset, [linear_checkpoint], ["saliency", "wildcat"], image_ids=list(dataset.split("test").index[:2]),
-                       run=Run(tmp_path / "run"), cache=HeatmapCache(tmp_path / "cache"), device="cpu")
+    ids = list(dataset.split("test").index[:3])
+    with caplog.at_level("WARNING", logger="medattn.precompute"):
+        frame = precompute(dataset, [linear_checkpoint], ["saliency", "wildcat"], image_ids=ids,
+                           run=Run(tmp_path / "run"), cache=HeatmapCache(tmp_path / "cache"), device="cpu")
     assert set(frame["method"]) == {"saliency"}
+    assert len(caplog.messages) == 1 and "skipping wildcat on lin: 'wildcat' needs a model with class maps" in caplog.messages[0]
+    with pytest.raises(ValueError, match="unknown explanation method 'gradcm'"):
+        precompute(dataset, [linear_checkpoint], ["gradcm"], image_ids=ids, run=Run(tmp_path / "bad"),
+                   cache=HeatmapCache(tmp_path / "cache"), device="cpu")
+    assert not (tmp_path / "bad" / "scores").exists() or not any((tmp_path / "bad" / "scores").iterdir())
 
 
 def test_ray_engine_matches_local_writes_the_same_cache_and_resumes(tiny_demo, tiny_checkpoint, linear_checkpoint, tmp_path,
@@ -93,8 +101,8 @@ def test_ray_engine_matches_local_writes_the_same_cache_and_resumes(tiny_demo, t
         remote = precompute(dataset, checkpoints, methods, image_ids=ids, run=Run(tmp_path / "ray"), cache=ray_cache,
                             device="cpu", engine="ray", progress=lambda done, total: ticks.append((done, total)))
     assert not ray.is_initialized()  # started here, so shut down here
-    assert sorted(caplog.messages) == local_warnings and len(local_warnings) > 0  # wildcat of the linear model
-    assert ticks[-1][0] == ticks[-1][1] == len(local) + len(local_warnings)
+    assert sorted(caplog.messages) == local_warnings and len(local_warnings) == 1  # wildcat of the linear model
+    assert ticks[-1][0] == ticks[-1][1] == len(local)
     assert set(remote["checkpoint"]) == {"tiny_resnet18_wildcat", "lin"}
 
     key = ["image_id", "checkpoint", "method", "target"]
@@ -120,7 +128,7 @@ def test_ray_engine_matches_local_writes_the_same_cache_and_resumes(tiny_demo, t
     monkeypatch.setattr("medattn.pipeline.explain", spy)
     rerun = precompute(dataset, checkpoints, methods, image_ids=ids, run=Run(tmp_path / "fresh"), cache=ray_cache, device="cpu")
     assert len(rerun) == len(local) and rerun["cached"].all()
-    assert called == ["wildcat"] * len(local_warnings)  # only the refusals: they are never cached
+    assert called == []
     parts = Run(tmp_path / "ray").scores.parts()
     again = precompute(dataset, checkpoints, methods, image_ids=ids, run=Run(tmp_path / "ray"), cache=ray_cache,
                        device="cpu", engine="ray")

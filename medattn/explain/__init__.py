@@ -16,10 +16,10 @@ import torch
 
 from medattn.explain.base import Explainer
 from medattn.explain.normalize import DEFAULT_SIGN, normalize
-from medattn.explain.registry import METHODS, get_explainer, method_params
+from medattn.explain.registry import METHODS, get_explainer, method_params, unavailable
 
 __all__ = ["DEFAULT_SIGN", "METHODS", "Explainer", "explain", "get_explainer", "method_params",
-           "normalize"]
+           "normalize", "unavailable"]
 
 
 def explain(model: torch.nn.Module, x: torch.Tensor, target: int | Sequence[int], method: str,

@@ -21,7 +21,9 @@ An explainer is one class per method, in the manner of Captum:
 - The map is raw (signed where the method is signed) and in the input's frame; normalisation
   for display and scoring is `medattn.explain.normalize`.
 
-Subclasses set `name`, `defaults`, `needs_grad` and implement `_attribute(x, targets, **params)`.
+Subclasses set `name`, `defaults`, `needs_grad` and implement `_attribute(x, targets, **params)`;
+methods that read maps the model computes itself set `requires` to (model method, what it
+gives), and `unavailable(model)` says why such a method cannot explain a model before any work.
 The base class runs it with frozen weights (eval mode, no parameter gradients) under
 `torch.enable_grad()` or, for forward-only methods (`needs_grad = False`),
 `torch.inference_mode()`.
@@ -41,6 +43,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from medattn.device import best_device
+from medattn.errors import MedattnError
 
 DEFAULT_BATCH_SIZE = 32
 PRECISIONS = ("auto", "float32")
@@ -58,6 +61,15 @@ class Explainer:
     name: ClassVar[str]
     defaults: ClassVar[Mapping[str, Any]] = {}
     needs_grad: ClassVar[bool] = True
+    requires: ClassVar[tuple[str, str] | None] = None  # e.g. ("class_maps", "class maps")
+
+    @classmethod
+    def unavailable(cls, model: nn.Module) -> str | None:
+        """Why this method cannot explain `model` (it lacks `requires`), else None."""
+        if cls.requires is None or callable(getattr(model, cls.requires[0], None)):
+            return None
+        attribute, what = cls.requires
+        return f"'{cls.name}' needs a model with {what} ({attribute}()); {describe(model)} has none"
 
     def __init__(
         self,
@@ -79,6 +91,9 @@ class Explainer:
 
     def attribute(self, x: Tensor, target: int | Sequence[int] | Tensor, **params: Any) -> Tensor:
         """Maps (B, H, W) float32 on the CPU for images `x` and their `target` classes."""
+        reason = self.unavailable(self.model)
+        if reason is not None:
+            raise MedattnError(reason)
         # a fresh leaf, so that gradient methods never mark the caller's tensor
         batch = as_batch(x).to(self.device, torch.float32).detach().requires_grad_(self.needs_grad)
         targets = as_targets(target, len(batch)).to(self.device)

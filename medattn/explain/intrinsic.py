@@ -18,13 +18,10 @@ class Wildcat(Explainer):
 
     name = "wildcat"
     needs_grad = False
+    requires = ("class_maps", "class maps")
 
     def _attribute(self, x: Tensor, targets: Tensor) -> Tensor:
-        class_maps = getattr(self.model, "class_maps", None)
-        if not callable(class_maps):
-            raise MedattnError(f"'wildcat' needs a model with class maps (class_maps(), e.g. "
-                               f"the wildcat head); {describe(self.model)} has none")
-        maps = class_maps(x)
+        maps = self.model.class_maps(x)
         if maps.ndim != 4 or maps.shape[0] != len(x):
             raise MedattnError(f"{describe(self.model)}.class_maps returned shape "
                                f"{tuple(maps.shape)}, expected (B, C, h, w)")
@@ -48,13 +45,10 @@ class Attention(Explainer):
     name = "attention"
     defaults = {"which": "aggregate"}
     needs_grad = False
+    requires = ("attention_maps", "intrinsic attention maps")
 
     def _attribute(self, x: Tensor, targets: Tensor, which: str) -> Tensor:
-        attention_maps = getattr(self.model, "attention_maps", None)
-        if not callable(attention_maps):
-            raise MedattnError(f"'attention' needs a model with intrinsic attention "
-                               f"(attention_maps()); {describe(self.model)} has none")
-        found = attention_maps(x)
+        found = self.model.attention_maps(x)
         named = dict(found) if isinstance(found, Mapping) else {"attention": found}
         if not named:
             raise MedattnError(f"{describe(self.model)}.attention_maps returned no maps")

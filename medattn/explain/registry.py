@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from torch import nn
+
 from medattn.explain.base import Explainer
 
 _CLASSES: dict[str, tuple[str, str]] = {
@@ -38,3 +40,8 @@ def get_explainer(method: str) -> type[Explainer]:
 def method_params(method: str) -> dict[str, Any]:
     """Every parameter of `method` with its default (see each class's docstring)."""
     return dict(get_explainer(method).defaults)
+
+
+def unavailable(model: nn.Module, method: str) -> str | None:
+    """Why `method` cannot explain `model` (e.g. WILDCAT maps of a linear head), else None."""
+    return get_explainer(method).unavailable(model)

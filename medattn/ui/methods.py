@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from medattn.explain import get_explainer
 from medattn.inference import LoadedModel
 
 PDA_SAMPLES = 4
@@ -19,7 +20,6 @@ DEFAULT_METHODS = ("saliency", "integrated_gradients", "pda", "wildcat")
 # Roughly cheapest first: the grid fills in this order, so slow panels never hold up fast ones.
 COST_ORDER = ("wildcat", "attention", "gradcam", "saliency", "guided_backprop", "guided_gradcam",
               "integrated_gradients", "smoothgrad", "occlusion", "pda_features", "smoothgrad_ig", "pda")
-NEEDS = {"wildcat": ("class_maps", "class maps"), "attention": ("attention_maps", "attention maps")}
 
 
 def app_params(method: str, input_size: int) -> dict[str, Any]:
@@ -38,12 +38,12 @@ def precompute_params(loaded: LoadedModel) -> dict[str, dict[str, Any]]:
 
 
 def unavailable(loaded: LoadedModel, method: str) -> str | None:
-    """Why `method` cannot explain this model (e.g. WILDCAT maps of a linear head), else None."""
-    if method in NEEDS:
-        attribute, what = NEEDS[method]
-        if not callable(getattr(loaded.model, attribute, None)):
-            return f"{loaded.meta.get('head', 'this')} head has no {what}"
-    return None
+    """Why `method` cannot explain this model, in a panel's words (e.g. "linear head has no
+    class maps"), else None."""
+    explainer = get_explainer(method)
+    if explainer.unavailable(loaded.model) is None:
+        return None
+    return f"{loaded.meta.get('head', 'this')} head has no {explainer.requires[1]}"
 
 
 def cost_rank(method: str) -> int:
