@@ -20,7 +20,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ from medattn.errors import MedattnError
 from medattn.explain import unavailable
 from medattn.inference import LoadedModel, load_model, predict
 from medattn.pipeline import (
-    CACHE_DIR, PDA_METHODS, MapResult, compute_map, default_cache, reference_images, resolved_params, score_map,
+    CACHE_DIR, PDA_METHODS, SCORING, MapResult, compute_map, default_cache, reference_images, resolved_params, score_map,
 )
 from medattn.store import HeatmapCache, ScoreTable, canonical_params
 
@@ -75,6 +75,19 @@ class Run:
             stored.to_parquet(tmp)
             tmp.replace(path)
         return stored.loc[list(image_ids), loaded.classes]
+
+
+def current_rows(frame: pd.DataFrame, hashes: Mapping[str, str]) -> pd.DataFrame:
+    """The rows of a score table that still hold: those of these checkpoints (name → hash of the
+    weights now under that name) and, for localization rows, scored under the current
+    definitions (`pipeline.SCORING`). Sanity-check rows compare maps and carry no version."""
+    if frame.empty:
+        return frame
+    checkpoint_hash = frame.get("checkpoint_hash", pd.Series("", index=frame.index))
+    same_weights = np.array([hashes.get(c) == h for c, h in zip(frame["checkpoint"], checkpoint_hash)], dtype=bool)
+    scoring = frame.get("scoring", pd.Series(np.nan, index=frame.index))
+    sanity = frame["method"].astype(str).str.startswith("sanity:")
+    return frame[same_weights & ((scoring == SCORING) | sanity).to_numpy()].reset_index(drop=True)
 
 
 def targets_for(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> list[int]:
@@ -157,7 +170,7 @@ def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, res
         "correct": int(predicted == bool(job.label)), "n_boxes": len(boxes),
         "split": str(dataset.images.at[job.image_id, "split"]), "seconds": result.seconds,
         "cached": result.cached, "params": canonical_params({k: v for k, v in resolved_params(job.method, method_args).items() if k != "reference"}),
-        **score_map(result.display, boxes),
+        "scoring": SCORING, **score_map(result.display, boxes, result.peak),
     }
 
 
@@ -193,8 +206,8 @@ def precompute(
     if unknown:
         raise SystemExit(f"image ids not in {dataset.root}/images.csv: {', '.join(unknown[:10])}")
     table = run.scores
-    done = table.done_keys()
     models = {loaded.name: loaded for loaded in (load_model(path, device) for path in checkpoints)}
+    done = table.done_keys(current_rows(table.read(), {name: loaded.hash for name, loaded in models.items()}))
     for loaded in models.values():
         loaded.check_classes(dataset)
     jobs = []

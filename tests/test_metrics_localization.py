@@ -10,12 +10,16 @@ import pytest
 from skimage.filters import threshold_otsu
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve
 
+from medattn.explain import normalize
+from medattn.pipeline import peak_of, score_map
+
 from medattn.metrics import (
     argmax_point,
     box_auprc,
     box_mask,
     boxes_by_class,
     hit,
+    hit_at,
     hit_rate,
     localization_scores,
     miou,
@@ -99,6 +103,31 @@ def test_hit_takes_the_first_argmax_in_row_major_order():
     assert hit(np.ones((6, 6)), [[0, 0, 0, 0]]) is True  # a constant map points at (0, 0)
     assert hit_rate([True, None, False, float("nan"), True]) == pytest.approx(2 / 3)
     assert math.isnan(hit_rate([None]))
+
+
+def test_hit_at_a_given_point_uses_the_same_inclusive_mask():
+    box = [[2, 1, 1.5, 1.5]]  # cols 2..3, rows 1..2
+    assert hit_at((2, 3), box, (6, 6)) is True and hit_at((3, 3), box, (6, 6)) is False
+    assert hit_at((0, 0), [[0, 0, 0, 0]], (6, 6)) is True
+    assert hit_at((0, 0), [[10, 10, 2, 2]], (6, 6)) is None  # no box pixel in the image
+    with pytest.raises(ValueError, match="outside the image"):
+        hit_at((6, 0), box, (6, 6))
+
+
+def test_pointing_game_plays_at_the_maximum_before_clipping():
+    """The display policy clips the top 0.5% into a plateau; its first pixel in row-major order
+    is not the maximum. The score table's hit (pipeline.score_map with MapResult.peak) is played
+    at the maximum, like the app's cross."""
+    raw = np.zeros((40, 40), np.float32)
+    raw[2, 5:13] = 5.0  # a ridge near the top: inside the clipped plateau, before the maximum
+    raw[30, 30] = 9.0  # the maximum, inside the box
+    box = pd.DataFrame({"x": [28.0], "y": [28.0], "w": [4.0], "h": [4.0]})
+    display = normalize(raw, "positive")
+    assert display[2, 5] == display[30, 30] == 1.0  # clipped to one plateau
+    assert hit(display, box) is False  # the displayed map's first argmax is the ridge
+    assert peak_of(raw, "wildcat", (40, 40)) == (30, 30)
+    assert score_map(display, box, peak_of(raw, "wildcat", (40, 40)))["hit"] == 1.0
+    assert peak_of(raw, "wildcat", (80, 80))[0] in (60, 61)  # resized to the image frame like the display
 
 
 GRADED = np.array(

@@ -11,8 +11,9 @@ import pytest
 
 from medattn.data import load_dataset
 from medattn.inference import load_model
-from medattn.pipeline import compute_map, score_map
-from medattn.precompute import Run, main, precompute, targets_for
+from medattn.metrics.localization import box_auprc, hit_at, miou
+from medattn.pipeline import SCORING, compute_map
+from medattn.precompute import Run, current_rows, main, precompute, targets_for
 from medattn.store import HeatmapCache
 
 METHODS = ["saliency", "gradcam", "wildcat"]
@@ -40,9 +41,15 @@ def test_precompute_rows_resume_and_agree_with_direct_metrics(tiny_demo, tiny_ch
     # Every row equals calling the pipeline and the metrics directly.
     for row in frame.itertuples():
         result = compute_map(loaded, dataset, row.image_id, row.method, int(row.target), cache=cache)
-        direct = score_map(result.display, dataset.boxes_for(row.image_id, row.target_class))
-        np.testing.assert_allclose([row.auprc, row.hit, row.miou], [direct["auprc"], direct["hit"], direct["miou"]], equal_nan=True)
+        boxes = dataset.boxes_for(row.image_id, row.target_class)
+        if len(boxes):
+            pointed = hit_at(result.peak, boxes, result.display.shape)
+            direct = [box_auprc(result.display, boxes), np.nan if pointed is None else float(pointed), miou(result.display, boxes)]
+        else:
+            direct = [np.nan] * 3
+        np.testing.assert_allclose([row.auprc, row.hit, row.miou], direct, equal_nan=True)
         assert row.probability == pytest.approx(probabilities.at[row.image_id, row.target_class])
+        assert row.scoring == SCORING
 
     # A rerun computes nothing: the explainers are never called.
     def fail(*args, **kwargs):
@@ -51,6 +58,27 @@ def test_precompute_rows_resume_and_agree_with_direct_metrics(tiny_demo, tiny_ch
     monkeypatch.setattr("medattn.precompute.compute_map", fail)
     again = precompute(dataset, [tiny_checkpoint], METHODS, image_ids=ids, run=run, cache=cache, device="cpu")
     assert len(again) == len(frame)
+
+
+def test_rows_of_older_scoring_or_other_weights_are_redone(tiny_demo, tiny_checkpoint, tmp_path):
+    """A row scored under older definitions (no `scoring`, or another version) or for other
+    weights under the same checkpoint name is redone, from the cached map; the rest are kept."""
+    dataset = load_dataset(tiny_demo)
+    ids = list(dataset.split("test").index[:3])
+    run, cache = Run(tmp_path / "run"), HeatmapCache(tmp_path / "cache")
+    first = precompute(dataset, [tiny_checkpoint], ["saliency"], image_ids=ids, run=run, cache=cache, device="cpu")
+    stale = first.iloc[:2].copy()
+    stale["hit"] = -1.0
+    stale.loc[stale.index[0], "scoring"] = SCORING - 1
+    stale.loc[stale.index[1], "checkpoint_hash"] = "older-weights"
+    run.scores.append(stale)
+    assert (current_rows(run.scores.read(), {first.checkpoint[0]: first.checkpoint_hash[0]}).shape[0]
+            == len(first) - 2)
+    again = precompute(dataset, [tiny_checkpoint], ["saliency"], image_ids=ids, run=run, cache=cache, device="cpu")
+    assert len(again) == len(first) and not (again["hit"] == -1).any() and (again["scoring"] == SCORING).all()
+    assert again["cached"].sum() == 2  # the redone rows: their maps came from the cache
+    legacy = first.drop(columns=["scoring"])
+    assert current_rows(legacy, {first.checkpoint[0]: first.checkpoint_hash[0]}).empty
 
 
 def test_cli_refuses_unknown_images(tiny_demo, tiny_checkpoint, tmp_path):

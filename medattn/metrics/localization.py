@@ -95,6 +95,20 @@ def hit(heatmap: np.ndarray, boxes: BoxesLike, shape: tuple[int, int] | None = N
     return _hit(norm, mask) if mask.any() else None
 
 
+def hit_at(point: tuple[int, int], boxes: BoxesLike, shape: tuple[int, int]) -> bool | None:
+    """Pointing game at a given pixel (row, col) of an image of `shape`: whether it lies in the
+    box mask; None when the mask is empty. `hit` is this at the map's first argmax pixel.
+
+    For callers that know where a map's maximum is better than the map they score does, e.g. a
+    map whose top percentile was clipped into a plateau for display (`medattn.pipeline`).
+    """
+    row, col = int(point[0]), int(point[1])
+    if not (0 <= row < shape[0] and 0 <= col < shape[1]):
+        raise ValueError(f"point {(row, col)} lies outside the image of shape {tuple(shape)}")
+    mask = box_mask(boxes, shape)
+    return bool(mask[row, col]) if mask.any() else None
+
+
 def hit_rate(hits: Iterable[bool | float | None]) -> float:
     """Fraction of hits over the images where a hit is defined (None and NaN skipped); NaN if none."""
     defined = [float(h) for h in hits if h is not None and not (isinstance(h, float) and np.isnan(h))]

@@ -42,8 +42,9 @@ class ScoreTable:
         keys = [k for k in KEY if k in frame.columns]
         return frame.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
 
-    def done_keys(self) -> set[tuple]:
-        frame = self.read()
+    def done_keys(self, frame: pd.DataFrame | None = None) -> set[tuple]:
+        """The KEY of every row of `frame` (default: the whole table), as strings."""
+        frame = self.read() if frame is None else frame
         if frame.empty:
             return set()
         return set(map(tuple, frame[list(KEY)].astype(str).itertuples(index=False, name=None)))

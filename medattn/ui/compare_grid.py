@@ -53,8 +53,8 @@ class Display:
 
 
 @st.cache_data(max_entries=2048, show_spinner=False)
-def _scores(key: tuple, _display: np.ndarray, _boxes: pd.DataFrame) -> dict[str, float]:
-    return score_map(_display, _boxes)
+def _scores(key: tuple, _display: np.ndarray, _boxes: pd.DataFrame, peak: tuple[int, int]) -> dict[str, float]:
+    return score_map(_display, _boxes, peak)
 
 
 def caption(probability: float, scores: dict[str, float], class_name: str) -> str:
@@ -104,9 +104,9 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
             cell.note = f"failed: {message(exc)}"
             return False
         results[(loaded.name, method)] = result
-        scores = _scores((loaded.hash, stamp, image_id, method, target), result.display, boxes)
+        scores = _scores((loaded.hash, stamp, image_id, method, target), result.display, boxes, result.peak)
         cell.heatmap = result.display
-        cell.point = tuple(int(v) for v in np.unravel_index(int(np.argmax(result.display)), result.display.shape))
+        cell.point = result.peak
         cell.caption, cell.note = caption(probability[loaded.name], scores, class_name), ""
         rows.append({"image_id": image_id, "target_class": class_name, "checkpoint": loaded.name, "model": loaded.label,
                      "method": method, "probability": probability[loaded.name], **scores, "n_boxes": len(boxes),

@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -18,7 +17,7 @@ from medattn.inference import LoadedModel, load_model
 from medattn.metrics.classification import correct_images
 from medattn.metrics.fair_set import fair_comparison_set
 from medattn import pipeline
-from medattn.precompute import Run
+from medattn.precompute import Run, current_rows
 
 
 def run_for(data: Dataset) -> Run:
@@ -78,14 +77,11 @@ def _scores(root: str, stamp: tuple) -> pd.DataFrame:
 
 
 def scores(data: Dataset, models: Sequence[LoadedModel]) -> pd.DataFrame:
-    """The dataset's score table restricted to the rows of these checkpoints (same weights)."""
+    """The dataset's score table restricted to the rows that hold for these checkpoints: same
+    weights, current scoring definitions (`precompute.current_rows`)."""
     run = run_for(data)
     table = _scores(str(run.root), _stamp(run.root / "scores"))
-    if table.empty:
-        return table
-    current = {(m.name, m.hash) for m in models}
-    keep = [(c, h) in current for c, h in zip(table["checkpoint"], table.get("checkpoint_hash", table["checkpoint"]))]
-    return table[np.asarray(keep, dtype=bool)].reset_index(drop=True)
+    return current_rows(table, {m.name: m.hash for m in models})
 
 
 def stored_predictions(data: Dataset, models: Sequence[LoadedModel]) -> dict[str, pd.DataFrame]:

@@ -20,9 +20,8 @@ def _overlay(key: tuple, _loaded: LoadedModel, _data: Dataset, image_id: str, me
     image = _data.read_image(image_id)
     with loaders.model_lock(_loaded.name):
         result = compute_map(_loaded, _data, image_id, method, target, app_params(method, _loaded.input_size), image=image)
-    point = tuple(int(v) for v in np.unravel_index(int(np.argmax(result.display)), result.display.shape))
     boxes = _data.boxes_for(image_id, _data.classes[target])
-    return render_panel(Panel("", method, image, result.display, boxes, point), size=SIZE)
+    return render_panel(Panel("", method, image, result.display, boxes, result.peak), size=SIZE)
 
 
 def thumbnail(loaded: LoadedModel | None, data: Dataset, image_id: str, method: str, target: int) -> np.ndarray:
