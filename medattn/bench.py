@@ -5,9 +5,12 @@ For each model (a demo checkpoint, and ResNet-50 / DenseNet-121 with random weig
 - seconds per image: the median over `--repeats` calls on one image, after one untimed
   warm-up call (which also counts the FLOPs);
 - images per second: one call on a batch of `--batch` images (after an untimed one);
-- peak memory above what was in use before the call: on the CPU the process's peak resident
-  set (VmHWM, reset before each call through /proc/self/clear_refs; where that is not
-  possible, the growth of ru_maxrss, a lower bound); on CUDA torch.cuda.max_memory_allocated;
+- peak memory above what was in use before the call, in one more call after the timed ones:
+  on the CPU the process's peak resident set (VmHWM, reset through /proc/self/clear_refs;
+  where that is not possible, the growth of ru_maxrss, a lower bound) while glibc gives every
+  block of 128 KiB or more back to the system when freed (otherwise memory an earlier call
+  freed is reused without growing the resident set and reads as 0 MB; returning it costs ~30%
+  of the time, hence the separate call); on CUDA torch.cuda.max_memory_allocated;
 - GFLOP per image: the formulas of torch.utils.flop_counter applied to every operator the call
   runs, forward and backward (FlopCounterMode itself cannot watch Captum: its module tracker
   rejects autograd.grad on leaf inputs), and GFLOP/s against the machine's convolution rate (a
@@ -35,6 +38,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import ctypes
+import ctypes.util
+import functools
 import json
 import platform
 import resource
@@ -145,7 +151,8 @@ def counting() -> Iterator[FlopCount]:
 
 
 class PeakMemory:
-    """Peak memory (MiB) of a block above what was in use when it started (module docstring)."""
+    """Peak memory (MiB) of a block above what was in use when it started (module docstring).
+    Slows the block down on the CPU: never around a timed call."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -156,7 +163,9 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
-        elif _reset_peak_rss():
+            return self
+        _mmap_threshold(EXACT_MMAP_THRESHOLD)
+        if _reset_peak_rss():
             self.base = _status_kb("VmRSS") * 1024
         else:
             self.base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -166,11 +175,38 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device)
-        elif _status_kb("VmHWM"):
-            peak = _status_kb("VmHWM") * 1024
         else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            peak = (_status_kb("VmHWM") * 1024
+                    or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+            _mmap_threshold(FAST_MMAP_THRESHOLD)
         self.mb = max(0.0, (peak - self.base) / 2**20)
+
+
+# glibc malloc: blocks at or above the mmap threshold are returned to the system when freed.
+# Its default threshold adapts (up to 32 MiB) and cannot be restored once set; a fixed 32 MiB with
+# a 64 MiB trim threshold times the same as the default here.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+EXACT_MMAP_THRESHOLD, FAST_MMAP_THRESHOLD = 128 * 1024, 32 * 2**20
+
+
+def _mmap_threshold(size: int) -> None:
+    """Set glibc's mmap threshold (and the trim threshold to twice it) and give the heap's free
+    memory back to the system, so that reusing it counts again; nothing elsewhere."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, size)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * size)
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 def _reset_peak_rss() -> bool:
@@ -297,18 +333,21 @@ def bench_method(subject: Subject, method: str, device: torch.device, repeats: i
     slow = warmup > max_seconds
     if slow:
         notes.append(f"one call (warm-up took {warmup:.0f} s > --max-seconds)")
-    times, captum_times, peaks, captum_peaks = [], [], [], []
+    times, captum_times = [], []
     mine = other = None
     for _ in range(1 if slow else repeats):
-        with PeakMemory(device) as peak:
-            mine, seconds = _timed(run_ours, device)
+        mine, seconds = _timed(run_ours, device)
         times.append(seconds)
-        peaks.append(peak.mb)
         if theirs is not None:
-            with PeakMemory(device) as peak:
-                other, seconds = _timed(lambda: _captum(theirs), device)
+            other, seconds = _timed(lambda: _captum(theirs), device)
             captum_times.append(seconds)
-            captum_peaks.append(peak.mb)
+    with PeakMemory(device) as peak:
+        run_ours()
+    captum_peak = None
+    if theirs is not None:
+        with PeakMemory(device) as theirs_peak:
+            _captum(theirs)
+        captum_peak = theirs_peak.mb
     ips = None
     if not slow and batch > 1:  # one warm-up call (new shapes), then one timed call
         images = subject.images[:batch].to(device)
@@ -321,7 +360,7 @@ def bench_method(subject: Subject, method: str, device: torch.device, repeats: i
         model=subject.name, method=method,
         params={k: v for k, v in params.items() if k != "reference"},
         seconds_per_image=per_image, seconds_all=times, images_per_second=ips,
-        batch=min(batch, len(subject.images)), peak_memory_mb=max(peaks),
+        batch=min(batch, len(subject.images)), peak_memory_mb=peak.mb,
         gflop_per_image=flops / 1e9, gflop_per_second=flops / 1e9 / per_image,
         fraction_of_conv_rate=flops / 1e9 / per_image / rate, note="; ".join(notes))
     if theirs is not None:
@@ -329,7 +368,7 @@ def bench_method(subject: Subject, method: str, device: torch.device, repeats: i
         row.captum_seconds_all = captum_times
         row.captum_ratio = row.captum_seconds_per_image / per_image
         row.captum_gflop_per_image = (captum_flops or 0) / 1e9
-        row.captum_peak_memory_mb = max(captum_peaks)
+        row.captum_peak_memory_mb = captum_peak
         rho = spearman(mine[0].numpy(), other[0].numpy())  # NaN when a map is constant
         row.spearman_vs_captum = None if np.isnan(rho) else rho
     return row

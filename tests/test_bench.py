@@ -4,6 +4,7 @@ gradient explainers run on."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from medattn.bench import FlopCount, counting, main
+from medattn.bench import FlopCount, PeakMemory, counting, main
 from medattn.explain import get_explainer
 from medattn.explain.base import BFloat16, ChannelsLast, evaluation_copy, frozen
 from medattn.models import build
@@ -105,6 +106,22 @@ def test_flop_count_sees_forward_and_backward_and_inference_mode():
         conv(x)
     assert counted.total == forward
     assert isinstance(torch.inference_mode(), torch.inference_mode)  # restored
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_peak_memory_sees_every_call_not_only_the_first():
+    """Freed memory that the allocator keeps resident must not hide a later call's peak."""
+    with PeakMemory(torch.device("cpu")):  # leaves the fast (heap-keeping) allocator settings
+        pass
+    churn = [torch.ones(2**20) for _ in range(64)]  # freed memory the heap keeps
+    del churn
+    peaks = []
+    for _ in range(3):
+        with PeakMemory(torch.device("cpu")) as peak:
+            blocks = [torch.ones(2**20) for _ in range(64)]  # 64 × 4 MiB, touched
+            del blocks
+        peaks.append(peak.mb)
+    assert all(200 < mb < 400 for mb in peaks), peaks
 
 
 def test_bench_cli_smoke(tiny_demo, tmp_path, capsys):
