@@ -83,11 +83,11 @@ def current_rows(frame: pd.DataFrame, hashes: Mapping[str, str]) -> pd.DataFrame
     definitions (`pipeline.SCORING`). Sanity-check rows compare maps and carry no version."""
     if frame.empty:
         return frame
-    checkpoint_hash = frame.get("checkpoint_hash", pd.Series("", index=frame.index))
-    same_weights = np.array([hashes.get(c) == h for c, h in zip(frame["checkpoint"], checkpoint_hash)], dtype=bool)
-    scoring = frame.get("scoring", pd.Series(np.nan, index=frame.index))
+    # a missing column (tables older than that column) compares False everywhere
+    same_weights = frame["checkpoint"].map(hashes) == frame.get("checkpoint_hash")
+    current = frame.get("scoring") == SCORING
     sanity = frame["method"].astype(str).str.startswith("sanity:")
-    return frame[same_weights & ((scoring == SCORING) | sanity).to_numpy()].reset_index(drop=True)
+    return frame[same_weights & (current | sanity)].reset_index(drop=True)
 
 
 def targets_for(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> list[int]:
