@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from medattn.data import load_dataset
-from medattn.data.dataset import Dataset
 from medattn.data.torch_dataset import ImageSplit
 from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalise, training_augmentation
 from medattn.device import best_device
