@@ -1,0 +1,148 @@
+"""DICOM pixels to float32 (H, W) in [0, 1], as a display shows them (air dark).
+
+Grey (PS3.3 C.11, PS3.4 N.2.1): modality LUT (Rescale Slope/Intercept or Modality LUT
+Sequence), then VOI (VOI LUT Sequence, else Window Center/Width, else min-max), then
+MONOCHROME1 inverted. Colour: PALETTE COLOR through its palette (C.7.6.3.1.5); YBR_FULL,
+YBR_FULL_422, YBR_RCT and YBR_ICT become RGB exactly once, inside pydicom's decoder (natively
+stored YBR by pydicom, JPEG by the codec, JPEG 2000 by its inverse component transform; the
+decoder reports the colour space it returned), then ITU-R BT.601 luma. Only the first frame
+of a multi-frame file is read.
+
+Files written without File Meta, or with meta lacking (0002,0010) Transfer Syntax UID, are
+read with the encoding the dataset itself shows (implicit/explicit VR, endianness); such a
+file with compressed pixel data names no codec and is refused with that reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medattn.data.io.dicom_luts import read_lut, window
+from medattn.data.io.grey import luma, minmax, scale, unit
+from medattn.errors import ImageReadError
+
+SUFFIXES = {".dcm", ".dicom", ".dic"}
+PIXEL_ELEMENTS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# Which PyPI packages decode which compressed transfer syntaxes (pydicom's plugin table).
+DECODER_HINTS = {
+    "JPEG": "pylibjpeg pylibjpeg-libjpeg (or pillow)",
+    "JPEG 2000": "pylibjpeg pylibjpeg-openjpeg",
+    "JPEG-LS": "pylibjpeg pylibjpeg-libjpeg",
+    "RLE": "pylibjpeg pylibjpeg-rle",
+}
+
+
+def looks_like_dicom(path: Path) -> bool:
+    """A DICM preamble, or (for files without a known suffix) a first element of group 0002 or
+    0008 in little-endian order: DICOM written without preamble and File Meta."""
+    with open(path, "rb") as handle:
+        head = handle.read(132)
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return True
+    return len(head) >= 8 and head[1] == 0 and head[0] in (0x02, 0x08) and head[3] == 0
+
+
+def read_dicom(path: Path) -> np.ndarray:
+    """The first frame of a DICOM file as float32 (H, W) in [0, 1]; ImageReadError naming the file."""
+    ds = _open(path)
+    pixels, decoded_as = _decode(ds, path)
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    if photometric == "PALETTE COLOR" and pixels.ndim == 2:
+        return _palette(pixels, ds, path)
+    if pixels.ndim == 3:
+        top = 2 ** int(ds.get("BitsStored", pixels.dtype.itemsize * 8)) - 1
+        if decoded_as == "RGB":
+            return scale(luma(pixels), top)
+        if decoded_as in ("YBR_FULL", "YBR_FULL_422"):  # Y of YBR_FULL is the BT.601 luma (C.7.6.3.1.2)
+            return scale(pixels[..., 0], top)
+        raise ImageReadError(path, f"colour space {photometric or decoded_as} is not supported "
+                                   "(RGB, YBR_FULL, YBR_FULL_422, YBR_RCT, YBR_ICT and PALETTE COLOR are)")
+    return _grey(pixels, ds, photometric, path)
+
+
+def _open(path: Path):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise ImageReadError(path, f"not a valid DICOM file ({exc})") from exc
+    element = next((name for name in PIXEL_ELEMENTS if name in ds), None)
+    if element is None:
+        raise ImageReadError(path, "DICOM file has no pixel data (PixelData element missing)")
+    ds.ensure_file_meta()
+    if "TransferSyntaxUID" not in ds.file_meta:
+        if element == "PixelData" and ds["PixelData"].is_undefined_length:
+            raise ImageReadError(path, "compressed pixel data but no Transfer Syntax UID in the File Meta: "
+                                       "the codec cannot be known")
+        implicit, little = ds.original_encoding
+        syntaxes = {(True, True): ImplicitVRLittleEndian, (False, True): ExplicitVRLittleEndian,
+                    (False, False): ExplicitVRBigEndian}
+        ds.file_meta.TransferSyntaxUID = syntaxes.get((implicit, little), ImplicitVRLittleEndian)
+    return ds
+
+
+def _decode(ds, path: Path) -> tuple[np.ndarray, str]:
+    """First frame as stored values (colour as RGB) and the colour space the decoder returned."""
+    from pydicom.pixels import get_decoder
+
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    # pydicom converts YBR_FULL to RGB for 8-bit samples only; deeper ones are read as YBR (their Y is the luma)
+    deep_ybr = photometric in ("YBR_FULL", "YBR_FULL_422") and int(ds.get("BitsAllocated", 8)) > 8
+    try:
+        decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
+        pixels, meta = decoder.as_array(ds, index=0, as_rgb=not deep_ybr)
+    except Exception as exc:  # pydicom raises several types for missing or failing decoders
+        raise ImageReadError(path, _decoder_reason(ds, exc)) from exc
+    return pixels, str(meta.get("photometric_interpretation", "")).upper()
+
+
+def _palette(indices: np.ndarray, ds, path: Path) -> np.ndarray:
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        rgb = apply_color_lut(indices, ds)
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+    except (AttributeError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ImageReadError(path, f"PALETTE COLOR without a usable palette ({exc})") from exc
+    if bits == 16 and int(rgb.max()) <= 255:  # 8-bit entries declared as 16 (as DCMTK reads them)
+        bits = 8
+    return scale(luma(rgb), 2**bits - 1)
+
+
+def _grey(pixels: np.ndarray, ds, photometric: str, path: Path) -> np.ndarray:
+    if pixels.dtype.kind == "f":
+        values = unit(pixels, path)
+        return 1.0 - values if photometric == "MONOCHROME1" else values
+    values = pixels.astype(np.float64)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    try:
+        if ds.get("ModalityLUTSequence"):
+            values = read_lut(ds.ModalityLUTSequence[0], ds, signed).apply(values).astype(np.float64)
+        elif "RescaleSlope" in ds and "RescaleIntercept" in ds:
+            values = values * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        if ds.get("VOILUTSequence"):
+            # the VOI input is the modality output: signed with signed pixels or a negative intercept
+            negative = signed or float(ds.get("RescaleIntercept", 0) or 0) < 0
+            lut = read_lut(ds.VOILUTSequence[0], ds, negative)
+            shown = lut.apply(values) / float(2**lut.bits - 1)
+        else:
+            shown = window(values, ds)
+    except (AttributeError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ImageReadError(path, f"unusable modality or VOI LUT ({exc})") from exc
+    shown = minmax(values) if shown is None else np.clip(shown, 0.0, 1.0)
+    if photometric == "MONOCHROME1":
+        shown = 1.0 - shown
+    return np.asarray(shown, np.float32)
+
+
+def _decoder_reason(ds, exc: Exception) -> str:
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    name = getattr(syntax, "name", str(syntax))
+    hint = next((pkgs for key, pkgs in sorted(DECODER_HINTS.items(), key=lambda kv: -len(kv[0])) if key in str(name)), None)
+    advice = f"; install a decoder: pip install {hint}" if hint else ""
+    return f"cannot decode pixel data with transfer syntax {name} ({type(exc).__name__}: {exc}){advice}"
