@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ from medattn.data.builders.rsna import build_rsna
 from medattn.data.builders.sipakmed import CLASSES as SIPAKMED_CLASSES
 from medattn.data.builders.sipakmed import build_sipakmed
 from medattn.data.builders.splits import split_by_patient
+from medattn.data.skips import Skips
 from medattn.errors import DatasetError
 
 # ---------------------------------------------------------------- real samples
@@ -160,21 +162,30 @@ def test_boxes_clipped_when_slightly_out_else_reported():
     images = pd.DataFrame({"image_id": ["a"], "width": [100], "height": [50]})
     boxes = pd.DataFrame({"image_id": ["a", "a"], "label": ["L", "L"], "x": [-1.5, 10.0], "y": [0.0, 5.0],
                           "w": [20.0, 91.0], "h": [51.9, 10.0], "origin": ["f.csv line 2", "f.csv line 3"]})  # fmt: skip
-    fitted = fit_boxes(boxes, images, "f.csv")
+    kept, fitted = fit_boxes(boxes, images, "f.csv")
+    assert list(kept["image_id"]) == ["a"]
     np.testing.assert_allclose(fitted.loc[0, ["x", "y", "w", "h"]].astype(float), [0, 0, 18.5, 50])
     np.testing.assert_allclose(fitted.loc[1, ["x", "w"]].astype(float), [10, 90])
     boxes.loc[1, "w"] = 95.0
     with pytest.raises(DatasetError, match="f.csv line 3.*outside the 100x50 image"):
         fit_boxes(boxes, images, "f.csv")
+    skips = Skips()
+    kept, fitted = fit_boxes(boxes, images, "f.csv", skips)  # with a report: the image is skipped and named
+    assert kept.empty and fitted.empty and skips.names == ["a"] and "f.csv line 3" in skips.items[0].reason
 
 
 def test_coco_box_far_outside_image_names_the_annotation(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((20, 30), np.uint8))
-    coco = {"categories": [{"id": 1, "name": "Lesion"}], "images": [{"id": 7, "file_name": "a.png"}],
+    cv2.imwrite(str(tmp_path / "b.png"), np.zeros((20, 30), np.uint8))
+    coco = {"categories": [{"id": 1, "name": "Lesion"}], "images": [{"id": 7, "file_name": "a.png"}, {"id": 8, "file_name": "b.png"}],
             "annotations": [{"id": 9, "image_id": 7, "category_id": 1, "bbox": [25, 2, 10, 5]}]}  # fmt: skip
     (tmp_path / "ann.json").write_text(json.dumps(coco))
+    ds = load_dataset(build_coco(tmp_path, tmp_path / "out", annotations=tmp_path / "ann.json"))
+    assert list(ds.images.index) == ["b"]  # the build finishes; the bad image is skipped and named
+    (skip,) = ds.meta["skipped"]
+    assert skip["item"] == "a" and re.search(r"ann.json annotations\[0\] \(id=9\).*outside the 30x20 image", skip["reason"])
     with pytest.raises(DatasetError, match=r"ann.json annotations\[0\] \(id=9\).*outside the 30x20 image"):
-        build_coco(tmp_path, tmp_path / "out", annotations=tmp_path / "ann.json")
+        build_coco(tmp_path, tmp_path / "strict", annotations=tmp_path / "ann.json", strict=True)
 
 
 # ---------------------------------------------------------------- synthetic CBIS-DDSM

@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--val-frac", type=float, default=0.1, help="fraction of patients for val (default 0.1)")
     common.add_argument("--test-frac", type=float, default=0.2, help="fraction of patients for test when no official split (default 0.2)")
     common.add_argument("--name", help="dataset name (default: the kind's usual name)")
+    common.add_argument("--strict", action="store_true",
+                        help="fail on the first bad image or case instead of skipping it (skipped ones are "
+                             "named in the log and in dataset.json under 'skipped')")
 
     root = argparse.ArgumentParser(prog="python -m medattn.data.build", description=__doc__.split("\n\n")[0])
     kinds = root.add_subparsers(dest="kind", required=True, metavar="KIND")

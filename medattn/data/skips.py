@@ -37,15 +37,17 @@ class Skips:
         self.items: list[Skip] = []
 
     def add(self, item: object, reason: str, path: object = "", error: BaseException | None = None) -> None:
-        """Record a skip, or raise in strict mode (`error` as it is, else a DatasetError naming `path`)."""
+        """Record a skip (an item once, with its first reason), or raise in strict mode (`error` as
+        it is, else a DatasetError naming `path`)."""
         if self.strict:
             if error is not None:
                 raise error
             raise DatasetError(path or item, [reason])
-        entry = Skip(str(item), reason, str(path or ""))
-        if entry not in self.items:
-            self.items.append(entry)
-            log.warning("skipped %s: %s", entry.item, reason)
+        if str(item) in self:  # counted once, with the first reason; the item is already out
+            log.info("also skipping %s: %s", item, reason)
+            return
+        self.items.append(Skip(str(item), reason, str(path or "")))
+        log.warning("skipped %s: %s", item, reason)
 
     def call(self, item: object, function: Callable[..., T], *args: object, path: object = "") -> T | None:
         """`function(*args)`, or None with the item skipped when it raises a medattn error."""

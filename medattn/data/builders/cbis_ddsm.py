@@ -7,6 +7,11 @@ case folder, study and series, but the downloaded file names differ (000000.dcm 
 and some rows swap the mask with the cropped lesion image, so each file is resolved inside its
 case folder and the mask is the DICOM there with the full mammogram's size. The official
 train/test split comes from the CSV names; val is drawn from the train patients.
+
+A mammogram that is missing or unreadable, or one of whose abnormalities has no readable,
+non-empty ROI mask of the mammogram's size, is skipped with all its abnormalities (a partial
+set of boxes would score a map that points at the unboxed lesion as a miss), counted and
+named; `strict=True` fails on the first one instead.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from medattn.data.builders.headers import image_size, image_sizes
+from medattn.data.builders.headers import image_size, stored_sizes
 from medattn.data.builders.output import finish
 from medattn.data.builders.sources import find_source_file, require_columns, require_folder
 from medattn.data.builders.splits import split_by_patient, split_record
+from medattn.data.skips import Skips
 from medattn.errors import DatasetError, ImageReadError
 
 log = logging.getLogger(__name__)
@@ -67,18 +73,21 @@ def build_cbis_ddsm(
     val_frac: float = 0.1,
     test_frac: float = 0.2,
     name: str = "cbis-ddsm",
+    strict: bool = False,
 ) -> Path:
     """Build the dataset folder from the CBIS-DDSM CSVs and DICOM tree (CBIS-DDSM/ or the source itself)."""
+    skips = Skips("images", strict=strict)
     source = require_folder(source, "CBIS-DDSM source")
     rows = read_case_descriptions(source, abnormality)
     root = source / "CBIS-DDSM" if (source / "CBIS-DDSM").is_dir() else source
 
     rows["image_id"] = rows["image_file"].str.split("/").str[0]
     first = rows.drop_duplicates("image_id").set_index("image_id")
-    paths = {image_id: _resolve_image(root, first.at[image_id, "image_file"], first.at[image_id, "origin"]) for image_id in first.index}
+    paths = {image_id: skips.call(image_id, _resolve_image, root, first.at[image_id, "image_file"], first.at[image_id, "origin"])
+             for image_id in first.index}
+    paths = {image_id: path for image_id, path in paths.items() if path is not None}
     images = pd.DataFrame({"image_id": list(paths), "path": [p.relative_to(root).as_posix() for p in paths.values()]})
-    sizes = image_sizes(list(paths.values()), desc="reading mammogram headers")
-    images["width"], images["height"] = sizes[:, 0], sizes[:, 1]
+    images = stored_sizes(images, root, skips, desc="reading mammogram headers")
     images["patient_id"] = images["image_id"].map(first["patient_id"])
     for column in ("view", "laterality"):
         if column in first.columns:
@@ -88,12 +97,16 @@ def build_cbis_ddsm(
         images[label] = images["image_id"].isin(positive).astype(int)
     images["abnormality"] = images["image_id"].map(rows.groupby("image_id")["kind"].agg(lambda k: "+".join(sorted(set(k)))))
 
-    size_of = dict(zip(images["image_id"], map(tuple, sizes)))
+    size_of = {i: (int(w), int(h)) for i, w, h in zip(images["image_id"], images["width"], images["height"])}
+    cases = rows[rows["image_id"].isin(size_of)]
     boxes = [
-        _mask_box(root, row, size_of[row.image_id])
-        for row in tqdm(rows.itertuples(index=False), total=len(rows), desc="reading ROI masks", disable=None)
+        skips.call(row.image_id, _mask_box, root, row, size_of[row.image_id])
+        for row in tqdm(cases.itertuples(index=False), total=len(cases), desc="reading ROI masks", disable=None)
     ]
-    boxes = pd.DataFrame(boxes, columns=["image_id", "label", "x", "y", "w", "h", "origin"])
+    failed = {row.image_id for row, box in zip(cases.itertuples(index=False), boxes) if box is None}
+    images = images[~images["image_id"].isin(failed)].reset_index(drop=True)
+    boxes = pd.DataFrame([b for b in boxes if b is not None and b[0] not in failed],
+                         columns=["image_id", "label", "x", "y", "w", "h", "origin"])
 
     official = images["image_id"].map(rows.groupby("image_id")["official"].agg(lambda s: "test" if "test" in set(s) else "train"))
     images["split"] = split_by_patient(images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac, official=official)
@@ -109,6 +122,7 @@ def build_cbis_ddsm(
         label_frame="boxes are the bounding boxes of the ROI masks, in mammogram pixels",
         split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, official=["*_case_description_{train,test}_set.csv"]),
         options={"abnormality": abnormality},
+        skips=skips,
     )
 
 
@@ -130,11 +144,15 @@ def _resolve_image(root: Path, csv_path: str, origin: str) -> Path:
 def _mask_box(root: Path, row: tuple, image_size_wh: tuple[int, int]) -> tuple:
     """Bounding box (x, y, w, h) of the nonzero pixels of the row's ROI mask."""
     csv_path = row.mask_file
+    seen = []
     for path in _candidates(root, csv_path):
         try:
-            if image_size(path) != tuple(image_size_wh):
-                continue
-        except ImageReadError:
+            size = image_size(path)
+        except ImageReadError as exc:
+            seen.append(f"{path.name} unreadable ({exc.reason})")
+            continue
+        if size != tuple(image_size_wh):
+            seen.append(f"{path.relative_to(root).as_posix()} is {size[0]}x{size[1]}")
             continue
         mask = _pixels(path) != 0
         if not mask.any():
@@ -142,9 +160,11 @@ def _mask_box(root: Path, row: tuple, image_size_wh: tuple[int, int]) -> tuple:
         ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
         x0, y0 = int(xs[0]), int(ys[0])
         return (row.image_id, row.label, x0, y0, int(xs[-1]) - x0 + 1, int(ys[-1]) - y0 + 1, row.origin)
+    case = root / csv_path.split("/")[0]
     raise DatasetError(
-        root,
-        [f"{row.origin}: no ROI mask of the mammogram's size {image_size_wh[0]}x{image_size_wh[1]} for {csv_path!r} in {root / csv_path.split('/')[0]}"],
+        case,
+        [f"{row.origin}: no ROI mask of the mammogram's size {image_size_wh[0]}x{image_size_wh[1]} for {csv_path!r} "
+         f"in {case} ({'; '.join(seen) or 'no DICOM there'})"],
     )
 
 

@@ -5,6 +5,10 @@ negative (TBX11K lists healthy and sick-but-not-TB images that way). COCO has no
 each image is its own patient. Several files may be given, each optionally prefixed with the
 split it is ("train=TBX11K_train.json", "test=TBX11K_val.json"); a 'train' file's images are
 divided into train and val by patient.
+
+Declared vs stored size: each image's width/height in the json is the frame of its boxes; the
+stored size is read from the file, and the boxes follow `boxes.reconcile_sizes` (rescaled when
+the file is a uniform rescale, else the image is skipped and named).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from medattn.data.builders.headers import image_sizes
+from medattn.data.builders.boxes import reconcile_sizes
+from medattn.data.builders.headers import stored_sizes
 from medattn.data.builders.output import finish
 from medattn.data.builders.sources import keep_present, require_folder
 from medattn.data.builders.splits import SPLIT_RANK, split_by_patient, split_record
+from medattn.data.skips import Skips
 from medattn.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -76,8 +82,14 @@ def build_coco(
     val_frac: float = 0.1,
     test_frac: float = 0.2,
     name: str | None = None,
+    strict: bool = False,
 ) -> Path:
-    """Build the dataset folder from COCO json file(s); images are under `source`."""
+    """Build the dataset folder from COCO json file(s); images are under `source`.
+
+    Unreadable images and images whose boxes cannot be placed are skipped and named (`strict`:
+    fail on the first instead).
+    """
+    skips = Skips("images", strict=strict)
     source = require_folder(source, "COCO image")
     specs = [annotations] if isinstance(annotations, (str, os.PathLike)) else list(annotations)
     if not specs:
@@ -108,11 +120,10 @@ def build_coco(
     present = pd.Series([(source / f).is_file() for f in images["file"]], index=images.index)
     images = keep_present(images, present, "images of the annotations", source)
     boxes = boxes[boxes["image_id"].isin(images["image_id"])]
-    unknown = images["width"].isna() | images["height"].isna()
-    if unknown.any():
-        sizes = image_sizes([source / f for f in images.loc[unknown, "file"]])
-        images.loc[unknown, "width"], images.loc[unknown, "height"] = sizes[:, 0], sizes[:, 1]
-    images[["width", "height"]] = images[["width", "height"]].astype(int)
+    declared = images[["width", "height"]].astype(float)
+    images = stored_sizes(images, source, skips)
+    frame = "the width/height of its entry in " + ", ".join(Path(f).name for f in files)
+    images, boxes = reconcile_sizes(images, boxes, declared.loc[images.index], skips, frame)
 
     official = images["official"] if images["official"].notna().any() else None
     images["split"] = split_by_patient(
@@ -128,6 +139,7 @@ def build_coco(
         image_root=source,
         source="COCO annotations " + ", ".join(files),
         split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, official=fixed),
+        skips=skips,
     )
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
-
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from medattn.data.io import DICOM_SUFFIXES
+from medattn.data.io.dicom import looks_like_dicom
+from medattn.data.skips import Skips
 from medattn.errors import ImageReadError
 
 # Header reads wait on the disk, not the CPU, so a few threads overlap the waits.
@@ -24,22 +25,38 @@ THREADS = 8
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of a raster image or DICOM file, read from its header."""
     path = Path(path)
-    if path.suffix.lower() in DICOM_SUFFIXES:
+    if path.suffix.lower() in DICOM_SUFFIXES or (path.is_file() and looks_like_dicom(path)):
         return _dicom_size(path)
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             return int(image.size[0]), int(image.size[1])
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ImageReadError(path, f"cannot read the image header ({exc})") from exc
 
 
-def image_sizes(paths: Sequence[str | os.PathLike], desc: str = "reading image headers") -> np.ndarray:
-    """(n, 2) int array of (width, height), with a progress bar on a terminal."""
+def stored_sizes(images: pd.DataFrame, root: Path, skips: Skips, desc: str = "reading image headers") -> pd.DataFrame:
+    """`images` (with `image_id`, `path` relative to `root`) with `width`, `height` read from each
+    file's header; images whose header cannot be read are skipped and named in `skips`."""
+    paths = [root / p for p in images["path"]]
     with ThreadPoolExecutor(THREADS) as pool:
-        sizes = list(tqdm(pool.map(image_size, paths), total=len(paths), desc=desc, disable=None))
-    return np.array(sizes, dtype=np.int64).reshape(-1, 2)
+        results = list(tqdm(pool.map(_size_or_error, paths), total=len(paths), desc=desc, disable=None))
+    readable = np.array([not isinstance(r, ImageReadError) for r in results], bool)
+    for image_id, result in zip(images["image_id"], results):
+        if isinstance(result, ImageReadError):
+            skips.add(image_id, str(result), result.path, result)
+    out = images[readable].copy()
+    sizes = np.array([r for r in results if not isinstance(r, ImageReadError)], np.int64).reshape(-1, 2)
+    out["width"], out["height"] = sizes[:, 0], sizes[:, 1]
+    return out
+
+
+def _size_or_error(path: Path) -> tuple[int, int] | ImageReadError:
+    try:
+        return image_size(path)
+    except ImageReadError as exc:
+        return exc
 
 
 def _dicom_size(path: Path) -> tuple[int, int]:
@@ -49,5 +66,5 @@ def _dicom_size(path: Path) -> tuple[int, int]:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         return int(ds.Columns), int(ds.Rows)
-    except (InvalidDicomError, AttributeError, EOFError, OSError, ValueError) as exc:
+    except (InvalidDicomError, AttributeError, EOFError, OSError, ValueError, TypeError, KeyError) as exc:
         raise ImageReadError(path, f"cannot read Rows/Columns from the DICOM header ({exc})") from exc

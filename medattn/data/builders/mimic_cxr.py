@@ -5,6 +5,9 @@ uncertain, blank not mentioned), mimic-cxr-2.0.0-metadata.csv (per image: dicom_
 subject_id, study_id, ViewPosition, Rows, Columns), optional mimic-cxr-2.0.0-split.csv, and
 images at files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg. Labels are per study and apply to each of
 its images. Default task: Pleural Effusion alone, frontal views (Gonçalves et al.).
+
+The metadata's Rows/Columns are the original DICOM's; width/height come from each stored JPG's
+header (an unreadable one is skipped and named), and a JPG of another shape is listed in the log.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from typing import Sequence
 
 import pandas as pd
 
-from medattn.data.builders.headers import image_sizes
+from medattn.data.builders.boxes import reconcile_sizes
+from medattn.data.builders.headers import stored_sizes
 from medattn.data.builders.output import finish
 from medattn.data.builders.sources import find_source_file, keep_present, require_columns, require_folder
 from medattn.data.builders.splits import split_by_patient, split_record
+from medattn.data.skips import Skips
 from medattn.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -42,11 +47,13 @@ def build_mimic_cxr(
     val_frac: float = 0.1,
     test_frac: float = 0.2,
     name: str = "mimic-cxr",
+    strict: bool = False,
 ) -> Path:
     """Build the dataset folder; `uncertain` maps -1 to 0 ('zero'), 1 ('one') or drops the image ('ignore').
 
-    `views=None` keeps every view position.
+    `views=None` keeps every view position. `strict` fails on the first unreadable image.
     """
+    skips = Skips("images", strict=strict)
     if uncertain not in UNCERTAIN_POLICIES:
         raise ValueError(f"uncertain must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
     classes = list(classes)
@@ -69,13 +76,12 @@ def build_mimic_cxr(
     images["path"] = [f"files/p{s[:2]}/p{s}/s{t}/{d}.jpg" for s, t, d in zip(images["subject_id"], images["study_id"], images["dicom_id"])]
     present = pd.Series([(source / p).is_file() for p in images["path"]], index=images.index)
     images = keep_present(images, present, f"images of {metadata_csv.name}", source)
-    if {"Rows", "Columns"} <= set(images.columns) and images[["Rows", "Columns"]].notna().all().all():
-        images["width"], images["height"] = images["Columns"].astype(int), images["Rows"].astype(int)
-    else:
-        sizes = image_sizes([source / p for p in images["path"]])
-        images["width"], images["height"] = sizes[:, 0], sizes[:, 1]
-
     images = images.rename(columns={"dicom_id": "image_id", "subject_id": "patient_id", "ViewPosition": "view"})
+    declared = pd.DataFrame({"width": pd.to_numeric(images.get("Columns"), errors="coerce"),
+                             "height": pd.to_numeric(images.get("Rows"), errors="coerce")}, index=images.index)
+    images = stored_sizes(images, source, skips)
+    no_boxes = pd.DataFrame(columns=["image_id", "label", "x", "y", "w", "h"])
+    images, _ = reconcile_sizes(images, no_boxes, declared.loc[images.index], skips, f"Rows/Columns of {metadata_csv.name}")
     official, used = _official_split(source, images)
     images["split"] = split_by_patient(
         images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac, official=official
@@ -92,6 +98,7 @@ def build_mimic_cxr(
         source=f"MIMIC-CXR-JPG {chexpert_csv.name} + {metadata_csv.name}",
         split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, official=used),
         options={"uncertain": uncertain, "views": list(views) if views is not None else None},
+        skips=skips,
     )
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medattn.data.builders.boxes import rescale_boxes
-from medattn.data.builders.headers import image_sizes
+from medattn.data.builders.boxes import reconcile_sizes
+from medattn.data.builders.headers import stored_sizes
 from medattn.data.builders.output import finish
 from medattn.data.builders.sources import find_source_file, index_files, keep_present, require_folder
 from medattn.data.builders.splits import split_by_patient, split_record
+from medattn.data.skips import Skips
 from medattn.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -130,8 +131,14 @@ def build_nih(
     drop_no_finding: bool = False,
     exclude_hernia: bool = False,
     name: str = "nih-chestxray14",
+    strict: bool = False,
 ) -> Path:
-    """Build the dataset folder from an NIH download; images stay where they are."""
+    """Build the dataset folder from an NIH download; images stay where they are.
+
+    An image whose header cannot be read, or whose stored size is not a uniform rescale of the
+    1024x1024 box frame while it has boxes, is skipped and named (`strict`: fail instead).
+    """
+    skips = Skips("images", strict=strict)
     source = require_folder(source, "NIH ChestX-ray14 source")
     data_entry = find_source_file(source, "Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
     bbox_list = find_source_file(source, "BBox_List_2017.csv", required=False)
@@ -143,12 +150,9 @@ def build_nih(
     images["path"] = images["file"].map(found)
     images = keep_present(images, images["path"].notna(), f"rows of {data_entry.name}", source)
     boxes = boxes[boxes["image_id"].isin(images["image_id"])]
-    sizes = image_sizes([source / p for p in images["path"]])
-    images["width"], images["height"] = sizes[:, 0], sizes[:, 1]
-    odd = int(((sizes[:, 0] != FRAME[0]) | (sizes[:, 1] != FRAME[1])).sum())
-    if odd:
-        log.info("%d image(s) are not 1024x1024; their boxes are rescaled from the 1024 frame", odd)
-    boxes = rescale_boxes(boxes, images, FRAME)
+    images = stored_sizes(images, source, skips)
+    declared = pd.DataFrame({"width": FRAME[0], "height": FRAME[1]}, index=images.index)
+    images, boxes = reconcile_sizes(images, boxes, declared, skips, "the 1024x1024 frame of BBox_List_2017.csv")
 
     official, lists = _official_split(source, images["file"])
     images["split"] = split_by_patient(
@@ -167,6 +171,7 @@ def build_nih(
         label_frame="BBox_List_2017.csv boxes are in the 1024x1024 frame, rescaled to each stored image",
         split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, official=lists),
         options={"drop_no_finding": drop_no_finding, "exclude_hernia": exclude_hernia},
+        skips=skips,
     )
 
 

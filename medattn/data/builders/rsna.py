@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from medattn.data.builders.boxes import rescale_boxes
-from medattn.data.builders.headers import image_sizes
+from medattn.data.builders.boxes import reconcile_sizes
+from medattn.data.builders.headers import stored_sizes
 from medattn.data.builders.output import finish
 from medattn.data.builders.sources import find_source_file, index_files, keep_present, require_columns, require_folder
 from medattn.data.builders.splits import split_by_patient, split_record
+from medattn.data.skips import Skips
 from medattn.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,14 @@ def build_rsna(
     test_frac: float = 0.2,
     drop_not_normal: bool = False,
     name: str = "rsna-pneumonia",
+    strict: bool = False,
 ) -> Path:
-    """Build the dataset folder from an RSNA download (images/ or stage_2_train_images/)."""
+    """Build the dataset folder from an RSNA download (images/ or stage_2_train_images/).
+
+    An image whose header cannot be read, or whose stored size is not a uniform rescale of the
+    1024x1024 box frame while it has boxes, is skipped and named (`strict`: fail instead).
+    """
+    skips = Skips("images", strict=strict)
     source = require_folder(source, "RSNA pneumonia source")
     labels_csv = find_source_file(source, "stage_2_train_labels.csv")
     images, boxes = rsna_tables(labels_csv)
@@ -83,9 +90,9 @@ def build_rsna(
     images["path"] = images["image_id"].map(found)
     images = keep_present(images, images["path"].notna(), f"patients of {labels_csv.name}", source)
     boxes = boxes[boxes["image_id"].isin(images["image_id"])]
-    sizes = image_sizes([source / p for p in images["path"]])
-    images["width"], images["height"] = sizes[:, 0], sizes[:, 1]
-    boxes = rescale_boxes(boxes, images, FRAME)
+    images = stored_sizes(images, source, skips)
+    declared = pd.DataFrame({"width": FRAME[0], "height": FRAME[1]}, index=images.index)
+    images, boxes = reconcile_sizes(images, boxes, declared, skips, f"the 1024x1024 frame of {labels_csv.name}")
     images["split"] = split_by_patient(images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac)
     return finish(
         out,
@@ -99,6 +106,7 @@ def build_rsna(
         label_frame="stage_2_train_labels.csv boxes are in the 1024x1024 frame, rescaled to each stored image",
         split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac),
         options={"drop_not_normal": drop_not_normal},
+        skips=skips,
     )
 
 

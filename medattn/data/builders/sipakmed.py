@@ -6,6 +6,9 @@ CROPPED/NNN_KK.bmp single-cell crops. By default the dataset is the cluster imag
 box per cell (the bounding box of its cytoplasm boundary); `cropped=True` gives the 4049
 single-cell crops instead, without boxes. The dataset has no patient ids: each cluster image
 is a patient, so crops of one cluster image never straddle splits.
+
+Boxes are drawn on the stored image (no other frame is declared); an image whose header or
+boundary file cannot be read, or with a cell box outside it, is skipped and named.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medattn.data.builders.headers import image_sizes
+from medattn.data.builders.headers import stored_sizes
 from medattn.data.builders.output import finish
 from medattn.data.builders.splits import split_by_patient, split_record
 from medattn.data.builders.sources import require_folder
+from medattn.data.skips import Skips
 from medattn.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -48,8 +52,11 @@ def build_sipakmed(
     val_frac: float = 0.1,
     test_frac: float = 0.2,
     name: str | None = None,
+    strict: bool = False,
 ) -> Path:
-    """Build the dataset folder from the extracted SIPaKMeD class folders."""
+    """Build the dataset folder from the extracted SIPaKMeD class folders (`strict`: fail on the
+    first bad file instead of skipping it)."""
+    skips = Skips("images", strict=strict)
     source = require_folder(source, "SIPaKMeD source")
     rows, boxes = [], []
     for label in CLASSES:
@@ -63,14 +70,18 @@ def build_sipakmed(
         for file in files:
             image_id = f"{label}_{file.stem}"
             cluster = file.stem.split("_")[0]
+            cells = [] if cropped else [skips.call(image_id, _cell_box, dat, image_id, label)
+                                        for dat in sorted(folder.glob(f"{file.stem}_cyt*.dat"))]
+            if None in cells:
+                continue
             rows.append({"image_id": image_id, "path": file.relative_to(source).as_posix(), "patient_id": f"{label}_{cluster}", "label": label})
-            if not cropped:
-                boxes += [_cell_box(dat, image_id, label) for dat in sorted(folder.glob(f"{file.stem}_cyt*.dat"))]
+            boxes += cells
     images = pd.DataFrame(rows)
     for label in CLASSES:
         images[label] = (images["label"] == label).astype(int)
-    sizes = image_sizes([source / p for p in images["path"]])
-    images["width"], images["height"] = sizes[:, 0], sizes[:, 1]
+    images = stored_sizes(images, source, skips)
+    readable = set(images["image_id"])
+    boxes = [box for box in boxes if box[0] in readable]
     images["split"] = split_by_patient(images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac)
     boxes = pd.DataFrame(boxes, columns=["image_id", "label", "x", "y", "w", "h", "origin"])
     return finish(
@@ -84,6 +95,7 @@ def build_sipakmed(
         source=f"SIPaKMeD {source} ({'CROPPED single-cell images' if cropped else 'cluster images, cell boxes from *_cyt*.dat'})",
         split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac),
         options={"cropped": cropped},
+        skips=skips,
     )
 
 
