@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from medattn.data.dataset import Dataset
+from medattn.data.skips import Skips
 from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_input
 from medattn.device import best_device
 from medattn.errors import CheckpointError
@@ -103,17 +104,26 @@ def predict(
     image_ids: Sequence[str],
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    skips: Skips | None = None,
 ) -> pd.DataFrame:
-    """Class probabilities, one row per image id, one column per class."""
+    """Class probabilities, one row per image id, one column per class.
+
+    With `skips`, an image that cannot be read has no row and is named there; without, its
+    ImageReadError propagates."""
     loaded.check_classes(dataset)
     rows: list[np.ndarray] = []
     ids = list(image_ids)
+    kept: list[str] = []
     with torch.inference_mode():
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
-            batch = torch.cat([loaded.to_input(dataset.read_image(i)) for i in chunk])
-            rows.append(loaded.probabilities(loaded.model(batch).float()).cpu().numpy())
+            read = [(i, dataset.read_image(i) if skips is None else skips.call(i, dataset.read_image, i)) for i in chunk]
+            read = [(i, image) for i, image in read if image is not None]
+            if read:
+                batch = torch.cat([loaded.to_input(image) for _, image in read])
+                rows.append(loaded.probabilities(loaded.model(batch).float()).cpu().numpy())
+                kept += [i for i, _ in read]
             if progress is not None:
                 progress(min(start + batch_size, len(ids)), len(ids))
     scores = np.concatenate(rows) if rows else np.zeros((0, len(loaded.classes)), np.float32)
-    return pd.DataFrame(scores, index=pd.Index(ids, name="image_id"), columns=loaded.classes)
+    return pd.DataFrame(scores, index=pd.Index(kept, name="image_id"), columns=loaded.classes)

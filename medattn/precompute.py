@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from medattn.data import load_dataset
 from medattn.data.dataset import Dataset
+from medattn.data.skips import Skips
 from medattn.errors import MedattnError
 from medattn.explain import unavailable
 from medattn.inference import LoadedModel, load_model, predict
@@ -59,22 +60,25 @@ class Run:
     def predictions_path(self, checkpoint: str) -> Path:
         return self.root / "predictions" / f"{checkpoint}.parquet"
 
-    def predictions(self, loaded: LoadedModel, dataset: Dataset, image_ids: Sequence[str]) -> pd.DataFrame:
-        """Probabilities for these images, computed once per checkpoint and stored."""
+    def predictions(self, loaded: LoadedModel, dataset: Dataset, image_ids: Sequence[str],
+                    skips: Skips | None = None) -> pd.DataFrame:
+        """Probabilities for these images, computed once per checkpoint and stored. With `skips`,
+        an unreadable image gets a row of NaN (nothing stored, so a fixed file is read next time)
+        and is named there; without, its ImageReadError propagates."""
         path = self.predictions_path(loaded.name)
         stored = pd.read_parquet(path) if path.exists() else None
         if stored is None or (stored["checkpoint_hash"] != loaded.hash).any():
             stored = None  # predictions of an older version of this checkpoint: redo
         missing = [i for i in image_ids if stored is None or i not in stored.index]
         if missing:
-            fresh = predict(loaded, dataset, missing)
+            fresh = predict(loaded, dataset, missing, skips=skips)
             fresh["checkpoint_hash"] = loaded.hash
             stored = fresh if stored is None else pd.concat([stored, fresh])
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             stored.to_parquet(tmp)
             tmp.replace(path)
-        return stored.loc[list(image_ids), loaded.classes]
+        return stored.reindex(list(image_ids))[loaded.classes]
 
 
 def current_rows(frame: pd.DataFrame, hashes: Mapping[str, str]) -> pd.DataFrame:
@@ -187,8 +191,12 @@ def precompute(
     progress: Callable[[int, int], None] | None = None,
     engine: str = "local",
     ray_address: str | None = None,
+    skips: Skips | None = None,
 ) -> pd.DataFrame:
     """Compute every missing row and return the full score table of the run.
+
+    An image that cannot be read is skipped and named in `skips` (a fresh report when None;
+    `Skips(strict=True)` fails on the first one instead); the rest of the run goes on.
 
     `engine="ray"` runs the same batches on Ray actors (`medattn.ray_engine`), joining the
     cluster at `ray_address` or starting Ray on this machine.
@@ -206,6 +214,7 @@ def precompute(
     if unknown:
         raise SystemExit(f"image ids not in {dataset.root}/images.csv: {', '.join(unknown[:10])}")
     table = run.scores
+    skips = skips if skips is not None else Skips("images")
     models = {loaded.name: loaded for loaded in (load_model(path, device) for path in checkpoints)}
     done = table.done_keys(current_rows(table.read(), {name: loaded.hash for name, loaded in models.items()}))
     for loaded in models.values():
@@ -219,10 +228,12 @@ def precompute(
                 usable.append(method)
             else:  # e.g. wildcat maps asked of a linear model: said once, not once per image
                 log.warning("skipping %s on %s: %s", method, loaded.name, reason)
-        probabilities = run.predictions(loaded, dataset, ids)
+        probabilities = run.predictions(loaded, dataset, ids, skips)
         for image_id in ids:
             labels = dataset.labels(image_id)
             probs = probabilities.loc[image_id].to_numpy(dtype=float)
+            if np.isnan(probs).any():  # unreadable: named in skips
+                continue
             for target in targets_for(labels, probs):
                 for method in usable:
                     if (image_id, loaded.name, method, str(target)) not in done:
@@ -268,16 +279,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=ENGINES, default="local",
                         help="local: this process; ray: one Ray actor (GPU when there is one) per checkpoint")
     parser.add_argument("--ray-address", help="Ray cluster to join (default: start Ray on this machine)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail on the first unreadable image instead of skipping it and naming it in the summary")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     dataset = load_dataset(args.dataset)
     run = Run(args.out) if args.out else Run.for_dataset(dataset)
     split = None if args.split == "all" else args.split
-    frame = precompute(dataset, args.checkpoints, args.methods, split, args.images, run, device=args.device,
-                       engine=args.engine, ray_address=args.ray_address)
+    skips = Skips("images", strict=args.strict)
+    try:
+        frame = precompute(dataset, args.checkpoints, args.methods, split, args.images, run, device=args.device,
+                           engine=args.engine, ray_address=args.ray_address, skips=skips)
+    except MedattnError as exc:  # --strict: the first unreadable image, named
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     summary = frame[frame["n_boxes"] > 0].groupby(["checkpoint", "method"])[["auprc", "hit", "miou"]].mean()
     print(summary.round(3).to_string() if len(summary) else "no rows with boxes")
     print(f"{len(frame)} rows in {run.root / 'scores'}")
+    if len(skips):
+        print(skips.summary(limit=50))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from medattn.data.skips import Skips
 from medattn.ui import compare_request
 from medattn.ui.chooser import LABELS, OUTCOMES, SPLITS, filtered_ids
 from medattn.ui.compare_grid import Display, compute_grid
@@ -28,8 +29,11 @@ outcome = outcome_col.selectbox("Prediction", OUTCOMES, key="cmp_outcome", disab
 fair = fair_col.toggle("Fair comparison set", key="cmp_fair", disabled=not selection.models, **SESSION,
                        help="Only images every selected model classifies correctly (Gonçalves et al. 2021).")
 ids: list[str] = []
+unreadable = Skips("images")
 with guard("Filtering images"), st.spinner("Predicting the split for the filters…"):
-    ids = filtered_ids(selection, split, None if class_name == "any" else class_name, label, outcome, fair)
+    ids = filtered_ids(selection, split, None if class_name == "any" else class_name, label, outcome, fair, unreadable)
+if len(unreadable):
+    st.warning(f"Left out of the prediction filters and the fair set: {unreadable.summary()}")
 if not ids:
     st.warning("No image matches these filters.")
     st.stop()

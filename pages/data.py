@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from medattn.data.build import BUILDERS, HELP
+from medattn.data.skips import recorded
 from medattn.data.dataset import load_dataset
 from medattn import pipeline
 from medattn.ui.compare_request import open_in_compare
@@ -91,6 +92,9 @@ with prepare:
             built = BUILDERS[kind](source.strip(), out.strip(), **json.loads(options or "{}"))
             st.session_state["data_candidate"] = str(built)
             st.success(f"Built {built}.")
+            skipped = recorded(built)
+            if len(skipped):
+                st.warning(f"{skipped.summary()} (listed in dataset.json under 'skipped')")
 
     candidate = st.session_state.get("data_candidate")
     if candidate:

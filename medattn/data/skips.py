@@ -8,8 +8,11 @@ note on the page.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 from medattn.errors import DatasetError, MedattnError
@@ -86,3 +89,12 @@ class Skips:
 
     def __contains__(self, item: object) -> bool:
         return str(item) in self.names
+
+
+def recorded(folder: str | os.PathLike) -> Skips:
+    """The report a builder wrote into `folder`/dataset.json (`skipped`); empty when none."""
+    skips = Skips("images")
+    path = Path(folder) / "dataset.json"
+    entries = json.loads(path.read_text()).get("skipped", []) if path.is_file() else []
+    skips.items = [Skip(str(e.get("item", "")), str(e.get("reason", "")), str(e.get("path", ""))) for e in entries]
+    return skips

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from medattn.data.skips import Skips
 from medattn.metrics.classification import predictions as decide
 from medattn.ui import loaders
 from medattn.ui.sidebar import Selection
@@ -15,10 +16,11 @@ OUTCOMES = ("any", "correct (all models)", "wrong (some model)")
 
 
 def filtered_ids(selection: Selection, split: str, class_name: str | None, label: str, outcome: str,
-                 fair: bool) -> list[str]:
+                 fair: bool, skips: Skips | None = None) -> list[str]:
     """Image ids of `split` kept by the filters, in dataset order. `class_name` None means any
     class: positive then means some finding, negative none. Prediction filters and the fair
-    set need the models' predictions over the split (computed once and stored)."""
+    set need the models' predictions over the split (computed once and stored); an image that
+    cannot be read has none, so those filters leave it out and name it in `skips`."""
     data = selection.dataset
     frame = data.images if split == "all" else data.split(split)
     classes = [class_name] if class_name else list(data.classes)
@@ -34,16 +36,18 @@ def filtered_ids(selection: Selection, split: str, class_name: str | None, label
     truth = data.label_matrix(ids)[:, columns]
     right = np.ones(len(ids), bool)
     wrong = np.zeros(len(ids), bool)
+    skips = skips if skips is not None else Skips("images")
     for loaded in selection.models:
-        probs = loaders.predictions(loaded, data, ids).to_numpy()
-        correct = (decide(probs, data.task)[:, columns] == truth).all(axis=1)
-        right &= correct
-        wrong |= ~correct
+        probs = loaders.predictions(loaded, data, ids, skips).to_numpy()
+        readable = ~np.isnan(probs).any(axis=1)
+        correct = (decide(np.nan_to_num(probs), data.task)[:, columns] == truth).all(axis=1)
+        right &= correct & readable
+        wrong |= ~correct & readable
     if outcome == OUTCOMES[1]:
         ids = [i for i, keep in zip(ids, right) if keep]
     elif outcome == OUTCOMES[2]:
         ids = [i for i, keep in zip(ids, wrong) if keep]
     if fair and ids:
-        fair_ids = set(loaders.fair_set(data, selection.models, ids))
+        fair_ids = set(loaders.fair_set(data, selection.models, ids, skips))
         ids = [i for i in ids if i in fair_ids]
     return ids

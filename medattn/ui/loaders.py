@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from medattn.data.dataset import Dataset, dataset_hash, load_dataset
+from medattn.data.skips import Skips
 from medattn.inference import LoadedModel, load_model
 from medattn.metrics.classification import correct_images
 from medattn.metrics.fair_set import fair_comparison_set
@@ -59,10 +60,11 @@ def model_lock(name: str) -> threading.Lock:
     return threading.Lock()
 
 
-def predictions(loaded: LoadedModel, data: Dataset, image_ids: Sequence[str]) -> pd.DataFrame:
-    """Class probabilities of these images, stored with the dataset's run (computed once)."""
+def predictions(loaded: LoadedModel, data: Dataset, image_ids: Sequence[str], skips: Skips | None = None) -> pd.DataFrame:
+    """Class probabilities of these images, stored with the dataset's run (computed once); with
+    `skips`, unreadable images get NaN rows and are named there."""
     with model_lock(loaded.name):
-        return run_for(data).predictions(loaded, data, list(image_ids))
+        return run_for(data).predictions(loaded, data, list(image_ids), skips)
 
 
 def _stamp(folder: Path) -> tuple:
@@ -97,11 +99,14 @@ def stored_predictions(data: Dataset, models: Sequence[LoadedModel]) -> dict[str
     return out
 
 
-def fair_set(data: Dataset, models: Sequence[LoadedModel], image_ids: Sequence[str]) -> pd.Index:
-    """The images among `image_ids` that every model classifies correctly (exact match)."""
-    labels = data.label_matrix(image_ids)
+def fair_set(data: Dataset, models: Sequence[LoadedModel], image_ids: Sequence[str], skips: Skips | None = None) -> pd.Index:
+    """The images among `image_ids` that every model classifies correctly (exact match); an
+    unreadable image has no prediction, so it is not in the set, and is named in `skips`."""
+    skips = skips if skips is not None else Skips("images")
     correct = {}
     for loaded in models:
-        probs = predictions(loaded, data, image_ids).to_numpy()
-        correct[loaded.name] = pd.Series(correct_images(labels, probs, data.task), index=list(image_ids))
+        probs = predictions(loaded, data, image_ids, skips)
+        probs = probs[probs.notna().all(axis=1)]
+        labels = data.label_matrix(probs.index)
+        correct[loaded.name] = pd.Series(correct_images(labels, probs.to_numpy(), data.task), index=probs.index)
     return fair_comparison_set(correct)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from medattn.data.skips import Skips
 from medattn.explain import METHODS
 from medattn.precompute import FAST_METHODS, precompute
 from medattn.ui import loaders
@@ -22,6 +23,8 @@ def precompute_panel(selection: Selection, key: str, expanded: bool) -> None:
         defaults = [m for m in selection.methods if m in FAST_METHODS] or ["saliency", "gradcam"]
         methods = st.multiselect("Methods to score", list(METHODS), default=defaults, key=f"{key}_methods",
                                  help="Fast methods by default; PDA over a whole split takes long on a CPU.")
+        if st.session_state.get(f"{key}_skipped"):
+            st.warning(f"The last run left out {st.session_state[f'{key}_skipped']}")
         limit = st.number_input("Test images (0 = all)", min_value=0, max_value=len(test), value=0, step=10,
                                 key=f"{key}_limit")
         st.caption(f"{len(test)} test images × {len(selection.models)} checkpoint(s); finished rows are kept, "
@@ -30,6 +33,7 @@ def precompute_panel(selection: Selection, key: str, expanded: bool) -> None:
             return
         ids = list(test.index[: int(limit)] if limit else test.index)
         bar = st.progress(0.0, text="Starting…")
+        skips = Skips("images")
         with guard("Precompute"):
             for number, loaded in enumerate(selection.models):
                 usable = [m for m in methods if unavailable(loaded, m) is None]
@@ -40,6 +44,7 @@ def precompute_panel(selection: Selection, key: str, expanded: bool) -> None:
 
                 if usable:
                     precompute(data, [loaded.path], usable, image_ids=ids, run=loaders.run_for(data),
-                               device=selection.device, params=precompute_params(loaded), progress=tick)
+                               device=selection.device, params=precompute_params(loaded), progress=tick, skips=skips)
             bar.progress(1.0, text="Done")
+            st.session_state[f"{key}_skipped"] = skips.summary()
             st.rerun()
