@@ -33,7 +33,7 @@ unreadable = Skips("images")
 with guard("Filtering images"), st.spinner("Predicting the split for the filters…"):
     ids = filtered_ids(selection, split, None if class_name == "any" else class_name, label, outcome, fair, unreadable)
 if len(unreadable):
-    st.warning(f"Left out of the prediction filters and the fair set: {unreadable.summary()}")
+    st.warning(f"{unreadable.summary()}. Left out of the prediction filters and the fair set.")
 if not ids:
     st.warning("No image matches these filters.")
     st.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -61,9 +62,10 @@ def test_precompute_finishes_for_the_rest_and_names_the_bad_file(broken, tiny_ch
     others = set(ids) - {bad}
     assert set(frame["image_id"]) == others
     assert skips.names == [bad] and str(path) in skips.items[0].reason
-    assert bad not in run.predictions(load_model(tiny_checkpoint, "cpu"), dataset, list(others)).index
+    stored = pd.read_parquet(run.predictions_path(tiny_checkpoint.name))
+    assert set(stored.index) == others  # nothing stored for the bad file: once fixed, it is read again
     with pytest.raises(ImageReadError, match=path.name):
-        precompute(dataset, [tiny_checkpoint], ["saliency"], image_ids=ids, run=Run(tmp_path / "run2"), cache=cache,
+        precompute(dataset, [tiny_checkpoint], ["saliency"], image_ids=[bad], run=Run(tmp_path / "run2"), cache=cache,
                    device="cpu", progress=lambda *_: None, skips=Skips(strict=True))
 
 
@@ -72,7 +74,7 @@ def test_precompute_cli_summary_names_the_file_and_strict_fails(broken, tiny_che
     argv = ["--dataset", str(dataset.root), "--checkpoints", str(tiny_checkpoint), "--methods", "saliency",
             "--device", "cpu", "--images", bad, str(dataset.split("test").index[1])]
     assert main([*argv, "--out", str(tmp_path / "run")]) == 0
-    assert f"1 images skipped: {bad} (cannot read image {path}" in capsys.readouterr().out
+    assert f"1 image skipped: {bad} (cannot read image {path}" in capsys.readouterr().out
     assert main([*argv, "--out", str(tmp_path / "strict"), "--strict"]) == 2
     assert path.name in capsys.readouterr().err
 
@@ -121,7 +123,7 @@ def test_compare_page_notes_the_unreadable_image(tmp_path_factory, tmp_path, mon
         assert at.toggle(key="cmp_fair").value
         assert not at.exception, [e.value for e in at.exception]
         note = "\n".join(str(w.value) for w in at.warning)
-        assert f"1 images skipped: {bad} (cannot read image {copy / 'images'}" in note and "fair set" in note
+        assert f"1 image skipped: {bad} (cannot read image {copy / 'images'}" in note and "fair set" in note
         chooser = [s for s in at.selectbox if s.key == "image"]
         assert not chooser or bad not in chooser[0].options
     finally:

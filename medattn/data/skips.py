@@ -77,9 +77,10 @@ class Skips:
         """'2 images skipped: a (reason); b (reason)', or '' when nothing was skipped."""
         if not self.items:
             return ""
+        what = self.what[:-1] if len(self.items) == 1 and self.what.endswith("s") else self.what
         shown = "; ".join(f"{entry.item} ({entry.reason})" for entry in self.items[:limit])
         more = f"; … and {len(self.items) - limit} more" if len(self.items) > limit else ""
-        return f"{len(self.items)} {self.what} skipped: {shown}{more}"
+        return f"{len(self.items)} {what} skipped: {shown}{more}"
 
     def __len__(self) -> int:
         return len(self.items)
