@@ -99,9 +99,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
     missing file, malformed JSON, a sha256 mismatch, weights that do not fit the model the JSON
     describes (missing, unexpected, mis-shaped tensors)."""
     given = Path(path)
-    if given.is_file() and given.suffix not in (".json", ".safetensors"):
-        raise CheckpointError(_foreign_message(given))  # model.pth, x.pth.tar, a file named checkpoint
     weights, info_path = checkpoint_paths(given)
+    if given.is_file() and given.suffix != ".json" and (given != weights or not info_path.is_file()):
+        # model.pth, x.pth.tar, a file named checkpoint, a .safetensors without medattn's json
+        raise CheckpointError(_foreign_message(given))
     for file, role in ((info_path, "metadata"), (weights, "weights")):
         if not file.is_file():
             raise CheckpointError(f"checkpoint {weights.with_suffix('')}: missing {file.name} "
