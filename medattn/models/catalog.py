@@ -16,7 +16,7 @@ import pandas as pd
 from medattn.data.preprocess import Preprocessing
 from medattn.models.checkpoint import checkpoint_paths
 
-COLUMNS = ["name", "arch", "head", "classes", "task", "input", "preprocessing", "trained on",
+COLUMNS = ["name", "arch", "head", "input", "preprocessing", "classes", "task", "trained on",
            "test mean AUC", "source", "created", "MB"]
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -49,7 +49,7 @@ def checkpoint_table(paths: list[Path]) -> pd.DataFrame:
             "name": Path(path).name,
             "arch": meta.get("arch", "?"),
             "head": meta.get("head", "?") if "library" not in meta else f"{meta['library']} (its own)",
-            "classes": f"{len(classes)}: {', '.join(classes)}",
+            "classes": f"{len(classes)}: {', '.join(classes[:3])}{', …' if len(classes) > 3 else ''}",
             "task": meta.get("task", ""),
             "input": side,
             "preprocessing": described,
