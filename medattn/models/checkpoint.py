@@ -41,7 +41,7 @@ FORMAT = "medattn-checkpoint"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "int8": torch.int8}
 RESERVED = ("format", "arch", "head", "num_classes", "params", "dtype", "sha256",
             "medattn_version", "created", "library", "constructor")
-IMPORT_HINT = ("import it once with: python -m medattn.models.importer FILE --arch ARCH "
+IMPORT_HINT = ("import it once with: python -m medattn.models.importer {path} --arch ARCH "
                "--classes C1 C2 … --task TASK --input-size N --out checkpoints/NAME")
 
 
@@ -244,9 +244,9 @@ def _foreign_message(path: Path) -> str:
     if kind == "torch":
         return (f"{path} is a PyTorch pickle file (torch.save), not a medattn checkpoint; medattn "
                 f"never unpickles checkpoints. A checkpoint is NAME.safetensors + NAME.json; "
-                f"{IMPORT_HINT}")
+                f"{IMPORT_HINT.format(path=path)}")
     if kind == "safetensors":
-        return (f"{path} is a safetensors file without medattn's NAME.json beside it; {IMPORT_HINT}")
+        return f"{path} is a safetensors file without medattn's NAME.json beside it; {IMPORT_HINT.format(path=path)}"
     return (f"{path}: unreadable: neither a medattn checkpoint (NAME.safetensors + NAME.json), "
             f"a safetensors file nor a PyTorch file (torch.save)")
 

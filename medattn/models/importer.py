@@ -130,10 +130,10 @@ def _is_state_dict(value: Mapping) -> bool:
     return bool(value) and all(isinstance(v, Tensor) for v in value.values())
 
 
-# placing ----------------------------------------------------------------------------------
+# loading ---------------------------------------------------------------------------------
 
 
-def place(target: nn.Module, tensors: Mapping[str, Tensor], source: str, describe: str,
+def load_into(target: nn.Module, tensors: Mapping[str, Tensor], source: str, describe: str,
           allow_missing: Sequence[str] = (), ignore: Sequence[str] = (),
           aliases: Mapping[str, str] | None = None) -> ImportReport:
     """Load `tensors` (already in `target`'s names) into `target`, refusing a partial load.
@@ -201,14 +201,14 @@ def import_torchvision(path: str | os.PathLike, arch: str, head: str, num_classe
     own = set(model.state_dict())
     if sum(k in own for k in raw) > len(raw) / 2:  # already medattn's layout (saved by hand)
         tensors, more = normalise_keys(raw, own)
-        report = place(model, tensors, str(path), _describe(model), allow_missing, ignore)
+        report = load_into(model, tensors, str(path), _describe(model), allow_missing, ignore)
         report.notes[:0] = notes + more + ["keys were in medattn's layout already"]
         return model.eval(), report
     names = torchvision_to_medattn(arch)
     source, more = normalise_keys(raw, set(names))
     tensors = {names.get(k, k): v for k, v in source.items()}
     aliases = {v: k for k, v in names.items()}
-    report = place(model, tensors, str(path), _describe(model), allow_missing, ignore, aliases)
+    report = load_into(model, tensors, str(path), _describe(model), allow_missing, ignore, aliases)
     report.notes[:0] = notes + more + [f"mapped torchvision's {arch} names onto medattn's layout"]
     if verify_size and head == "linear" and any(arch.startswith(p) for p in LINEAR_HEADS) and not report.random:
         reference = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
@@ -231,7 +231,7 @@ def import_external(path: str | os.PathLike, library: str, callable_name: str, n
     raw, notes = read_state_dict(path)
     tensors, more = normalise_keys(raw, set(model.net.state_dict()))
     tensors, dropped = strip_unused(tensors, model)
-    report = place(model.net, tensors, str(path), _describe(model), allow_missing, ignore)
+    report = load_into(model.net, tensors, str(path), _describe(model), allow_missing, ignore)
     report.notes[:0] = notes + more + dropped
     return model.eval(), report
 
@@ -319,9 +319,10 @@ def _kwargs(library: str, arch: str, kwargs: Mapping[str, Any] | None) -> dict[s
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m medattn.models.importer", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser = argparse.ArgumentParser(
+        prog="python -m medattn.models.importer", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Import a model's weights from another tool as a medattn checkpoint (NAME.safetensors + NAME.json).",
+        epilog=__doc__[__doc__.index("Writes a medattn checkpoint"):])
     parser.add_argument("weights", type=Path, help="the file to import")
     parser.add_argument("--arch", required=True,
                         help=f"medattn backbone ({', '.join(ARCHS)}), or with --library the class / model name")
