@@ -7,6 +7,8 @@ normalisation always travel together and every caller feeds it the same way.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,10 +133,20 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto",
         parameter.requires_grad_(False)
     base = Path(path)
     base = base.with_suffix("") if base.suffix in (".json", ".safetensors") else base
-    digest = str(meta.get("sha256") or meta.get("weights_sha256") or "")[:16]
+    digest = str(meta.get("sha256") or meta.get("weights_sha256") or "")[:16] + _preprocessing_tag(meta)
     classes = list(meta.get("classes") or [str(i) for i in range(int(meta.get("num_classes", 0)))])
     loaded = LoadedModel(base.name, base, model, meta, device, digest, classes)
     return loaded if dataset is None else loaded.for_dataset(dataset)
+
+
+def _preprocessing_tag(meta: dict[str, Any]) -> str:
+    """'' for medattn's default way of feeding a model (so existing caches stay valid), else a
+    tag of the preprocessing: the same weights fed differently give other maps and predictions,
+    and the cache keys built from `LoadedModel.hash` must tell them apart."""
+    prep = Preprocessing.from_meta(meta)
+    if prep == Preprocessing.from_meta({k: v for k, v in meta.items() if k != "preprocessing"}):
+        return ""
+    return "-" + hashlib.sha256(json.dumps(prep.to_meta(), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def predict(

@@ -95,6 +95,18 @@ def test_bad_preprocessing_names_the_field(fields, named):
         Preprocessing(**fields)
 
 
+def test_the_same_weights_fed_differently_are_another_model_for_the_caches(tmp_path):
+    from medattn.inference import load_model
+    from medattn.models import build, save_checkpoint
+
+    model = build("mobilenet_v2", "linear", 2)
+    save_checkpoint(model, tmp_path / "plain", input_size=224)
+    save_checkpoint(model, tmp_path / "same", input_size=224, preprocessing=Preprocessing(size=224).to_meta())
+    save_checkpoint(model, tmp_path / "crop", input_size=224, preprocessing=CHEXNET.to_meta())
+    hashes = [load_model(tmp_path / name, "cpu").hash for name in ("plain", "same", "crop")]
+    assert hashes[0] == hashes[1] != hashes[2] and hashes[2].startswith(hashes[0])
+
+
 @pytest.fixture(scope="module")
 def nih(shared_data, tmp_path_factory):
     from medattn.data import load_dataset
