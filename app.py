@@ -24,6 +24,7 @@ PAGES = [
     st.Page("pages/failures.py", title="Failure cases", icon=":material/report:"),
     st.Page("pages/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
     st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
+    st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
 ]
 page = st.navigation(PAGES)
 sidebar()

@@ -6,6 +6,9 @@ normalisation always travel together and every caller feeds it the same way.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +19,8 @@ import pandas as pd
 import torch
 
 from medattn.data.dataset import Dataset
+from medattn.data.preprocess import Preprocessing
 from medattn.data.skips import Skips
-from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_input
 from medattn.device import best_device
 from medattn.errors import CheckpointError
 
@@ -42,16 +45,22 @@ class LoadedModel:
         return str(self.meta.get("task", "multilabel"))
 
     @property
+    def preprocessing(self) -> Preprocessing:
+        """How this model sees an image (the checkpoint's `preprocessing`, or its older
+        `input_size` + `normalisation`)."""
+        return Preprocessing.from_meta(self.meta)
+
+    @property
     def input_size(self) -> int:
-        return int(self.meta.get("input_size", 224))
+        return self.preprocessing.input_size
 
     @property
     def mean(self) -> Sequence[float]:
-        return self.meta.get("normalisation", {}).get("mean", IMAGENET_MEAN)
+        return self.preprocessing.mean
 
     @property
     def std(self) -> Sequence[float]:
-        return self.meta.get("normalisation", {}).get("std", IMAGENET_STD)
+        return self.preprocessing.std
 
     @property
     def label(self) -> str:
@@ -59,8 +68,9 @@ class LoadedModel:
         return f"{self.meta.get('arch', '?')} + {self.meta.get('head', '?')}"
 
     def to_input(self, image: np.ndarray) -> torch.Tensor:
-        """A read image (H, W) in [0, 1] as the (1, 3, S, S) input of this model on its device."""
-        return to_input(image, self.input_size, self.mean, self.std).to(self.device)
+        """A read image (H, W) in [0, 1] as the (1, C, S, S) input of this model on its device
+        (its `preprocessing`: resize or crop, channels, intensity scale)."""
+        return self.preprocessing.to_input(image).to(self.device)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, 1) if self.task == "multiclass" else torch.sigmoid(logits)
@@ -73,6 +83,35 @@ class LoadedModel:
                 f"{dataset.classes}; choose a checkpoint trained on these classes"
             )
 
+    def for_dataset(self, dataset: Dataset) -> "LoadedModel":
+        """This model answering `dataset`'s classes in its order: itself when the classes are
+        the same; otherwise the outputs of the same names, or of the mapping the checkpoint json
+        records for this dataset (`medattn.models.class_names`). Raises CheckpointError with the
+        spelling matches it would suggest when neither covers every class."""
+        from medattn.models.class_names import (
+            OutputSelect, exact_mapping, mapping_digest, output_indices, suggest_mapping,
+        )
+
+        wanted = list(dataset.classes)
+        if list(self.classes) == wanted:
+            return self
+        mapping = exact_mapping(self.classes, wanted) or (self.meta.get("class_map") or {}).get(dataset.name)
+        if mapping is None:
+            suggested = suggest_mapping(self.classes, wanted)
+            spelled = [f"{c} ↔ {m}" for c, m in suggested.items() if c != m]
+            missing = [c for c in wanted if c not in suggested]
+            raise CheckpointError(
+                f"checkpoint {self.name} predicts {', '.join(c for c in self.classes if c)}; dataset {dataset.name} "
+                f"has {', '.join(wanted)}"
+                + (f"; names that differ in spelling only: {', '.join(spelled)} (confirm the mapping on the Models page)" if spelled else "")
+                + (f"; no output for {', '.join(missing)}" if missing else ""))
+        try:
+            indices = output_indices(mapping, self.classes, wanted)
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint {self.name}: class mapping for {dataset.name}: {exc}") from None
+        model = OutputSelect(self.model, indices).eval()
+        return dataclasses.replace(self, model=model, hash=f"{self.hash}-{mapping_digest(indices)}", classes=wanted)
+
 
 def list_checkpoints(folder: str | os.PathLike = CHECKPOINT_DIR) -> list[Path]:
     """Every NAME.json with its NAME.safetensors in a folder, sorted by name."""
@@ -82,8 +121,10 @@ def list_checkpoints(folder: str | os.PathLike = CHECKPOINT_DIR) -> list[Path]:
     return sorted(p.with_suffix("") for p in folder.glob("*.json") if p.with_suffix(".safetensors").exists())
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "auto") -> LoadedModel:
-    """Load a checkpoint (NAME, NAME.json or NAME.safetensors) for inference."""
+def load_model(path: str | os.PathLike, device: str | torch.device = "auto",
+               dataset: Dataset | None = None) -> LoadedModel:
+    """Load a checkpoint (NAME, NAME.json or NAME.safetensors) for inference; with `dataset`,
+    answering its classes (`LoadedModel.for_dataset`)."""
     from medattn.models import load_checkpoint
 
     model, meta = load_checkpoint(path)
@@ -93,9 +134,20 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto") -> 
         parameter.requires_grad_(False)
     base = Path(path)
     base = base.with_suffix("") if base.suffix in (".json", ".safetensors") else base
-    digest = str(meta.get("sha256") or meta.get("weights_sha256") or "")[:16]
+    digest = str(meta.get("sha256") or meta.get("weights_sha256") or "")[:16] + _preprocessing_tag(meta)
     classes = list(meta.get("classes") or [str(i) for i in range(int(meta.get("num_classes", 0)))])
-    return LoadedModel(base.name, base, model, meta, device, digest, classes)
+    loaded = LoadedModel(base.name, base, model, meta, device, digest, classes)
+    return loaded if dataset is None else loaded.for_dataset(dataset)
+
+
+def _preprocessing_tag(meta: dict[str, Any]) -> str:
+    """'' for medattn's default way of feeding a model (so existing caches stay valid), else a
+    tag of the preprocessing: the same weights fed differently give other maps and predictions,
+    and the cache keys built from `LoadedModel.hash` must tell them apart."""
+    prep = Preprocessing.from_meta(meta)
+    if prep == Preprocessing.from_meta({k: v for k, v in meta.items() if k != "preprocessing"}):
+        return ""
+    return "-" + hashlib.sha256(json.dumps(prep.to_meta(), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def predict(

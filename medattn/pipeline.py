@@ -5,6 +5,11 @@ both produce identical numbers. Maps are cached raw (the explainer's output in t
 frame); the normalisation policy and the resize to the stored image frame are applied after, so
 changing a display setting never recomputes a map.
 
+Maps come back to the stored image's frame through the model's preprocessing
+(`Preprocessing.place`): stretched back for "stretch" models; for centre-cropped models placed on
+the crop's footprint, with no evidence (0) outside it and `MapResult.support` marking what the
+model saw, so boxes and scores stay in the stored image's frame.
+
 Scoring (`score_map`, version `SCORING`): AUPRC and IoU on the displayed map; the pointing game
 at the map's maximum before the policy's percentile clip (`MapResult.peak`). The clip turns the
 top 0.5% of pixels into a plateau whose first pixel in row-major order, where `hit` on the
@@ -49,6 +54,7 @@ class MapResult:
     peak: tuple[int, int] # (row, col) in `display` of the map's maximum before clipping
     seconds: float        # compute time; 0 when it came from the cache
     cached: bool
+    support: np.ndarray | None = None  # (H, W) bool: pixels the model saw; None = all of them
 
 
 def default_cache() -> HeatmapCache:
@@ -95,15 +101,18 @@ def compute_map(
         raw = explain(loaded.model, loaded.to_input(image), int(target), method, device=loaded.device, **params, **extra)
         seconds = time.perf_counter() - started
         cache.put(key, raw)
-    display = resize(normalize(raw, sign=DEFAULT_SIGN[method]), image.shape)
-    return MapResult(raw=raw, display=np.clip(display, 0.0, 1.0), peak=peak_of(raw, method, image.shape),
-                     seconds=seconds, cached=cached)
+    preprocessing = loaded.preprocessing
+    display = preprocessing.place(normalize(raw, sign=DEFAULT_SIGN[method]), image.shape)
+    return MapResult(raw=raw, display=np.clip(display, 0.0, 1.0),
+                     peak=peak_of(raw, method, image.shape, preprocessing.place),
+                     seconds=seconds, cached=cached, support=preprocessing.support(image.shape))
 
 
-def peak_of(raw: np.ndarray, method: str, shape: tuple[int, ...]) -> tuple[int, int]:
+def peak_of(raw: np.ndarray, method: str, shape: tuple[int, ...],
+            place: Callable[[np.ndarray, tuple[int, int]], np.ndarray] = resize) -> tuple[int, int]:
     """Where the map points in the image frame `shape`: the first maximum (row-major) of the
-    map under the policy's sign, min-max scaled and resized like `display`, but not clipped."""
-    unclipped = resize(normalize(raw, sign=DEFAULT_SIGN[method], clip_percentile=None), shape[:2])
+    map under the policy's sign, min-max scaled and placed like `display`, but not clipped."""
+    unclipped = place(normalize(raw, sign=DEFAULT_SIGN[method], clip_percentile=None), shape[:2])
     row, col = np.unravel_index(int(np.argmax(unclipped)), unclipped.shape)
     return int(row), int(col)
 

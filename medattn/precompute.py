@@ -215,7 +215,7 @@ def precompute(
         raise SystemExit(f"image ids not in {dataset.root}/images.csv: {', '.join(unknown[:10])}")
     table = run.scores
     skips = skips if skips is not None else Skips("images")
-    models = {loaded.name: loaded for loaded in (load_model(path, device) for path in checkpoints)}
+    models = {loaded.name: loaded for loaded in (load_model(path, device, dataset) for path in checkpoints)}
     done = table.done_keys(current_rows(table.read(), {name: loaded.hash for name, loaded in models.items()}))
     for loaded in models.values():
         loaded.check_classes(dataset)

@@ -44,12 +44,12 @@ class Scorer:
 
     def __init__(self, checkpoint: str, checkpoint_hash: str, dataset_root: str, dataset_hash: str,
                  cache_root: str, device: str, params: dict[str, dict] | None):
-        self.loaded = load_model(checkpoint, device)
-        if self.loaded.hash != checkpoint_hash:
-            raise CheckpointError(f"checkpoint {checkpoint} on this node has hash {self.loaded.hash}, the driver's {checkpoint_hash}")
         self.dataset = load_dataset(dataset_root)
         if self.dataset.hash != dataset_hash:
             raise DatasetError(dataset_root, [f"manifests on this node hash to {self.dataset.hash}, the driver's to {dataset_hash}"])
+        self.loaded = load_model(checkpoint, device, self.dataset)
+        if self.loaded.hash != checkpoint_hash:
+            raise CheckpointError(f"checkpoint {checkpoint} on this node has hash {self.loaded.hash}, the driver's {checkpoint_hash}")
         self.cache = HeatmapCache(cache_root)
         self.params = params
 

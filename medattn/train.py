@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from medattn.data import load_dataset
 from medattn.data.torch_dataset import ImageSplit
-from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalise, training_augmentation
+from medattn.data.preprocess import Preprocessing
+from medattn.data.transforms import training_augmentation
 from medattn.device import best_device
 
 
@@ -77,6 +78,14 @@ class TrainConfig:
     dtype: str = "float32"
     schedule: str = "constant"
     head_params: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] | None = None  # Preprocessing fields; None: stretch to input_size, ImageNet z-score
+
+    def prep(self) -> Preprocessing:
+        """The model's preprocessing (its input side must be `input_size`)."""
+        prep = Preprocessing(**self.preprocessing) if self.preprocessing else Preprocessing(size=self.input_size)
+        if prep.input_size != self.input_size:
+            raise ValueError(f"preprocessing gives {prep.input_size} px inputs but input_size is {self.input_size}")
+        return prep
 
     def resolved(self) -> "TrainConfig":
         """Fill unset values from the preset."""
@@ -133,14 +142,16 @@ def _batches(split: ImageSplit, batch_size: int, shuffle: bool, workers: int, se
     return DataLoader(split, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator)
 
 
-def evaluate(model: nn.Module, loader: DataLoader, task: str, device: torch.device) -> tuple[float, np.ndarray, np.ndarray]:
+def evaluate(model: nn.Module, loader: DataLoader, task: str, device: torch.device,
+             preprocessing: Preprocessing | None = None) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean loss, scores (N, C) and labels (N, C) over a loader, without gradients."""
+    preprocessing = preprocessing or Preprocessing()
     criterion = loss_function(task)
     model.eval()
     total, count, scores, labels = 0.0, 0, [], []
     with torch.inference_mode():
         for images, target, _ in loader:
-            images = normalise(images.to(device), IMAGENET_MEAN, IMAGENET_STD)
+            images = preprocessing.intensity_scale(images.to(device))
             target = target.to(device)
             logits = model(images).float()
             total += criterion(logits, _targets(target, task)).item() * len(images)
@@ -170,8 +181,9 @@ def train(config: TrainConfig, log=print) -> Path:
     if len(splits["train"]) == 0 or len(splits["val"]) == 0:
         raise SystemExit(f"{cfg.dataset}: training needs images in both the train and val splits")
     augment = training_augmentation(cfg.augment)
-    train_set = ImageSplit(dataset, splits["train"], cfg.input_size, augment)
-    val_set = ImageSplit(dataset, splits["val"], cfg.input_size)
+    prep = cfg.prep()
+    train_set = ImageSplit(dataset, splits["train"], prep, augment)
+    val_set = ImageSplit(dataset, splits["val"], prep)
     model = build(cfg.arch, cfg.head, len(dataset.classes), pretrained=cfg.pretrained, **cfg.head_params).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = learning_rate_schedule(optimiser, cfg.schedule, cfg.epochs)
@@ -204,7 +216,7 @@ def train(config: TrainConfig, log=print) -> Path:
         loader = _batches(train_set, cfg.batch_size, True, cfg.workers, cfg.seed + epoch)
         bar = tqdm(loader, desc=f"{out.name} epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr)
         for images, labels, _ in bar:
-            images = normalise(images.to(device), IMAGENET_MEAN, IMAGENET_STD)
+            images = prep.intensity_scale(images.to(device))
             labels = labels.to(device)
             with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
                 # Heads with auxiliary outputs (the recurrent head's crude branch) are supervised
@@ -227,7 +239,7 @@ def train(config: TrainConfig, log=print) -> Path:
         lr = optimiser.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
-        val_loss, val_scores, val_labels = evaluate(model, _batches(val_set, 64, False, cfg.workers, 0), dataset.task, device)
+        val_loss, val_scores, val_labels = evaluate(model, _batches(val_set, 64, False, cfg.workers, 0), dataset.task, device, prep)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_mean_auc": _mean_auc(val_labels, val_scores), "lr": lr, "seconds": time.time() - started}
         history.append(row)
         if val_loss < best_val:
@@ -252,7 +264,7 @@ def train(config: TrainConfig, log=print) -> Path:
             log(f"early stop: validation loss has not improved for {stale} epochs")
             break
 
-    test_set = ImageSplit(dataset, splits["test"], cfg.input_size)
+    test_set = ImageSplit(dataset, splits["test"], prep)
     provenance = {k: v for k, v in asdict(cfg).items() if k not in ("dataset", "out")}
     for state, suffix, criterion_name in ((best_state, "", "val_loss"), (best_train_state, "_by_train_loss", "train_loss")):
         if state is None:
@@ -261,12 +273,12 @@ def train(config: TrainConfig, log=print) -> Path:
         model.load_state_dict(as_stored(state, cfg.dtype))
         metrics: dict[str, Any] = {"history": to_json_safe(history), "selected_by": criterion_name}
         if len(test_set):
-            _, scores, labels = evaluate(model, _batches(test_set, 64, False, cfg.workers, 0), dataset.task, device)
+            _, scores, labels = evaluate(model, _batches(test_set, 64, False, cfg.workers, 0), dataset.task, device, prep)
             metrics["test"] = classification_report(labels, scores, dataset.task, dataset.classes)
         save_checkpoint(
             model.float().cpu(), out.with_name(out.name + suffix), dtype=cfg.dtype,
             classes=dataset.classes, task=dataset.task, input_size=cfg.input_size,
-            normalisation={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+            preprocessing=prep.to_meta(), **({"normalisation": {"mean": list(prep.mean), "std": list(prep.std)}} if prep.mean else {}),
             dataset=dataset.name, dataset_hash=dataset.hash, metrics=metrics, training=provenance,
         )
         model.to(device)

@@ -9,20 +9,23 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from medattn.data.dataset import Dataset
-from medattn.data.transforms import resize
+from medattn.data.preprocess import Preprocessing
 
 
 class ImageSplit(TorchDataset):
-    """Yields (image (1, S, S) in [0, 1], labels (C,), index) for the given image ids.
+    """Yields (image (1, S, S) in [0, 1], labels (C,), index) for the given image ids: the
+    geometry of `size` (a `Preprocessing`, or an int for medattn's default stretch to S × S);
+    the model's intensity scale is applied to the batch (`Preprocessing.intensity_scale`).
 
     Images are read and resized once and kept as uint8 (S·S bytes each), so epochs after the
     first never touch the disk: 1,500 demo images at 128 px hold 25 MB.
     """
 
-    def __init__(self, dataset: Dataset, image_ids: Sequence[str], size: int, augment=None):
+    def __init__(self, dataset: Dataset, image_ids: Sequence[str], size: int | Preprocessing, augment=None):
         self.dataset = dataset
         self.image_ids = list(image_ids)
-        self.size = size
+        self.preprocessing = size if isinstance(size, Preprocessing) else Preprocessing(size=size)
+        self.size = self.preprocessing.input_size
         self.augment = augment
         self.labels = torch.from_numpy(dataset.label_matrix(self.image_ids))
         self._cache: dict[int, np.ndarray] = {}
@@ -32,7 +35,7 @@ class ImageSplit(TorchDataset):
 
     def image(self, index: int) -> np.ndarray:
         if index not in self._cache:
-            pixels = resize(self.dataset.read_image(self.image_ids[index]), self.size)
+            pixels = self.preprocessing.geometry(self.dataset.read_image(self.image_ids[index]))
             self._cache[index] = np.round(pixels * 255).astype(np.uint8)
         return self._cache[index]
 

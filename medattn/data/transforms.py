@@ -42,9 +42,11 @@ def to_input(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> torch.Tensor:
-    """One image as a (1, 3, size, size) float tensor ready for the model."""
-    grey = torch.from_numpy(np.ascontiguousarray(resize(image, size), dtype=np.float32))
-    return normalise(grey[None, None], mean, std)
+    """One image as a (1, 3, size, size) float tensor ready for the model: stretched to the
+    square and z-normalised (`Preprocessing` with its defaults, which a checkpoint may change)."""
+    from medattn.data.preprocess import Preprocessing
+
+    return Preprocessing(size=size, intensity="meanstd", mean=tuple(mean), std=tuple(std)).to_input(image)
 
 
 def training_augmentation(preset: str = "goncalves") -> v2.Transform:

@@ -10,6 +10,9 @@ Every model returns logits (B, C) and carries `arch`, `head`, `num_classes`, `pa
   recurrent, per step (B, T, h, w) and their mean; residual_attention, the soft masks
   (B, channels, h, w) per module.
 linear and channel_attention have neither.
+
+Other tools' weights come in through `python -m medattn.models.importer` (torchvision key names
+onto these backbones: `keymap`; TorchXRayVision, MONAI, timm models as they are: `external`).
 """
 
 from medattn.models.backbones import ARCHS

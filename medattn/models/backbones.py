@@ -67,7 +67,14 @@ class Backbone(nn.Module):
 def _stages(arch: str, pretrained: bool) -> list[nn.Module]:
     if arch.startswith("vgg"):
         return _vgg(arch, pretrained)
-    net = getattr(torchvision.models, arch)(weights="DEFAULT" if pretrained else None)
+    return cut(arch, getattr(torchvision.models, arch)(weights="DEFAULT" if pretrained else None))
+
+
+def cut(arch: str, net: nn.Module) -> list[nn.Module]:
+    """The three stages of torchvision's `net` of architecture `arch`, sharing its modules
+    (so its parameters are theirs: `medattn.models.keymap` reads the name map off them)."""
+    if arch.startswith("vgg"):
+        return _vgg_stages(net.features)
     if arch.startswith("resnet"):
         stem = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2"]
         return [_named(net, stem), _named(net, ["layer3"]), _named(net, ["layer4"])]
@@ -97,6 +104,10 @@ def _vgg(arch: str, pretrained: bool) -> list[nn.Module]:
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
+    return _vgg_stages(features)
+
+
+def _vgg_stages(features: nn.Sequential) -> list[nn.Module]:
     pools = [i + 1 for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
     return [features[: pools[2]], features[pools[2]: pools[3]], features[pools[3]: pools[4]]]
 

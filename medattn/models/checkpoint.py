@@ -3,11 +3,15 @@
 NAME.json holds `arch`, `head`, `num_classes`, `params` (enough to rebuild the model with
 `build`), `dtype` of the stored weights, `sha256` of NAME.safetensors, `medattn_version`,
 `created`, and the metadata given to `save_checkpoint`: by convention `classes`, `task`,
-`input_size`, `normalisation` ({"mean": [...], "std": [...]}), `dataset`, `dataset_hash`,
-`metrics`, `training` (any other JSON-serialisable field is kept as given).
+`input_size`, `normalisation` ({"mean": [...], "std": [...]}), `preprocessing`
+(`medattn.data.preprocess.Preprocessing.to_meta()`), `dataset`, `dataset_hash`, `metrics`,
+`training`, `imported` (any other JSON-serialisable field is kept as given). Models from other
+libraries (`medattn.models.external`) also record `library` and `constructor`, and are rebuilt
+from them on load.
 
 Loading never unpickles: weights are read with safetensors, and `.pt/.pth` files from other
-tools are read only by `import_state_dict` through `torch.load(weights_only=True)`.
+tools are read only by the importer (`python -m medattn.models.importer`) through
+`torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import datetime
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,8 +40,9 @@ from medattn.models.registry import build
 FORMAT = "medattn-checkpoint"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "int8": torch.int8}
 RESERVED = ("format", "arch", "head", "num_classes", "params", "dtype", "sha256",
-            "medattn_version", "created")
-PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
+            "medattn_version", "created", "library", "constructor")
+IMPORT_HINT = ("import it once with: python -m medattn.models.importer {path} --arch ARCH "
+               "--classes C1 C2 … --task TASK --input-size N --out checkpoints/NAME")
 
 
 def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -78,8 +84,12 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, dtype: str = "flo
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **meta,
     }
+    if hasattr(model, "library"):
+        info.update(library=model.library, constructor=model.constructor)
     text = json.dumps(info, indent=2, default=_json_default) + "\n"
     _replace(info_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    # safetensors creates its file with its own mode; give the weights the json's permissions
+    os.chmod(weights, stat.S_IMODE(info_path.stat().st_mode))
     return weights.with_suffix("")
 
 
@@ -89,9 +99,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
     missing file, malformed JSON, a sha256 mismatch, weights that do not fit the model the JSON
     describes (missing, unexpected, mis-shaped tensors)."""
     given = Path(path)
-    if given.suffix.lower() in PICKLE_SUFFIXES:
-        raise CheckpointError(_pickle_message(given))
     weights, info_path = checkpoint_paths(given)
+    if given.is_file() and given.suffix != ".json" and (given != weights or not info_path.is_file()):
+        # model.pth, x.pth.tar, a file named checkpoint, a .safetensors without medattn's json
+        raise CheckpointError(_foreign_message(given))
     for file, role in ((info_path, "metadata"), (weights, "weights")):
         if not file.is_file():
             raise CheckpointError(f"checkpoint {weights.with_suffix('')}: missing {file.name} "
@@ -108,8 +119,13 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights}: unreadable safetensors file: {e}") from None
     try:
-        model = build(meta["arch"], meta["head"], meta["num_classes"], **meta["params"])
-    except (TypeError, ValueError) as e:
+        if "library" in meta:
+            from medattn.models.external import rebuild
+
+            model = rebuild(meta)
+        else:
+            model = build(meta["arch"], meta["head"], meta["num_classes"], **meta["params"])
+    except (TypeError, ValueError, ImportError) as e:
         raise CheckpointError(f"{info_path}: cannot build the model it describes: {e}") from None
     if meta.get("dtype") == "int8":
         tensors = dequantize(tensors)
@@ -120,24 +136,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
 def import_state_dict(pt_path: str | os.PathLike, arch: str, head: str, num_classes: int,
                       **params: Any) -> nn.Module:
     """A model built by `build(arch, head, num_classes, **params)` (eval mode) with the weights
-    of a .pt/.pth file from another tool, read with torch.load(weights_only=True): a state dict,
-    or a dict holding one under 'state_dict' or 'model'; 'module.' prefixes (DataParallel)
-    are stripped. Raises CheckpointError when the file cannot be read safely or its tensors
-    do not fit the model (the message lists missing, unexpected and mis-shaped keys)."""
-    path = Path(pt_path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch.load raises many types; all mean "unreadable"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        hint = (" (a safetensors checkpoint: use load_checkpoint)" if path.suffix == ".safetensors"
-                else "; only plain tensors can be read, never arbitrary pickled objects")
-        raise CheckpointError(f"{path}: cannot read with torch.load(weights_only=True): "
-                              f"{first}{hint}") from None
-    model = build(arch, head, num_classes, **params)
-    _load_weights(model, _state_dict(loaded, path), str(path), f"{arch} + {head} ({num_classes} classes)")
-    return model.eval()
+    of a file from another tool in medattn's own key names or torchvision's (any common wrapper
+    or prefix; see `medattn.models.importer.import_torchvision`). Raises CheckpointError when
+    the file cannot be read safely or its tensors do not fit the model."""
+    from medattn.models.importer import import_torchvision
+
+    return import_torchvision(pt_path, arch, head, num_classes, **params)[0]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -160,6 +164,10 @@ def _check_meta(meta: dict[str, Any], num_classes: int) -> None:
                          f"{num_classes} outputs")
     if meta.get("task") is not None and meta["task"] not in TASKS:
         raise ValueError(f"save_checkpoint: task must be one of {', '.join(TASKS)}, got {meta['task']!r}")
+    if meta.get("preprocessing") is not None:
+        from medattn.data.preprocess import Preprocessing
+
+        Preprocessing(**meta["preprocessing"])  # ValueError naming the bad field
     norm = meta.get("normalisation")
     if norm is not None and not (isinstance(norm, Mapping) and {"mean", "std"} <= set(norm)):
         raise ValueError(f"save_checkpoint: normalisation must be {{'mean': [...], 'std': [...]}}, got {norm!r}")
@@ -216,30 +224,31 @@ def _check_safetensors_header(weights: Path) -> None:
         head = f.read(9)
     if len(head) == 9 and head[8:9] == b"{":
         return
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        raise CheckpointError(_pickle_message(weights))
-    raise CheckpointError(f"{weights}: not a safetensors file")
+    raise CheckpointError(_foreign_message(weights))
 
 
-def _pickle_message(path: Path) -> str:
-    return (f"{path} is a PyTorch pickle file (torch.save); medattn never unpickles checkpoints. "
-            f"Expected NAME.safetensors + NAME.json; convert it once with "
-            f"medattn.models.import_state_dict(path, arch, head, num_classes) and save_checkpoint")
+def sniff(path: Path) -> str:
+    """What a weights file is, from its first bytes: "safetensors", "torch" (torch.save's zip
+    or legacy pickle format) or "unknown"."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+        return "torch"
+    return "unknown"
 
 
-def _state_dict(loaded: Any, path: Path) -> dict[str, Tensor]:
-    if isinstance(loaded, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(loaded.get(key), Mapping):
-                loaded = loaded[key]
-                break
-    if not isinstance(loaded, Mapping) or not loaded:
-        raise CheckpointError(f"{path}: expected a state dict (names → tensors), or a dict with "
-                              f"one under 'state_dict' or 'model'; got {type(loaded).__name__}")
-    bad = [str(k) for k, v in loaded.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
-    if bad:
-        raise CheckpointError(f"{path}: not a state dict: {_brief(bad)} do not map names to tensors")
-    return {k.removeprefix("module."): v for k, v in loaded.items()}
+def _foreign_message(path: Path) -> str:
+    kind = sniff(path)
+    if kind == "torch":
+        return (f"{path} is a PyTorch pickle file (torch.save), not a medattn checkpoint; medattn "
+                f"never unpickles checkpoints. A checkpoint is NAME.safetensors + NAME.json; "
+                f"{IMPORT_HINT.format(path=path)}")
+    if kind == "safetensors":
+        return f"{path} is a safetensors file without medattn's NAME.json beside it; {IMPORT_HINT.format(path=path)}"
+    return (f"{path}: unreadable: neither a medattn checkpoint (NAME.safetensors + NAME.json), "
+            f"a safetensors file nor a PyTorch file (torch.save)")
 
 
 def _load_weights(model: nn.Module, tensors: Mapping[str, Tensor], source: str, target: str) -> None:

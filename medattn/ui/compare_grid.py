@@ -105,7 +105,7 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
             return False
         results[(loaded.name, method)] = result
         scores = _scores((loaded.hash, stamp, image_id, method, target), result.display, boxes, result.peak)
-        cell.heatmap = result.display
+        cell.heatmap, cell.support = result.display, result.support
         cell.point = result.peak
         cell.caption, cell.note = caption(probability[loaded.name], scores, class_name), ""
         rows.append({"image_id": image_id, "target_class": class_name, "checkpoint": loaded.name, "model": loaded.label,
@@ -136,15 +136,16 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
     if bar is not None:
         bar.empty()
     if display.shared:
-        _share_scale(cells, results, methods, image.shape)
+        _share_scale(cells, results, methods, image.shape, {m.name: m.preprocessing.place for m in models})
     order = {(m.name, method): i for i, (m, method) in enumerate((m, x) for m in models for x in methods)}
     rows.sort(key=lambda r: order[(r["checkpoint"], r["method"])])
     return grid(), pd.DataFrame(rows, columns=NUMBER_COLUMNS)
 
 
-def _share_scale(cells: dict, results: dict, methods: list[str], shape: tuple[int, int]) -> None:
+def _share_scale(cells: dict, results: dict, methods: list[str], shape: tuple[int, int], places: dict) -> None:
     """Replace each method's panel maps by maps on one common scale (display only)."""
     for method in methods:
         keys = [key for key in results if key[1] == method]
-        for key, shared in zip(keys, shared_normalize([results[k].raw for k in keys], DEFAULT_SIGN[method], shape)):
+        raws = [results[k].raw for k in keys]
+        for key, shared in zip(keys, shared_normalize(raws, DEFAULT_SIGN[method], shape, places=[places[k[0]] for k in keys])):
             cells[key].heatmap = shared

@@ -94,6 +94,27 @@ def use_dataset(path: str) -> None:
     st.session_state["sb_pending_dataset"] = str(path)
 
 
+def use_checkpoint(name: str) -> None:
+    """Add a checkpoint of the folder to the sidebar's choice (from a page button): applied on
+    the next run."""
+    st.session_state.setdefault("sb_pending_checkpoints", []).append(name)
+
+
+def _unusable_reason(meta: dict, data: Dataset) -> str | None:
+    """Why a checkpoint cannot answer the dataset's classes, from its json alone; None when it
+    can (same names, a subset of its outputs, or a mapping saved for this dataset)."""
+    from medattn.models.class_names import exact_mapping
+
+    classes = [str(c) for c in meta.get("classes") or []]
+    if not classes or exact_mapping(classes, data.classes) is not None or data.name in (meta.get("class_map") or {}):
+        return None
+    def short(names: list[str]) -> str:
+        return ", ".join(names[:4]) + (f", … ({len(names)} classes)" if len(names) > 4 else "")
+
+    return (f"predicts {short([c for c in classes if c])}, but the dataset has {short(list(data.classes))}; "
+            "map or import on the Models page")
+
+
 def _dataset_section(selection: Selection) -> None:
     st.sidebar.subheader("Dataset")
     if "sb_pending_dataset" in st.session_state:
@@ -125,8 +146,9 @@ def _checkpoint_section(selection: Selection) -> None:
     names = [p.name for p in found]
     if "sb_checkpoints" not in st.session_state:
         st.session_state["sb_checkpoints"] = default_checkpoints(found)
-    else:  # checkpoints removed from the folder drop out of the choice
-        st.session_state["sb_checkpoints"] = [n for n in st.session_state["sb_checkpoints"] if n in names]
+    pending = st.session_state.pop("sb_pending_checkpoints", [])
+    # checkpoints removed from the folder drop out of the choice
+    st.session_state["sb_checkpoints"] = [n for n in dict.fromkeys(st.session_state["sb_checkpoints"] + pending) if n in names]
     chosen = st.sidebar.multiselect(f"From {folder.name}/", names, key="sb_checkpoints",
                                     help=f"Every NAME.safetensors + NAME.json in {folder}")
     extra = st.sidebar.text_input("Another checkpoint (path)", key="sb_extra_checkpoint",
@@ -136,21 +158,21 @@ def _checkpoint_section(selection: Selection) -> None:
                         "or set MEDATTN_CHECKPOINTS.")
     paths = [p for p in found if p.name in chosen] + ([Path(extra.strip()).expanduser()] if extra.strip() else [])
     for path in paths:
-        name, classes = _base(path).name, _meta(_base(path)).get("classes")
+        name = _base(path).name
         data = selection.dataset
-        if data is not None and classes is not None and list(classes) != list(data.classes):
-            selection.unusable[name] = (f"predicts {', '.join(map(str, classes))}, but the dataset has "
-                                        f"{', '.join(data.classes)}")
+        why = _unusable_reason(_meta(_base(path)), data) if data is not None else None
+        if why is not None:
+            selection.unusable[name] = why
             continue
         try:
             loaded = loaders.model(path, selection.device)
-            if data is not None:
-                loaded.check_classes(data)
-            selection.models.append(loaded)
+            selection.models.append(loaded.for_dataset(data) if data is not None else loaded)
         except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not hide the others
             selection.unusable[name] = message(exc)
     for name, why in selection.unusable.items():
         st.sidebar.warning(f"**{name}** not used: {why}")
+    if selection.unusable:
+        st.sidebar.page_link("pages/models.py", label="Models page: import, map classes", icon=":material/model_training:")
 
 
 def _device_section(selection: Selection) -> None:

@@ -21,7 +21,7 @@ def _overlay(key: tuple, _loaded: LoadedModel, _data: Dataset, image_id: str, me
     with loaders.model_lock(_loaded.name):
         result = compute_map(_loaded, _data, image_id, method, target, app_params(method, _loaded.input_size), image=image)
     boxes = _data.boxes_for(image_id, _data.classes[target])
-    return render_panel(Panel("", method, image, result.display, boxes, result.peak), size=SIZE)
+    return render_panel(Panel("", method, image, result.display, boxes, result.peak, support=result.support), size=SIZE)
 
 
 def thumbnail(loaded: LoadedModel | None, data: Dataset, image_id: str, method: str, target: int) -> np.ndarray:

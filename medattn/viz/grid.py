@@ -40,6 +40,7 @@ class Panel:
     point: tuple[int, int] | None = None
     caption: str = ""
     note: str = ""
+    support: np.ndarray | None = None  # pixels the model saw (centre-cropped input); None = all
 
     def box_array(self) -> np.ndarray:
         return as_box_array(self.boxes)
@@ -63,9 +64,10 @@ def _cells(panels: Grid, side_by_side: bool) -> list[list[tuple[Panel, bool]]]:
 def _cell_pixels(panel: Panel, show_map: bool, side_by_side: bool, colormap: str, opacity: float) -> np.ndarray:
     if not show_map or panel.heatmap is None:
         return to_rgb(panel.image)
-    if side_by_side:
-        return colorize(panel.heatmap, colormap)
-    return overlay(panel.image, panel.heatmap, colormap, opacity)
+    pixels = colorize(panel.heatmap, colormap) if side_by_side else overlay(panel.image, panel.heatmap, colormap, opacity)
+    if panel.support is not None:  # outside the model's crop: no evidence, shown as the dimmed image
+        pixels[~panel.support] = (to_rgb(panel.image)[~panel.support] * 0.45).astype(np.uint8)
+    return pixels
 
 
 def render_panel(panel: Panel, colormap: str = "jet", opacity: float = 0.5, side_by_side: bool = False,

@@ -4,7 +4,7 @@ values look equal from model to model. (Per panel, the display uses the publishe
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -12,10 +12,13 @@ from medattn.data.transforms import resize
 
 
 def shared_normalize(raws: Sequence[np.ndarray], sign: str, shape: tuple[int, int],
-                     clip_percentile: float = 99.5) -> list[np.ndarray]:
+                     clip_percentile: float = 99.5,
+                     places: Sequence[Callable[[np.ndarray, tuple[int, int]], np.ndarray]] | None = None
+                     ) -> list[np.ndarray]:
     """Raw maps of one method → [0, 1] maps of `shape` on a common scale: the sign policy of
     `normalize` ("absolute", "positive" or "all"), then one range for all, from zero (or the
-    symmetric ±clip for "all") to the `clip_percentile` of the pooled values."""
+    symmetric ±clip for "all") to the `clip_percentile` of the pooled values. `places`: per map,
+    how it goes to the image frame (`Preprocessing.place`; default a plain resize)."""
     if sign == "absolute":
         signed = [np.abs(m) for m in raws]
     elif sign == "positive":
@@ -35,4 +38,5 @@ def shared_normalize(raws: Sequence[np.ndarray], sign: str, shape: tuple[int, in
     if high <= low:
         return [np.zeros(shape, np.float32) for _ in signed]
     scaled = [np.clip((m.astype(np.float32) - low) / (high - low), 0.0, 1.0) for m in signed]
-    return [np.clip(resize(m, shape), 0.0, 1.0) for m in scaled]
+    places = places or [resize] * len(scaled)
+    return [np.clip(place(m, shape), 0.0, 1.0) for m, place in zip(scaled, places)]

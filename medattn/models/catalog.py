@@ -1,0 +1,92 @@
+"""The checkpoints in a folder as a table, and renaming or deleting one (both files together).
+
+Reads only the NAME.json files: listing a folder of large checkpoints never loads weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medattn.data.preprocess import Preprocessing
+from medattn.models.checkpoint import checkpoint_paths
+
+COLUMNS = ["name", "arch", "head", "input", "preprocessing", "classes", "task", "trained on",
+           "test mean AUC", "source", "created", "MB"]
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """NAME.json of checkpoint NAME as a dict; {} when missing or unreadable."""
+    try:
+        meta = json.loads(checkpoint_paths(path)[1].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def checkpoint_table(paths: list[Path]) -> pd.DataFrame:
+    """One row per checkpoint: what it is (arch, head or library, classes, task), how it sees
+    images (input side, `Preprocessing.describe`), what it was trained on, its test mean AUC
+    where training recorded one, where it came from (trained here or imported from a file)."""
+    rows = []
+    for path in paths:
+        meta = read_meta(path)
+        weights = checkpoint_paths(path)[0]
+        classes = [c for c in meta.get("classes") or [] if c]
+        try:
+            prep = Preprocessing.from_meta(meta)
+            described, side = prep.describe(), prep.input_size
+        except (TypeError, ValueError) as exc:
+            described, side = f"invalid: {exc}", None
+        imported = meta.get("imported") or {}
+        rows.append({
+            "name": Path(path).name,
+            "arch": meta.get("arch", "?"),
+            "head": meta.get("head", "?") if "library" not in meta else f"{meta['library']} (its own)",
+            "classes": f"{len(classes)}: {', '.join(classes[:3])}{', …' if len(classes) > 3 else ''}",
+            "task": meta.get("task", ""),
+            "input": side,
+            "preprocessing": described,
+            "trained on": meta.get("dataset", ""),
+            "test mean AUC": _mean_auc(meta.get("metrics")),
+            "source": f"imported from {imported['file']}" if imported.get("file") else ("trained here" if meta.get("training") else ""),
+            "created": str(meta.get("created", ""))[:16].replace("T", " "),
+            "MB": round(weights.stat().st_size / 1e6, 1) if weights.exists() else None,
+        })
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _mean_auc(metrics: Any) -> float | None:
+    test = (metrics or {}).get("test") if isinstance(metrics, dict) else None
+    if not isinstance(test, dict):
+        return None
+    for key in ("roc_auc_mean",):
+        if isinstance(test.get(key), (int, float)):
+            return round(float(test[key]), 3)
+    return None
+
+
+def rename_checkpoint(path: str | os.PathLike, new_name: str) -> Path:
+    """Rename NAME.safetensors + NAME.json to NEW in the same folder; returns the new base.
+    ValueError for an invalid name or one already taken (nothing is overwritten)."""
+    if not NAME.match(new_name):
+        raise ValueError(f"checkpoint names use letters, digits, '.', '_' and '-' only, got {new_name!r}")
+    weights, info = checkpoint_paths(path)
+    new_weights, new_info = checkpoint_paths(weights.with_name(new_name))
+    if new_weights.exists() or new_info.exists():
+        raise ValueError(f"a checkpoint named {new_name} already exists in {weights.parent}")
+    os.rename(weights, new_weights)
+    os.rename(info, new_info)
+    return new_weights.with_suffix("")
+
+
+def delete_checkpoint(path: str | os.PathLike) -> None:
+    """Remove NAME.safetensors and NAME.json."""
+    for file in checkpoint_paths(path):
+        file.unlink(missing_ok=True)

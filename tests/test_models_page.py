@@ -1,0 +1,96 @@
+"""The Models page through AppTest: import a torchvision state dict from a server path, use it
+in the Compare grid; a checkpoint whose class names differ only in spelling is explained in the
+sidebar, mapped on the page, and then used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from streamlit.testing.v1 import AppTest
+
+from medattn import inference, pipeline
+from medattn.data import load_dataset
+from tests.app_env import app_env
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The app tests' world, with its checkpoints linked into a folder of this module's own
+    (so imports here never change what test_app.py sees), plus a spelling-variant checkpoint."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    env = app_env(tmp_path_factory.getbasetemp() / "app_env")
+    folder = tmp_path_factory.mktemp("models_page")
+    for file in env.checkpoints.iterdir():
+        if file.suffix in (".json", ".safetensors"):
+            (folder / file.name).symlink_to(file)
+    meta = json.loads((env.checkpoints / "tiny_linear.json").read_text())
+    meta["classes"] = [c.swapcase() for c in meta["classes"]]
+    (folder / "variant.json").write_text(json.dumps(meta))
+    (folder / "variant.safetensors").symlink_to(env.checkpoints / "tiny_linear.safetensors")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inference, "CHECKPOINT_DIR", folder)
+        patch.setattr(pipeline, "CACHE_DIR", env.cache)
+        patch.setenv("MEDATTN_DATASET", str(env.dataset))
+        yield env, folder
+    torch.set_num_threads(threads)
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def start() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["sb_methods"] = ["saliency"]  # one fast method keeps every grid cheap
+    at.run()
+    at.switch_page("pages/models.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_import_from_the_models_page_and_see_it_in_compare(world, tmp_path):
+    env, folder = world
+    classes = load_dataset(env.dataset).classes
+    net = torchvision.models.resnet18(weights=None, num_classes=len(classes))
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "mine.pth.tar")
+    at = start()
+    assert set(at.dataframe[0].value["name"]) >= {"tiny_linear", "tiny_wildcat"}
+    at.selectbox(key="models_arch").set_value("resnet18")
+    at.text_input(key="models_path").input(str(tmp_path / "mine.pth.tar"))
+    at.text_input(key="models_name").input("mine")
+    at.number_input(key="models_input").set_value(64)
+    at.button(key="models_import").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert "Imported **mine**" in texts(at.success)
+    row = at.dataframe[0].value.set_index("name").loc["mine"]
+    assert row["arch"] == "resnet18" and row["input"] == 64 and row["source"] == "imported from mine.pth.tar"
+    at.button(key="models_use").click().run()
+    assert "mine" in at.session_state["sb_checkpoints"]
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    numbers = at.dataframe[0].value
+    assert "mine" in set(numbers["checkpoint"]) and numbers["probability"].between(0, 1).all()
+
+
+def test_spelling_variants_are_explained_mapped_and_then_used(world):
+    env, folder = world
+    at = start()
+    assert "variant" in at.session_state["sb_checkpoints"]  # a linear head: selected by default
+    warning = texts(at.sidebar.warning)
+    assert "**variant** not used: predicts" in warning and "map or import on the Models page" in warning
+    saved = at.button(key="FormSubmitter:models_map_variant-Save mapping")
+    saved.click().run()
+    assert not at.exception and "now answers" in texts(at.success)
+    data = load_dataset(env.dataset)
+    stored = json.loads((folder / "variant.json").read_text())["class_map"][data.name]
+    assert stored == {c: c.swapcase() for c in data.classes}
+    at.run()
+    assert "variant" not in texts(at.sidebar.warning)
