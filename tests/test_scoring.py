@@ -19,6 +19,8 @@ from scipy import ndimage
 
 from medattn.data import load_dataset
 from medattn.errors import DatasetError
+from medattn.explain import explain
+from medattn.inference import load_model
 from medattn.leaderboard import localization_table
 from medattn.metrics import chexlocalize
 from medattn.metrics.localization import (
@@ -381,3 +383,31 @@ def test_arun2021_explains_the_predicted_class_with_their_settings():
     assert protocol.clip_percentile == 99.0 and protocol.sign == "absolute" and protocol.frame == "input"
     with pytest.raises(ValueError, match="arun2021"):
         get_protocol("arun")
+
+
+def test_pointwise_ap_takes_masks_where_there_are_no_boxes():
+    mask = _mask()  # rows 1..3, cols 6..8
+    points = np.array([[(2, 7)], [(5, 5)], [NO_POINT]])
+    probabilities = np.array([[0.9], [0.8], [0.7]])
+    truths = [{0: mask}, {0: mask}, {0: mask}]
+    assert pointwise_ap(points, probabilities, truths)[0] == pytest.approx(1.0)  # the one hit ranks first
+    assert math.isnan(pointwise_ap(points, probabilities, [{0: np.zeros((10, 10), bool)}] * 3)[0])
+
+
+def test_precompute_under_arun2021_maps_the_predicted_class_into_its_own_run(tiny_demo, tiny_checkpoint, tmp_path):
+    dataset = load_dataset(tiny_demo)
+    ids = [i for i in dataset.split("test").index if len(dataset.boxes_for(i))][:2]
+    assert Run.for_dataset(dataset, tmp_path, protocol="arun2021").root.name.endswith("-arun2021")
+    frame = precompute(dataset, [tiny_checkpoint], ["saliency"], image_ids=ids, run=Run(tmp_path / "run"),
+                       cache=HeatmapCache(tmp_path / "cache"), device="cpu", protocol="arun2021")
+    assert len(frame) == len(ids) and (frame["protocol"] == "arun2021").all()
+    assert '"channels":"sum_abs"' in frame["params"].iloc[0]
+    loaded = load_model(tiny_checkpoint, "cpu")
+    for row in frame.itertuples():
+        image = dataset.read_image(row.image_id)
+        probabilities = Run(tmp_path / "run").predictions(loaded, dataset, [row.image_id]).iloc[0].to_numpy()
+        assert int(row.target) == int(np.argmax(probabilities))
+        raw = explain(loaded.model, loaded.to_input(image), int(row.target), "saliency", device="cpu", channels="sum_abs")
+        expected = score(raw, "saliency", dataset.boxes_for(row.image_id), image.shape, "arun2021")
+        np.testing.assert_allclose([row.auprc, row.hit, row.miou], [expected["auprc"], expected["hit"], expected["miou"]],
+                                   rtol=1e-6)

@@ -20,8 +20,8 @@ import numpy as np
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve
 
 from medattn.metrics import chexlocalize
-from medattn.metrics.boxes import BoxesLike, as_box_array, point_in_boxes
-from medattn.metrics.masks import GroundTruth, truth_mask
+from medattn.metrics.boxes import as_box_array, point_in_boxes
+from medattn.metrics.masks import GroundTruth, is_mask, truth_mask
 
 Threshold = Union[str, float]
 DEFAULT_THRESHOLD_GRID = np.round(np.arange(0.05, 1.0, 0.05), 2)
@@ -216,14 +216,27 @@ def argmax_point(class_map: np.ndarray, image_shape: tuple[int, int] | None = No
     return int((row + 0.5) * image_shape[0] / height), int((col + 0.5) * image_shape[1] / width)
 
 
+def _has_truth(truth: GroundTruth) -> bool:
+    return bool(truth.any()) if is_mask(truth) else len(as_box_array(truth)) > 0
+
+
+def _point_in(point: tuple[int, int], truth: GroundTruth) -> bool:
+    """Whether a point lies in the ground truth (boxes, or a boolean mask of the image frame)."""
+    if not is_mask(truth):
+        return point_in_boxes(point, truth)
+    row, col = int(point[0]), int(point[1])
+    return 0 <= row < truth.shape[0] and 0 <= col < truth.shape[1] and bool(truth[row, col])
+
+
 def pointwise_ap(
-    points: np.ndarray, probabilities: np.ndarray, boxes: Sequence[dict[int, BoxesLike]]
+    points: np.ndarray, probabilities: np.ndarray, boxes: Sequence[dict[int, GroundTruth]]
 ) -> np.ndarray:
     """Per-class average precision of WILDCAT pointwise localization (Durand et al. 2017).
 
     points: (N, C, 2) integer (row, col) per image and class in the image frame, e.g. from
     `argmax_point(class_maps[i, c], image_shape)`. probabilities: (N, C) class probabilities.
-    boxes: per image, `{class index: boxes}` (see `medattn.metrics.boxes.boxes_by_class`).
+    boxes: per image, `{class index: boxes}` (see `medattn.metrics.boxes.boxes_by_class`) or
+    `{class index: boolean (H, W) mask}` where the ground truth is a segmentation.
 
     For class c, image i is a positive when its point lies in a box of class c (images without
     such a box are negatives; so is a `NO_POINT`) and is ranked by `probabilities[i, c]`;
@@ -241,19 +254,16 @@ def pointwise_ap(
     if len(boxes) != n_images:
         raise ValueError(f"{n_images} images of points but {len(boxes)} box entries")
     aps = np.full(n_classes, np.nan)
-    class_boxes = [{c: as_box_array(b) for c, b in per_image.items()} for per_image in boxes]
     for c in range(n_classes):
-        if not any(len(per_image.get(c, ())) for per_image in class_boxes):
+        if not any(_has_truth(per_image.get(c)) for per_image in boxes):
             continue
-        hits = np.array(
-            [point_in_boxes(tuple(points[i, c]), class_boxes[i].get(c)) for i in range(n_images)]
-        )
+        hits = np.array([_point_in(tuple(points[i, c]), boxes[i].get(c)) for i in range(n_images)])
         aps[c] = average_precision_score(hits, probabilities[:, c]) if hits.any() else 0.0
     return aps
 
 
 def pointwise_map(
-    points: np.ndarray, probabilities: np.ndarray, boxes: Sequence[dict[int, BoxesLike]]
+    points: np.ndarray, probabilities: np.ndarray, boxes: Sequence[dict[int, GroundTruth]]
 ) -> float:
     """Mean of `pointwise_ap` over the classes that have boxes; NaN if none has."""
     aps = pointwise_ap(points, probabilities, boxes)

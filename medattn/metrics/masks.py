@@ -21,10 +21,15 @@ from medattn.metrics.boxes import BoxesLike, box_mask
 GroundTruth = Union[BoxesLike, np.ndarray]  # boxes, or a boolean (H, W) mask
 
 
+def is_mask(truth: GroundTruth) -> bool:
+    """Whether ground truth is a segmentation mask (a boolean array) rather than boxes."""
+    return isinstance(truth, np.ndarray) and truth.dtype == bool
+
+
 def truth_mask(truth: GroundTruth, shape: tuple[int, int]) -> np.ndarray:
     """Boolean (H, W) mask of the ground truth: a boolean array of that shape as it is, anything
     else read as boxes (`box_mask`). ValueError when a mask's shape differs from `shape`."""
-    if isinstance(truth, np.ndarray) and truth.dtype == bool:
+    if is_mask(truth):
         if truth.shape != (int(shape[0]), int(shape[1])):
             raise ValueError(f"ground-truth mask of shape {truth.shape} differs from the map's {tuple(shape)}")
         return truth

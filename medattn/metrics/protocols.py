@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from medattn.metrics.boxes import as_box_array, box_mask
-from medattn.metrics.masks import GroundTruth
+from medattn.metrics.masks import GroundTruth, is_mask
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def scaled_truth(truth: GroundTruth, image_shape: tuple[int, int], frame_shape: 
     mask; a segmentation mask resized with nearest-neighbour interpolation."""
     height, width = int(image_shape[0]), int(image_shape[1])
     out_h, out_w = int(frame_shape[0]), int(frame_shape[1])
-    if isinstance(truth, np.ndarray) and truth.dtype == bool:
+    if is_mask(truth):
         return cv2.resize(truth.astype(np.uint8), (out_w, out_h), interpolation=cv2.INTER_NEAREST).astype(bool)
     scaled = []
     for x, y, w, h in as_box_array(truth):
