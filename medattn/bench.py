@@ -66,6 +66,7 @@ from medattn.data.dataset import Dataset
 from medattn.data.transforms import to_input
 from medattn.device import best_device, describe
 from medattn.explain import METHODS, get_explainer, unavailable
+from medattn.metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
 from medattn.explain.cam import cam_layer
 from medattn.explain.gradients import OCCLUSION_AT_224, ig_baseline, quiet_relu_hooks
 from medattn.inference import CHECKPOINT_DIR, list_checkpoints, load_model
@@ -251,13 +252,14 @@ def _timed(call: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
     return out, time.perf_counter() - started
 
 
-def method_params(method: str, subject: Subject) -> dict[str, Any]:
-    """The settings each method is benchmarked with (defaults, PDA fast settings)."""
+def method_params(method: str, subject: Subject, protocol: str = DEFAULT_PROTOCOL) -> dict[str, Any]:
+    """The settings each method is benchmarked with (defaults, PDA fast settings), with the
+    explainer parameters of the scoring `protocol` (`medattn.metrics.protocols`)."""
     if method == "pda":
         return {**FAST_PDA, "reference": subject.reference}
     if method == "pda_features":
         return {**FAST_PDA_FEATURES, "reference": subject.reference}
-    return {}
+    return get_protocol(protocol).params(method)
 
 
 def captum_call(method: str, model: nn.Module, x: Tensor, target: int) -> Callable[[], Tensor] | None:
@@ -310,9 +312,9 @@ def _captum(call: Callable[[], Tensor]) -> Tensor:
 
 
 def bench_method(subject: Subject, method: str, device: torch.device, repeats: int, batch: int,
-                 rate: float, max_seconds: float, precision: str = "auto") -> Row:
+                 rate: float, max_seconds: float, precision: str = "auto", protocol: str = DEFAULT_PROTOCOL) -> Row:
     """One row: our explainer and, where Captum has the method, Captum's default call."""
-    params = method_params(method, subject)
+    params = method_params(method, subject, protocol)
     ours = get_explainer(method)(subject.model, device=device, precision=precision)
     x, target = subject.images[:1].to(device), subject.targets[0]
 
@@ -422,7 +424,7 @@ def _subject(name: str, model: nn.Module, size: int, dataset: Dataset, batch: in
 def run_bench(subjects: Sequence[Subject], methods: Sequence[str], device: torch.device,
               repeats: int = 3, batch: int = 4, max_seconds: float = 120.0, precision: str = "auto",
               skip: Callable[[Subject, str], bool] | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print, protocol: str = DEFAULT_PROTOCOL) -> dict[str, Any]:
     """Benchmark every applicable method on every subject; the JSON-ready result."""
     rate = conv_rate(device)
     log(f"{describe(device)}: float32 3×3 convolution at {rate:.1f} GFLOP/s")
@@ -434,7 +436,7 @@ def run_bench(subjects: Sequence[Subject], methods: Sequence[str], device: torch
         for method in methods:
             if unavailable(subject.model, method) is not None or (skip is not None and skip(subject, method)):
                 continue
-            row = bench_method(subject, method, device, repeats, batch, rate, max_seconds, precision)
+            row = bench_method(subject, method, device, repeats, batch, rate, max_seconds, precision, protocol)
             rows.append(row)
             log(format_row(row))
     demo_name = next((s.name for s in subjects if s.demo), None)
@@ -487,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32"],
                         help="the explainers' precision option (float32: no bfloat16 anywhere)")
+    parser.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=list(PROTOCOLS),
+                        help="explainer parameters of a scoring protocol (arun2021: 10 IG steps, squared "
+                             "SmoothGrad, |gradient| summed over channels); see medattn/metrics/protocols.py")
     parser.add_argument("--quick", action="store_true",
                         help="1 repeat, a batch of 2, PDA on the demo model only")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -504,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     skip = (lambda s, m: m.startswith("pda") and not s.demo) if args.quick else None
     print(HEADER, flush=True)
     result = run_bench(subjects, args.methods, device, args.repeats, args.batch, args.max_seconds,
-                       args.precision, skip, log=lambda line: print(line, flush=True))
+                       args.precision, skip, log=lambda line: print(line, flush=True), protocol=args.protocol)
     summary = result["summary"]
     if summary["demo_model"] is not None:
         print(f"{summary['demo_model']}: all methods but PDA {summary['demo_seconds_all_methods_but_pda']:.1f} s "

@@ -1,8 +1,9 @@
 """Leaderboard figures from a precompute run (no Streamlit needed).
 
 - Localization per checkpoint × method: mean AUPRC, hit rate and mIoU over the scored
-  (image, class) pairs that have boxes of that class, each with a bootstrap 95% CI that
-  resamples those pairs (with one class selected, that is resampling images).
+  (image, class) pairs that have ground truth (boxes or a mask) of that class, each with a
+  bootstrap 95% CI that resamples those pairs (with one class selected, that is resampling
+  images), and `flat`: how many of those maps were flat (scored at chance: `degenerate`).
 - Classification per checkpoint: `medattn.metrics.classification_report` on the stored
   predictions of the run's images.
 - Paired differences between two (checkpoint, method) pairs over the pairs both scored.
@@ -41,7 +42,7 @@ def _scored(scores: pd.DataFrame, target_class: str | None, image_ids: Sequence[
     rows, _ = split_sanity(scores)
     if rows.empty:
         return rows
-    rows = rows[rows["n_boxes"] > 0]
+    rows = rows[rows["auprc"].notna()]  # pairs with ground truth: every metric is NaN without
     if target_class is not None:
         rows = rows[rows["target_class"] == target_class]
     if image_ids is not None:
@@ -57,15 +58,18 @@ def localization_table(
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per checkpoint × method: `n` scored pairs and, per metric, the mean and its
-    bootstrap 95% interval (`{metric}`, `{metric}_low`, `{metric}_high`)."""
+    """One row per checkpoint × method: `n` scored pairs, `flat` (how many of their maps were
+    flat, i.e. `degenerate`) and, per metric, the mean and its bootstrap 95% interval
+    (`{metric}`, `{metric}_low`, `{metric}_high`)."""
     rows = _scored(scores, target_class, image_ids)
-    columns = ["checkpoint", "model", "method", "n"] + [f"{m}{s}" for m in metrics for s in ("", "_low", "_high")]
+    columns = ["checkpoint", "model", "method", "n", "flat"] + [f"{m}{s}" for m in metrics for s in ("", "_low", "_high")]
     if rows.empty:
         return pd.DataFrame(columns=columns)
     out = []
     for (checkpoint, method), group in rows.groupby(["checkpoint", "method"], sort=True):
-        record = {"checkpoint": checkpoint, "model": group["model"].iloc[0], "method": method, "n": len(group)}
+        flat = int(group["degenerate"].fillna(False).astype(bool).sum()) if "degenerate" in group else 0
+        record = {"checkpoint": checkpoint, "model": group["model"].iloc[0], "method": method, "n": len(group),
+                  "flat": flat}
         for metric in metrics:
             estimate, low, high = bootstrap_ci(group[metric].to_numpy(dtype=float), n_resamples, seed)
             record.update({metric: estimate, f"{metric}_low": low, f"{metric}_high": high})

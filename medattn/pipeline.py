@@ -10,12 +10,14 @@ Maps come back to the stored image's frame through the model's preprocessing
 the crop's footprint, with no evidence (0) outside it and `MapResult.support` marking what the
 model saw, so boxes and scores stay in the stored image's frame.
 
-Scoring (`score_map`, version `SCORING`): AUPRC and IoU on the displayed map; the pointing game
-at the map's maximum before the policy's percentile clip (`MapResult.peak`). The clip turns the
-top 0.5% of pixels into a plateau whose first pixel in row-major order, where `hit` on the
-displayed map would point, is often not the maximum: over the demo test split (5,300 rows with
-boxes) it changed 13% of pointing-game outcomes (integrated gradients' hit rate 0.54 on the
-plateau, 0.65 at the maximum).
+Scoring (`score`, version `SCORING`): the one function the app, precompute and the README use,
+from the raw map to the scores under a protocol (`medattn.metrics.protocols`). Under the
+default "medattn" protocol: AUPRC and IoU on the displayed map; the pointing game at the map's
+maximum before the policy's percentile clip (`MapResult.peak`). The clip turns the top 0.5% of
+pixels into a plateau whose first pixel in row-major order, where `hit` on the displayed map
+would point, is often not the maximum: over the demo test split (5,300 rows with boxes) it
+changed 13% of pointing-game outcomes (integrated gradients' hit rate 0.54 on the plateau, 0.65
+at the maximum). A flat map scores chance AUPRC, no hit, IoU 0, and `degenerate = True`.
 """
 
 from __future__ import annotations
@@ -27,31 +29,35 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import pandas as pd
 import torch
 
 from medattn.data.dataset import Dataset
 from medattn.data.transforms import resize
-from medattn.explain import DEFAULT_SIGN, explain, method_params, normalize
+from medattn.explain import DEFAULT_SIGN, explain, get_explainer, method_params, normalize
 from medattn.inference import LoadedModel
-from medattn.metrics.localization import box_auprc, hit, hit_at, miou
+from medattn.metrics.localization import is_flat, localization_scores
+from medattn.metrics.masks import GroundTruth, truth_mask
+from medattn.metrics.protocols import DEFAULT_PROTOCOL, get_protocol, scaled_truth
 from medattn.store import HeatmapCache, file_hash
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE_DIR = Path(os.environ.get("MEDATTN_CACHE", REPO / ".cache"))
 PDA_METHODS = ("pda", "pda_features")
+Place = Callable[[np.ndarray, tuple[int, int]], np.ndarray]  # model-input map → image frame
 # Explainer options that change speed or placement but never the map itself.
 RUNTIME_ONLY = ("device", "batch_size", "progress")
-# Version of the scoring definitions in score_map: score rows of another version are recomputed
-# (from the cached maps). 2: the pointing game at the maximum before clipping.
-SCORING = 2
+# Version of the scoring definitions in `score`: score rows of another version are recomputed
+# (from the cached maps). 2: the pointing game at the maximum before clipping. 3: flat maps at
+# chance (AUPRC = p, no hit) with a `degenerate` column; IoU on CheXlocalize's Otsu segmentation
+# (uint8, OpenCV, filled contours); a `protocol` column.
+SCORING = 3
 
 
 @dataclass
 class MapResult:
     raw: np.ndarray       # explainer output, model input frame, signed where the method is
     display: np.ndarray   # normalised to [0, 1] and resized to the stored image (H, W)
-    peak: tuple[int, int] # (row, col) in `display` of the map's maximum before clipping
+    peak: tuple[int, int] | None  # (row, col) in `display` of the maximum before clipping; None: flat map
     seconds: float        # compute time; 0 when it came from the cache
     cached: bool
     support: np.ndarray | None = None  # (H, W) bool: pixels the model saw; None = all of them
@@ -69,10 +75,11 @@ def reference_images(loaded: LoadedModel, dataset: Dataset, count: int = 16) -> 
 
 
 def resolved_params(method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The method's defaults overridden by `params`: what the cache key is built from."""
+    """The method's defaults overridden by `params`: what the cache key is built from (without
+    the parameters added after maps were cached, while at their default: `Explainer.key_params`)."""
     merged = method_params(method)
     merged.update(params or {})
-    return {k: v for k, v in merged.items() if k not in RUNTIME_ONLY}
+    return get_explainer(method).key_params({k: v for k, v in merged.items() if k not in RUNTIME_ONLY})
 
 
 def compute_map(
@@ -101,30 +108,57 @@ def compute_map(
         raw = explain(loaded.model, loaded.to_input(image), int(target), method, device=loaded.device, **params, **extra)
         seconds = time.perf_counter() - started
         cache.put(key, raw)
-    preprocessing = loaded.preprocessing
-    display = preprocessing.place(normalize(raw, sign=DEFAULT_SIGN[method]), image.shape)
-    return MapResult(raw=raw, display=np.clip(display, 0.0, 1.0),
-                     peak=peak_of(raw, method, image.shape, preprocessing.place),
-                     seconds=seconds, cached=cached, support=preprocessing.support(image.shape))
+    place = loaded.preprocessing.place
+    return MapResult(raw=raw, display=scored_map(raw, method, image.shape, place=place),
+                     peak=peak_of(raw, method, image.shape, place=place), seconds=seconds, cached=cached,
+                     support=loaded.preprocessing.support(image.shape))
 
 
-def peak_of(raw: np.ndarray, method: str, shape: tuple[int, ...],
-            place: Callable[[np.ndarray, tuple[int, int]], np.ndarray] = resize) -> tuple[int, int]:
-    """Where the map points in the image frame `shape`: the first maximum (row-major) of the
-    map under the policy's sign, min-max scaled and placed like `display`, but not clipped."""
-    unclipped = place(normalize(raw, sign=DEFAULT_SIGN[method], clip_percentile=None), shape[:2])
+def ground_truth(dataset: Dataset, image_id: str, label: str | None = None) -> GroundTruth:
+    """What an image's map of `label` (every label: None) is scored against: its boxes when it
+    has any, else its segmentation from masks.csv (`Dataset.mask_for`), else None (no score)."""
+    boxes = dataset.boxes_for(image_id, label)
+    return boxes if len(boxes) else dataset.mask_for(image_id, label)
+
+
+def scored_map(raw: np.ndarray, method: str, shape: tuple[int, ...], protocol: str = DEFAULT_PROTOCOL,
+               clip: bool = True, place: Place = resize) -> np.ndarray:
+    """The map a protocol scores, in [0, 1]: `raw` under the protocol's sign and percentile clip
+    (`clip=False`: none), min-max scaled, and placed in the image frame `shape` by `place` (the
+    model's `Preprocessing.place`: a resize, or the crop's footprint with no evidence around it);
+    protocols scored in the model-input frame keep `raw`'s frame. Under "medattn" this is the
+    panel's map."""
+    chosen = get_protocol(protocol)
+    sign = chosen.sign or DEFAULT_SIGN[method]
+    norm = normalize(raw, sign=sign, clip_percentile=chosen.clip_percentile if clip else None)
+    return norm if chosen.frame == "input" else np.clip(place(norm, shape[:2]), 0.0, 1.0)
+
+
+def peak_of(raw: np.ndarray, method: str, shape: tuple[int, ...], protocol: str = DEFAULT_PROTOCOL,
+            place: Place = resize) -> tuple[int, int] | None:
+    """Where the map points in the protocol's frame: the first maximum (row-major) of
+    `scored_map` without the percentile clip; None for a flat map, which points nowhere."""
+    unclipped = scored_map(raw, method, shape, protocol, clip=False, place=place)
+    if is_flat(unclipped):
+        return None
     row, col = np.unravel_index(int(np.argmax(unclipped)), unclipped.shape)
     return int(row), int(col)
 
 
-def score_map(display: np.ndarray, boxes: pd.DataFrame, peak: tuple[int, int] | None = None) -> dict[str, float]:
-    """Localization scores of an image-frame map against boxes; NaN without boxes. The pointing
-    game is played at `peak` (`MapResult.peak`) when given, else at the map's first argmax."""
-    if boxes is None or len(boxes) == 0:
-        return {"auprc": float("nan"), "hit": float("nan"), "miou": float("nan")}
-    pointed = hit(display, boxes) if peak is None else hit_at(peak, boxes, display.shape)
-    return {
-        "auprc": float(box_auprc(display, boxes)),
-        "hit": float("nan") if pointed is None else float(pointed),
-        "miou": float(miou(display, boxes)),
-    }
+def score(raw: np.ndarray, method: str, truth: GroundTruth, shape: tuple[int, ...],
+          protocol: str = DEFAULT_PROTOCOL, place: Place = resize) -> dict[str, float | bool]:
+    """Localization scores of one raw map (`explain`'s output, model-input frame) for an image of
+    `shape` (H, W) against its ground truth (boxes in image pixels, or a boolean (H, W) mask):
+    `auprc`, `hit` (1.0/0.0), `miou` (NaN without ground truth) and `degenerate` (flat map).
+
+    The one scoring path: the app's panels, precompute's rows and the README call it. The map is
+    `scored_map` under `protocol`; the pointing game is played at `peak_of`; ground truth of a
+    protocol scored in the model-input frame is scaled there (`protocols.scaled_truth`).
+    """
+    chosen = get_protocol(protocol)
+    mapped = scored_map(raw, method, shape, protocol, place=place)
+    if chosen.frame == "input":
+        mask = scaled_truth(truth, shape[:2], mapped.shape)
+    else:
+        mask = truth_mask(truth, mapped.shape)
+    return localization_scores(mapped, mask, point=peak_of(raw, method, shape, protocol, place))

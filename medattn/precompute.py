@@ -3,7 +3,11 @@
 Writes, under the output folder (default `.cache/runs/<dataset>-<hash>`):
 - `predictions/<checkpoint>.parquet`: class probabilities per image;
 - `scores/part-*.parquet`: one row per image × checkpoint × method × target class with the
-  prediction, the label, every localization metric and the timing.
+  prediction, the label, every localization metric (`pipeline.score`), `degenerate` (a flat
+  map, scored at chance) and the timing.
+`--protocol` scores under a published protocol (`medattn.metrics.protocols`: medattn,
+chexlocalize, arun2021) into its own run folder (`<dataset>-<hash>-<protocol>`); arun2021 maps
+the predicted class only and scores it against all the image's boxes.
 Finished rows are skipped on a rerun, so an interrupted run resumes where it stopped. Targets
 per image are its positive classes plus the classes the model predicts (so false positives get
 maps too); an image with neither is explained for its top-scoring class.
@@ -32,8 +36,10 @@ from medattn.data.skips import Skips
 from medattn.errors import MedattnError
 from medattn.explain import unavailable
 from medattn.inference import LoadedModel, load_model, predict
+from medattn.metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
 from medattn.pipeline import (
-    CACHE_DIR, PDA_METHODS, SCORING, MapResult, compute_map, default_cache, reference_images, resolved_params, score_map,
+    CACHE_DIR, PDA_METHODS, SCORING, MapResult, compute_map, default_cache, ground_truth, reference_images,
+    resolved_params, score,
 )
 from medattn.store import HeatmapCache, ScoreTable, canonical_params
 
@@ -50,8 +56,9 @@ class Run:
     root: Path
 
     @classmethod
-    def for_dataset(cls, dataset: Dataset, base: Path = CACHE_DIR / "runs") -> "Run":
-        return cls(base / f"{dataset.name}-{dataset.hash}")
+    def for_dataset(cls, dataset: Dataset, base: Path = CACHE_DIR / "runs", protocol: str = DEFAULT_PROTOCOL) -> "Run":
+        suffix = "" if protocol == DEFAULT_PROTOCOL else f"-{get_protocol(protocol).name}"
+        return cls(base / f"{dataset.name}-{dataset.hash}{suffix}")
 
     @property
     def scores(self) -> ScoreTable:
@@ -94,8 +101,12 @@ def current_rows(frame: pd.DataFrame, hashes: Mapping[str, str]) -> pd.DataFrame
     return frame[same_weights & (current | sanity)].reset_index(drop=True)
 
 
-def targets_for(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> list[int]:
-    """Positive classes ∪ predicted classes; the top class when both are empty."""
+def targets_for(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5,
+                protocol: str = DEFAULT_PROTOCOL) -> list[int]:
+    """Positive classes ∪ predicted classes; the top class when both are empty. Under a protocol
+    that maps the predicted class only (arun2021): the top class."""
+    if get_protocol(protocol).targets == "predicted":
+        return [int(np.argmax(probabilities))]
     chosen = sorted(set(np.flatnonzero(labels > 0)) | set(np.flatnonzero(probabilities >= threshold)))
     return [int(c) for c in chosen] or [int(np.argmax(probabilities))]
 
@@ -133,6 +144,7 @@ def score_batch(
     cache: HeatmapCache,
     params: dict[str, dict] | None = None,
     tick: Callable[[], None] | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> tuple[list[dict], list[str]]:
     """Maps (from the cache when present) and score rows for a batch of one checkpoint's jobs.
 
@@ -146,7 +158,7 @@ def score_batch(
     skipped: list[str] = []
     image_id, image, reference = None, None, None
     for job in jobs:
-        method_args = (params or {}).get(job.method, {})
+        method_args = get_protocol(protocol).params(job.method, (params or {}).get(job.method))
         try:
             if job.image_id != image_id:
                 image_id, image = job.image_id, dataset.read_image(job.image_id)
@@ -157,14 +169,17 @@ def score_batch(
         except (ValueError, MedattnError) as exc:  # methods a model lacks were left out when planning
             skipped.append(f"{job.method} on {loaded.name}: {exc}")
         else:
-            rows.append(_row(loaded, dataset, job, method_args, result))
+            rows.append(_row(loaded, dataset, job, method_args, result, image.shape, protocol))
         if tick is not None:
             tick()
     return rows, skipped
 
 
-def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, result: MapResult) -> dict:
-    boxes = dataset.boxes_for(job.image_id, dataset.classes[job.target])
+def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, result: MapResult,
+         shape: tuple[int, ...], protocol: str) -> dict:
+    label = None if get_protocol(protocol).targets == "predicted" else dataset.classes[job.target]
+    truth = ground_truth(dataset, job.image_id, label)
+    boxes = dataset.boxes_for(job.image_id, label)
     predicted = job.probability >= 0.5
     return {
         "image_id": job.image_id, "checkpoint": loaded.name, "checkpoint_hash": loaded.hash,
@@ -174,7 +189,7 @@ def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, res
         "correct": int(predicted == bool(job.label)), "n_boxes": len(boxes),
         "split": str(dataset.images.at[job.image_id, "split"]), "seconds": result.seconds,
         "cached": result.cached, "params": canonical_params({k: v for k, v in resolved_params(job.method, method_args).items() if k != "reference"}),
-        "scoring": SCORING, **score_map(result.display, boxes, result.peak),
+        "scoring": SCORING, "protocol": protocol, **score(result.raw, job.method, truth, shape, protocol, loaded.preprocessing.place),
     }
 
 
@@ -192,11 +207,14 @@ def precompute(
     engine: str = "local",
     ray_address: str | None = None,
     skips: Skips | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> pd.DataFrame:
     """Compute every missing row and return the full score table of the run.
 
     An image that cannot be read is skipped and named in `skips` (a fresh report when None;
     `Skips(strict=True)` fails on the first one instead); the rest of the run goes on.
+    `protocol` (`medattn.metrics.protocols`) sets the explainer parameters, the targets and the
+    scoring; its rows go to their own run folder unless `run` is given.
 
     `engine="ray"` runs the same batches on Ray actors (`medattn.ray_engine`), joining the
     cluster at `ray_address` or starting Ray on this machine.
@@ -207,7 +225,8 @@ def precompute(
         from medattn.ray_engine import require_ray
 
         require_ray()  # fail before the predictions, not after
-    run = run or Run.for_dataset(dataset)
+    get_protocol(protocol)  # an unknown name fails before any work
+    run = run or Run.for_dataset(dataset, protocol=protocol)
     cache = cache or default_cache()
     ids = list(image_ids) if image_ids is not None else list(dataset.split(split).index if split else dataset.images.index)
     unknown = [i for i in ids if i not in dataset.images.index]
@@ -234,7 +253,7 @@ def precompute(
             probs = probabilities.loc[image_id].to_numpy(dtype=float)
             if np.isnan(probs).any():  # unreadable: named in skips
                 continue
-            for target in targets_for(labels, probs):
+            for target in targets_for(labels, probs, protocol=protocol):
                 for method in usable:
                     if (image_id, loaded.name, method, str(target)) not in done:
                         jobs.append(Job(loaded.name, image_id, target, method, float(probs[target]), int(labels[target])))
@@ -251,11 +270,13 @@ def precompute(
     if engine == "ray" and jobs:
         from medattn.ray_engine import run_batches
 
-        run_batches(models, dataset, batches(jobs), cache, params, table, advance, address=ray_address, device=device)
+        run_batches(models, dataset, batches(jobs), cache, params, table, advance, address=ray_address, device=device,
+                    protocol=protocol)
     else:
         pending: list[dict] = []
         for batch in batches(jobs):
-            rows, skipped = score_batch(models[batch[0].checkpoint], dataset, batch, cache, params, tick=advance)
+            rows, skipped = score_batch(models[batch[0].checkpoint], dataset, batch, cache, params, tick=advance,
+                                        protocol=protocol)
             for message in skipped:
                 log.warning(message)
             pending += rows
@@ -281,20 +302,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray-address", help="Ray cluster to join (default: start Ray on this machine)")
     parser.add_argument("--strict", action="store_true",
                         help="fail on the first unreadable image instead of skipping it and naming it in the summary")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default=DEFAULT_PROTOCOL,
+                        help="scoring protocol: medattn (default), chexlocalize (Saporta et al. 2022) or arun2021 "
+                             "(Arun et al. 2021); see medattn/metrics/protocols.py")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     dataset = load_dataset(args.dataset)
-    run = Run(args.out) if args.out else Run.for_dataset(dataset)
+    run = Run(args.out) if args.out else Run.for_dataset(dataset, protocol=args.protocol)
     split = None if args.split == "all" else args.split
     skips = Skips("images", strict=args.strict)
     try:
         frame = precompute(dataset, args.checkpoints, args.methods, split, args.images, run, device=args.device,
-                           engine=args.engine, ray_address=args.ray_address, skips=skips)
+                           engine=args.engine, ray_address=args.ray_address, skips=skips, protocol=args.protocol)
     except MedattnError as exc:  # --strict: the first unreadable image, named
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = frame[frame["n_boxes"] > 0].groupby(["checkpoint", "method"])[["auprc", "hit", "miou"]].mean()
-    print(summary.round(3).to_string() if len(summary) else "no rows with boxes")
+    summary = frame[frame["auprc"].notna()].groupby(["checkpoint", "method"])[["auprc", "hit", "miou", "degenerate"]].mean()
+    print(summary.round(3).to_string() if len(summary) else "no rows with ground truth")
     print(f"{len(frame)} rows in {run.root / 'scores'}")
     if len(skips):
         print(skips.summary(limit=50))

@@ -43,7 +43,7 @@ class Scorer:
     """Actor body: one checkpoint and the dataset, loaded once; scores batches of its jobs."""
 
     def __init__(self, checkpoint: str, checkpoint_hash: str, dataset_root: str, dataset_hash: str,
-                 cache_root: str, device: str, params: dict[str, dict] | None):
+                 cache_root: str, device: str, params: dict[str, dict] | None, protocol: str = "medattn"):
         self.dataset = load_dataset(dataset_root)
         if self.dataset.hash != dataset_hash:
             raise DatasetError(dataset_root, [f"manifests on this node hash to {self.dataset.hash}, the driver's to {dataset_hash}"])
@@ -52,9 +52,10 @@ class Scorer:
             raise CheckpointError(f"checkpoint {checkpoint} on this node has hash {self.loaded.hash}, the driver's {checkpoint_hash}")
         self.cache = HeatmapCache(cache_root)
         self.params = params
+        self.protocol = protocol
 
     def score(self, jobs: list[Job]) -> tuple[list[dict], list[str]]:
-        return score_batch(self.loaded, self.dataset, jobs, self.cache, self.params)
+        return score_batch(self.loaded, self.dataset, jobs, self.cache, self.params, protocol=self.protocol)
 
 
 def start(ray: ModuleType, address: str | None) -> bool:
@@ -81,6 +82,7 @@ def run_batches(
     advance: Callable[[int], None],
     address: str | None = None,
     device: str = "auto",
+    protocol: str = "medattn",
 ) -> None:
     """Score `batches` (each of one checkpoint, named by `Job.checkpoint`) on Ray actors, appending
     each finished batch's rows to `table` and calling `advance(jobs in it)`."""
@@ -97,7 +99,7 @@ def run_batches(
         for name in queues:
             loaded = models[name]
             actors[name] = actor_class.remote(str(loaded.path.resolve()), loaded.hash, str(dataset.root.resolve()),
-                                              dataset.hash, str(cache.root.resolve()), device, params)
+                                              dataset.hash, str(cache.root.resolve()), device, params, protocol)
         running: dict[Any, tuple[str, int]] = {}  # result ref → (checkpoint, jobs in the batch)
 
         def feed(name: str) -> None:

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from medattn.data.skips import Skips
+from medattn.metrics.protocols import PROTOCOLS
 from medattn.ui import compare_request
 from medattn.ui.chooser import LABELS, OUTCOMES, SPLITS, filtered_ids
 from medattn.ui.compare_grid import Display, compute_grid
@@ -66,7 +67,11 @@ with st.expander("Display", expanded=False):
         side_by_side=d.radio("View", ["overlay", "side by side"], key="cmp_view", horizontal=True,
                              **SESSION) == "side by side",
     )
-    level, width = st.columns(2)
+    level, width, scoring = st.columns(3)
+    protocol = scoring.selectbox("Scoring protocol", list(PROTOCOLS), key="cmp_protocol",
+                                 format_func=lambda name: f"{name}: {PROTOCOLS[name].source}",
+                                 help="How maps are scored (medattn/metrics/protocols.py); arun2021 also "
+                                      "changes the gradient maps' parameters.", **SESSION)
     display.center = level.slider("Window level (display)", 0.0, 1.0, 0.5, 0.01, key="cmp_center", **SESSION)
     display.width = width.slider("Window width (display)", 0.05, 1.0, 1.0, 0.01, key="cmp_width", **SESSION)
 
@@ -74,7 +79,7 @@ row = data.images.loc[image_id]
 labels = [c for c in data.classes if row[c]] or ["none"]
 details = [f"split {row['split']}", f"labels: {', '.join(labels)}", f"patient {row['patient_id']}"]
 details += [f"{k} {row[k]}" for k in ("view", "sex", "age", "marker") if k in row.index]
-st.caption(f"**{image_id}** · " + " · ".join(details) + " · green: boxes of the target class · ✕: the map's maximum")
+st.caption(f"**{image_id}** · " + " · ".join(details) + " · green: boxes of the target class · ✕: the map's maximum (none on a flat map)")
 
 if not selection.models:
     reasons = "; ".join(f"{name}: {why}" for name, why in selection.unusable.items())
@@ -102,7 +107,7 @@ def show(panels: list[list[Panel]]) -> None:
 
 
 with guard("Computing the grid"):
-    panels, numbers = compute_grid(selection, image_id, target, display, show)
+    panels, numbers = compute_grid(selection, image_id, target, display, show, protocol)
     placeholder.plotly_chart(grid_figure(panels, display.colormap, display.opacity, display.side_by_side),
                              key="cmp_grid", config={"scrollZoom": True})
     st.dataframe(numbers.drop(columns=["image_id", "target_class"]), hide_index=True,

@@ -38,8 +38,10 @@ with guard("Localization table"):
         for metric in lb.METRICS:
             shown[metric] = [f"{e:.3f} [{lo:.3f}, {hi:.3f}]" for e, lo, hi in
                              zip(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])]
-        st.dataframe(shown[["checkpoint", "model", "method", "n", *lb.METRICS]], hide_index=True)
-        st.caption("Mean over scored (image, class) pairs with boxes of that class; [95% bootstrap CI].")
+        st.dataframe(shown[["checkpoint", "model", "method", "n", "flat", *lb.METRICS]], hide_index=True)
+        st.caption("Mean over scored (image, class) pairs with boxes (or masks) of that class; [95% bootstrap CI]. "
+                   "flat: maps with no evidence (constant), scored at chance: AUPRC = the box's share of the image, "
+                   "no hit, IoU 0.")
         metric = st.radio("Chart", lb.METRICS, horizontal=True, key="lb_metric", **SESSION)
         st.plotly_chart(interval_bars(table, metric, group="method", color="checkpoint"), key="lb_bars")
         st.download_button("Download localization CSV", table.to_csv(index=False), f"{data.name}_localization.csv",

@@ -89,6 +89,9 @@ def test_compare_filters_and_display_controls(env):
     at.radio(key="cmp_norm").set_value("shared per method").run()
     at.slider(key="cmp_width").set_value(0.5).run()
     assert not at.exception and len(at.get("plotly_chart")) == 1
+    assert "degenerate" in at.dataframe[0].value.columns
+    at.selectbox(key="cmp_protocol").set_value("arun2021").run()  # scores under Arun et al. 2021
+    assert not at.exception and len(at.dataframe[0].value) == 7
 
 
 def test_unreadable_image_is_a_message_and_the_page_goes_on(env, tmp_path):

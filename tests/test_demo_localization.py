@@ -11,7 +11,7 @@ from medattn.data import load_dataset
 from medattn.data.demo import ensure_demo
 from medattn.inference import CHECKPOINT_DIR, LoadedModel, load_model
 from medattn.models import build
-from medattn.pipeline import compute_map, score_map
+from medattn.pipeline import compute_map, score
 from medattn.store import HeatmapCache
 
 CHECKPOINT = CHECKPOINT_DIR / "demo_resnet18_wildcat"
@@ -44,6 +44,6 @@ def test_trained_wildcat_localizes_twice_as_well_as_random(setting, method, tmp_
         for image_id, label in pairs:
             target = dataset.classes.index(label)
             result = compute_map(loaded, dataset, image_id, method, target, cache=cache)
-            values.append(score_map(result.display, dataset.boxes_for(image_id, label))["auprc"])
+            values.append(score(result.raw, method, dataset.boxes_for(image_id, label), result.display.shape)["auprc"])
         scores[loaded.name] = float(np.nanmean(values))
     assert scores[trained.name] >= 2 * scores["random"], scores

@@ -188,18 +188,21 @@ def test_parameters_already_frozen_stay_frozen_and_eval_mode_stays():
 def test_unknown_method_and_parameter_are_rejected_clearly():
     with pytest.raises(ValueError, match="saliency.*attention"):
         explain(TinyWildcat(), image(), 0, "lime")
-    with pytest.raises(ValueError, match="unknown parameter.*stepz.*allowed: baseline, steps"):
+    with pytest.raises(ValueError, match="unknown parameter.*stepz.*allowed: baseline, channels, steps"):
         explain(TinyWildcat(), image(), 0, "integrated_gradients", device="cpu", stepz=3)
     with pytest.raises(ValueError, match="n_samples must be a positive integer"):
         explain(TinyWildcat(), image(), 0, "smoothgrad", device="cpu", n_samples=0)
+    with pytest.raises(ValueError, match="channels must be one of max_abs, sum, sum_abs"):
+        explain(TinyWildcat(), image(), 0, "saliency", device="cpu", channels="mean")
 
 
 def test_method_params_lists_defaults():
-    assert method_params("smoothgrad") == {"n_samples": 25, "noise": 0.15, "seed": 0}
-    assert method_params("integrated_gradients") == {"steps": 50, "baseline": "black"}
+    assert method_params("smoothgrad") == {"n_samples": 25, "noise": 0.15, "seed": 0, "squared": False,
+                                           "channels": "max_abs"}
+    assert method_params("integrated_gradients") == {"steps": 50, "baseline": "black", "channels": "sum"}
     assert method_params("occlusion") == {"window": None, "stride": None, "baseline": 0.0}
     assert method_params("attention") == {"which": "aggregate"}
-    assert method_params("saliency") == {}
+    assert method_params("saliency") == {"channels": "max_abs"}
     method_params("gradcam")["layer"] = "changed"
     assert method_params("gradcam") == {"layer": None}
 
@@ -326,3 +329,91 @@ def test_normalize_each_map_of_a_stack_alone_and_accepts_tensors():
     np.testing.assert_allclose(out[0], out[1])
     with pytest.raises(ValueError, match="NaN"):
         normalize(np.array([[np.nan, 1.0]]))
+
+
+# --- guided rule on every activation that has one; precision option -------------------------
+
+class Gate(nn.Module):
+    """logit = Σ w2 · act(w1 · x): the guided gradient is w1 · act'(w1 · x) · max(w2, 0)."""
+
+    def __init__(self, act: nn.Module):
+        super().__init__()
+        self.act = act
+        self.w1 = nn.Parameter(torch.tensor([1.5, -2.0, 0.5, 3.0]).view(1, 4, 1, 1))
+        self.w2 = nn.Parameter(torch.tensor([1.0, -1.0, -0.5, 2.0]).view(1, 4, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.w2 * self.act(self.w1 * x[:, :1])).sum(dim=(1, 2, 3)).unsqueeze(1)
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.ReLU6(inplace=True), nn.Hardtanh(0.0, 6.0), nn.LeakyReLU(0.1),
+                                 nn.ELU(), nn.Softplus(), nn.SELU()], ids=lambda a: type(a).__name__)
+def test_guided_rule_on_every_monotone_activation(act):
+    x = torch.linspace(-4, 8, 3 * 4 * 4).view(1, 3, 4, 4)
+    model = Gate(act)
+    got = explain(model, x, 0, "guided_backprop", channels="sum")
+    z = model.w1.detach() * x[:, :1]
+    with torch.enable_grad():
+        z = z.clone().requires_grad_(True)
+        slope = torch.autograd.grad(act(z * 1.0).sum(), z)[0]  # * 1.0: in-place activations need a non-leaf
+    expected = (model.w1.detach() * slope * model.w2.detach().clamp(min=0)).sum(dim=1)[0]
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6)
+    plain = explain(model, x, 0, "saliency", channels="sum")
+    assert not np.allclose(got, plain)  # the negative w2 paths were dropped
+
+
+@pytest.mark.parametrize("act", [nn.SiLU(), nn.Hardswish(), nn.GELU(), nn.Mish()], ids=lambda a: type(a).__name__)
+def test_guided_methods_are_unavailable_without_a_guided_rule(act):
+    model = Gate(act)
+    for method in ("guided_backprop", "guided_gradcam"):
+        reason = get_explainer(method).unavailable(model)
+        assert reason is not None and type(act).__name__ in reason and "monotone" in reason
+        with pytest.raises(MedattnError, match=type(act).__name__):
+            explain(model, image(), 0, method)
+
+
+def test_guided_backprop_on_the_mobilenet_v2_demo_differs_from_saliency():
+    """ReLU6 everywhere: Captum's ReLU-only rule left guided backprop equal to saliency."""
+    from pathlib import Path
+
+    from medattn.models.checkpoint import load_checkpoint
+
+    path = Path(__file__).resolve().parents[1] / "checkpoints" / "demo_mobilenet_v2_recurrent"
+    model = load_checkpoint(path)[0]
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    saliency = explain(model, x[0], 0, "saliency", device="cpu")
+    guided = explain(model, x[0], 0, "guided_backprop", device="cpu")
+    assert not np.allclose(guided, saliency, rtol=0.05)
+    ggc = explain(model, x[0], 0, "guided_gradcam", device="cpu")
+    cam = torch.nn.functional.interpolate(torch.as_tensor(explain(model, x[0], 0, "gradcam", device="cpu"))[None, None],
+                                          size=(64, 64))[0, 0].numpy()
+    assert np.isfinite(ggc).all() and not np.allclose(ggc, saliency * cam, rtol=0.05)
+
+
+def test_guided_backprop_on_plain_relus_equals_captums():
+    import warnings
+
+    from captum import attr
+
+    model = RegionModel().eval()
+    x = image()[None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = attr.GuidedBackprop(model).attribute(x, target=1).abs().amax(1)[0].detach().numpy()
+    np.testing.assert_allclose(explain(model, x[0], 1, "guided_backprop"), reference, rtol=1e-6)
+
+
+def test_precision_is_an_execution_option_of_explain():
+    model = TinyWildcat()
+    exact = explain(model, image(), 1, "integrated_gradients", precision="float32", steps=8)
+    assert np.array_equal(exact, explain(model, image(), 1, "integrated_gradients", precision="float32", steps=8))
+    with pytest.raises(ValueError, match="precision"):
+        explain(model, image(), 1, "saliency", precision="half")
+
+
+def test_new_parameters_leave_cache_keys_of_older_maps_unchanged():
+    from medattn.pipeline import resolved_params
+
+    assert resolved_params("saliency", {}) == {}
+    assert resolved_params("smoothgrad", {}) == {"n_samples": 25, "noise": 0.15, "seed": 0}
+    assert resolved_params("saliency", {"channels": "sum_abs"}) == {"channels": "sum_abs"}

@@ -52,6 +52,22 @@ def test_kmin_zero_or_negative_drops_the_low_term():
 
 def test_alpha_zero_drops_the_low_term_without_halving():
     assert score(1, kmin=1, alpha=0.0) == pytest.approx(6.0)
+    assert score(1, kmin=1, alpha=0) == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0])
+def test_reference_pooling_at_alpha_zero_halves_the_top_mean(alpha):
+    """The reference code's `alpha is not 0` lets a float 0.0 through: (top + 0 · low) / 2."""
+    assert WildcatPool2d(1, 1, alpha, alpha_zero_halves=True)(MAP).item() == pytest.approx(3.0)
+    assert WildcatPool2d(2, 2, 0.7, alpha_zero_halves=True)(MAP).item() == pytest.approx(score(2, 2, 0.7))
+    model = build("resnet18", "wildcat", 2, alpha=alpha, alpha_zero_halves=True).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        halved = model(x)
+        model.spatial_pool.alpha_zero_halves = False
+        assert torch.allclose(halved * 2, model(x))
+    with pytest.raises(ValueError, match="alpha_zero_halves"):
+        WildcatPool2d(1, alpha_zero_halves="yes")
 
 
 def test_fractional_kmax_kmin_and_alpha():
@@ -93,7 +109,7 @@ def test_kmax_that_selects_nothing_is_refused():
 def test_wildcat_head_scores_are_the_pooled_class_maps():
     torch.manual_seed(0)
     model = build("resnet18", "wildcat", 3, num_maps=2, kmax=0.3, kmin=0.1, alpha=0.5).eval()
-    assert model.params == {"num_maps": 2, "kmax": 0.3, "kmin": 0.1, "alpha": 0.5}
+    assert model.params == {"num_maps": 2, "kmax": 0.3, "kmin": 0.1, "alpha": 0.5, "alpha_zero_halves": False}
     assert model.maps.out_channels == 3 * 2
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
@@ -105,4 +121,4 @@ def test_wildcat_head_scores_are_the_pooled_class_maps():
 
 def test_wildcat_defaults_are_recorded():
     model = build("mobilenet_v3_small", "wildcat", 1)
-    assert model.params == {"num_maps": 8, "kmax": 0.2, "kmin": None, "alpha": 0.7}
+    assert model.params == {"num_maps": 8, "kmax": 0.2, "kmin": None, "alpha": 0.7, "alpha_zero_halves": False}

@@ -1,4 +1,11 @@
-"""The dataset folder contract: dataset.json + images.csv + boxes.csv, validated on load.
+"""The dataset folder contract: dataset.json + images.csv + boxes.csv (+ an optional masks.csv),
+validated on load.
+
+masks.csv carries segmentation ground truth, for datasets scored against masks rather than
+boxes (SIIM-ACR pneumothorax, CheXlocalize): columns `image_id`, `label` and, per row, exactly
+one of `rle` (a SIIM run-length string, "-1" for none), `polygon` (a JSON list
+[x1, y1, x2, y2, ...] in pixels of the stored image) or `mask` (a mask image's path relative to
+the dataset folder; non-zero pixels are in the mask). Rows of one image and label are united.
 
 Every problem found is reported at once, each naming the file, row and field, so a user
 can fix a manifest in one pass instead of one error at a time.
@@ -22,6 +29,8 @@ TASKS = ("binary", "multilabel", "multiclass")
 SPLITS = ("train", "val", "test")
 IMAGE_COLUMNS = ("image_id", "path", "split", "patient_id", "width", "height")
 BOX_COLUMNS = ("image_id", "label", "x", "y", "w", "h")
+MASK_COLUMNS = ("image_id", "label")
+MASK_SOURCES = ("rle", "polygon", "mask")
 # Boxes may touch the border; a pixel of slack absorbs rounding in the source frame.
 BOX_SLACK_PX = 1.0
 
@@ -39,6 +48,7 @@ class Dataset:
     boxes: pd.DataFrame
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    masks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=[*MASK_COLUMNS, *MASK_SOURCES]))
 
     def image_path(self, image_id: str) -> Path:
         return self.image_root / str(self.images.loc[image_id, "path"])
@@ -66,6 +76,31 @@ class Dataset:
     def split(self, name: str) -> pd.DataFrame:
         return self.images[self.images["split"] == name]
 
+    def mask_for(self, image_id: str, label: str | None = None) -> np.ndarray | None:
+        """The image's segmentation of `label` (every label: None) from masks.csv as a boolean
+        (H, W) mask of the stored image, the union of its rows; None when it has no row.
+        ValueError naming masks.csv's line when a row cannot be decoded."""
+        from medattn.metrics import masks as decode
+
+        rows = self.masks[self.masks["image_id"] == str(image_id)]
+        if label is not None:
+            rows = rows[rows["label"] == label]
+        if rows.empty:
+            return None
+        shape = (int(self.images.at[image_id, "height"]), int(self.images.at[image_id, "width"]))
+        union = np.zeros(shape, dtype=bool)
+        for index, row in rows.iterrows():
+            try:
+                if _given(row.get("rle")):
+                    union |= decode.rle_decode(str(row["rle"]), shape)
+                elif _given(row.get("polygon")):
+                    union |= decode.polygon_mask(decode.parse_polygon(str(row["polygon"])), shape)
+                else:
+                    union |= decode.image_mask(self.root / str(row["mask"]), shape)
+            except ValueError as exc:
+                raise ValueError(f"{self.root / 'masks.csv'} line {index + 2} (image_id={image_id}): {exc}") from None
+        return union
+
     @property
     def hash(self) -> str:
         """Content hash of the manifests, recorded in checkpoints as training provenance."""
@@ -74,7 +109,7 @@ class Dataset:
 
 def dataset_hash(root: str | os.PathLike) -> str:
     digest = hashlib.sha256()
-    for name in ("dataset.json", "images.csv", "boxes.csv"):
+    for name in ("dataset.json", "images.csv", "boxes.csv", "masks.csv"):
         path = Path(root) / name
         if path.exists():
             digest.update(path.read_bytes())
@@ -104,6 +139,7 @@ def load_dataset(path: str | os.PathLike, check_files: bool = True) -> Dataset:
         image_root = root / image_root
     _check_images(images, classes, meta["task"], image_root, check_files, problems)
     _check_boxes(boxes, images, classes, problems)
+    masks = _read_masks(root, images, classes, problems)
     if problems:
         raise DatasetError(root, problems)
 
@@ -125,6 +161,7 @@ def load_dataset(path: str | os.PathLike, check_files: bool = True) -> Dataset:
         boxes=boxes,
         source=str(meta.get("source", "")),
         meta=extra,
+        masks=masks,
     )
 
 
@@ -138,10 +175,12 @@ def write_dataset(
     boxes: pd.DataFrame | None = None,
     image_root: str | os.PathLike = "images",
     source: str = "",
+    masks: pd.DataFrame | None = None,
     **extra: Any,
 ) -> Path:
     """Write a dataset folder in the contract format and return its path.
 
+    `masks`, when given, is written as masks.csv (see the module docstring).
     `images` needs the IMAGE_COLUMNS and one 0/1 column per class; other columns are kept as
     metadata. Files are written to temporaries and renamed, so a crash never leaves a half
     manifest next to a good one.
@@ -169,6 +208,8 @@ def write_dataset(
     _atomic_write(out / "dataset.json", json.dumps(meta, indent=2) + "\n")
     _atomic_write(out / "images.csv", images.to_csv(index=False))
     _atomic_write(out / "boxes.csv", boxes.to_csv(index=False, float_format="%.4f"))
+    if masks is not None:
+        _atomic_write(out / "masks.csv", masks.to_csv(index=False))
     return out
 
 
@@ -228,6 +269,40 @@ def _read_csv(path: Path, required: tuple[str, ...], problems: list[str]) -> pd.
         problems.append(f"{path}: column(s) {', '.join(absent)} missing")
         return None
     return frame
+
+
+def _given(value: object) -> bool:
+    """Whether a masks.csv cell holds something (not empty, not NaN)."""
+    return value is not None and not (isinstance(value, float) and np.isnan(value)) and str(value).strip() != ""
+
+
+def _read_masks(root: Path, images: pd.DataFrame, classes: list[str], problems: list[str]) -> pd.DataFrame:
+    """masks.csv when present (see the module docstring), each row checked for a known image,
+    a class label and exactly one source; an empty table when absent."""
+    path = root / "masks.csv"
+    empty = pd.DataFrame(columns=[*MASK_COLUMNS, *MASK_SOURCES])
+    if not path.exists():
+        return empty
+    frame = _read_csv(path, MASK_COLUMNS, problems)
+    if frame is None:
+        return empty
+    frame = frame.astype({c: object for c in frame.columns})
+    for column in MASK_SOURCES:
+        if column not in frame.columns:
+            frame[column] = None
+    known = set(images["image_id"].astype(str))
+    for i in frame.index:
+        where = _row("masks.csv", i, frame)
+        if str(frame.at[i, "image_id"]) not in known:
+            problems.append(f"{where}: image_id is not in images.csv")
+        if frame.at[i, "label"] not in classes:
+            problems.append(f"{where}: field 'label' is {_show(frame.at[i, 'label'])}, not one of the dataset's classes")
+        given = [c for c in MASK_SOURCES if _given(frame.at[i, c])]
+        if len(given) != 1:
+            problems.append(f"{where}: give exactly one of {', '.join(MASK_SOURCES)}, got "
+                            f"{', '.join(given) or 'none'}")
+    frame["image_id"] = frame["image_id"].astype(str)
+    return frame.reset_index(drop=True)
 
 
 def _show(value: object) -> str:

@@ -22,6 +22,8 @@ An explainer is one class per method, in the manner of Captum:
   for display and scoring is `medattn.explain.normalize`.
 
 Subclasses set `name`, `defaults`, `needs_grad` and implement `_attribute(x, targets, **params)`;
+parameters added to a method after its maps were first cached are listed in `keyless` and left
+out of cache keys while at their default (`key_params`), so those maps stay valid;
 methods that read maps the model computes itself set `requires` to (model method, what it
 gives), and `unavailable(model)` says why such a method cannot explain a model before any work.
 The base class runs it with frozen weights (eval mode, no parameter gradients) under
@@ -62,6 +64,12 @@ class Explainer:
     defaults: ClassVar[Mapping[str, Any]] = {}
     needs_grad: ClassVar[bool] = True
     requires: ClassVar[tuple[str, str] | None] = None  # e.g. ("class_maps", "class maps")
+    keyless: ClassVar[tuple[str, ...]] = ()  # see key_params
+
+    @classmethod
+    def key_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """`params` without the `keyless` ones that are at their default: what identifies a map."""
+        return {k: v for k, v in params.items() if not (k in cls.keyless and v == cls.defaults.get(k))}
 
     @classmethod
     def unavailable(cls, model: nn.Module) -> str | None:
@@ -317,6 +325,21 @@ def describe(model: nn.Module) -> str:
     parts = [f"{key}={getattr(model, key)}" for key in ("arch", "head")
              if isinstance(getattr(model, key, None), str)]
     return f"{type(model).__name__}({', '.join(parts)})" if parts else type(model).__name__
+
+
+CHANNEL_RULES = ("max_abs", "sum", "sum_abs")
+
+
+def reduce_channels(method: str, a: Tensor, rule: str) -> Tensor:
+    """Attributions (B, C, H, W) → maps (B, H, W): "max_abs" max |a| over channels (Simonyan et
+    al. 2014), "sum" the signed sum, "sum_abs" the sum of |a| (Arun et al. 2021)."""
+    if rule == "max_abs":
+        return a.abs().amax(dim=1)
+    if rule == "sum":
+        return a.sum(dim=1)
+    if rule == "sum_abs":
+        return a.abs().sum(dim=1)
+    raise ValueError(f"{method}: channels must be one of {', '.join(CHANNEL_RULES)}, got {rule!r}")
 
 
 def positive_int(method: str, name: str, value: Any) -> int:

@@ -12,8 +12,9 @@ from captum import attr
 from torch import Tensor, nn
 
 from medattn.errors import MedattnError
-from medattn.explain.base import Explainer, describe
-from medattn.explain.gradients import quiet_relu_hooks
+from medattn.explain.base import Explainer, describe, reduce_channels
+from medattn.explain.gradients import guided_gradients
+from medattn.explain.guided import guided_unavailable
 
 
 class GradCAM(Explainer):
@@ -31,17 +32,24 @@ class GradCAM(Explainer):
 
 
 class GuidedGradCAM(Explainer):
-    """Guided Grad-CAM: guided backprop × upsampled (bilinear) Grad-CAM, max |.| over
-    channels. layer: as gradcam."""
+    """Guided Grad-CAM (Selvaraju et al. 2017): guided backprop (the guided rule on every
+    activation that has one, `medattn.explain.guided`) × Grad-CAM upsampled bilinearly, |.|
+    reduced over channels. layer: as gradcam; channels: as saliency, default "max_abs".
+    Unavailable for models with SiLU, Hardswish, GELU or Mish."""
 
     name = "guided_gradcam"
-    defaults = {"layer": None}
+    defaults = {"layer": None, "channels": "max_abs"}
+    keyless = ("channels",)
 
-    def _attribute(self, x: Tensor, targets: Tensor, layer: str | None) -> Tensor:
-        ggc = attr.GuidedGradCam(self.model, cam_layer(self.model, layer))
-        with quiet_relu_hooks():
-            maps = ggc.attribute(x, target=targets, interpolate_mode="bilinear")
-        return maps.abs().amax(dim=1)
+    @classmethod
+    def unavailable(cls, model: nn.Module) -> str | None:
+        return guided_unavailable(cls.name, model)
+
+    def _attribute(self, x: Tensor, targets: Tensor, layer: str | None, channels: str) -> Tensor:
+        cam = attr.LayerGradCam(self.model, cam_layer(self.model, layer))
+        weights = attr.LayerAttribution.interpolate(cam.attribute(x, target=targets, relu_attributions=True),
+                                                    tuple(x.shape[2:]), interpolate_mode="bilinear")
+        return reduce_channels(self.name, guided_gradients(self.model, x, targets) * weights, channels)
 
 
 def cam_layer(model: nn.Module, layer: str | None = None) -> nn.Module:

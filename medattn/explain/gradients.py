@@ -1,11 +1,13 @@
 """Input-attribution explainers through Captum: gradients, SmoothGrad, integrated gradients,
 SmoothGrad on IG, guided backprop, occlusion.
 
-Channel aggregation (the map is per pixel, the attribution per channel):
-- saliency, smoothgrad, guided_backprop: max |a| over channels (Simonyan et al. 2014);
-  the maps are non-negative.
-- integrated_gradients, smoothgrad_ig: sum over channels, sign kept. The sum keeps IG's
+Channel aggregation (the map is per pixel, the attribution per channel), parameter `channels`
+(`base.reduce_channels`):
+- saliency, smoothgrad, guided_backprop: "max_abs" by default, max |a| over channels (Simonyan
+  et al. 2014); the maps are non-negative.
+- integrated_gradients, smoothgrad_ig: "sum" by default, sign kept. The sum keeps IG's
   completeness (the map sums to f(x) − f(baseline)); `normalize` then takes |m| by default.
+- "sum_abs" (any of them): the sum of |a|, as Arun et al. 2021 (`protocol="arun2021"`).
 - occlusion: f(x) − f(x with the window set to `baseline`), averaged over the windows covering
   a pixel (identical over channels); positive where hiding the pixel lowers the class score.
 Scores are the model's logits for the target class.
@@ -33,20 +35,25 @@ from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
 from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from medattn.explain.base import Explainer, as_batch, evaluation_copy, positive_int
+from medattn.explain.base import Explainer, as_batch, evaluation_copy, positive_int, reduce_channels
+from medattn.explain.guided import guided, guided_unavailable
 
 BLUR_SIGMA_FRACTION = 1 / 16  # "blur" baseline: Gaussian sigma as a fraction of max(H, W)
 OCCLUSION_AT_224 = (16, 8)  # default occlusion window and stride for a 224-pixel side
 
 
 class Saliency(Explainer):
-    """Gradient of the class score w.r.t. the input, max |.| over channels. No parameters."""
+    """Gradient of the class score w.r.t. the input, |.| reduced over channels.
+
+    channels: "max_abs" (default), "sum_abs" or "sum" (see the module docstring)."""
 
     name = "saliency"
+    defaults = {"channels": "max_abs"}
+    keyless = ("channels",)
 
-    def _attribute(self, x: Tensor, targets: Tensor) -> Tensor:
-        grads = attr.Saliency(self.model).attribute(x, target=targets, abs=True)
-        return grads.amax(dim=1)
+    def _attribute(self, x: Tensor, targets: Tensor, channels: str) -> Tensor:
+        grads = attr.Saliency(self.model).attribute(x, target=targets, abs=False)
+        return reduce_channels(self.name, grads, channels)
 
 
 class SmoothGrad(Explainer):
@@ -54,18 +61,22 @@ class SmoothGrad(Explainer):
 
     noise: Gaussian std as a fraction of the image's range (x.max() − x.min()), default 0.15.
     n_samples: noisy copies, default 25. seed: noise seed, default 0 (maps are reproducible and
-    an image's map does not depend on the batch it came in).
+    an image's map does not depend on the batch it came in). squared: average the squared
+    gradients instead of |gradient| (Captum's "smoothgrad_sq"; Arun et al. 2021), default False.
+    channels: as saliency, default "max_abs".
     """
 
     name = "smoothgrad"
-    defaults = {"n_samples": 25, "noise": 0.15, "seed": 0}
+    defaults = {"n_samples": 25, "noise": 0.15, "seed": 0, "squared": False, "channels": "max_abs"}
+    keyless = ("squared", "channels")
 
     def _attribute(self, x: Tensor, targets: Tensor, n_samples: int, noise: float,
-                   seed: int) -> Tensor:
+                   seed: int, squared: bool, channels: str) -> Tensor:
         saliency = attr.Saliency(evaluation_copy(self.model, x))
+        kind = "smoothgrad_sq" if squared else "smoothgrad"
         grads = [_smooth(self, saliency, x[i:i + 1], int(targets[i]), n_samples, noise, seed,
-                         per_sample_cost=1, abs=True) for i in range(len(x))]
-        return torch.cat(grads).amax(dim=1)
+                         per_sample_cost=1, abs=True, nt_type=kind) for i in range(len(x))]
+        return reduce_channels(self.name, torch.cat(grads), channels)
 
 
 class IntegratedGradients(Explainer):
@@ -77,17 +88,19 @@ class IntegratedGradients(Explainer):
     checkpoint metadata) when set, else the ImageNet mean/std medattn trains with),
     "zeros" (zeros in normalised space, i.e. the mean image), "blur" (the image blurred with a
     Gaussian of sigma max(H, W)/16), or a tensor (3, H, W) / (B, 3, H, W) in normalised space.
+    channels: "sum" (default), "sum_abs" or "max_abs" (see the module docstring).
     """
 
     name = "integrated_gradients"
-    defaults = {"steps": 50, "baseline": "black"}
+    defaults = {"steps": 50, "baseline": "black", "channels": "sum"}
+    keyless = ("channels",)
 
-    def _attribute(self, x: Tensor, targets: Tensor, steps: int, baseline: Any) -> Tensor:
+    def _attribute(self, x: Tensor, targets: Tensor, steps: int, baseline: Any, channels: str) -> Tensor:
         steps = positive_int(self.name, "steps", steps)
         ig = attr.IntegratedGradients(evaluation_copy(self.model, x, self.precision == "auto"))
         a = ig.attribute(x, baselines=ig_baseline(self.model, x, baseline), target=targets,
                          n_steps=steps, internal_batch_size=max(self.batch_size, len(x)))
-        return a.sum(dim=1)
+        return reduce_channels(self.name, a, channels)
 
 
 class SmoothGradIG(Explainer):
@@ -95,33 +108,46 @@ class SmoothGradIG(Explainer):
     summed over channels, sign kept. Costs n_samples × steps evaluations per image.
 
     n_samples: default 10; noise: default 0.15 of the image's range; steps: default 20;
-    baseline: as integrated_gradients (default "black"); seed: default 0.
+    baseline: as integrated_gradients (default "black"); seed: default 0; channels: as
+    integrated_gradients (default "sum").
     """
 
     name = "smoothgrad_ig"
-    defaults = {"n_samples": 10, "noise": 0.15, "steps": 20, "baseline": "black", "seed": 0}
+    defaults = {"n_samples": 10, "noise": 0.15, "steps": 20, "baseline": "black", "seed": 0, "channels": "sum"}
+    keyless = ("channels",)
 
     def _attribute(self, x: Tensor, targets: Tensor, n_samples: int, noise: float, steps: int,
-                   baseline: Any, seed: int) -> Tensor:
+                   baseline: Any, seed: int, channels: str) -> Tensor:
         steps = positive_int(self.name, "steps", steps)
         base = ig_baseline(self.model, x, baseline)
         ig = attr.IntegratedGradients(evaluation_copy(self.model, x, self.precision == "auto"))
         a = [_smooth(self, ig, x[i:i + 1], int(targets[i]), n_samples, noise, seed,
                      per_sample_cost=steps, baselines=base[i:i + 1], n_steps=steps,
                      internal_batch_size=self.batch_size) for i in range(len(x))]
-        return torch.cat(a).sum(dim=1)
+        return reduce_channels(self.name, torch.cat(a), channels)
 
 
 class GuidedBackprop(Explainer):
-    """Guided backpropagation (Springenberg et al. 2015), max |.| over channels. Only ReLUs that
-    are nn.ReLU modules are guided (Captum's rule); functional ReLUs pass plain gradients."""
+    """Guided backpropagation (Springenberg et al. 2015) with the guided rule on every activation
+    module that has one (`medattn.explain.guided`); unavailable for models with SiLU, Hardswish,
+    GELU or Mish. channels: as saliency, default "max_abs"."""
 
     name = "guided_backprop"
+    defaults = {"channels": "max_abs"}
+    keyless = ("channels",)
 
-    def _attribute(self, x: Tensor, targets: Tensor) -> Tensor:
-        with quiet_relu_hooks():
-            a = attr.GuidedBackprop(self.model).attribute(x, target=targets)
-        return a.abs().amax(dim=1)
+    @classmethod
+    def unavailable(cls, model: torch.nn.Module) -> str | None:
+        return guided_unavailable(cls.name, model)
+
+    def _attribute(self, x: Tensor, targets: Tensor, channels: str) -> Tensor:
+        return reduce_channels(self.name, guided_gradients(self.model, x, targets), channels)
+
+
+def guided_gradients(model: torch.nn.Module, x: Tensor, targets: Tensor) -> Tensor:
+    """Guided-backpropagation gradients (B, C, H, W) of the target logits w.r.t. x."""
+    with guided(model):
+        return attr.Saliency(model).attribute(x, target=targets, abs=False)
 
 
 class Occlusion(Explainer):
@@ -184,8 +210,8 @@ def ig_baseline(model: torch.nn.Module, x: Tensor, baseline: Any) -> Tensor:
 
 def _smooth(explainer: Explainer, method: attr.Attribution, x: Tensor, target: int,
             n_samples: int, noise: float, seed: int, per_sample_cost: int,
-            **kwargs: Any) -> Tensor:
-    """Captum NoiseTunnel (smoothgrad) on one image x (1, C, H, W): the noise std is a fraction
+            nt_type: str = "smoothgrad", **kwargs: Any) -> Tensor:
+    """Captum NoiseTunnel (`nt_type`) on one image x (1, C, H, W): the noise std is a fraction
     of this image's range and the noise comes from `seed` alone, so a map does not depend on
     the batch it came in. Noisy copies are batched at about `explainer.batch_size`
     evaluations per pass."""
@@ -197,7 +223,7 @@ def _smooth(explainer: Explainer, method: attr.Attribution, x: Tensor, target: i
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         return attr.NoiseTunnel(method).attribute(
-            x, nt_type="smoothgrad", nt_samples=n_samples, stdevs=std, target=target,
+            x, nt_type=nt_type, nt_samples=n_samples, stdevs=std, target=target,
             nt_samples_batch_size=max(1, explainer.batch_size // per_sample_cost), **kwargs)
 
 

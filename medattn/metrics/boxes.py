@@ -58,8 +58,11 @@ def box_mask(boxes: BoxesLike, shape: tuple[int, int]) -> np.ndarray:
 
 
 def point_in_boxes(point: tuple[int, int], boxes: BoxesLike) -> bool:
-    """Whether pixel (row, col) lies in any box, by the same inclusive convention as `box_mask`."""
+    """Whether pixel (row, col) lies in any box, by the same inclusive convention as `box_mask`;
+    a point outside the image (negative, e.g. `localization.NO_POINT`) lies in none."""
     row, col = point
+    if row < 0 or col < 0:
+        return False
     return any(
         int(y) <= row <= int(y + h) and int(x) <= col <= int(x + w) for x, y, w, h in as_box_array(boxes)
     )

@@ -50,9 +50,17 @@ class ClassWisePool(nn.Module):
 class WildcatPool2d(nn.Module):
     """(B, C, H, W) → (B, C). With n = H·W and kmax, kmin resolved by `positive_k`
     (kmin=None means kmin = kmax): score = mean of the kmax highest values; when kmin > 0 and
-    alpha != 0, score = (that mean + alpha · mean of the kmin lowest values) / 2."""
+    alpha != 0, score = (that mean + alpha · mean of the kmin lowest values) / 2.
 
-    def __init__(self, kmax: float = 1, kmin: float | None = None, alpha: float = 1.0):
+    alpha = 0 (int or float) gives the plain top mean, the documented formula. The reference
+    code tests `alpha is not 0`, an identity test that a float 0.0 passes, so there a float
+    alpha=0.0 still halves the top mean ((top + 0 · bottom) / 2) and only an int 0 does not.
+    Weights trained with the reference code and alpha=0.0 expect that halving (their logits
+    are half ours): set `alpha_zero_halves=True` to reproduce it.
+    """
+
+    def __init__(self, kmax: float = 1, kmin: float | None = None, alpha: float = 1.0,
+                 alpha_zero_halves: bool = False):
         super().__init__()
         self.kmax = check_number("WildcatPool2d", "kmax", kmax)
         if self.kmax <= 0:
@@ -60,6 +68,9 @@ class WildcatPool2d(nn.Module):
                              f"kmax highest regions), got {kmax!r}")
         self.kmin = None if kmin is None else check_number("WildcatPool2d", "kmin", kmin)
         self.alpha = check_number("WildcatPool2d", "alpha", alpha)
+        if not isinstance(alpha_zero_halves, bool):
+            raise ValueError(f"WildcatPool2d: alpha_zero_halves must be True or False, got {alpha_zero_halves!r}")
+        self.alpha_zero_halves = alpha_zero_halves
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[2] * x.shape[3]
@@ -70,28 +81,31 @@ class WildcatPool2d(nn.Module):
                              f"{x.shape[2]}×{x.shape[3]} map")
         ranked = x.flatten(2).sort(dim=2, descending=True).values
         score = ranked[..., :kmax].mean(dim=2)
-        if kmin > 0 and self.alpha != 0:
+        if kmin > 0 and (self.alpha != 0 or self.alpha_zero_halves):
             score = (score + self.alpha * ranked[..., n - kmin:].mean(dim=2)) / 2
         return score
 
     def extra_repr(self) -> str:
-        return f"kmax={self.kmax}, kmin={self.kmin}, alpha={self.alpha}"
+        extra = ", alpha_zero_halves=True" if self.alpha_zero_halves else ""
+        return f"kmax={self.kmax}, kmin={self.kmin}, alpha={self.alpha}{extra}"
 
 
 class WildcatModel(MedattnModel):
     """Backbone I_C → 1×1 conv (C·num_maps) → ClassWisePool → WildcatPool2d → logits.
     `class_maps(x)` returns the class-wise pooled maps (B, C, h, w) the logits are pooled from.
-    Parameters: num_maps (M), kmax, kmin (None = kmax), alpha."""
+    Parameters: num_maps (M), kmax, kmin (None = kmax), alpha, alpha_zero_halves (reference
+    code's pooling at alpha=0.0, see `WildcatPool2d`)."""
 
     name = "wildcat"
-    defaults = {"num_maps": 8, "kmax": 0.2, "kmin": None, "alpha": 0.7}
+    defaults = {"num_maps": 8, "kmax": 0.2, "kmin": None, "alpha": 0.7, "alpha_zero_halves": False}
 
     def __init__(self, backbone: Backbone, num_classes: int, num_maps: int, kmax: float,
-                 kmin: float | None, alpha: float):
+                 kmin: float | None, alpha: float, alpha_zero_halves: bool = False):
         num_maps = check_int(self.name, "num_maps", num_maps)
-        spatial = WildcatPool2d(kmax, kmin, alpha)
+        spatial = WildcatPool2d(kmax, kmin, alpha, alpha_zero_halves)
         super().__init__(backbone, num_classes, {"num_maps": num_maps, "kmax": spatial.kmax,
-                                                 "kmin": spatial.kmin, "alpha": spatial.alpha})
+                                                 "kmin": spatial.kmin, "alpha": spatial.alpha,
+                                                 "alpha_zero_halves": alpha_zero_halves})
         self.maps = nn.Conv2d(backbone.channels[-1], num_classes * num_maps, kernel_size=1)
         self.class_pool = ClassWisePool(num_maps)
         self.spatial_pool = spatial

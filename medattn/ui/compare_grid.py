@@ -23,7 +23,8 @@ from medattn.data.dataset import Dataset
 from medattn.explain import DEFAULT_SIGN
 from medattn.inference import LoadedModel
 from medattn.metrics.boxes import as_box_array
-from medattn.pipeline import MapResult, compute_map, score_map
+from medattn.metrics.protocols import DEFAULT_PROTOCOL, get_protocol
+from medattn.pipeline import MapResult, compute_map, ground_truth, score
 from medattn.store import file_hash
 from medattn.ui import background, loaders
 from medattn.ui.errors import message
@@ -37,7 +38,8 @@ from medattn.viz.scaling import shared_normalize
 SLOW = ("integrated_gradients", "smoothgrad", "smoothgrad_ig", "occlusion", "pda", "pda_features")
 POLL_SECONDS = 0.2
 NUMBER_COLUMNS = ["image_id", "target_class", "checkpoint", "model", "method", "probability", "auprc", "hit", "miou",
-                  "n_boxes", "seconds", "cached"]
+                  "degenerate", "n_boxes", "seconds", "cached"]
+FLAT_NOTE = "flat map: no evidence"
 
 
 @dataclass
@@ -53,34 +55,39 @@ class Display:
 
 
 @st.cache_data(max_entries=2048, show_spinner=False)
-def _scores(key: tuple, _display: np.ndarray, _boxes: pd.DataFrame, peak: tuple[int, int]) -> dict[str, float]:
-    return score_map(_display, _boxes, peak)
+def _scores(key: tuple, _raw: np.ndarray, method: str, _truth, shape: tuple[int, ...], protocol: str, _place) -> dict:
+    return score(_raw, method, _truth, shape, protocol, _place)
 
 
 def caption(probability: float, scores: dict[str, float], class_name: str) -> str:
-    """One ASCII line per panel: the model's probability for the class and the map's scores."""
+    """One ASCII line per panel: the model's probability for the class and the map's scores;
+    a flat map says so (it ranks nothing: chance AUPRC, no hit)."""
+    flat = f"  {FLAT_NOTE}" if scores.get("degenerate") else ""
     if not np.isfinite(scores["auprc"]):
-        return f"p={probability:.2f}  no {class_name} box"
+        return f"p={probability:.2f}  no {class_name} box{flat}"
     pointed = "yes" if scores["hit"] == 1 else "no"
-    return f"p={probability:.2f}  AUPRC={scores['auprc']:.2f}  hit={pointed}  IoU={scores['miou']:.2f}"
+    return f"p={probability:.2f}  AUPRC={scores['auprc']:.2f}  hit={pointed}  IoU={scores['miou']:.2f}{flat}"
 
 
 def _map(loaded: LoadedModel, data: Dataset, image_id: str, method: str, target: int, image: np.ndarray,
-         progress: Callable[[int, int], None] | None = None) -> MapResult:
+         progress: Callable[[int, int], None] | None = None, protocol: str = DEFAULT_PROTOCOL) -> MapResult:
+    params = get_protocol(protocol).params(method, app_params(method, loaded.input_size))
     with loaders.model_lock(loaded.name):
-        return compute_map(loaded, data, image_id, method, target, app_params(method, loaded.input_size),
-                           progress=progress, image=image)
+        return compute_map(loaded, data, image_id, method, target, params, progress=progress, image=image)
 
 
 def compute_grid(selection: Selection, image_id: str, target: int, display: Display,
-                 show: Callable[[list[list[Panel]]], None]) -> tuple[list[list[Panel]], pd.DataFrame]:
+                 show: Callable[[list[list[Panel]]], None],
+                 protocol: str = DEFAULT_PROTOCOL) -> tuple[list[list[Panel]], pd.DataFrame]:
     """Panels (rows: models, columns: methods) and their numbers; `show(panels)` is called
-    whenever freshly computed panels are ready, so the page fills in as the work goes."""
+    whenever freshly computed panels are ready, so the page fills in as the work goes. Scores
+    follow `protocol` (`medattn.metrics.protocols`); the panels show medattn's display map."""
     data = selection.dataset
     image = data.read_image(image_id)
     shown = window_level(image, display.center, display.width)
     class_name = data.classes[target]
     boxes = data.boxes_for(image_id, class_name)
+    truth = ground_truth(data, image_id, class_name)
     box_array = as_box_array(boxes)
     models, methods = selection.models, selection.methods
     probability = {m.name: float(loaders.predictions(m, data, [image_id]).iloc[0, target]) for m in models}
@@ -104,9 +111,10 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
             cell.note = f"failed: {message(exc)}"
             return False
         results[(loaded.name, method)] = result
-        scores = _scores((loaded.hash, stamp, image_id, method, target), result.display, boxes, result.peak)
+        scores = _scores((loaded.hash, stamp, image_id, method, target), result.raw, method, truth, image.shape,
+                         protocol, loaded.preprocessing.place)
         cell.heatmap, cell.support = result.display, result.support
-        cell.point = result.peak
+        cell.point = result.peak  # None for a flat map: no ✕
         cell.caption, cell.note = caption(probability[loaded.name], scores, class_name), ""
         rows.append({"image_id": image_id, "target_class": class_name, "checkpoint": loaded.name, "model": loaded.label,
                      "method": method, "probability": probability[loaded.name], **scores, "n_boxes": len(boxes),
@@ -116,13 +124,13 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
     panels = sorted(((m, method) for m in models for method in methods if unavailable(m, method) is None),
                     key=lambda panel: cost_rank(panel[1]))
     bar = st.progress(0.0, text="Maps") if panels else None
-    slow = [(m, method, background.worker().submit((m.hash, stamp, image_id, method, target),
-                                                   partial(_map, m, data, image_id, method, target, image)))
+    slow = [(m, method, background.worker().submit((m.hash, stamp, image_id, method, target, protocol),
+                                                   partial(_map, m, data, image_id, method, target, image, protocol=protocol)))
             for m, method in panels if method in SLOW]
     fresh = False
     for number, (loaded, method) in enumerate(p for p in panels if p[1] not in SLOW):
         bar.progress(number / len(panels), text=f"{number + 1}/{len(panels)}: {method} · {loaded.name}")
-        fresh |= finish(loaded, method, partial(_map, loaded, data, image_id, method, target, image))
+        fresh |= finish(loaded, method, partial(_map, loaded, data, image_id, method, target, image, protocol=protocol))
     if fresh and slow:
         show(grid())
     for number, (loaded, method, job) in enumerate(slow, len(panels) - len(slow)):
