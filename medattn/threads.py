@@ -55,12 +55,13 @@ def policy(threads: int | None = None) -> dict[str, str]:
 
 def apply() -> bool:
     """Put the policy into this process's environment (values already set win). False, with a
-    warning, when torch was imported first: its OpenMP pool then keeps the settings it read."""
+    warning, when torch was imported first without it: its OpenMP pool keeps what it read."""
+    missing = "OMP_WAIT_POLICY" not in os.environ
     for name, value in policy().items():
         os.environ.setdefault(name, value)
-    if "torch" in sys.modules:
-        log.warning("torch was imported before medattn: OMP_WAIT_POLICY=%s may not hold in this process; "
-                    "import medattn first", os.environ["OMP_WAIT_POLICY"])
+    if missing and "torch" in sys.modules:
+        log.warning("torch was imported before medattn: OMP_WAIT_POLICY=%s does not hold in this process; "
+                    "import medattn first", WAIT_POLICY)
         return False
     return True
 

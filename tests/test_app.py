@@ -179,6 +179,8 @@ def test_leaderboard_precompute_tables_and_sanity_rows(env):
     at.number_input(key="lb_pre_limit").set_value(3)
     at.button(key="lb_pre_run").click().run()
     assert not at.exception
+    wait_for_jobs(env)
+    at.run()
     methods = set(at.dataframe[0].value["method"])
     assert "gradcam" in methods
 
@@ -192,6 +194,16 @@ def test_leaderboard_precompute_tables_and_sanity_rows(env):
     assert "Sanity checks" in [h.value for h in at.header]
     assert not any(m.startswith("sanity:") for m in at.dataframe[0].value["method"])
     assert len(at.get("plotly_chart")) == 4  # and the cascading randomisation chart
+
+
+def wait_for_jobs(env, timeout: float = 180) -> None:
+    """Until every background job under the app's cache has ended; each must have finished."""
+    from medattn.jobs import JobManager
+
+    manager, deadline = JobManager(env.cache / "jobs"), time.monotonic() + timeout
+    while any(j.active for j in manager.list()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(j.state == "done" for j in manager.list()), [(j.state, j.message, manager.log_tail(j.id)) for j in manager.list()]
 
 
 def _hash(at: AppTest) -> str:
@@ -259,11 +271,9 @@ def test_precompute_job_outlives_the_page_and_its_rows_appear(env):
     assert job.active
     at.switch_page("pages/compare.py").run()
     assert not at.exception
-    deadline = time.monotonic() + 180
-    while manager.status(job.id).active and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for_jobs(env)
     finished = manager.status(job.id)
-    assert finished.state == "done" and finished.done == finished.total > 0, manager.log_tail(job.id)
+    assert finished.done == finished.total > 0
     at.switch_page("pages/leaderboard.py").run()
     assert not at.exception
     assert "guided_backprop" in set(at.dataframe[0].value["method"])
