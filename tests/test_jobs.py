@@ -72,20 +72,20 @@ def test_job_stops_fast_reads_interrupted_after_a_kill_and_resumes(tiny_demo, ti
 def test_two_runs_over_the_same_work_share_it(tiny_demo, tiny_checkpoint, tmp_path, monkeypatch):
     """Started together, two runs compute each map once between them (claims), and both
     return the whole table."""
-    import medattn.pipeline
+    from medattn.inference import load_model
 
     dataset = load_dataset(tiny_demo)
     ids = list(dataset.split("test").index[:8])
     run, cache = Run(tmp_path / "run"), HeatmapCache(tmp_path / "cache")
-    run.predictions(__import__("medattn.inference", fromlist=["load_model"]).load_model(tiny_checkpoint, "cpu"), dataset, ids)
-    real, calls, lock = medattn.pipeline.explain, [], threading.Lock()
+    run.predictions(load_model(tiny_checkpoint, "cpu"), dataset, ids)
+    real, computed, lock = HeatmapCache.put, [], threading.Lock()
 
-    def counting(*args, **kwargs):
+    def counting(self, key, heatmap):  # every freshly computed map is put into the cache once
         with lock:
-            calls.append(args[3])
-        return real(*args, **kwargs)
+            computed.append(key)
+        return real(self, key, heatmap)
 
-    monkeypatch.setattr("medattn.pipeline.explain", counting)
+    monkeypatch.setattr(HeatmapCache, "put", counting)
     results: list = [None, None]
 
     def one(slot: int) -> None:
@@ -98,5 +98,5 @@ def test_two_runs_over_the_same_work_share_it(tiny_demo, tiny_checkpoint, tmp_pa
     for thread in threads:
         thread.join(120)
     assert len(results[0]) == len(results[1]) > 0
-    assert len(calls) == len(results[0])  # every map computed once, not once per run
+    assert len(computed) == len(set(computed)) == len(results[0])  # every map computed once, not once per run
     assert not list((run.root / "claims").glob("*.claim"))  # all released
