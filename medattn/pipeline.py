@@ -86,7 +86,7 @@ def compute_map(
     if method in PDA_METHODS and params.get("reference") is None:
         params["reference"] = reference_images(loaded, dataset)
     image = dataset.read_image(image_id) if image is None else image
-    key = map_key(loaded, dataset, image_id, method, target, params, cache)
+    key = cache.key(loaded.hash, file_hash(dataset.image_path(image_id)), method, params, target)
     raw = cache.get(key)
     seconds, cached = 0.0, raw is not None
     if raw is None:
@@ -98,12 +98,6 @@ def compute_map(
     display = resize(normalize(raw, sign=DEFAULT_SIGN[method]), image.shape)
     return MapResult(raw=raw, display=np.clip(display, 0.0, 1.0), peak=peak_of(raw, method, image.shape),
                      seconds=seconds, cached=cached)
-
-
-def map_key(loaded: LoadedModel, dataset: Dataset, image_id: str, method: str, target: int,
-            params: Mapping[str, Any], cache: HeatmapCache) -> str:
-    """The cache key of a map: weights, image content, method, class and `resolved_params`."""
-    return cache.key(loaded.hash, file_hash(dataset.image_path(image_id)), method, params, target)
 
 
 def peak_of(raw: np.ndarray, method: str, shape: tuple[int, ...]) -> tuple[int, int]:

@@ -28,16 +28,15 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from medattn.data import load_dataset
 from medattn.data.dataset import Dataset
 from medattn.errors import MedattnError
-from medattn.explain import explain, unavailable
+from medattn.explain import unavailable
 from medattn.inference import LoadedModel, load_model, predict
 from medattn.pipeline import (
-    CACHE_DIR, map_key, PDA_METHODS, SCORING, MapResult, compute_map, default_cache, reference_images, resolved_params, score_map,
+    CACHE_DIR, PDA_METHODS, SCORING, MapResult, compute_map, default_cache, reference_images, resolved_params, score_map,
 )
 from medattn.store import Claims, HeatmapCache, PredictionStore, ScoreTable, canonical_params
 
@@ -154,7 +153,6 @@ def score_batch(
     rows: list[dict] = []
     skipped: list[str] = []
     image_id, image, reference = None, None, None
-    batched = _compute_batched(loaded, dataset, jobs, cache, params or {}, stop)
     try:
         for job in jobs:
             if stop is not None and stop():
@@ -170,54 +168,12 @@ def score_batch(
             except (ValueError, MedattnError) as exc:  # methods a model lacks were left out when planning
                 skipped.append(f"{job.method} on {loaded.name}: {exc}")
             else:
-                if job in batched:  # computed with the batch's other images just above
-                    result.seconds, result.cached = batched[job], False
                 rows.append(_row(loaded, dataset, job, method_args, result))
             if tick is not None:
                 tick()
     except Interrupted:  # Stop during a map: that map is dropped, the finished ones returned
         pass
     return rows, skipped
-
-
-def _compute_batched(loaded: LoadedModel, dataset: Dataset, jobs: Sequence[Job], cache: HeatmapCache,
-                     params: Mapping[str, dict], stop: Callable[[], bool] | None) -> dict[Job, float]:
-    """The batch's missing maps of each method other than PDA, computed by one explainer call
-    over all their images (one forward and backward pass for the batch instead of one per image:
-    the per-call overheads of the small methods are paid once) and put into the cache, where
-    `compute_map` then finds them. Returns each such job's share of the time. Anything that
-    fails here (an unreadable image) is left to the per-job path, which reports it."""
-    groups: dict[str, list[tuple[Job, str]]] = {}
-    for job in jobs:
-        if job.method in PDA_METHODS:
-            continue
-        try:
-            key = map_key(loaded, dataset, job.image_id, job.method, job.target,
-                          resolved_params(job.method, params.get(job.method)), cache)
-        except (OSError, ValueError, MedattnError):
-            continue
-        if key not in cache:
-            groups.setdefault(job.method, []).append((job, key))
-    shares: dict[Job, float] = {}
-    images: dict[str, torch.Tensor] = {}
-    for method, group in groups.items():
-        if len(group) < 2 or (stop is not None and stop()):
-            continue
-        try:
-            for job, _ in group:
-                if job.image_id not in images:
-                    images[job.image_id] = loaded.to_input(dataset.read_image(job.image_id))
-            started = time.perf_counter()
-            maps = explain(loaded.model, torch.cat([images[job.image_id] for job, _ in group]),
-                           [job.target for job, _ in group], method, device=loaded.device,
-                           **resolved_params(method, params.get(method)))
-        except (OSError, ValueError, MedattnError):
-            continue
-        share = (time.perf_counter() - started) / len(group)
-        for (job, key), raw in zip(group, maps):
-            cache.put(key, raw)
-            shares[job] = share
-    return shares
 
 
 def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, result: MapResult) -> dict:

@@ -12,7 +12,6 @@ import pytest
 from medattn.data import load_dataset
 from medattn.inference import load_model
 from medattn.metrics.localization import box_auprc, hit_at, miou
-from medattn.metrics.similarity import spearman
 from medattn.pipeline import SCORING, compute_map
 from medattn.precompute import Run, current_rows, main, precompute, targets_for
 from medattn.store import HeatmapCache
@@ -173,29 +172,3 @@ def test_ray_engine_without_ray_says_what_to_install(tiny_demo, tiny_checkpoint,
     with pytest.raises(ImportError, match=f"pip install ray=={RAY_VERSION}"):
         precompute(load_dataset(tiny_demo), [tiny_checkpoint], ["saliency"], run=Run(tmp_path / "run"),
                    cache=HeatmapCache(tmp_path / "cache"), engine="ray")
-
-
-def test_maps_computed_over_a_batch_of_images_equal_maps_computed_one_by_one(tiny_demo, tiny_checkpoint, tmp_path, monkeypatch):
-    """precompute explains the images of a batch in one call per method: the same maps, up to
-    the rounding of kernels chosen per batch size, and the same rows as one call per image."""
-    dataset = load_dataset(tiny_demo)
-    ids = list(dataset.split("test").index[:5])
-    methods = ["saliency", "integrated_gradients", "gradcam", "wildcat"]
-
-    def scores(name: str):
-        frame = precompute(dataset, [tiny_checkpoint], methods, image_ids=ids, run=Run(tmp_path / name),
-                           cache=HeatmapCache(tmp_path / name / "cache"), device="cpu")
-        return frame.sort_values(["image_id", "method", "target"]).reset_index(drop=True)
-
-    batched = scores("batched")
-    assert (batched["seconds"] > 0).all() and not batched["cached"].any()
-    monkeypatch.setattr("medattn.precompute._compute_batched", lambda *args, **kwargs: {})
-    single = scores("single")
-    loaded = load_model(tiny_checkpoint, "cpu")
-    for row in batched.itertuples():
-        maps = [compute_map(loaded, dataset, row.image_id, row.method, int(row.target),
-                            cache=HeatmapCache(tmp_path / name / "cache")).raw for name in ("batched", "single")]
-        rho = spearman(*maps)
-        assert rho > 0.999 or (np.isnan(rho) and np.allclose(*maps)), (row.method, rho)
-    np.testing.assert_allclose(batched[["auprc", "miou"]], single[["auprc", "miou"]], atol=0.01, equal_nan=True)
-    assert (batched["hit"].fillna(-1) == single["hit"].fillna(-1)).mean() >= 0.9

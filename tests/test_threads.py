@@ -12,7 +12,8 @@ from medattn import threads
 from medattn.ray_engine import WORKER_ENV
 
 REPO = Path(__file__).resolve().parents[1]
-PROBE = "import os, medattn.precompute, torch; print(os.environ['OMP_WAIT_POLICY'], os.environ['OMP_NUM_THREADS'], torch.get_num_threads())"
+# What `python -m medattn.<anything>` does first: import the package, then (through the module) torch.
+PROBE = "import os, medattn, torch; print(os.environ['OMP_WAIT_POLICY'], os.environ['OMP_NUM_THREADS'], torch.get_num_threads())"
 
 
 def run_probe(**env: str) -> list[str]:
@@ -22,10 +23,11 @@ def run_probe(**env: str) -> list[str]:
     return out.stdout.split()
 
 
-def test_policy_is_set_before_torch_loads_and_explicit_settings_win():
+def test_policy_is_set_before_torch_loads_and_explicit_settings_win(monkeypatch):
     assert run_probe() == ["PASSIVE", str(threads.cpu_count()), str(threads.cpu_count())]
-    assert run_probe(MEDATTN_THREADS="1") == ["PASSIVE", "1", "1"]
-    assert run_probe(OMP_WAIT_POLICY="ACTIVE", OMP_NUM_THREADS="1")[:2] == ["ACTIVE", "1"]
+    assert run_probe(OMP_WAIT_POLICY="ACTIVE", OMP_NUM_THREADS="1") == ["ACTIVE", "1", "1"]
+    monkeypatch.setenv("MEDATTN_THREADS", "3")
+    assert threads.policy() == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}
 
 
 def test_ray_workers_get_the_policy():
