@@ -36,7 +36,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from medattn.store.files import read_or_set_aside, write_atomic
 
@@ -134,7 +134,7 @@ class JobManager:
                                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                            start_new_session=True, cwd=str(Path(__file__).resolve().parents[1]))
             threading.Thread(target=process.wait, daemon=True).start()  # reap it: no zombie in a long-lived app
-            status = JobStatus(job, spec["kind"], _title(spec), "queued", process.pid, message="starting")
+            status = JobStatus(job, spec["kind"], _title(spec), "queued", process.pid, message="starting its process")
             _write_status(folder, status)
             return status
 
@@ -325,7 +325,7 @@ def work(folder: Path) -> int:
             return 0
         spec = json.loads((folder / "spec.json").read_text())
         previous = read_or_set_aside(folder / "status.json", lambda p: json.loads(p.read_text())) or {}
-        status = JobStatus(folder.name, spec["kind"], _title(spec), "running", os.getpid(), message="loading",
+        status = JobStatus(folder.name, spec["kind"], _title(spec), "running", os.getpid(), message="loading the models and predicting",
                            created=previous.get("created", time.time()))
         reporter = _Reporter(folder, status)
         reporter.write()

@@ -47,9 +47,11 @@ def cpu_count() -> int:
 
 
 def policy(threads: int | None = None) -> dict[str, str]:
-    """The environment variables of the policy: `threads` (default `MEDATTN_THREADS`, else
-    `cpu_count()`) intra-op threads, idle threads passive."""
-    count = threads or int(os.environ.get("MEDATTN_THREADS") or 0) or cpu_count()
+    """The environment variables of the policy: `threads` (default `MEDATTN_THREADS`, else an
+    OMP_NUM_THREADS already set, else `cpu_count()`) intra-op threads for OpenMP and MKL alike
+    (given OMP_NUM_THREADS=1 and MKL_NUM_THREADS=2, torch ran 2 threads), idle threads passive."""
+    given = os.environ.get("MEDATTN_THREADS") or os.environ.get("OMP_NUM_THREADS") or ""
+    count = threads or (int(given) if given.isdigit() and int(given) > 0 else 0) or cpu_count()
     return {"OMP_WAIT_POLICY": WAIT_POLICY, "OMP_NUM_THREADS": str(count), "MKL_NUM_THREADS": str(count)}
 
 

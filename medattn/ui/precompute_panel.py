@@ -45,9 +45,11 @@ def precompute_panel(selection: Selection, key: str, expanded: bool) -> None:
                      disabled=not (methods and selection.models) or bool(status and status.active)):
             with guard("Precompute"):
                 try:
-                    status = manager.start(spec)
+                    manager.start(spec)
                 except JobRunning as exc:
                     st.warning(str(exc))
+                else:
+                    st.rerun(scope="app")  # the button shows disabled, the job's progress below it
         if status is not None:
             (_live_job if status.active else _job)(job, key)
 
@@ -83,6 +85,8 @@ def _live_job(job: str, key: str) -> None:
 
 def describe(status: JobStatus) -> str:
     """'running: 120/480 maps · 2.4 maps/s · ETA 2 min 30 s' style line."""
+    if status.active and not status.total:  # loading models, predicting: no maps planned yet
+        return f"{status.state}: {status.message}"
     parts = [f"{status.state}: {status.done}/{status.total} maps"]
     if status.maps_per_s:
         parts.append(f"{status.maps_per_s:.2f} maps/s")
