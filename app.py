@@ -5,12 +5,9 @@ start), MEDATTN_CHECKPOINTS (checkpoint folder; default checkpoints/), MEDATTN_C
 cache and score tables; default .cache/).
 """
 
-import os
-
-# Idle OpenMP threads sleep instead of spinning: on a CPU shared with other work, spinning
-# threads made PyTorch's two-thread convolutions tens of times slower. Read when torch loads,
-# so it is set before the first import of medattn.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# First: medattn sets the thread policy (medattn.threads: idle OpenMP threads sleep, thread
+# counts fit the CPUs) before anything imports torch, which reads it once.
+import medattn  # noqa: F401
 
 import streamlit as st  # noqa: E402
 

@@ -8,7 +8,10 @@ Writes, under the output folder (default `.cache/runs/<dataset>-<hash>`):
 `--protocol` scores under a published protocol (`medattn.metrics.protocols`: medattn,
 chexlocalize, arun2021) into its own run folder (`<dataset>-<hash>-<protocol>`); arun2021 maps
 the predicted class only and scores it against all the image's boxes.
-Finished rows are skipped on a rerun, so an interrupted run resumes where it stopped. Targets
+Finished rows are stored after every batch and skipped on a rerun, so an interrupted run
+resumes where it stopped and a kill loses at most the batch in progress. Runs over the same
+work share it: each batch's checkpoint × image units are claimed (`store.Claims`, under the
+run folder's `claims/`) and another run skips them and comes back for what is left. Targets
 per image are its positive classes plus the classes the model predicts (so false positives get
 maps too); an image with neither is explained for its top-scoring class.
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -41,12 +45,14 @@ from medattn.pipeline import (
     CACHE_DIR, PDA_METHODS, SCORING, MapResult, compute_map, default_cache, ground_truth, reference_images,
     resolved_params, score,
 )
-from medattn.store import HeatmapCache, ScoreTable, canonical_params
+from medattn.store import Claims, HeatmapCache, PredictionStore, ScoreTable, canonical_params
 
 log = logging.getLogger("medattn.precompute")
 FAST_METHODS = ("saliency", "integrated_gradients", "gradcam", "wildcat", "attention")
 ENGINES = ("local", "ray")
-BATCH_SIZE = 16  # jobs per batch: small enough that an interrupted Ray run loses little
+BATCH_SIZE = 16  # jobs per batch, the unit stored at once: a kill loses at most one batch
+WAIT_S = 0.5  # how often a run waiting on work another run claimed looks again
+Params = Mapping[str, dict] | Callable[[LoadedModel], Mapping[str, dict]]  # per method, or per model
 
 
 @dataclass
@@ -64,27 +70,29 @@ class Run:
     def scores(self) -> ScoreTable:
         return ScoreTable(self.root / "scores")
 
-    def predictions_path(self, checkpoint: str) -> Path:
-        return self.root / "predictions" / f"{checkpoint}.parquet"
+    @property
+    def prediction_store(self) -> PredictionStore:
+        return PredictionStore(self.root / "predictions")
+
+    @property
+    def claims(self) -> Claims:
+        """A fresh claimant (one per run) on this run folder's work units."""
+        return Claims(self.root / "claims")
 
     def predictions(self, loaded: LoadedModel, dataset: Dataset, image_ids: Sequence[str],
                     skips: Skips | None = None) -> pd.DataFrame:
         """Probabilities for these images, computed once per checkpoint and stored. With `skips`,
         an unreadable image gets a row of NaN (nothing stored, so a fixed file is read next time)
         and is named there; without, its ImageReadError propagates."""
-        path = self.predictions_path(loaded.name)
-        stored = pd.read_parquet(path) if path.exists() else None
-        if stored is None or (stored["checkpoint_hash"] != loaded.hash).any():
-            stored = None  # predictions of an older version of this checkpoint: redo
+        store = self.prediction_store
+        stored = store.read(loaded.name, loaded.hash)  # rows of older weights under this name are redone
         missing = [i for i in image_ids if stored is None or i not in stored.index]
         if missing:
             fresh = predict(loaded, dataset, missing, skips=skips)
-            fresh["checkpoint_hash"] = loaded.hash
-            stored = fresh if stored is None else pd.concat([stored, fresh])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            stored.to_parquet(tmp)
-            tmp.replace(path)
+            if len(fresh):
+                stored = store.add(loaded.name, loaded.hash, fresh)
+        if stored is None:
+            return pd.DataFrame(np.nan, index=pd.Index(list(image_ids), name="image_id"), columns=loaded.classes)
         return stored.reindex(list(image_ids))[loaded.classes]
 
 
@@ -109,6 +117,12 @@ def targets_for(labels: np.ndarray, probabilities: np.ndarray, threshold: float 
         return [int(np.argmax(probabilities))]
     chosen = sorted(set(np.flatnonzero(labels > 0)) | set(np.flatnonzero(probabilities >= threshold)))
     return [int(c) for c in chosen] or [int(np.argmax(probabilities))]
+
+
+class Interrupted(BaseException):
+    """Raised (by a job's SIGTERM handler) to end the map in progress at once: `score_batch`
+    returns the rows finished before it, and precompute stores them and returns when its
+    `stop()` says so. A BaseException, so that no `except Exception` swallows it."""
 
 
 @dataclass(frozen=True)
@@ -145,33 +159,40 @@ def score_batch(
     params: dict[str, dict] | None = None,
     tick: Callable[[], None] | None = None,
     protocol: str = DEFAULT_PROTOCOL,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Maps (from the cache when present) and score rows for a batch of one checkpoint's jobs.
 
     The unit of work of both engines: run in a loop locally, and inside one actor per checkpoint
     under Ray. Returns the rows and one warning per job that failed (an unreadable image, a
     parameter the image does not allow), so that one bad input never stops a long run; `tick` is
-    called after every job. Each image is read once per batch, and the PDA
-    reference images once.
+    called after every job, and `stop` before each: when it returns True, or `Interrupted` is
+    raised during a map, the rows so far are returned (a Stop in the app). Each image is read
+    once per batch, and the PDA reference images once.
     """
     rows: list[dict] = []
     skipped: list[str] = []
     image_id, image, reference = None, None, None
-    for job in jobs:
-        method_args = get_protocol(protocol).params(job.method, (params or {}).get(job.method))
-        try:
-            if job.image_id != image_id:
-                image_id, image = job.image_id, dataset.read_image(job.image_id)
-            if job.method in PDA_METHODS and method_args.get("reference") is None:
-                reference = reference_images(loaded, dataset) if reference is None else reference
-                method_args = {**method_args, "reference": reference}
-            result = compute_map(loaded, dataset, job.image_id, job.method, job.target, method_args, cache, image=image)
-        except (ValueError, MedattnError) as exc:  # methods a model lacks were left out when planning
-            skipped.append(f"{job.method} on {loaded.name}: {exc}")
-        else:
-            rows.append(_row(loaded, dataset, job, method_args, result, image.shape, protocol))
-        if tick is not None:
-            tick()
+    try:
+        for job in jobs:
+            if stop is not None and stop():
+                break
+            method_args = get_protocol(protocol).params(job.method, (params or {}).get(job.method))
+            try:
+                if job.image_id != image_id:
+                    image_id, image = job.image_id, dataset.read_image(job.image_id)
+                if job.method in PDA_METHODS and method_args.get("reference") is None:
+                    reference = reference_images(loaded, dataset) if reference is None else reference
+                    method_args = {**method_args, "reference": reference}
+                result = compute_map(loaded, dataset, job.image_id, job.method, job.target, method_args, cache, image=image)
+            except (ValueError, MedattnError) as exc:  # methods a model lacks were left out when planning
+                skipped.append(f"{job.method} on {loaded.name}: {exc}")
+            else:
+                rows.append(_row(loaded, dataset, job, method_args, result, image.shape, protocol))
+            if tick is not None:
+                tick()
+    except Interrupted:  # Stop during a map: that map is dropped, the finished ones returned
+        pass
     return rows, skipped
 
 
@@ -202,20 +223,24 @@ def precompute(
     run: Run | None = None,
     cache: HeatmapCache | None = None,
     device: str = "auto",
-    params: dict[str, dict] | None = None,
+    params: Params | None = None,
     progress: Callable[[int, int], None] | None = None,
     engine: str = "local",
     ray_address: str | None = None,
     skips: Skips | None = None,
     protocol: str = DEFAULT_PROTOCOL,
+    stop: Callable[[], bool] | None = None,
 ) -> pd.DataFrame:
     """Compute every missing row and return the full score table of the run.
 
+    `params` are per-method explainer parameters, or a function of the loaded model giving them
+    (the app's PDA window follows each model's input size). `progress(done, total)` is called
+    after every map, including maps another run computed meanwhile. `stop()` is asked between
+    maps; when it returns True the finished rows are stored and the table returned early.
     An image that cannot be read is skipped and named in `skips` (a fresh report when None;
     `Skips(strict=True)` fails on the first one instead); the rest of the run goes on.
     `protocol` (`medattn.metrics.protocols`) sets the explainer parameters, the targets and the
     scoring; its rows go to their own run folder unless `run` is given.
-
     `engine="ray"` runs the same batches on Ray actors (`medattn.ray_engine`), joining the
     cluster at `ray_address` or starting Ray on this machine.
     """
@@ -235,9 +260,11 @@ def precompute(
     table = run.scores
     skips = skips if skips is not None else Skips("images")
     models = {loaded.name: loaded for loaded in (load_model(path, device, dataset) for path in checkpoints)}
-    done = table.done_keys(current_rows(table.read(), {name: loaded.hash for name, loaded in models.items()}))
+    hashes = {name: loaded.hash for name, loaded in models.items()}
+    done = table.done_keys(current_rows(table.read(), hashes))
     for loaded in models.values():
         loaded.check_classes(dataset)
+    model_params = {name: dict(params(loaded) if callable(params) else params or {}) for name, loaded in models.items()}
     jobs = []
     for loaded in models.values():
         usable = []
@@ -267,25 +294,84 @@ def precompute(
         if progress is not None:
             progress(finished, len(jobs))
 
-    if engine == "ray" and jobs:
-        from medattn.ray_engine import run_batches
+    stopped = stop or (lambda: False)
+    shared = _SharedWork(run.claims)
+    todo = jobs
+    while todo and not stopped():
+        if engine == "ray":
+            from medattn.ray_engine import run_batches
 
-        run_batches(models, dataset, batches(jobs), cache, params, table, advance, address=ray_address, device=device,
-                    protocol=protocol)
-    else:
-        pending: list[dict] = []
-        for batch in batches(jobs):
-            rows, skipped = score_batch(models[batch[0].checkpoint], dataset, batch, cache, params, tick=advance,
-                                        protocol=protocol)
-            for message in skipped:
-                log.warning(message)
-            pending += rows
-            if len(pending) >= 200:
-                table.append(pending)
-                pending = []
-        table.append(pending)
+            run_batches(models, dataset, batches(todo), cache, model_params, table, advance, address=ray_address,
+                        device=device, take=shared.take, release=shared.release, stop=stopped, protocol=protocol)
+        else:
+            for batch in batches(todo):
+                if stopped():
+                    break
+                mine = shared.take(batch)
+                if not mine:
+                    continue
+                rows, skipped = score_batch(models[batch[0].checkpoint], dataset, mine, cache,
+                                            model_params[batch[0].checkpoint], tick=advance, protocol=protocol,
+                                            stop=stopped)
+                for message in skipped:
+                    log.warning(message)
+                table.append(rows)  # every batch, so that a kill loses at most this one
+                shared.release(mine)
+        todo = shared.wait_for_others(table, hashes, advance, stopped)
     bar.close()
+    if not stopped():
+        table.compact()
     return table.read()
+
+
+def _key(job: Job) -> tuple[str, str, str, str]:
+    return job.image_id, job.checkpoint, job.method, str(job.target)
+
+
+class _SharedWork:
+    """This run's claims on checkpoint × image units (`store.Claims`), and the jobs it left to
+    other runs holding them: waited for, and taken over when their holder dies or releases
+    them without storing the rows."""
+
+    def __init__(self, claims: Claims):
+        self.claims = claims
+        self.deferred: list[Job] = []
+
+    @staticmethod
+    def unit(job: Job) -> str:
+        return f"{job.checkpoint}|{job.image_id}"
+
+    def take(self, batch: Sequence[Job]) -> list[Job]:
+        """The jobs of `batch` whose units this run now holds; the others are deferred."""
+        held = {unit: self.claims.acquire(unit) for unit in dict.fromkeys(map(self.unit, batch))}
+        self.deferred += [job for job in batch if not held[self.unit(job)]]
+        return [job for job in batch if held[self.unit(job)]]
+
+    def release(self, jobs: Sequence[Job]) -> None:
+        for unit in dict.fromkeys(map(self.unit, jobs)):
+            self.claims.release(unit)
+
+    def wait_for_others(self, table: ScoreTable, hashes: Mapping[str, str], advance: Callable[[int], None],
+                        stop: Callable[[], bool]) -> list[Job]:
+        """Block until some deferred unit is no longer held elsewhere; return the deferred jobs
+        whose rows are still missing then (counting the others as done)."""
+        if not self.deferred:
+            return []
+        units = list(dict.fromkeys(map(self.unit, self.deferred)))
+
+        def all_held() -> bool:
+            return all(self.claims.held_elsewhere(unit) for unit in units)
+
+        if all_held():
+            log.info("waiting for %d maps that another run is computing", len(self.deferred))
+        while not stop() and all_held():
+            time.sleep(WAIT_S)
+        done = table.done_keys(current_rows(table.read(), hashes))
+        left = [job for job in self.deferred if _key(job) not in done]
+        if len(left) < len(self.deferred):
+            advance(len(self.deferred) - len(left))
+        self.deferred = []
+        return left
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,9 @@ Each actor loads its checkpoint and the dataset once, from the same paths as the
 shared file system on a cluster), and runs `precompute.score_batch` over batches of jobs, writing
 heatmaps into the same on-disk cache. The driver keeps at most two batches in flight per actor
 and is the only writer of the score table: it appends every batch as it finishes, so an
-interrupt loses only the batches in flight and a rerun resumes. An actor is released as soon as
+interrupt loses only the batches in flight and a rerun resumes. The driver claims each batch's
+work before sending it (`precompute._SharedWork`), like the local engine. Workers run under
+the thread policy (`medattn.threads.worker_env`, one thread per CPU they were given). An actor is released as soon as
 its checkpoint is done, so more checkpoints than GPUs run one after another.
 """
 
@@ -22,12 +24,12 @@ from medattn.errors import CheckpointError, DatasetError
 from medattn.inference import LoadedModel, load_model
 from medattn.precompute import Job, log, score_batch
 from medattn.store import HeatmapCache, ScoreTable
+from medattn.threads import worker_env
 
 RAY_VERSION = "2.60.0"  # as pinned in requirements.txt
 IN_FLIGHT = 2  # batches queued per actor: one running, one ready, so a GPU never waits on the driver
 OBJECT_STORE_BYTES = 100 * 1024**2  # only jobs and score rows go through it, never maps
-# Idle OpenMP threads sleep, and a CPU actor (num_cpus=1) uses one thread.
-WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+WORKER_ENV = worker_env(1)  # a CPU actor is given num_cpus=1
 
 
 def require_ray() -> ModuleType:
@@ -77,15 +79,21 @@ def run_batches(
     dataset: Dataset,
     batches: Sequence[list[Job]],
     cache: HeatmapCache,
-    params: dict[str, dict] | None,
+    params: Mapping[str, dict[str, dict]],
     table: ScoreTable,
     advance: Callable[[int], None],
     address: str | None = None,
     device: str = "auto",
     protocol: str = "medattn",
+    take: Callable[[list[Job]], list[Job]] = list,
+    release: Callable[[list[Job]], None] = lambda jobs: None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Score `batches` (each of one checkpoint, named by `Job.checkpoint`) on Ray actors, appending
-    each finished batch's rows to `table` and calling `advance(jobs in it)`."""
+    each finished batch's rows to `table` and calling `advance(jobs in it)`. `params` maps each
+    checkpoint name to its per-method parameters. `take(batch)` returns the jobs this run may
+    compute (the rest belong to other runs), `release(jobs)` follows their storing, and when
+    `stop()` returns True no more batches are sent and the driver returns after the next result."""
     ray = require_ray()
     started = start(ray, address)
     actors: dict[str, Any] = {}
@@ -99,26 +107,30 @@ def run_batches(
         for name in queues:
             loaded = models[name]
             actors[name] = actor_class.remote(str(loaded.path.resolve()), loaded.hash, str(dataset.root.resolve()),
-                                              dataset.hash, str(cache.root.resolve()), device, params, protocol)
-        running: dict[Any, tuple[str, int]] = {}  # result ref → (checkpoint, jobs in the batch)
+                                              dataset.hash, str(cache.root.resolve()), device, params[name], protocol)
+        running: dict[Any, tuple[str, list[Job]]] = {}  # result ref → (checkpoint, its batch)
 
         def feed(name: str) -> None:
-            while queues[name] and sum(n == name for n, _ in running.values()) < IN_FLIGHT:
-                batch = queues[name].popleft()
-                running[actors[name].score.remote(batch)] = (name, len(batch))
+            while queues[name] and not stop() and sum(n == name for n, _ in running.values()) < IN_FLIGHT:
+                batch = take(queues[name].popleft())
+                if batch:
+                    running[actors[name].score.remote(batch)] = (name, batch)
 
         for name in queues:
             feed(name)
         while running:
             [ref], _ = ray.wait(list(running), num_returns=1)
-            name, size = running.pop(ref)
+            name, batch = running.pop(ref)
             rows, skipped = ray.get(ref)
             for message in skipped:
                 log.warning(message)
             table.append(rows)
-            advance(size)
+            release(batch)
+            advance(len(batch))
+            if stop():
+                break
             feed(name)
-            if not any(n == name for n, _ in running.values()):
+            if not any(n == name for n, _ in running.values()) and name in actors:
                 ray.kill(actors.pop(name))  # its checkpoint is done: free the GPU for the next one
     finally:
         for actor in actors.values():

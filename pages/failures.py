@@ -7,7 +7,7 @@ from medattn.failures import CATEGORIES, SORTS, failure_cases, failure_counts, s
 from medattn.ui import loaders
 from medattn.ui.compare_request import open_in_compare
 from medattn.ui.errors import guard
-from medattn.ui.precompute_panel import precompute_panel
+from medattn.ui.precompute_panel import jobs_list, precompute_panel
 from medattn.ui.sidebar import current
 from medattn.ui.thumbnails import thumbnail
 
@@ -21,6 +21,7 @@ if selection.dataset is None or not selection.models:
 data = selection.dataset
 scores = loaders.scores(data, selection.models)
 precompute_panel(selection, "fail_pre", expanded=scores.empty)
+jobs_list()
 if scores.empty:
     st.info("No scores yet for these checkpoints on this dataset: run precompute above.")
     st.stop()

@@ -6,7 +6,7 @@ import streamlit as st
 from medattn import leaderboard as lb
 from medattn.ui import loaders
 from medattn.ui.errors import guard
-from medattn.ui.precompute_panel import precompute_panel
+from medattn.ui.precompute_panel import jobs_list, precompute_panel
 from medattn.ui.sidebar import current
 from medattn.viz import cascading_figure, interval_bars, pr_figure, roc_figure
 
@@ -19,6 +19,7 @@ if selection.dataset is None or not selection.models:
 data = selection.dataset
 scores = loaders.scores(data, selection.models)
 precompute_panel(selection, "lb_pre", expanded=scores.empty)
+jobs_list()
 if scores.empty:
     st.info("No scores yet for these checkpoints on this dataset: run precompute above.")
     st.stop()

@@ -4,6 +4,7 @@ open in Compare, the leaderboard with precompute, the Data page, and errors show
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +182,8 @@ def test_leaderboard_precompute_tables_and_sanity_rows(env):
     at.number_input(key="lb_pre_limit").set_value(3)
     at.button(key="lb_pre_run").click().run()
     assert not at.exception
+    wait_for_jobs(env)
+    at.run()
     methods = set(at.dataframe[0].value["method"])
     assert "gradcam" in methods
 
@@ -194,6 +197,16 @@ def test_leaderboard_precompute_tables_and_sanity_rows(env):
     assert "Sanity checks" in [h.value for h in at.header]
     assert not any(m.startswith("sanity:") for m in at.dataframe[0].value["method"])
     assert len(at.get("plotly_chart")) == 4  # and the cascading randomisation chart
+
+
+def wait_for_jobs(env, timeout: float = 180) -> None:
+    """Until every background job under the app's cache has ended; each must have finished."""
+    from medattn.jobs import JobManager
+
+    manager, deadline = JobManager(env.cache / "jobs"), time.monotonic() + timeout
+    while any(j.active for j in manager.list()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(j.state == "done" for j in manager.list()), [(j.state, j.message, manager.log_tail(j.id)) for j in manager.list()]
 
 
 def _hash(at: AppTest) -> str:
@@ -244,3 +257,53 @@ def test_background_worker_joins_jobs_in_flight():
     assert first.future.result(10) == "map" and len(calls) == 1 and first.progress == [1, 4]
     third = worker.submit(("model", "image", "pda"), work)  # finished jobs are forgotten: the cache has the map
     assert third.future.result(10) == "map" and len(calls) == 2
+
+
+def test_precompute_job_outlives_the_page_and_its_rows_appear(env):
+    """Started from the Leaderboard, the job runs in its own process: switching to Compare
+    does not stop it, and the Leaderboard then shows its rows."""
+    from medattn.jobs import JobManager
+
+    at = start("leaderboard")
+    at.multiselect(key="lb_pre_methods").set_value(["guided_backprop"])
+    at.number_input(key="lb_pre_limit").set_value(4)
+    at.button(key="lb_pre_run").click().run()
+    assert not at.exception
+    manager = JobManager(env.cache / "jobs")
+    [job] = [j for j in manager.list() if "guided_backprop" in j.title]
+    assert job.active
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    wait_for_jobs(env)
+    finished = manager.status(job.id)
+    assert finished.done == finished.total > 0
+    at.switch_page("pages/leaderboard.py").run()
+    assert not at.exception
+    assert "guided_backprop" in set(at.dataframe[0].value["method"])
+    assert any(p.proto.text.startswith("done:") for p in at.get("progress"))  # the panel reports the job done
+
+
+def test_unreadable_cache_and_predictions_are_set_aside_and_compare_still_renders(env, monkeypatch, caplog):
+    from medattn.store import HeatmapCache
+
+    keys: dict[str, list[str]] = {}
+    real_key = HeatmapCache.key
+
+    def spy(self, checkpoint_hash, image_hash, method, params=None, target=None):
+        key = real_key(self, checkpoint_hash, image_hash, method, params, target)
+        keys.setdefault(method, []).append(key)
+        return key
+
+    monkeypatch.setattr(HeatmapCache, "key", spy)
+    start()
+    cache = HeatmapCache(env.cache / "heatmaps")
+    damaged = [cache.path(k) for k in keys["saliency"]]
+    predictions = Run.for_dataset(load_dataset(env.dataset), env.cache / "runs").prediction_store.path("tiny_linear")
+    for path in [*damaged, predictions]:
+        path.write_bytes(b"half a file")
+    with caplog.at_level("WARNING", logger="medattn.store"):
+        at = start()
+    assert len(at.dataframe[0].value) == 7
+    for path in [*damaged, predictions]:
+        assert any(str(path) in m and "set aside" in m for m in caplog.messages), path
+        assert list(path.parent.glob(f"{path.name}.corrupt-*")) and path.exists()  # set aside, then recomputed

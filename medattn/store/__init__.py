@@ -1,6 +1,10 @@
-"""On-disk storage: the heatmap cache and the Parquet score tables."""
+"""On-disk storage: the heatmap cache, the Parquet score tables, stored predictions and work
+claims. Every write goes through a unique temporary and a rename; every unreadable file is set
+aside and recomputed (`medattn.store.files`)."""
 
+from medattn.store.claims import Claims
 from medattn.store.heatmaps import HeatmapCache, canonical_params, file_hash
+from medattn.store.predictions import PredictionStore
 from medattn.store.scores import ScoreTable
 
-__all__ = ["HeatmapCache", "ScoreTable", "canonical_params", "file_hash"]
+__all__ = ["Claims", "HeatmapCache", "PredictionStore", "ScoreTable", "canonical_params", "file_hash"]

@@ -1,7 +1,9 @@
 """Heatmap cache on disk, keyed by checkpoint hash + image hash + method + canonical parameters.
 
-One `.npy` file per map (float32, the explainer's raw output), written to a temporary and
-renamed so that a crash never leaves a truncated entry; `np.load(allow_pickle=False)` only.
+One `.npy` file per map (float32, the explainer's raw output), written through a unique
+temporary and renamed (`medattn.store.files`), so that a crash or a second writer never leaves a
+truncated entry; an entry that fails to load is set aside, logged and recomputed.
+`np.load(allow_pickle=False)` only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from medattn.store.files import read_or_set_aside, write_atomic
 
 
 def canonical_params(params: Mapping[str, Any] | None) -> str:
@@ -67,22 +71,11 @@ class HeatmapCache:
         return self.root / key[:2] / f"{key}.npy"
 
     def get(self, key: str) -> np.ndarray | None:
-        path = self.path(key)
-        if not path.exists():
-            return None
-        try:
-            return np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError):
-            path.unlink(missing_ok=True)  # a damaged entry is recomputed, never trusted
-            return None
+        return read_or_set_aside(self.path(key), lambda path: np.load(path, allow_pickle=False))
 
     def put(self, key: str, heatmap: np.ndarray) -> Path:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, np.asarray(heatmap, dtype=np.float32), allow_pickle=False)
-        os.replace(tmp, path)
-        return path
+        heatmap = np.asarray(heatmap, dtype=np.float32)
+        return write_atomic(self.path(key), lambda tmp: np.save(tmp, heatmap, allow_pickle=False))
 
     def __contains__(self, key: str) -> bool:
         return self.path(key).exists()

@@ -1,7 +1,10 @@
 """Score tables: one Parquet row per image × model × method, appended in parts.
 
-Each `append` writes one new part file (temporary + rename), so concurrent or interrupted runs
-never corrupt finished rows; `read` concatenates the parts and keeps the newest row per key.
+Each `append` writes one new part file (unique temporary + rename), so concurrent or
+interrupted runs never corrupt finished rows; `read` concatenates the parts in the order they
+were written and keeps the newest row per key. A part that fails to read is set aside and
+logged (`medattn.store.files`); its rows are then missing, and precompute computes them again.
+`compact` merges many small parts (precompute flushes every batch) into one.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from typing import Iterable
 
 import pandas as pd
 
+from medattn.store.files import read_or_set_aside, write_atomic
+
 KEY = ("image_id", "checkpoint", "method", "target")
+COMPACT_AT = 32  # parts: above this many, precompute merges them at the end of a run
 
 
 class ScoreTable:
@@ -21,26 +27,53 @@ class ScoreTable:
         self.root = Path(root)
 
     def parts(self) -> list[Path]:
-        return sorted(self.root.glob("part-*.parquet"), key=lambda p: p.stat().st_mtime_ns) if self.root.exists() else []
+        """Part files, oldest first (a part another process removed meanwhile is left out)."""
+        stamped = []
+        for path in self.root.glob("part-*.parquet") if self.root.exists() else []:
+            try:
+                stamped.append((path.stat().st_mtime_ns, path.name, path))
+            except FileNotFoundError:
+                continue
+        return [path for _, _, path in sorted(stamped)]
 
     def append(self, rows: Iterable[dict] | pd.DataFrame) -> Path | None:
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
         if frame.empty:
             return None
-        self.root.mkdir(parents=True, exist_ok=True)
         name = f"part-{pd.Timestamp.now('UTC').strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.root / f".{name}.tmp"
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, self.root / name)
-        return self.root / name
+        return write_atomic(self.root / name, lambda tmp: frame.to_parquet(tmp, index=False))
+
+    def _read_parts(self) -> tuple[list[Path], list[pd.DataFrame]]:
+        read, frames = [], []
+        for path in self.parts():
+            frame = read_or_set_aside(path, pd.read_parquet)
+            if frame is not None:
+                read.append(path)
+                frames.append(frame)
+        return read, frames
 
     def read(self) -> pd.DataFrame:
-        parts = self.parts()
-        if not parts:
+        _, frames = self._read_parts()
+        if not frames:
             return pd.DataFrame(columns=list(KEY))
-        frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-        keys = [k for k in KEY if k in frame.columns]
-        return frame.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
+        return _latest(pd.concat(frames, ignore_index=True))
+
+    def compact(self, at_least: int = COMPACT_AT) -> Path | None:
+        """Merge the parts into one when there are `at_least` of them; the merged part takes
+        the newest input's time, so rows appended meanwhile by others still count as newer.
+        Only parts that were read are removed; safe beside other writers and readers."""
+        if len(self.parts()) < at_least:
+            return None
+        read, frames = self._read_parts()
+        if len(read) < 2:
+            return None
+        newest = max(_mtime(path) for path in read)
+        merged = self.append(_latest(pd.concat(frames, ignore_index=True)))
+        if merged is not None and newest:
+            os.utime(merged, ns=(newest, newest))
+        for path in read:
+            path.unlink(missing_ok=True)
+        return merged
 
     def done_keys(self, frame: pd.DataFrame | None = None) -> set[tuple]:
         """The KEY of every row of `frame` (default: the whole table), as strings."""
@@ -48,3 +81,15 @@ class ScoreTable:
         if frame.empty:
             return set()
         return set(map(tuple, frame[list(KEY)].astype(str).itertuples(index=False, name=None)))
+
+
+def _latest(frame: pd.DataFrame) -> pd.DataFrame:
+    keys = [k for k in KEY if k in frame.columns]
+    return frame.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0

@@ -87,16 +87,10 @@ def scores(data: Dataset, models: Sequence[LoadedModel]) -> pd.DataFrame:
 
 
 def stored_predictions(data: Dataset, models: Sequence[LoadedModel]) -> dict[str, pd.DataFrame]:
-    """Predictions precompute stored for these checkpoints (class columns only)."""
-    run = run_for(data)
-    out = {}
-    for loaded in models:
-        path = run.predictions_path(loaded.name)
-        if path.exists():
-            frame = pd.read_parquet(path)
-            if "checkpoint_hash" not in frame or (frame["checkpoint_hash"] == loaded.hash).all():
-                out[loaded.name] = frame[loaded.classes]
-    return out
+    """Predictions precompute stored for these checkpoints (class columns only, these weights)."""
+    store = run_for(data).prediction_store
+    stored = [(loaded, store.read(loaded.name, loaded.hash)) for loaded in models]
+    return {loaded.name: frame[loaded.classes] for loaded, frame in stored if frame is not None}
 
 
 def fair_set(data: Dataset, models: Sequence[LoadedModel], image_ids: Sequence[str], skips: Skips | None = None) -> pd.Index:

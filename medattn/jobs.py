@@ -1,0 +1,411 @@
+"""Background jobs: long work (precompute; training later) in its own process, which outlives
+the page, the browser tab and the app server that started it: `python -m medattn.jobs --help`.
+
+A job is a folder `<jobs root>/<id>/` (default `.cache/jobs/`, under MEDATTN_CACHE):
+- `spec.json`: what to run (`kind` and its arguments);
+- `status.json`: `state` (queued, running, done, failed, stopped, interrupted), `pid`, maps
+  `done`/`total`, `maps_per_s`, `eta_s`, `message`, times; rewritten (temporary + rename) at
+  most every `STATUS_EVERY_S` while it runs;
+- `log.txt`: the worker's output (warnings name skipped images and set-aside files);
+- `lock`: held (`fcntl.flock`) by the worker for its lifetime. The lock, not the pid, says
+  whether a job is alive: the OS drops it when the process dies, however it dies.
+
+The id is made from the dataset and the set of checkpoints, so one dataset × checkpoint set has
+one job at a time; starting it again while it runs returns the running one. `stop` signals the
+worker's process group (SIGTERM: the worker stores finished rows and exits after the map in
+progress) and kills it after `STOP_GRACE_S` if a long map (PDA) is still running. A job whose
+process died (server restart, kill, power loss) reads as `interrupted`; `resume` starts it again,
+and precompute skips the rows already stored. The worker runs at a lower priority and under the
+thread policy (`medattn.threads`). A plain subprocess and files suffice on one machine; a
+cluster uses `precompute --engine ray`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from medattn.store.files import read_or_set_aside, write_atomic
+
+log = logging.getLogger("medattn.jobs")
+STATES = ("queued", "running", "done", "failed", "stopped", "interrupted")
+ACTIVE = ("queued", "running")
+STATUS_EVERY_S = 0.5
+STOP_GRACE_S = 1.5  # after SIGTERM, how long a map in progress may take before the job is killed
+START_TIMEOUT_S = 120.0  # a queued job whose worker never took its lock by then is interrupted
+
+
+def default_root() -> Path:
+    from medattn import pipeline
+
+    return pipeline.CACHE_DIR / "jobs"
+
+
+@dataclass
+class JobStatus:
+    """What a job is doing; `status.json` holds these fields."""
+
+    id: str
+    kind: str
+    title: str
+    state: str = "queued"
+    pid: int | None = None
+    done: int = 0
+    total: int = 0
+    maps_per_s: float | None = None
+    eta_s: float | None = None
+    message: str = ""
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+
+def precompute_spec(dataset: str | os.PathLike, checkpoints: list[str | os.PathLike], methods: list[str],
+                    image_ids: list[str] | None = None, split: str | None = "test", run_root: str | os.PathLike | None = None,
+                    cache_root: str | os.PathLike | None = None, device: str = "auto", app_params: bool = False) -> dict:
+    """The spec of a precompute job (arguments of `medattn.precompute.precompute`, as paths).
+    `app_params`: the app's explainer settings per model (`medattn.ui.methods.precompute_params`),
+    so that the pages find these maps in the cache."""
+    return {"kind": "precompute", "dataset": str(Path(dataset).resolve()),
+            "checkpoints": sorted(str(Path(c).resolve()) for c in checkpoints), "methods": list(methods),
+            "image_ids": None if image_ids is None else list(image_ids), "split": split,
+            "run_root": None if run_root is None else str(Path(run_root).resolve()),
+            "cache_root": None if cache_root is None else str(Path(cache_root).resolve()),
+            "device": device, "app_params": app_params}
+
+
+def job_id(spec: dict) -> str:
+    """One id per kind × dataset × checkpoint set: e.g. `precompute-demo-3f2a9c01d4`."""
+    identity = json.dumps([spec["kind"], spec["dataset"], sorted(spec["checkpoints"])])
+    return f"{spec['kind']}-{Path(spec['dataset']).name}-{hashlib.sha1(identity.encode()).hexdigest()[:10]}"
+
+
+class JobRunning(RuntimeError):
+    """The job of this dataset × checkpoint set is already running."""
+
+
+class JobManager:
+    """Start, list, stop and resume the jobs under `root` (any number of managers, in any
+    processes, may share one root)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_root()
+
+    def folder(self, job: str) -> Path:
+        return self.root / job
+
+    def start(self, spec: dict) -> JobStatus:
+        """Start the job of `spec`; raises JobRunning (with the running job's status) when the
+        job of this dataset × checkpoint set is active."""
+        job = job_id(spec)
+        folder = self.folder(job)
+        folder.mkdir(parents=True, exist_ok=True)
+        with _flocked(folder / "start.lock"):
+            current = self.status(job)
+            if current is not None and current.active:
+                raise JobRunning(f"a precompute job for this dataset and these checkpoints is {current.state} "
+                                 f"({current.done}/{current.total} maps): stop it first")
+            write_atomic(folder / "spec.json", lambda tmp: tmp.write_text(json.dumps(spec, indent=1)))
+            (folder / "cancel").unlink(missing_ok=True)
+            with open(folder / "log.txt", "a") as out:
+                out.write(f"--- started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                out.flush()
+                process = subprocess.Popen([sys.executable, "-m", "medattn.jobs", "run", str(folder)],
+                                           stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                           start_new_session=True, cwd=str(Path(__file__).resolve().parents[1]))
+            threading.Thread(target=process.wait, daemon=True).start()  # reap it: no zombie in a long-lived app
+            status = JobStatus(job, spec["kind"], _title(spec), "queued", process.pid, message="starting its process")
+            _write_status(folder, status)
+            return status
+
+    def resume(self, job: str) -> JobStatus:
+        """Start a stopped, failed or interrupted job again with its spec; done rows are kept."""
+        spec = json.loads((self.folder(job) / "spec.json").read_text())
+        return self.start(spec)
+
+    def status(self, job: str) -> JobStatus | None:
+        """The job's status; an active job whose process is gone reads as `interrupted`."""
+        folder = self.folder(job)
+        status = read_or_set_aside(folder / "status.json", lambda p: JobStatus(**json.loads(p.read_text())))
+        if status is None or not status.active or _locked_by_worker(folder):
+            return status
+        starting = status.state == "queued" and _pid_alive(status.pid) and time.time() - status.created < START_TIMEOUT_S
+        if not starting:
+            status.state, status.message = "interrupted", "its process ended without finishing (resume to continue)"
+        return status
+
+    def list(self) -> list[JobStatus]:
+        """Every job, newest first."""
+        found = [self.status(p.parent.name) for p in self.root.glob("*/status.json")] if self.root.is_dir() else []
+        return sorted((s for s in found if s is not None), key=lambda s: s.created, reverse=True)
+
+    def stop(self, job: str, grace: float = STOP_GRACE_S) -> float:
+        """Ask the job to stop and wait until its process is gone; seconds that took."""
+        started = time.perf_counter()
+        folder = self.folder(job)
+        status = self.status(job)
+        if status is None or not status.active:
+            return 0.0
+        (folder / "cancel").touch()
+        _signal_group(status.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _running(folder, status.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _running(folder, status.pid):
+            _signal_group(status.pid, signal.SIGKILL)  # a long map in progress: its rows were stored before it
+            while _running(folder, status.pid) and time.monotonic() < deadline + 5:
+                time.sleep(0.05)
+        final = self.status(job)
+        if final is not None and final.state in (*ACTIVE, "interrupted"):
+            final.state, final.message = "stopped", f"stopped at {final.done}/{final.total} maps"
+            _write_status(folder, final)
+        return time.perf_counter() - started
+
+    def log_tail(self, job: str, lines: int = 12) -> str:
+        path = self.folder(job) / "log.txt"
+        if not path.exists():
+            return ""
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 16384))
+            return "\n".join(handle.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def _title(spec: dict) -> str:
+    names = ", ".join(Path(c).name for c in spec["checkpoints"])
+    return f"{Path(spec['dataset']).name} × {names}: {', '.join(spec['methods'])}"
+
+
+def _write_status(folder: Path, status: JobStatus) -> None:
+    status.updated = time.time()
+    text = json.dumps(asdict(status))
+    write_atomic(folder / "status.json", lambda tmp: tmp.write_text(text))
+
+
+@contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _locked_by_worker(folder: Path) -> bool:
+    """Whether a live worker holds the job's lock."""
+    try:
+        handle = open(folder / "lock", "a")
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def _pid_alive(pid: int | None) -> bool:
+    """Whether `pid` runs (a zombie counts as ended)."""
+    if not pid:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _running(folder: Path, pid: int | None) -> bool:
+    return _locked_by_worker(folder) or _pid_alive(pid)
+
+
+def _signal_group(pid: int | None, sig: signal.Signals) -> None:
+    if not pid:
+        return
+    try:
+        os.killpg(pid, sig)  # the worker leads its own session: this reaches its children too
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# --- the worker: `python -m medattn.jobs run FOLDER` ---------------------------------------------
+
+
+class _Reporter:
+    """Turns precompute's progress calls into status.json updates with maps/s and ETA."""
+
+    def __init__(self, folder: Path, status: JobStatus):
+        self.folder, self.status = folder, status
+        self.first: tuple[float, int] | None = None  # (time, done) at the first map: loading is not throughput
+        self.written = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (now, done)
+            self.status.message = "computing maps"
+        self.status.done, self.status.total = done, total
+        elapsed, counted = now - self.first[0], done - self.first[1]
+        if elapsed > 0 and counted > 0:
+            self.status.maps_per_s = counted / elapsed
+            self.status.eta_s = (total - done) / self.status.maps_per_s
+        if now - self.written >= STATUS_EVERY_S or done == total:
+            self.write()
+
+    def write(self, state: str | None = None, message: str | None = None) -> None:
+        if state is not None:
+            self.status.state = state
+        if message is not None:
+            self.status.message = message
+        _write_status(self.folder, self.status)
+        self.written = time.monotonic()
+
+
+def _run_precompute(spec: dict, progress: Callable[[int, int], None], stop: Callable[[], bool]) -> str:
+    from medattn.data import load_dataset
+    from medattn.data.skips import Skips
+    from medattn.precompute import Run, precompute
+    from medattn.store import HeatmapCache
+
+    dataset = load_dataset(spec["dataset"])
+    run = Run(Path(spec["run_root"])) if spec.get("run_root") else Run.for_dataset(dataset)
+    cache = HeatmapCache(spec["cache_root"]) if spec.get("cache_root") else None
+    params = None
+    if spec.get("app_params"):
+        from medattn.ui.methods import precompute_params
+
+        params = precompute_params
+    skips = Skips("images")
+    frame = precompute(dataset, spec["checkpoints"], spec["methods"], spec.get("split"), spec.get("image_ids"), run,
+                       cache, spec.get("device", "auto"), params, progress=progress, skips=skips, stop=stop)
+    done = f"{len(frame)} rows in {run.root / 'scores'}"
+    return f"{done}; {skips.summary()}" if len(skips) else done
+
+
+KINDS: dict[str, Callable[[dict, Callable[[int, int], None], Callable[[], bool]], str]] = {"precompute": _run_precompute}
+
+
+def work(folder: Path) -> int:
+    """Run the job in `folder` in this process (the worker's body)."""
+    from medattn import threads
+    from medattn.precompute import Interrupted
+
+    threads.background()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    with open(folder / "lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another worker already runs %s", folder.name)
+            return 0
+        spec = json.loads((folder / "spec.json").read_text())
+        previous = read_or_set_aside(folder / "status.json", lambda p: json.loads(p.read_text())) or {}
+        status = JobStatus(folder.name, spec["kind"], _title(spec), "running", os.getpid(), message="loading the models and predicting",
+                           created=previous.get("created", time.time()))
+        reporter = _Reporter(folder, status)
+        reporter.write()
+        stopping = threading.Event()
+
+        def on_sigterm(*_: object) -> None:
+            from medattn.precompute import Interrupted
+
+            first = not stopping.is_set()
+            stopping.set()
+            if first:
+                raise Interrupted  # ends the map in progress; the finished rows are stored
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+        def stop() -> bool:
+            return stopping.is_set() or (folder / "cancel").exists()
+
+        try:
+            summary = KINDS[spec["kind"]](spec, reporter, stop)
+        except Interrupted:  # arrived outside a map (loading, storing): what was stored stays
+            summary = ""
+        except Exception as exc:  # noqa: BLE001 - the job's failure is its status, the trace its log
+            log.exception("job %s failed", folder.name)
+            reporter.write("failed", f"{type(exc).__name__}: {exc}")
+            return 1
+        if stop():
+            reporter.write("stopped", f"stopped at {status.done}/{status.total} maps; finished rows are stored")
+        else:
+            reporter.write("done", summary)
+        log.info("%s: %s", status.state, status.message)
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m medattn.jobs", description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, help="jobs folder (default .cache/jobs)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("start", help="start a precompute job in the background")
+    start.add_argument("--dataset", required=True)
+    start.add_argument("--checkpoints", nargs="+", required=True)
+    start.add_argument("--methods", nargs="+", default=["saliency", "integrated_gradients", "gradcam", "wildcat", "attention"])
+    start.add_argument("--split", default="test", help="train, val, test or all")
+    start.add_argument("--images", nargs="*", help="only these image ids")
+    start.add_argument("--out", help="run folder (default .cache/runs/<dataset>-<hash>)")
+    start.add_argument("--device", default="auto")
+    start.add_argument("--app-params", action="store_true", help="the app's explainer settings (fast PDA)")
+    commands.add_parser("list", help="every job with its state and progress")
+    for name in ("stop", "resume", "log"):
+        commands.add_parser(name).add_argument("job")
+    commands.add_parser("run", help=argparse.SUPPRESS).add_argument("folder", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return work(args.folder)
+    manager = JobManager(args.root)
+    if args.command == "start":
+        spec = precompute_spec(args.dataset, args.checkpoints, args.methods, args.images,
+                               None if args.split == "all" else args.split, args.out, None, args.device, args.app_params)
+        try:
+            status = manager.start(spec)
+        except JobRunning as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"started {status.id} (pid {status.pid}); follow it with: python -m medattn.jobs log {status.id}")
+    elif args.command == "list":
+        for s in manager.list():
+            rate = f"{s.maps_per_s:.2f} maps/s" if s.maps_per_s else "–"
+            eta = f"ETA {s.eta_s:.0f} s" if s.eta_s is not None and s.active else ""
+            print(f"{s.id}  {s.state:<11} {s.done}/{s.total}  {rate}  {eta}  {s.title}")
+    elif args.command == "stop":
+        print(f"stopped in {manager.stop(args.job):.2f} s")
+    elif args.command == "resume":
+        print(f"resumed {manager.resume(args.job).id}")
+    else:
+        print(manager.log_tail(args.job, 40))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

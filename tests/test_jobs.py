@@ -1,0 +1,102 @@
+"""Background jobs: a precompute job runs in its own process, stops within seconds keeping its
+finished rows, reads as interrupted after its process is killed (a server restart) and resumes
+to the same rows a foreground run gives; two runs over the same work share it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from medattn.data import load_dataset
+from medattn.jobs import JobManager, JobRunning, precompute_spec
+from medattn.precompute import BATCH_SIZE, Run, precompute
+from medattn.store import HeatmapCache
+
+METHODS = ["saliency", "gradcam"]
+
+
+def wait_for(manager: JobManager, job: str, condition, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = manager.status(job)
+        if status is not None and condition(status):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"job {job} never reached the condition; last status {manager.status(job)}\n{manager.log_tail(job)}")
+
+
+def test_job_stops_fast_reads_interrupted_after_a_kill_and_resumes(tiny_demo, tiny_checkpoint, tmp_path, monkeypatch):
+    dataset = load_dataset(tiny_demo)
+    run, cache = Run(tmp_path / "run"), HeatmapCache(tmp_path / "cache")
+    spec = precompute_spec(tiny_demo, [tiny_checkpoint], METHODS, split="test", run_root=run.root, cache_root=cache.root,
+                           device="cpu")
+    manager = JobManager(tmp_path / "jobs")
+    job = manager.start(spec).id
+    with pytest.raises(JobRunning):  # one job per dataset × checkpoint set
+        manager.start(spec)
+    running = wait_for(manager, job, lambda s: s.state == "running" and s.done >= 2)
+    assert running.maps_per_s and running.eta_s is not None and running.total > running.done
+
+    seconds = manager.stop(job)
+    stopped = manager.status(job)
+    assert seconds < 5 and stopped.state == "stopped"
+    assert len(run.scores.read()) >= stopped.done  # Stop stores every finished map's row
+
+    manager.resume(job)
+    before = len(run.scores.read())
+    wait_for(manager, job, lambda s: s.state == "running" and s.done >= 3)
+    os.killpg(manager.status(job).pid, signal.SIGKILL)  # the server and its jobs die
+    restarted = JobManager(tmp_path / "jobs")  # a new server over the same folder
+    interrupted = wait_for(restarted, job, lambda s: s.state != "running", timeout=10)
+    assert interrupted.state == "interrupted" and [s.id for s in restarted.list()] == [job]
+    lost = interrupted.done - (len(run.scores.read()) - before)
+    assert 0 <= lost <= BATCH_SIZE  # a kill loses at most the batch in progress
+    print(f"stop took {seconds:.2f} s at {running.maps_per_s:.2f} maps/s; kill after {interrupted.done} maps: {lost} rows lost")
+
+    restarted.resume(job)
+    finished = wait_for(restarted, job, lambda s: s.state in ("done", "failed"))
+    assert finished.state == "done", restarted.log_tail(job)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the resumed job left a row to compute")
+
+    monkeypatch.setattr("medattn.precompute.compute_map", fail)
+    frame = precompute(dataset, [tiny_checkpoint], METHODS, split="test", run=run, cache=cache, device="cpu")
+    assert set(frame["method"]) == set(METHODS) and len(frame) == len(frame.drop_duplicates(["image_id", "method", "target"]))
+
+
+def test_two_runs_over_the_same_work_share_it(tiny_demo, tiny_checkpoint, tmp_path, monkeypatch):
+    """Started together, two runs compute each map once between them (claims), and both
+    return the whole table."""
+    from medattn.inference import load_model
+
+    dataset = load_dataset(tiny_demo)
+    ids = list(dataset.split("test").index[:8])
+    run, cache = Run(tmp_path / "run"), HeatmapCache(tmp_path / "cache")
+    run.predictions(load_model(tiny_checkpoint, "cpu"), dataset, ids)
+    real, computed, lock = HeatmapCache.put, [], threading.Lock()
+
+    def counting(self, key, heatmap):  # every freshly computed map is put into the cache once
+        with lock:
+            computed.append(key)
+        return real(self, key, heatmap)
+
+    monkeypatch.setattr(HeatmapCache, "put", counting)
+    results: list = [None, None]
+
+    def one(slot: int) -> None:
+        results[slot] = precompute(dataset, [tiny_checkpoint], ["saliency", "gradcam"], image_ids=ids, run=run,
+                                   cache=cache, device="cpu", progress=lambda *_: None)
+
+    threads = [threading.Thread(target=one, args=(slot,)) for slot in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(results[0]) == len(results[1]) > 0
+    assert len(computed) == len(set(computed)) == len(results[0])  # every map computed once, not once per run
+    assert not list((run.root / "claims").glob("*.claim"))  # all released
