@@ -85,7 +85,8 @@ def test_spelling_variants_are_explained_mapped_and_then_used(world):
     at = start()
     assert "variant" in at.session_state["sb_checkpoints"]  # a linear head: selected by default
     warning = texts(at.sidebar.warning)
-    assert "**variant** not used: predicts" in warning and "map or import on the Models page" in warning
+    assert "**variant** not used: class names differ in spelling only" in warning
+    assert "confirm the mapping on the Models page" in warning
     saved = at.button(key="FormSubmitter:models_map_variant-Save mapping")
     saved.click().run()
     assert not at.exception and "now answers" in texts(at.success)

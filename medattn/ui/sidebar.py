@@ -103,11 +103,16 @@ def use_checkpoint(name: str) -> None:
 def _unusable_reason(meta: dict, data: Dataset) -> str | None:
     """Why a checkpoint cannot answer the dataset's classes, from its json alone; None when it
     can (same names, a subset of its outputs, or a mapping saved for this dataset)."""
-    from medattn.models.class_names import exact_mapping
+    from medattn.models.class_names import exact_mapping, suggest_mapping
 
     classes = [str(c) for c in meta.get("classes") or []]
     if not classes or exact_mapping(classes, data.classes) is not None or data.name in (meta.get("class_map") or {}):
         return None
+    suggested = suggest_mapping(classes, data.classes)
+    if len(suggested) == len(data.classes):
+        spelled = [f"{m} → {c}" for c, m in suggested.items() if c != m]
+        return (f"class names differ in spelling only ({', '.join(spelled[:3])}{', …' if len(spelled) > 3 else ''}); "
+                "confirm the mapping on the Models page")
     def short(names: list[str]) -> str:
         return ", ".join(names[:4]) + (f", … ({len(names)} classes)" if len(names) > 4 else "")
 
