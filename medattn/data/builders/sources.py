@@ -32,6 +32,24 @@ def find_source_file(source: str | os.PathLike, *names: str, required: bool = Tr
     return None
 
 
+def read_table(path: str | os.PathLike, **options: object) -> pd.DataFrame:
+    """pd.read_csv(path, **options); a file that is not UTF-8 CSV, has a ragged row or is empty
+    raises DatasetError naming it (pandas' message names the line)."""
+    path = Path(path)
+    try:
+        return pd.read_csv(path, **options)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
+        raise DatasetError(path, [f"{path.name}: cannot be read as CSV ({type(exc).__name__}: {exc})"]) from exc
+
+
+def read_list(path: Path) -> list[str]:
+    """The whitespace-separated names of an official list file; DatasetError naming it when unreadable."""
+    try:
+        return path.read_text().split()
+    except (UnicodeDecodeError, OSError) as exc:
+        raise DatasetError(path, [f"{path.name}: cannot be read as a text list ({type(exc).__name__}: {exc})"]) from exc
+
+
 def require_folder(path: str | os.PathLike, what: str) -> Path:
     path = Path(path)
     if not path.is_dir():
