@@ -11,13 +11,17 @@ import zlib
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from medattn.data import load_dataset
+from medattn.data.builders.cbis_ddsm import build_cbis_ddsm
 from medattn.data.builders.coco import build_coco
+from medattn.data.builders.mimic_cxr import build_mimic_cxr
 from medattn.data.builders.nih import build_nih
 from medattn.data.builders.rsna import build_rsna
 from medattn.errors import DatasetError
+from tests.test_builders import _cbis_source, _mimic_source
 
 NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
               "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n")
@@ -130,7 +134,7 @@ def _bad_list(source):
 
 def _nih_duplicate(source):
     _nih(source, GOOD_BOX, extra_rows="00000001_000.png,Mass,0,1,058Y,M,PA,1024,1024,0.14,0.14\n")
-    return build_nih, r"Data_Entry_2017\.csv line 3: image 00000001_000\.png is listed again on line\(s\) 6"
+    return build_nih, r"Data_Entry_2017\.csv lines 3, 6: file 00000001_000\.png is listed more than once"
 
 
 def _rsna_ragged(source):
@@ -143,6 +147,45 @@ def _rsna_target(source):
     return build_rsna, r"stage_2_train_labels\.csv line 6: field Target is 'yes', not 0 or 1"
 
 
+def _rewrite(path, change):
+    frame = pd.read_csv(path, dtype=str)
+    change(frame).to_csv(path, index=False)
+
+
+def _mimic(change_file, change, message):
+    def make(source):
+        source.mkdir(parents=True)
+        _mimic_source(source)
+        _rewrite(source / change_file, change)
+        return (lambda src, out: build_mimic_cxr(src, out, classes=["Pleural Effusion", "Edema"])), message
+    return make
+
+
+def _mimic_truncated_gz(source):
+    source.mkdir(parents=True)
+    _mimic_source(source)
+    (source / "mimic-cxr-2.0.0-split.csv.gz").write_bytes(b"\x1f\x8bjunk")
+    return build_mimic_cxr, r"mimic-cxr-2\.0\.0-split\.csv\.gz: cannot be read as CSV"
+
+
+def _cbis_empty_patient(source):
+    source.mkdir(parents=True)
+    _cbis_source(source)
+    _rewrite(source / "mass_case_description_train_set.csv", lambda d: d.assign(patient_id=""))
+    return build_cbis_ddsm, r"mass_case_description_train_set\.csv line 2: field patient_id is empty"
+
+
+CHEXPERT, METADATA = "mimic-cxr-2.0.0-chexpert.csv.gz", "mimic-cxr-2.0.0-metadata.csv.gz"
+MIMIC_FAULTS = {
+    "mimic-label-text": _mimic(CHEXPERT, lambda d: d.assign(Edema=d["Edema"].fillna("maybe")),
+                               r"chexpert\.csv\.gz: label values must be 1, 0, -1 or blank; found 'maybe'"),
+    "mimic-image-twice": _mimic(METADATA, lambda d: pd.concat([d, d.iloc[[0]]]),
+                                r"metadata\.csv\.gz lines 2, 8: dicom_id d1 is listed more than once"),
+    "mimic-study-twice": _mimic(CHEXPERT, lambda d: pd.concat([d, d.iloc[[0]]]),
+                                r"chexpert\.csv\.gz lines 2, 6: subject_id/study_id 10000032/50414267"),
+    "mimic-truncated-gz": _mimic_truncated_gz,
+    "cbis-empty-patient": _cbis_empty_patient,
+}
 CATEGORY = [{"id": 1, "name": "TB"}]
 IMAGES = [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}]
 COCO_FAULTS = {
@@ -172,7 +215,7 @@ def _coco_fault(name):
 
 FAULTS = {"nih-latin1-csv": _latin1_entry, "nih-binary-test-list": _bad_list, "nih-duplicate-image": _nih_duplicate,
           "rsna-ragged-row": _rsna_ragged, "rsna-target-text": _rsna_target,
-          **{f"coco-{name}": _coco_fault(name) for name in COCO_FAULTS}}
+          **MIMIC_FAULTS, **{f"coco-{name}": _coco_fault(name) for name in COCO_FAULTS}}
 
 
 @pytest.mark.parametrize("name", FAULTS)

@@ -57,6 +57,10 @@ def read_case_descriptions(source: Path, abnormality: str = "both") -> pd.DataFr
     rows = pd.concat(frames, ignore_index=True)
     for column in ("image_file", "mask_file", "pathology", "patient_id"):
         rows[column] = rows[column].str.strip().str.strip('"').str.replace("\\", "/", regex=False)
+    for column in ("patient_id", "image_file"):
+        empty = rows[column].isna() | (rows[column] == "")
+        if empty.any():
+            raise DatasetError(source, [f"{rows.at[i, 'origin']}: field {column} is empty" for i in rows.index[empty]])
     rows["label"] = rows["pathology"].map(PATHOLOGY)
     bad = rows["label"].isna()
     if bad.any():

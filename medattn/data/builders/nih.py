@@ -19,7 +19,7 @@ import pandas as pd
 from medattn.data.builders.boxes import reconcile_sizes
 from medattn.data.builders.headers import stored_sizes
 from medattn.data.builders.output import finish
-from medattn.data.builders.sources import find_source_file, index_files, keep_present, read_list, read_table, require_folder
+from medattn.data.builders.sources import find_source_file, index_files, keep_present, read_list, read_table, require_folder, require_unique
 from medattn.data.builders.splits import split_by_patient, split_record
 from medattn.data.skips import Skips
 from medattn.errors import DatasetError
@@ -105,12 +105,7 @@ def read_data_entry(path: str | os.PathLike) -> pd.DataFrame:
         empty = frame[column].isna()
         if empty.any():
             raise DatasetError(path, [f"{path.name} line {i + 2}: field {column} is empty" for i in frame.index[empty]])
-    twice = frame["file"].duplicated(keep=False)
-    if twice.any():
-        first = frame[twice].groupby("file").head(1)
-        raise DatasetError(path, [f"{path.name} line {i + 2}: image {frame.at[i, 'file']} is listed again on line(s) "
-                                  + ", ".join(str(j + 2) for j in frame.index[twice & (frame['file'] == frame.at[i, 'file'])][1:])
-                                  for i in first.index])
+    require_unique(frame, ["file"], path)
     frame["age"] = pd.to_numeric(frame["age"].str.extract(r"(\d+)", expand=False), errors="coerce")
     frame["follow_up"] = pd.to_numeric(frame["follow_up"], errors="coerce")
     return frame
