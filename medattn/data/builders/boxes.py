@@ -9,7 +9,8 @@ The rule, the same in every builder (`reconcile_sizes`):
 - otherwise (another aspect ratio: transposed, cropped, padded): the boxes cannot be placed, so
   an image with boxes is skipped and named; one without boxes is kept with its stored size and
   listed in the log.
-A box that then overflows its image by less than CLIP_TOLERANCE_PX is rounding in the source
+A box with a coordinate that is missing, not a number or infinite, or with a size that is not
+positive, cannot be placed either: its image is skipped naming the row. A box that then overflows its image by less than CLIP_TOLERANCE_PX is rounding in the source
 frame and is clipped; a larger overflow means wrong coordinates or a wrong image, and its image
 is skipped naming the source row (`fit_boxes`), or, in strict mode, the build fails there.
 """
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 CLIP_TOLERANCE_PX = 2.0
 # A resize rounds each side to whole pixels: one pixel of slack per side.
 RESCALE_TOLERANCE_PX = 1.0
+COORDINATES = ("x", "y", "w", "h")
 
 
 def uniform_rescale(declared: np.ndarray, stored: np.ndarray) -> np.ndarray:
@@ -51,6 +53,7 @@ def reconcile_sizes(
     boxes taken as drawn on the stored image); `what` names the declared frame in messages
     ('the 1024x1024 frame of BBox_List_2017.csv'). Returns the kept images and their boxes.
     """
+    boxes = numeric_coordinates(boxes)
     stored = images[["width", "height"]].to_numpy(float)
     wanted = declared[["width", "height"]].to_numpy(float)
     known = ~np.isnan(wanted).any(axis=1)
@@ -80,6 +83,15 @@ def reconcile_sizes(
     return images[~bad].copy(), out
 
 
+def numeric_coordinates(boxes: pd.DataFrame) -> pd.DataFrame:
+    """`boxes` with x, y, w, h as floats; a value that is not a number (text in a CSV cell, a
+    null in a json) becomes NaN, so that `fit_boxes` skips its image naming the row."""
+    out = boxes.copy()
+    for column in COORDINATES:
+        out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
+    return out
+
+
 def fit_boxes(
     boxes: pd.DataFrame, images: pd.DataFrame, source: str | os.PathLike, skips: Skips | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -91,6 +103,7 @@ def fit_boxes(
     """
     if boxes.empty:
         return images, boxes
+    boxes = numeric_coordinates(boxes)
     sizes = images.set_index("image_id")[["width", "height"]].astype(float)
     width = boxes["image_id"].map(sizes["width"])
     height = boxes["image_id"].map(sizes["height"])
@@ -98,7 +111,8 @@ def fit_boxes(
     x1, y1 = x0 + boxes["w"].astype(float), y0 + boxes["h"].astype(float)
     overflow = pd.concat([-x0, -y0, x1 - width, y1 - height], axis=1).max(axis=1)
     unknown = width.isna()
-    bad = unknown | ~(boxes["w"] > 0) | ~(boxes["h"] > 0) | ~(overflow < CLIP_TOLERANCE_PX)
+    finite = np.isfinite(boxes[list(COORDINATES)].to_numpy(float)).all(axis=1)
+    bad = unknown | ~finite | ~(boxes["w"] > 0) | ~(boxes["h"] > 0) | ~(overflow < CLIP_TOLERANCE_PX)
     if bad.any():
         problems = {i: _describe(boxes, i, width[i], height[i]) for i in boxes.index[bad]}
         if skips is None:
@@ -122,7 +136,7 @@ def _describe(boxes: pd.DataFrame, i: int, width: float, height: float) -> str:
     if pd.isna(width):
         return f"{what} belongs to no image in the dataset"
     if not np.isfinite(row[["x", "y", "w", "h"]].to_numpy(dtype=float)).all():
-        return f"{what} has a missing coordinate"
+        return f"{what} has a missing, non-numeric or infinite coordinate"
     if not (row["w"] > 0 and row["h"] > 0):
         return f"{what} has non-positive size"
     return f"{what} lies outside the {width:g}x{height:g} image by {CLIP_TOLERANCE_PX:g} px or more"

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from medattn.data.builders.headers import image_size, stored_sizes
 from medattn.data.builders.output import finish
-from medattn.data.builders.sources import find_source_file, require_columns, require_folder
+from medattn.data.builders.sources import find_source_file, read_table, require_columns, require_folder
 from medattn.data.builders.splits import split_by_patient, split_record
 from medattn.data.skips import Skips
 from medattn.errors import DatasetError, ImageReadError
@@ -48,7 +48,7 @@ def read_case_descriptions(source: Path, abnormality: str = "both") -> pd.DataFr
     for kind in ABNORMALITIES[abnormality]:
         for split in ("train", "test"):
             path = find_source_file(source, f"{kind}_case_description_{split}_set.csv")
-            frame = pd.read_csv(path, dtype=str)
+            frame = read_table(path, dtype=str)
             frame.columns = [c.strip() for c in frame.columns]
             require_columns(frame, COLUMNS, path)
             frame["official"], frame["kind"] = split, kind
@@ -57,6 +57,10 @@ def read_case_descriptions(source: Path, abnormality: str = "both") -> pd.DataFr
     rows = pd.concat(frames, ignore_index=True)
     for column in ("image_file", "mask_file", "pathology", "patient_id"):
         rows[column] = rows[column].str.strip().str.strip('"').str.replace("\\", "/", regex=False)
+    for column in ("patient_id", "image_file"):
+        empty = rows[column].isna() | (rows[column] == "")
+        if empty.any():
+            raise DatasetError(source, [f"{rows.at[i, 'origin']}: field {column} is empty" for i in rows.index[empty]])
     rows["label"] = rows["pathology"].map(PATHOLOGY)
     bad = rows["label"].isna()
     if bad.any():

@@ -34,25 +34,32 @@ log = logging.getLogger(__name__)
 
 
 def coco_tables(annotations: str | os.PathLike) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
-    """(classes, images, boxes) of one COCO json; images keyed by `file` (file_name)."""
+    """(classes, images, boxes) of one COCO json; images keyed by `file` (file_name).
+
+    DatasetError lists every structural problem, each naming its entry (`categories[2]`,
+    `images[5]`, `annotations[7] (id=…)`) and field. A bbox value that is not a number becomes
+    NaN, so that its image is skipped and named when boxes are fitted.
+    """
     path = Path(annotations)
     data = _load_json(path)
-    categories = sorted(data["categories"], key=lambda c: c["id"])
-    names = {c["id"]: str(c["name"]) for c in categories}
-    classes = [names[c["id"]] for c in categories]
-    rows = pd.DataFrame(data["images"])
-    if rows.empty:
-        raise DatasetError(path, [f"{path.name}: lists no images"])
-    for column in ("id", "file_name"):
-        if column not in rows.columns:
-            raise DatasetError(path, [f"{path.name}: images entries lack '{column}'"])
-    images = pd.DataFrame({"coco_id": rows["id"], "file": rows["file_name"].astype(str)})
-    for column in ("width", "height"):
-        images[column] = pd.to_numeric(rows[column], errors="coerce") if column in rows.columns else np.nan
+    problems: list[str] = []
+    names = _categories(data["categories"], path.name, problems)
+    rows = _entries(data["images"], "images", path.name, problems)
+    for k, entry in rows:
+        if not isinstance(entry.get("file_name"), str) or not entry["file_name"]:
+            problems.append(f"{path.name} images[{k}]: field 'file_name' is {entry.get('file_name')!r}, not a file name")
+        for column in ("width", "height"):
+            if column in entry and not (_number(entry[column]) > 0):
+                problems.append(f"{path.name} images[{k}]: field '{column}' is {entry[column]!r}, not a positive number")
+    ids = pd.Series([entry.get("id") for _, entry in rows], dtype=object)
+    for k in ids.index[ids.duplicated(keep="first") & ids.notna()]:
+        problems.append(f"{path.name} images[{rows[k][0]}]: id {ids[k]!r} is used by another entry")
+    for k in ids.index[ids.isna()]:
+        problems.append(f"{path.name} images[{rows[k][0]}]: field 'id' is missing")
 
-    problems, boxes = [], []
-    known_images = set(images["coco_id"])
-    for k, ann in enumerate(data.get("annotations", [])):
+    boxes = []
+    known_images = set(ids.dropna())
+    for k, ann in _entries(data.get("annotations") or [], "annotations", path.name, problems):
         where = f"{path.name} annotations[{k}] (id={ann.get('id')})"
         if ann.get("image_id") not in known_images:
             problems.append(f"{where}: image_id {ann.get('image_id')!r} is not in images")
@@ -61,16 +68,60 @@ def coco_tables(annotations: str | os.PathLike) -> tuple[list[str], pd.DataFrame
         elif not (isinstance(ann.get("bbox"), list) and len(ann["bbox"]) == 4):
             problems.append(f"{where}: bbox must be [x, y, w, h], got {ann.get('bbox')!r}")
         else:
-            x, y, w, h = (float(v) for v in ann["bbox"])
+            x, y, w, h = (_number(v) for v in ann["bbox"])
             boxes.append((ann["image_id"], names[ann["category_id"]], x, y, w, h, where))
     if problems:
         raise DatasetError(path, problems)
+    if not rows:
+        raise DatasetError(path, [f"{path.name}: lists no images"])
+    images = pd.DataFrame({"coco_id": ids, "file": [str(entry["file_name"]) for _, entry in rows]})
+    for column in ("width", "height"):
+        images[column] = [_number(entry.get(column)) for _, entry in rows]
+    classes = list(names.values())
     boxes = pd.DataFrame(boxes, columns=["coco_id", "label", "x", "y", "w", "h", "origin"])
     for label in classes:
         positive = set(boxes.loc[boxes["label"] == label, "coco_id"])
         images[label] = images["coco_id"].isin(positive).astype(int)
     boxes = boxes.merge(images[["coco_id", "file"]], on="coco_id").drop(columns="coco_id")
     return classes, images.drop(columns="coco_id"), boxes
+
+
+def _categories(entries: object, file: str, problems: list[str]) -> dict:
+    """category id -> name, in id order; problems name each bad entry."""
+    found = {}
+    for k, category in _entries(entries, "categories", file, problems):
+        cid, name = category.get("id"), category.get("name")
+        if not isinstance(cid, int) or isinstance(cid, bool):
+            problems.append(f"{file} categories[{k}]: field 'id' is {cid!r}, not an integer")
+        elif not isinstance(name, str) or not name.strip():
+            problems.append(f"{file} categories[{k}]: field 'name' is {name!r}, not a name")
+        elif cid in found:
+            problems.append(f"{file} categories[{k}]: id {cid} is used by another category")
+        elif name in found.values():
+            problems.append(f"{file} categories[{k}]: name {name!r} is used by another category")
+        else:
+            found[cid] = name
+    if not found and not problems:
+        problems.append(f"{file}: lists no categories")
+    return dict(sorted(found.items()))
+
+
+def _entries(entries: object, key: str, file: str, problems: list[str]) -> list[tuple[int, dict]]:
+    """(position, entry) of the dict entries of a top-level list; problems name the others."""
+    if not isinstance(entries, list):
+        problems.append(f"{file}: '{key}' must be a list, got {type(entries).__name__}")
+        return []
+    for k, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            problems.append(f"{file} {key}[{k}]: must be an object, got {entry!r:.60}")
+    return [(k, entry) for k, entry in enumerate(entries) if isinstance(entry, dict)]
+
+
+def _number(value: object) -> float:
+    """A json number as float; NaN for anything else (null, text, true/false)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return float("nan")
 
 
 def build_coco(
@@ -111,7 +162,8 @@ def build_coco(
     boxes = pd.concat(box_parts, ignore_index=True)
     duplicated = images["file"].duplicated()
     if duplicated.any():
-        raise DatasetError(source, [f"image {f} is listed in more than one annotations file" for f in images.loc[duplicated, "file"]])
+        raise DatasetError(source, [f"image {f} is listed more than once (in one annotations file or across them)"
+                                    for f in images.loc[duplicated, "file"]])
 
     images["image_id"] = _image_ids(images["file"])
     boxes["image_id"] = boxes["file"].map(images.set_index("file")["image_id"])

@@ -14,7 +14,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from medattn.data.io import DICOM_SUFFIXES
-from medattn.data.io.dicom import looks_like_dicom
+from medattn.data.io.formats import bomb_error, check_pixels, sniff
 from medattn.data.skips import Skips
 from medattn.errors import ImageReadError
 
@@ -23,15 +23,24 @@ THREADS = 8
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) of a raster image or DICOM file, read from its header."""
+    """(width, height) of a raster image or DICOM file, read from its header.
+
+    The format is taken from the content as `read_image` does; ImageReadError naming the file
+    for an unreadable header or a size above the pixel limit (`formats.check_pixels`).
+    """
     path = Path(path)
-    if path.suffix.lower() in DICOM_SUFFIXES or (path.is_file() and looks_like_dicom(path)):
-        return _dicom_size(path)
+    kind = sniff(path) if path.is_file() else None
+    if kind == "dicom" or (kind is None and path.suffix.lower() in DICOM_SUFFIXES):
+        width, height = _dicom_size(path)
+        check_pixels(path, width, height)
+        return width, height
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             return int(image.size[0]), int(image.size[1])
+    except Image.DecompressionBombError as exc:
+        raise bomb_error(path, exc) from exc
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ImageReadError(path, f"cannot read the image header ({exc})") from exc
 

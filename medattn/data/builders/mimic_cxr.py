@@ -22,7 +22,7 @@ import pandas as pd
 from medattn.data.builders.boxes import reconcile_sizes
 from medattn.data.builders.headers import stored_sizes
 from medattn.data.builders.output import finish
-from medattn.data.builders.sources import find_source_file, keep_present, require_columns, require_folder
+from medattn.data.builders.sources import find_source_file, keep_present, read_table, require_columns, require_folder, require_unique
 from medattn.data.builders.splits import split_by_patient, split_record
 from medattn.data.skips import Skips
 from medattn.errors import DatasetError
@@ -60,10 +60,12 @@ def build_mimic_cxr(
     source = require_folder(source, "MIMIC-CXR-JPG source")
     chexpert_csv = find_source_file(source, CHEXPERT)
     metadata_csv = find_source_file(source, METADATA)
-    labels = pd.read_csv(chexpert_csv, dtype={"subject_id": str, "study_id": str})
+    labels = read_table(chexpert_csv, dtype={"subject_id": str, "study_id": str})
     require_columns(labels, ["subject_id", "study_id", *classes], chexpert_csv)
-    meta = pd.read_csv(metadata_csv, dtype={"dicom_id": str, "subject_id": str, "study_id": str})
+    require_unique(labels, ["subject_id", "study_id"], chexpert_csv)
+    meta = read_table(metadata_csv, dtype={"dicom_id": str, "subject_id": str, "study_id": str})
     require_columns(meta, ["dicom_id", "subject_id", "study_id", "ViewPosition"], metadata_csv)
+    require_unique(meta, ["dicom_id"], metadata_csv)
 
     if views is not None:
         meta = meta[meta["ViewPosition"].isin(list(views))]
@@ -104,9 +106,10 @@ def build_mimic_cxr(
 
 def _apply_uncertain(images: pd.DataFrame, classes: list[str], policy: str, path: Path) -> pd.DataFrame:
     values = images[classes].apply(pd.to_numeric, errors="coerce")
-    odd = ~(values.isna() | values.isin([1, 0, -1]))
+    odd = ~((values.isna() & images[classes].isna()) | values.isin([1, 0, -1]))  # text is odd, not blank
     if odd.any().any():
-        raise DatasetError(path, [f"{path.name}: label values must be 1, 0, -1 or blank; found {sorted(set(values[odd].stack()))}"])
+        found = sorted({repr(v) for v in images[classes][odd].stack()})
+        raise DatasetError(path, [f"{path.name}: label values must be 1, 0, -1 or blank; found {', '.join(found)}"])
     if policy == "ignore":
         uncertain = (values == -1).any(axis=1)
         log.info("dropping %d image(s) with an uncertain label (policy 'ignore')", int(uncertain.sum()))
@@ -120,7 +123,7 @@ def _official_split(source: Path, images: pd.DataFrame) -> tuple[pd.Series | Non
     path = find_source_file(source, SPLIT, required=False)
     if path is None:
         return None, []
-    table = pd.read_csv(path, dtype={"dicom_id": str})
+    table = read_table(path, dtype={"dicom_id": str})
     require_columns(table, ("dicom_id", "split"), path)
     unknown = set(table["split"]) - set(OFFICIAL_SPLITS)
     if unknown:

@@ -19,7 +19,7 @@ import pandas as pd
 from medattn.data.builders.boxes import reconcile_sizes
 from medattn.data.builders.headers import stored_sizes
 from medattn.data.builders.output import finish
-from medattn.data.builders.sources import find_source_file, index_files, keep_present, require_folder
+from medattn.data.builders.sources import find_source_file, index_files, keep_present, read_list, read_table, require_folder, require_unique
 from medattn.data.builders.splits import split_by_patient, split_record
 from medattn.data.skips import Skips
 from medattn.errors import DatasetError
@@ -100,11 +100,12 @@ def read_data_entry(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     _check_header(path, ("Image Index", "Finding Labels"))
     names = ["file", "labels", "follow_up", "patient_id", "age", "sex", "view"]
-    frame = pd.read_csv(path, header=None, skiprows=1, usecols=range(7), names=names, dtype=str)
+    frame = read_table(path, header=None, skiprows=1, usecols=range(7), names=names, dtype=str)
     for column in ("file", "labels", "patient_id"):
         empty = frame[column].isna()
         if empty.any():
             raise DatasetError(path, [f"{path.name} line {i + 2}: field {column} is empty" for i in frame.index[empty]])
+    require_unique(frame, ["file"], path)
     frame["age"] = pd.to_numeric(frame["age"].str.extract(r"(\d+)", expand=False), errors="coerce")
     frame["follow_up"] = pd.to_numeric(frame["follow_up"], errors="coerce")
     return frame
@@ -115,7 +116,7 @@ def read_bbox_list(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     _check_header(path, ("Image Index", "Finding Label"))
     names = ["file", "label", "x", "y", "w", "h"]
-    frame = pd.read_csv(path, header=None, skiprows=1, usecols=range(6), names=names)
+    frame = read_table(path, header=None, skiprows=1, usecols=range(6), names=names)
     frame["label"] = frame["label"].replace(BOX_LABELS)
     frame["origin"] = [f"{path.name} line {i + 2}" for i in range(len(frame))]
     return frame
@@ -183,7 +184,7 @@ def _official_split(source: Path, files: pd.Series) -> tuple[pd.Series | None, l
         path = find_source_file(source, list_name, required=False)
         if path is None:
             continue
-        listed = set(path.read_text().split())
+        listed = set(read_list(path))
         official[files.isin(listed)] = split
         used.append(path.name)
     return (official if used else None), used
@@ -201,7 +202,7 @@ def _label_matrix(entries: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 def _check_header(path: Path, expected: tuple[str, ...]) -> None:
-    header = pd.read_csv(path, nrows=0).columns
+    header = read_table(path, nrows=0).columns
     text = ",".join(map(str, header))
     if not all(name in text for name in expected):
         raise DatasetError(path, [f"{path.name}: header {text!r} does not name {', '.join(expected)}; is this the right file?"])

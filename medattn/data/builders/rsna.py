@@ -17,7 +17,7 @@ import pandas as pd
 from medattn.data.builders.boxes import reconcile_sizes
 from medattn.data.builders.headers import stored_sizes
 from medattn.data.builders.output import finish
-from medattn.data.builders.sources import find_source_file, index_files, keep_present, require_columns, require_folder
+from medattn.data.builders.sources import find_source_file, index_files, keep_present, read_table, require_columns, require_folder
 from medattn.data.builders.splits import split_by_patient, split_record
 from medattn.data.skips import Skips
 from medattn.errors import DatasetError
@@ -32,19 +32,32 @@ IMAGE_FOLDERS = ("images", "stage_2_train_images")
 SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 
 
-def rsna_tables(labels_csv: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Images (one per patientId, 0/1 Pneumonia) and boxes (1024 frame) from the labels CSV."""
+def rsna_tables(labels_csv: str | os.PathLike, skips: Skips | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Images (one per patientId, 0/1 Pneumonia) and boxes (1024 frame) from the labels CSV.
+
+    A row whose Target disagrees with its coordinates (1 without a box, 0 with one) makes its
+    patient skipped and named into `skips`; without `skips` it is a DatasetError.
+    """
     path = Path(labels_csv)
-    rows = pd.read_csv(path, dtype={"patientId": str})
+    rows = read_table(path, dtype={"patientId": str})
     require_columns(rows, ("patientId", "x", "y", "width", "height", "Target"), path)
+    target = pd.to_numeric(rows["Target"], errors="coerce")
+    odd = ~target.isin([0, 1])
+    if odd.any():
+        shown = rows["Target"].map(lambda v: "empty" if pd.isna(v) else repr(v))
+        raise DatasetError(path, [f"{path.name} line {i + 2}: field Target is {shown[i]}, not 0 or 1" for i in rows.index[odd]])
+    rows["Target"] = target.astype(int)
     has_box = rows[["x", "y", "width", "height"]].notna().all(axis=1)
     inconsistent = has_box != (rows["Target"] == 1)
     if inconsistent.any():
-        raise DatasetError(
-            path,
-            [f"{path.name} line {i + 2}: Target={rows.at[i, 'Target']} but coordinates are "
-             f"{'present' if has_box[i] else 'empty'}" for i in rows.index[inconsistent]],
-        )  # fmt: skip
+        problems = {i: f"{path.name} line {i + 2}: Target={rows.at[i, 'Target']} but coordinates are "
+                       f"{'present' if has_box[i] else 'empty'}" for i in rows.index[inconsistent]}
+        if skips is None:
+            raise DatasetError(path, list(problems.values()))
+        for i, problem in problems.items():
+            skips.add(rows.at[i, "patientId"], problem, path)
+        kept = ~rows["patientId"].isin(set(rows.loc[inconsistent, "patientId"]))
+        rows, has_box = rows[kept], has_box[kept]
     images = rows.groupby("patientId", sort=True)["Target"].max().astype(int).rename(CLASS).reset_index()
     images = images.rename(columns={"patientId": "image_id"})
     images["patient_id"] = images["image_id"]
@@ -82,7 +95,7 @@ def build_rsna(
     skips = Skips("images", strict=strict)
     source = require_folder(source, "RSNA pneumonia source")
     labels_csv = find_source_file(source, "stage_2_train_labels.csv")
-    images, boxes = rsna_tables(labels_csv)
+    images, boxes = rsna_tables(labels_csv, skips)
     if drop_not_normal:
         images = _drop_not_normal(source, images)
 
@@ -121,7 +134,7 @@ def _image_files(source: Path) -> dict[str, str]:
 
 def _drop_not_normal(source: Path, images: pd.DataFrame) -> pd.DataFrame:
     path = find_source_file(source, "stage_2_detailed_class_info.csv")
-    detail = pd.read_csv(path, dtype={"patientId": str})
+    detail = read_table(path, dtype={"patientId": str})
     require_columns(detail, ("patientId", "class"), path)
     not_normal = set(detail.loc[detail["class"] == NOT_NORMAL, "patientId"])
     dropped = images["image_id"].isin(not_normal)

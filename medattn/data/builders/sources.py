@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 from medattn.errors import DatasetError
@@ -30,6 +31,34 @@ def find_source_file(source: str | os.PathLike, *names: str, required: bool = Tr
         alternatives = " or ".join(names)
         raise DatasetError(source, [f"expected file {alternatives} (or .gz) in {source}, not found"])
     return None
+
+
+def read_table(path: str | os.PathLike, **options: object) -> pd.DataFrame:
+    """pd.read_csv(path, **options); a file that is not UTF-8 CSV, has a ragged row, is empty or
+    is a truncated .gz raises DatasetError naming it (pandas' message names the line)."""
+    path = Path(path)
+    try:
+        return pd.read_csv(path, **options)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, EOFError) as exc:
+        raise DatasetError(path, [f"{path.name}: cannot be read as CSV ({type(exc).__name__}: {exc})"]) from exc
+
+
+def read_list(path: Path) -> list[str]:
+    """The whitespace-separated names of an official list file; DatasetError naming it when unreadable."""
+    try:
+        return path.read_text().split()
+    except (UnicodeDecodeError, OSError) as exc:
+        raise DatasetError(path, [f"{path.name}: cannot be read as a text list ({type(exc).__name__}: {exc})"]) from exc
+
+
+def require_unique(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
+    """DatasetError naming the lines (header on line 1, no rows skipped) that repeat a key."""
+    twice = frame.duplicated(columns, keep=False).to_numpy()
+    if twice.any():
+        keys = frame.loc[twice, columns].astype(str).agg("/".join, axis=1).to_numpy()
+        lines = pd.Series(np.flatnonzero(twice) + 2).groupby(keys, sort=False).agg(list)
+        raise DatasetError(path, [f"{path.name} lines {', '.join(map(str, found))}: {'/'.join(columns)} {key} is listed more than once"
+                                  for key, found in lines.items()])
 
 
 def require_folder(path: str | os.PathLike, what: str) -> Path:

@@ -15,13 +15,17 @@ file with compressed pixel data names no codec and is refused with that reason.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from medattn.data.io.dicom_luts import read_lut, window
+from medattn.data.io.dicom_luts import numbers, read_lut, window
+from medattn.data.io.formats import check_pixels
 from medattn.data.io.grey import luma, minmax, scale, unit
 from medattn.errors import ImageReadError
+
+log = logging.getLogger(__name__)
 
 SUFFIXES = {".dcm", ".dicom", ".dic"}
 PIXEL_ELEMENTS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -32,16 +36,6 @@ DECODER_HINTS = {
     "JPEG-LS": "pylibjpeg pylibjpeg-libjpeg",
     "RLE": "pylibjpeg pylibjpeg-rle",
 }
-
-
-def looks_like_dicom(path: Path) -> bool:
-    """A DICM preamble, or (for files without a known suffix) a first element of group 0002 or
-    0008 in little-endian order: DICOM written without preamble and File Meta."""
-    with open(path, "rb") as handle:
-        head = handle.read(132)
-    if len(head) == 132 and head[128:132] == b"DICM":
-        return True
-    return len(head) >= 8 and head[1] == 0 and head[0] in (0x02, 0x08) and head[3] == 0
 
 
 def read_dicom(path: Path) -> np.ndarray:
@@ -74,6 +68,8 @@ def _open(path: Path):
     element = next((name for name in PIXEL_ELEMENTS if name in ds), None)
     if element is None:
         raise ImageReadError(path, "DICOM file has no pixel data (PixelData element missing)")
+    if "Rows" in ds and "Columns" in ds:
+        check_pixels(path, int(ds.Columns or 0), int(ds.Rows or 0))
     ds.ensure_file_meta()
     if "TransferSyntaxUID" not in ds.file_meta:
         if element == "PixelData" and ds["PixelData"].is_undefined_length:
@@ -93,11 +89,13 @@ def _decode(ds, path: Path) -> tuple[np.ndarray, str]:
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
     # pydicom converts YBR_FULL to RGB for 8-bit samples only; deeper ones are read as YBR (their Y is the luma)
     deep_ybr = photometric in ("YBR_FULL", "YBR_FULL_422") and int(ds.get("BitsAllocated", 8)) > 8
+    decoder = None
     try:
         decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
         pixels, meta = decoder.as_array(ds, index=0, as_rgb=not deep_ybr)
     except Exception as exc:  # pydicom raises several types for missing or failing decoders
-        raise ImageReadError(path, _decoder_reason(ds, exc)) from exc
+        missing = decoder is None or not decoder.is_available
+        raise ImageReadError(path, _decoder_reason(ds, exc, missing)) from exc
     return pixels, str(meta.get("photometric_interpretation", "")).upper()
 
 
@@ -120,14 +118,15 @@ def _grey(pixels: np.ndarray, ds, photometric: str, path: Path) -> np.ndarray:
         return 1.0 - values if photometric == "MONOCHROME1" else values
     values = pixels.astype(np.float64)
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    slope, intercept = rescale(ds, path)
     try:
         if ds.get("ModalityLUTSequence"):
             values = read_lut(ds.ModalityLUTSequence[0], ds, signed).apply(values).astype(np.float64)
-        elif "RescaleSlope" in ds and "RescaleIntercept" in ds:
-            values = values * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        else:
+            values = values * slope + intercept
         if ds.get("VOILUTSequence"):
             # the VOI input is the modality output: signed with signed pixels or a negative intercept
-            negative = signed or float(ds.get("RescaleIntercept", 0) or 0) < 0
+            negative = signed or intercept < 0
             lut = read_lut(ds.VOILUTSequence[0], ds, negative)
             shown = lut.apply(values) / float(2**lut.bits - 1)
         else:
@@ -140,9 +139,31 @@ def _grey(pixels: np.ndarray, ds, photometric: str, path: Path) -> np.ndarray:
     return np.asarray(shown, np.float32)
 
 
-def _decoder_reason(ds, exc: Exception) -> str:
+def rescale(ds, path: Path) -> tuple[float, float]:
+    """(Rescale Slope, Rescale Intercept) of PS3.3 C.11.1.1.2, as devices write them: either one
+    may be absent or empty (slope 1, intercept 0); a slope of 0 maps every pixel to one value, so
+    the modality transform is ignored, as DCMTK does. ImageReadError naming the field when a
+    value present is not a finite number."""
+    out = []
+    for name, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        raw = ds.get(name)
+        if raw is None or raw == "":
+            out.append(default)
+            continue
+        value = numbers(raw)
+        if not value:
+            raise ImageReadError(path, f"{name} {raw!r} is not a finite number")
+        out.append(value[0])
+    if out[0] == 0:
+        log.warning("%s: RescaleSlope is 0; the modality transform is ignored", path)
+        return 1.0, 0.0
+    return out[0], out[1]
+
+
+def _decoder_reason(ds, exc: Exception, missing: bool) -> str:
+    """Why decoding failed; with `missing` (no decoder installed for the syntax), which package to install."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     name = getattr(syntax, "name", str(syntax))
     hint = next((pkgs for key, pkgs in sorted(DECODER_HINTS.items(), key=lambda kv: -len(kv[0])) if key in str(name)), None)
-    advice = f"; install a decoder: pip install {hint}" if hint else ""
+    advice = f"; install a decoder: pip install {hint}" if hint and missing else ""
     return f"cannot decode pixel data with transfer syntax {name} ({type(exc).__name__}: {exc}){advice}"

@@ -9,7 +9,7 @@ files that do not, so the LUT is read here with the quirks readers such as DCMTK
 - LUT Data as a US list, as OW words (16-bit) or as OW holding 8-bit entries packed;
 - an entry count that disagrees with the data (the data wins);
 - a declared output depth that disagrees with the entries: entries above 2^bits - 1 raise it,
-  and a declared 16 whose entries all fit in 8 bits is read as 8 (DCMTK does the same);
+  a declared depth above 16 is taken from the entries, and a declared 16 whose entries all fit in 8 bits is read as 8 (DCMTK does the same);
 - Window Center/Width multi-valued (the first pair is the default view) or unusable (ignored).
 """
 
@@ -47,7 +47,7 @@ def read_lut(item: object, ds: object, signed_input: bool) -> Lut:
     if first >= 2**15 and (signed_input or first + data.size > 2**16):
         first -= 2**16
     need = max(int(data.max()).bit_length(), 1)
-    if need > bits:
+    if need > bits or bits > 16:  # entries are 8 to 16 bits (C.11.1.1.1): a larger depth is a typo
         bits = need
     elif bits == 16 and need <= 8:
         bits = 8

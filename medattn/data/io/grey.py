@@ -33,9 +33,12 @@ def minmax(values: np.ndarray) -> np.ndarray:
 
 def unit(values: np.ndarray, path: Path, bits: int | None = None) -> np.ndarray:
     """Integer samples by their declared range (`bits`, else the dtype's); bool as 0/1; float
-    and signed data stretched by min-max. Raises ImageReadError on NaN or infinite values."""
+    and signed data stretched by min-max. Raises ImageReadError on NaN or infinite values and on
+    complex or non-numeric samples."""
     if values.dtype == bool:
         return values.astype(np.float32)
+    if values.dtype.kind not in "uif":
+        raise ImageReadError(path, f"{values.dtype} samples have no grey value (complex or non-numeric data)")
     if values.dtype.kind == "u":
         return scale(values, 2 ** (bits or values.dtype.itemsize * 8) - 1)
     if values.dtype.kind == "f" and not np.all(np.isfinite(values)):

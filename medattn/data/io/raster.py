@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from medattn.data.io.formats import bomb_error, check_pixels
 from medattn.data.io.grey import luma, scale, unit
 from medattn.errors import ImageReadError
 
@@ -24,23 +25,39 @@ SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
 
 
-def read_raster(path: Path) -> np.ndarray:
-    """A raster image as float32 (H, W) in [0, 1]; ImageReadError naming the file."""
-    if path.suffix.lower() not in SUFFIXES:
+def read_raster(path: Path, kind: str | None = None) -> np.ndarray:
+    """A raster image as float32 (H, W) in [0, 1]; ImageReadError naming the file.
+
+    `kind` is the format its content shows (`formats.sniff`); None: go by the suffix."""
+    if kind is None and path.suffix.lower() not in SUFFIXES:
         raise ImageReadError(
             path, f"unsupported file type {path.suffix or '(none)'}; expected PNG, JPEG, BMP, TIFF or DICOM"
         )
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise ImageReadError(path, "file is empty")
-    if path.suffix.lower() in TIFF_SUFFIXES:
+    if kind == "tiff" or (kind is None and path.suffix.lower() in TIFF_SUFFIXES):
         return _read_tiff(path)
+    _check_header_size(path)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageReadError(path, "not a valid image (corrupt or truncated file)")
     if image.ndim == 3 and image.shape[2] >= 3:
         return unit_colour(image[..., 2::-1], path)  # BGR(A) → RGB
     return unit(image[..., 0] if image.ndim == 3 else image, path)
+
+
+def _check_header_size(path: Path) -> None:
+    """Pillow's decompression-bomb check on the size the header declares, without decoding (the
+    same limit as `formats.check_pixels`); a header Pillow cannot read is left to OpenCV."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        Image.open(path).close()
+    except Image.DecompressionBombError as exc:
+        raise bomb_error(path, exc) from exc
+    except (OSError, UnidentifiedImageError, ValueError):
+        return
 
 
 def unit_colour(rgb: np.ndarray, path: Path, bits: int | None = None) -> np.ndarray:
@@ -56,9 +73,11 @@ def _read_tiff(path: Path) -> np.ndarray:
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages.first
+            check_pixels(path, page.imagewidth, page.imagelength)
             photometric = page.photometric.name
             bits = int(page.bitspersample)
             colormap = page.colormap
+            planar_separate = page.samplesperpixel > 1 and page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
             try:
                 samples = page.asarray()
             except ValueError as exc:  # a compression tifffile needs imagecodecs for
@@ -67,8 +86,8 @@ def _read_tiff(path: Path) -> np.ndarray:
                 return _read_tiff_pillow(path, photometric)
     except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
         raise ImageReadError(path, f"not a valid TIFF image ({exc})") from exc
-    if samples.ndim == 3 and samples.shape[0] in (1, 3, 4) and samples.shape[-1] not in (1, 3, 4):
-        samples = np.moveaxis(samples, 0, -1)  # planar (separate) configuration
+    if samples.ndim == 3 and planar_separate:
+        samples = np.moveaxis(samples, 0, -1)  # samples first (PlanarConfiguration 2) → last
     if photometric == "PALETTE":
         if colormap is None:
             raise ImageReadError(path, "palette TIFF without a ColorMap")
