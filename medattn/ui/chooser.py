@@ -1,5 +1,5 @@
-"""Which images the Compare page offers: a split, then filters on label and prediction, and
-optionally only the fair comparison set (images every selected model gets right)."""
+"""Which images the Compare page offers: a split, then filters on label, boxes and prediction,
+and optionally only the fair comparison set (images every selected model gets right)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ OUTCOMES = ("any", "correct (all models)", "wrong (some model)")
 
 
 def filtered_ids(selection: Selection, split: str, class_name: str | None, label: str, outcome: str,
-                 fair: bool) -> list[str]:
+                 fair: bool, boxed: bool = False) -> list[str]:
     """Image ids of `split` kept by the filters, in dataset order. `class_name` None means any
-    class: positive then means some finding, negative none. Prediction filters and the fair
-    set need the models' predictions over the split (computed once and stored)."""
+    class: positive then means some finding, negative none; `boxed` keeps images with a box
+    (of `class_name` when given; on NIH few positives have one). Prediction filters and the
+    fair set need the models' predictions over the split (computed once and stored)."""
     data = selection.dataset
     frame = data.images if split == "all" else data.split(split)
     classes = [class_name] if class_name else list(data.classes)
@@ -27,6 +28,9 @@ def filtered_ids(selection: Selection, split: str, class_name: str | None, label
         frame = frame[labelled.any(axis=1)]
     elif label == "negative":
         frame = frame[~labelled.any(axis=1)]
+    if boxed:
+        boxes = data.boxes if class_name is None else data.boxes[data.boxes["label"] == class_name]
+        frame = frame[frame.index.isin(set(boxes["image_id"]))]
     ids = list(frame.index)
     if not ids or not selection.models or (outcome == "any" and not fair):
         return ids

@@ -127,8 +127,9 @@ def _checkpoint_section(selection: Selection) -> None:
         st.session_state["sb_checkpoints"] = default_checkpoints(found)
     else:  # checkpoints removed from the folder drop out of the choice
         st.session_state["sb_checkpoints"] = [n for n in st.session_state["sb_checkpoints"] if n in names]
-    chosen = st.sidebar.multiselect(f"From {folder.name}/", names, key="sb_checkpoints",
-                                    help=f"Every NAME.safetensors + NAME.json in {folder}")
+    # Pills show every name whole (a multiselect's chips cut them at about 25 characters).
+    chosen = st.sidebar.pills(f"From {folder.name}/", names, selection_mode="multi", key="sb_checkpoints",
+                              help=f"Every NAME.safetensors + NAME.json in {folder}") or []
     extra = st.sidebar.text_input("Another checkpoint (path)", key="sb_extra_checkpoint",
                                   placeholder="path/to/NAME.safetensors")
     if not found:
@@ -139,8 +140,8 @@ def _checkpoint_section(selection: Selection) -> None:
         name, classes = _base(path).name, _meta(_base(path)).get("classes")
         data = selection.dataset
         if data is not None and classes is not None and list(classes) != list(data.classes):
-            selection.unusable[name] = (f"predicts {', '.join(map(str, classes))}, but the dataset has "
-                                        f"{', '.join(data.classes)}")
+            # The dataset's classes are in the caption above: said once, not once per checkpoint.
+            selection.unusable[name] = f"trained on other classes ({', '.join(map(str, classes))})"
             continue
         try:
             loaded = loaders.model(path, selection.device)
@@ -149,8 +150,11 @@ def _checkpoint_section(selection: Selection) -> None:
             selection.models.append(loaded)
         except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not hide the others
             selection.unusable[name] = message(exc)
+    by_reason: dict[str, list[str]] = {}
     for name, why in selection.unusable.items():
-        st.sidebar.warning(f"**{name}** not used: {why}")
+        by_reason.setdefault(why, []).append(f"**{name}**")
+    for why, names in by_reason.items():
+        st.sidebar.warning(f"{', '.join(names)} not used: {why}")
 
 
 def _device_section(selection: Selection) -> None:
