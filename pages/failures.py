@@ -43,7 +43,7 @@ order = f.radio("Sort by", SORTS, key="fail_sort", horizontal=True, **SESSION,
 
 with guard("Finding failure cases"):
     cases = failure_cases(scores, method, threshold, checkpoint, None if class_name == "all" else class_name)
-    st.dataframe(failure_counts(failure_cases(scores, method, threshold)).rename(columns=CATEGORIES), width="content", hide_index=True)
+    st.dataframe(failure_counts(failure_cases(scores, method, threshold)).rename(columns=CATEGORIES), width="content")
     cases = sort_failures(cases[cases["category"].isin(chosen)], order)
     st.subheader(f"{len(cases)} case(s) for {checkpoint}")
     if cases.empty:
