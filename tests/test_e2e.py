@@ -151,8 +151,8 @@ def test_deep_link_outside_the_default_filters_opens_that_image(server, page, wo
     image_id = train.index[~dataset.label_matrix(train.index).any(axis=1)][-1]  # a train image without findings
     page.goto(f"{server}/?image={image_id}")
     page.get_by_text(f"{image_id} · split train").wait_for(timeout=SLOW)
-    assert image_chooser(page).input_value() == image_id
     wait_idle(page)
+    assert image_chooser(page).input_value() == image_id
     assert f"image={image_id}" in page.url  # the link still names the image it opened
     no_exceptions(page)
 

@@ -54,13 +54,13 @@ class Worker:
         self._lock = threading.RLock()
         self._stopping = False
         # Not a daemon: one killed inside a torch call aborts the interpreter at exit. Stopped at
-        # exit the way concurrent.futures stops its workers (before non-daemon threads are joined):
-        # the job at work finishes, the queued ones are dropped.
+        # exit the way concurrent.futures stops its workers (before non-daemon threads are joined).
         threading._register_atexit(self.stop)
         threading.Thread(target=self._serve, name="medattn-maps").start()
 
     def stop(self) -> None:
-        """Finish the job at work, cancel the others, end the thread."""
+        """Cancel the queued jobs, stop the one at work at its next progress tick (or let it
+        finish), end the thread."""
         with self._lock:
             self._stopping = True
             for job in self._jobs.values():
@@ -127,7 +127,7 @@ class Worker:
     def _run(self, key: Hashable, job: Job) -> None:
         def tick(done: int, total: int) -> None:
             job.tick(done, total)
-            if job.priority == PREFETCH and self._waiting:
+            if self._stopping or (job.priority == PREFETCH and self._waiting):
                 raise Preempted
 
         try:
