@@ -46,7 +46,9 @@ def world(tmp_path_factory):
 def server(world, tmp_path_factory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w+")
-    env = {**os.environ, **world.environ(), "OMP_NUM_THREADS": "1"}  # tiny models: one thread is fastest
+    # tiny models: one thread is fastest; no maps of neighbouring images computed ahead (AppTest covers that),
+    # so the server stops without waiting for one and the pages' timings hold on a shared CPU
+    env = {**os.environ, **world.environ(), "OMP_NUM_THREADS": "1", "MEDATTN_PREFETCH": "0"}
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
