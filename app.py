@@ -2,7 +2,8 @@
 
 Environment: MEDATTN_DATASET (folder opened first; default the embedded demo, built on first
 start), MEDATTN_CHECKPOINTS (checkpoint folder; default checkpoints/), MEDATTN_CACHE (heatmap
-cache and score tables; default .cache/).
+cache and score tables; default .cache/), MEDATTN_PREFETCH (0: Compare does not compute the
+neighbouring images' maps ahead; default 1).
 """
 
 # First: medattn sets the thread policy (medattn.threads: idle OpenMP threads sleep, thread
@@ -11,9 +12,8 @@ import medattn  # noqa: F401
 
 import streamlit as st  # noqa: E402
 
-from medattn.ui.sidebar import sidebar  # noqa: E402
-
-st.set_page_config(page_title="medattn", page_icon=":material/radiology:", layout="wide")
+# 360 px: the sidebar's checkpoint choice shows every demo name whole (demo_densenet121_channel_attention).
+st.set_page_config(page_title="medattn", page_icon=":material/radiology:", layout="wide", initial_sidebar_state=360)
 st.set_option("client.showErrorDetails", "none")
 
 PAGES = [
@@ -23,7 +23,12 @@ PAGES = [
     st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
     st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
 ]
-page = st.navigation(PAGES)
-sidebar()
+# The menu goes out before the sidebar's slow first work (importing torch, building the demo,
+# loading checkpoints), so a first load shows the app's pages at once, never a blank page.
+page = st.navigation(PAGES, position="top")
+with st.spinner("Loading the dataset and checkpoints…"):
+    from medattn.ui.sidebar import sidebar  # noqa: E402 - imports torch: seconds on a busy CPU
+
+    sidebar()
 st.sidebar.caption("For research and software testing only, never for clinical use.")
 page.run()

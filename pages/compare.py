@@ -6,7 +6,7 @@ from medattn.data.skips import Skips
 from medattn.metrics.protocols import PROTOCOLS
 from medattn.ui import compare_request
 from medattn.ui.chooser import LABELS, OUTCOMES, SPLITS, filtered_ids
-from medattn.ui.compare_grid import Display, compute_grid
+from medattn.ui.compare_grid import Display, compute_grid, layout, prefetch
 from medattn.ui.errors import guard
 from medattn.ui.sidebar import current
 from medattn.viz import COLORMAPS, Panel, grid_figure, grid_png, window_level
@@ -20,19 +20,24 @@ if selection.dataset is None:
 data = selection.dataset
 compare_request.apply(data)
 
-split_col, class_col, label_col, outcome_col, fair_col = st.columns([1, 1, 1, 1.4, 1.2], vertical_alignment="bottom")
+split_col, class_col, label_col, outcome_col, boxed_col, fair_col = st.columns([1, 1, 1, 1.4, 1, 1.1],
+                                                                              vertical_alignment="bottom")
 split = split_col.selectbox("Split", SPLITS, key="cmp_split", **SESSION)
 class_name = class_col.selectbox("Class", ["any", *data.classes], key="cmp_class", **SESSION)
 st.session_state.setdefault("cmp_label", "positive")  # open on images that have something to point at
 label = label_col.selectbox("Label", LABELS, key="cmp_label", **SESSION,
                             help="positive: labelled with the class (any class: some finding); negative: not.")
 outcome = outcome_col.selectbox("Prediction", OUTCOMES, key="cmp_outcome", disabled=not selection.models, **SESSION)
-fair = fair_col.toggle("Fair comparison set", key="cmp_fair", disabled=not selection.models, **SESSION,
-                       help="Only images every selected model classifies correctly (Gonçalves et al. 2021).")
+boxed = boxed_col.toggle("With boxes", key="cmp_boxed", disabled=data.boxes.empty, **SESSION,
+                         help="Only images with a box (of the class, when one is chosen): the ones maps can be scored on.")
+fair = fair_col.toggle("Fair set", key="cmp_fair", disabled=not selection.models, **SESSION,
+                       help="The fair comparison set: only images every selected model classifies correctly "
+                            "(Gonçalves et al. 2021).")
 ids: list[str] = []
 unreadable = Skips("images")
 with guard("Filtering images"), st.spinner("Predicting the split for the filters…"):
-    ids = filtered_ids(selection, split, None if class_name == "any" else class_name, label, outcome, fair, unreadable)
+    ids = filtered_ids(selection, split, None if class_name == "any" else class_name, label, outcome, fair, boxed,
+                       unreadable)
 if len(unreadable):
     st.warning(f"{unreadable.summary()}. Left out of the prediction filters and the fair set.")
 if not ids:
@@ -82,9 +87,8 @@ details += [f"{k} {row[k]}" for k in ("view", "sex", "age", "marker") if k in ro
 st.caption(f"**{image_id}** · " + " · ".join(details) + " · green: boxes of the target class · ✕: the map's maximum (none on a flat map)")
 
 if not selection.models:
-    reasons = "; ".join(f"{name}: {why}" for name, why in selection.unusable.items())
-    st.warning(f"No selected checkpoint predicts this dataset's classes ({', '.join(data.classes)}), so there "
-               f"are no maps to show. {reasons}")
+    st.warning("No selected checkpoint predicts this dataset's classes (the sidebar says why), so there are no "
+               "maps to show.")
     with guard("Showing the image"):
         boxes = data.boxes_for(image_id, target_name)
         shown = window_level(data.read_image(image_id), display.center, display.width)
@@ -95,8 +99,14 @@ if not selection.methods:
     st.info("Choose at least one method in the sidebar.")
     st.stop()
 
-placeholder = st.empty()
+# Fixed slots, each written at once on a new image or class: nothing of the previous one stays
+# on screen under the new caption while the maps compute.
+status, placeholder, notes, table, downloads = st.empty(), st.empty(), st.empty(), st.empty(), st.empty()
 partial = [0]
+view = (image_id, target, tuple(m.name for m in selection.models), tuple(selection.methods), protocol)
+fresh_view = st.session_state.get("cmp_view_shown") != view
+if fresh_view:
+    table.caption("Numbers appear when every map is ready.")
 
 
 def show(panels: list[list[Panel]]) -> None:
@@ -107,14 +117,32 @@ def show(panels: list[list[Panel]]) -> None:
 
 
 with guard("Computing the grid"):
-    panels, numbers = compute_grid(selection, image_id, target, display, show, protocol)
+    panels, numbers = compute_grid(selection, image_id, target, display, show, protocol=protocol, status=status,
+                                   show_first=fresh_view)
+    st.session_state["cmp_view_shown"] = view
     placeholder.plotly_chart(grid_figure(panels, display.colormap, display.opacity, display.side_by_side),
                              key="cmp_grid", config={"scrollZoom": True})
-    st.dataframe(numbers.drop(columns=["image_id", "target_class"]), hide_index=True,
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("probability", "auprc", "miou")})
+    said_once = layout(selection)[1]
+    if said_once:
+        notes.caption(" ".join(said_once))
+    shown_numbers = numbers.drop(columns=["image_id", "target_class", "cached"])
+    shown_numbers["seconds"] = [("cached" if cached else f"{seconds:.2f}")
+                                for seconds, cached in zip(numbers["seconds"], numbers["cached"])]
+    table.dataframe(shown_numbers, hide_index=True, column_config={
+        **{c: st.column_config.NumberColumn(format="%.3f") for c in ("probability", "auprc", "miou")},
+        "seconds": st.column_config.TextColumn("seconds", help="Compute time of the map; cached: read from the cache."),
+    })
     png = grid_png(panels, display.colormap, display.opacity, display.side_by_side,
                    header=[f"{data.name} / {image_id} / target {target_name}"])
-    left, right = st.columns(2)
-    left.download_button("Download grid PNG", png, f"{image_id}_{target_name}_grid.png", "image/png", key="cmp_png")
-    right.download_button("Download numbers CSV", numbers.to_csv(index=False), f"{image_id}_{target_name}_scores.csv",
-                          "text/csv", key="cmp_csv")
+    with downloads.container():
+        left, right = st.columns(2)
+        left.download_button("Download grid PNG", png, f"{image_id}_{target_name}_grid.png", "image/png", key="cmp_png")
+        right.download_button("Download numbers CSV", numbers.to_csv(index=False),
+                              f"{image_id}_{target_name}_scores.csv", "text/csv", key="cmp_csv")
+
+# While the reader looks, the neighbours' maps compute on the background worker (behind any map
+# a reader waits for), so ▶ and ◀ open from the cache.
+position = ids.index(image_id)
+neighbours = [ids[(position + delta) % len(ids)] for delta in (1, -1) if len(ids) > 1]
+prefetch(selection, [(i, data.classes.index(compare_request.first_target(data, i))) for i in dict.fromkeys(neighbours)],
+         protocol)

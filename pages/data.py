@@ -18,6 +18,7 @@ from medattn.ui.thumbnails import image_thumbnail
 from medattn.viz import box_size_histogram, count_bars
 
 PER_PAGE = 12
+CARDS_PER_ROW = 4
 selection = current()
 st.title("Data")
 browse, prepare = st.tabs(["Current dataset", "Load or build"])
@@ -59,15 +60,16 @@ with browse:
             shown = shown[shown.index.isin(set(data.boxes["image_id"]))]
         pages = max(1, (len(shown) - 1) // PER_PAGE + 1)
         page = st.number_input(f"Page (of {pages}; {len(shown)} images)", 1, pages, 1, key="data_page")
-        columns = st.columns(4)
-        for number, image_id in enumerate(shown.index[(page - 1) * PER_PAGE : page * PER_PAGE]):
-            with columns[number % 4]:
-                with guard(f"Image {image_id}"):
-                    st.image(image_thumbnail(data, image_id), width="stretch")
-                found = [c for c in data.classes if shown.at[image_id, c]] or ["no finding"]
-                st.caption(f"**{image_id}** · {shown.at[image_id, 'split']} · {', '.join(found)}")
-                if st.button("Open in Compare", key=f"data_open_{image_id}"):
-                    open_in_compare(image_id, found[0] if found[0] in data.classes else data.classes[0])
+        on_page = list(shown.index[(page - 1) * PER_PAGE : page * PER_PAGE])
+        for start in range(0, len(on_page), CARDS_PER_ROW):  # one row of columns per row of cards: they line up
+            for column, image_id in zip(st.columns(CARDS_PER_ROW), on_page[start : start + CARDS_PER_ROW]):
+                with column.container(border=True, height="stretch"):
+                    with guard(f"Image {image_id}"):
+                        st.image(image_thumbnail(data, image_id), width="stretch")
+                    found = [c for c in data.classes if shown.at[image_id, c]] or ["no finding"]
+                    st.caption(f"**{image_id}** · {shown.at[image_id, 'split']} · {', '.join(found)}")
+                    if st.button("Open in Compare", key=f"data_open_{image_id}"):
+                        open_in_compare(image_id, found[0] if found[0] in data.classes else data.classes[0])
 
 with prepare:
     st.subheader("Load a dataset folder")

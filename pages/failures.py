@@ -12,6 +12,7 @@ from medattn.ui.sidebar import current
 from medattn.ui.thumbnails import thumbnail
 
 PER_PAGE = 12
+CARDS_PER_ROW = 4
 SESSION = dict(persist_state="session")
 selection = current()
 st.title("Failure cases")
@@ -33,9 +34,9 @@ a, b, c = st.columns(3)
 checkpoint = a.selectbox("Model", models, key="fail_model", **SESSION)
 class_name = b.selectbox("Class", ["all", *data.classes], key="fail_class", **SESSION)
 method = c.selectbox("Method (for localization)", methods, key="fail_method", **SESSION)
-d, e, f = st.columns(3)
-chosen = d.multiselect("Categories", list(CATEGORIES), default=list(CATEGORIES), format_func=CATEGORIES.get,
-                       key="fail_categories", **SESSION)
+chosen = st.pills("Categories", list(CATEGORIES), selection_mode="multi", default=list(CATEGORIES),
+                  format_func=CATEGORIES.get, key="fail_categories", **SESSION)  # full names, never cut
+e, f = st.columns(2)
 threshold = e.slider("Mislocalized when AUPRC is under", 0.0, 1.0, 0.3, 0.05, key="fail_threshold", **SESSION,
                      help="…or when the map's maximum lies outside every box of the class.")
 order = f.radio("Sort by", SORTS, key="fail_sort", horizontal=True, **SESSION,
@@ -51,11 +52,12 @@ with guard("Finding failure cases"):
     pages = (len(cases) - 1) // PER_PAGE + 1
     page = st.number_input("Page", 1, pages, 1, key="fail_page") if pages > 1 else 1
     loaded = selection.model(checkpoint)
-    columns = st.columns(4)
-    for number, case in enumerate(cases.iloc[(page - 1) * PER_PAGE : page * PER_PAGE].itertuples()):
-        with columns[number % 4]:
-            with guard(f"Thumbnail of {case.image_id}"):
-                st.image(thumbnail(loaded, data, case.image_id, method, int(case.target)), width="stretch")
-            st.caption(f"**{case.image_id}** · {CATEGORIES[case.category]} · {case.target_class}  \n{case.reason}")
-            if st.button("Open in Compare", key=f"fail_open_{case.image_id}_{case.target}"):
-                open_in_compare(case.image_id, case.target_class)
+    shown = list(cases.iloc[(page - 1) * PER_PAGE : page * PER_PAGE].itertuples())
+    for start in range(0, len(shown), CARDS_PER_ROW):  # one row of columns per row of cards: they line up
+        for column, case in zip(st.columns(CARDS_PER_ROW), shown[start : start + CARDS_PER_ROW]):
+            with column.container(border=True, height="stretch"):
+                with guard(f"Thumbnail of {case.image_id}"):
+                    st.image(thumbnail(loaded, data, case.image_id, method, int(case.target)), width="stretch")
+                st.caption(f"**{case.image_id}** · {CATEGORIES[case.category]} · {case.target_class}  \n{case.reason}")
+                if st.button("Open in Compare", key=f"fail_open_{case.image_id}_{case.target}"):
+                    open_in_compare(case.image_id, case.target_class)

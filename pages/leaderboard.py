@@ -8,7 +8,7 @@ from medattn.ui import loaders
 from medattn.ui.errors import guard
 from medattn.ui.precompute_panel import jobs_list, precompute_panel
 from medattn.ui.sidebar import current
-from medattn.viz import cascading_figure, interval_bars, pr_figure, roc_figure
+from medattn.viz import cascading_figure, interval_bars, model_colors, pr_figure, roc_figure
 
 SESSION = dict(persist_state="session")
 selection = current()
@@ -28,6 +28,7 @@ left, right = st.columns(2)
 class_name = left.selectbox("Class", ["all", *data.classes], key="lb_class", **SESSION)
 resamples = right.select_slider("Bootstrap resamples", [200, 500, 1000, 2000], 1000, key="lb_resamples", **SESSION)
 target_class = None if class_name == "all" else class_name
+colors = model_colors(m.name for m in selection.models)  # one colour per model in every chart
 
 st.header("Localization")
 with guard("Localization table"):
@@ -44,7 +45,7 @@ with guard("Localization table"):
                    "flat: maps with no evidence (constant), scored at chance: AUPRC = the box's share of the image, "
                    "no hit, IoU 0.")
         metric = st.radio("Chart", lb.METRICS, horizontal=True, key="lb_metric", **SESSION)
-        st.plotly_chart(interval_bars(table, metric, group="method", color="checkpoint"), key="lb_bars")
+        st.plotly_chart(interval_bars(table, metric, group="method", color="checkpoint", colors=colors), key="lb_bars")
         st.download_button("Download localization CSV", table.to_csv(index=False), f"{data.name}_localization.csv",
                            "text/csv", key="lb_csv")
 
@@ -85,8 +86,8 @@ with guard("Classification metrics"):
             st.info(f"The scored images hold only one label value for {curve_class}: no curve.")
         else:
             pr_col, roc_col = st.columns(2)
-            pr_col.plotly_chart(pr_figure(pr, f"Precision-recall · {curve_class}"), key="lb_pr")
-            roc_col.plotly_chart(roc_figure(roc, f"ROC · {curve_class}"), key="lb_roc")
+            pr_col.plotly_chart(pr_figure(pr, f"Precision-recall · {curve_class}", colors), key="lb_pr")
+            roc_col.plotly_chart(roc_figure(roc, f"ROC · {curve_class}", colors), key="lb_roc")
 
 sanity = lb.sanity_table(scores)
 if not sanity.empty:
@@ -97,4 +98,4 @@ if not sanity.empty:
                    "randomisation), or between checkpoints trained with other seeds (repeatability), averaged "
                    "over images. A map that stays similar after randomisation does not explain the model.")
         if "check" in sanity and (sanity["check"] == "cascading").any():
-            st.plotly_chart(cascading_figure(sanity), key="lb_cascading")
+            st.plotly_chart(cascading_figure(sanity, colors=colors), key="lb_cascading")

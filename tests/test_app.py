@@ -30,6 +30,7 @@ def env(tmp_path_factory):
         patch.setattr(inference, "CHECKPOINT_DIR", world.checkpoints)
         patch.setattr(pipeline, "CACHE_DIR", world.cache)
         patch.setenv("MEDATTN_DATASET", str(world.dataset))
+        patch.setenv("MEDATTN_PREFETCH", "0")  # only test_next_image_opens_from_the_cache wants it
         yield world
     torch.set_num_threads(threads)
 
@@ -56,14 +57,16 @@ def test_compare_grid_scores_every_model_and_method(env):
     assert np.isfinite(numbers["auprc"]).all()  # the default filter opens on an image with findings
     assert set(numbers["hit"]) <= {0.0, 1.0} and numbers["probability"].between(0, 1).all()
     figure = at.get("plotly_chart")[0].proto.spec
-    assert "AUPRC=" in figure and "linear head has no class maps" in figure
+    assert "AUPRC=" in figure and "no class maps" not in figure  # no panel spent on it…
+    assert "Not shown: wildcat for tiny_linear (linear head has no class maps)." in texts(at.caption)  # …said once
     assert len(at.get("download_button")) == 2
 
     image = at.selectbox(key="image").value
     labelled = [c for c in ("nodule", "opacity", "effusion") if load_dataset(env.dataset).images.at[image, c]]
     assert at.selectbox(key="cmp_target").value == labelled[0]
+    assert set(numbers["seconds"]) - {"cached"}, "the first view computed some maps"
     at.run()
-    assert at.dataframe[0].value["cached"].all()  # the second view reads every map from the cache
+    assert (at.dataframe[0].value["seconds"] == "cached").all()  # the second view reads every map from the cache
 
     at.button(key="cmp_next").click().run()
     assert at.selectbox(key="image").value != image
@@ -72,6 +75,41 @@ def test_compare_grid_scores_every_model_and_method(env):
     at.selectbox(key="cmp_target").set_value(other).run()
     assert not at.exception and len(at.dataframe[0].value) == 7
     assert not np.allclose(at.dataframe[0].value["probability"].to_numpy(), before)  # now explaining `other`
+
+
+# Images outside the filter the page opens with (positive test images), and one inside it.
+@pytest.mark.parametrize("split, finding", [("train", True), ("val", False), ("test", False)])
+def test_deep_link_opens_that_image(env, split, finding):
+    dataset = load_dataset(env.dataset)
+    images = dataset.split(split)
+    image_id = images.index[dataset.label_matrix(images.index).any(axis=1) == finding][-1]
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["sb_methods"] = ["saliency"]  # quick: this is about which image opens
+    at.query_params["image"] = image_id
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="image").value == image_id and at.query_params["image"] == image_id  # not rewritten
+    assert f"**{image_id}** · split {split}" in texts(at.caption)
+    assert set(at.dataframe[0].value["method"]) == {"saliency"}
+    at.button(key="cmp_next").click().run()  # and the chooser goes on from there, in the image's split
+    assert at.selectbox(key="image").value in set(images.index) - {image_id}
+
+
+def test_next_image_opens_from_the_cache(env, monkeypatch):
+    import time
+
+    from medattn.ui.background import worker
+
+    monkeypatch.setenv("MEDATTN_PREFETCH", "1")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["sb_methods"] = ["gradcam", "smoothgrad"]  # never precomputed: quick, and one slow
+    at.run()
+    deadline = time.monotonic() + 120
+    while worker().pending() and time.monotonic() < deadline:  # the neighbours' maps, computed while we "look"
+        time.sleep(0.2)
+    at.button(key="cmp_next").click().run()
+    numbers = at.dataframe[0].value
+    assert not at.exception and len(numbers) == 4 and (numbers["seconds"] == "cached").all()
 
 
 def test_compare_filters_and_display_controls(env):
@@ -83,6 +121,14 @@ def test_compare_filters_and_display_controls(env):
     chooser = [s for s in at.selectbox if s.key == "image"]
     assert (chooser and set(chooser[0].options) <= test_ids) or "No image matches" in texts(at.warning)
     at.selectbox(key="cmp_outcome").set_value("any").run()
+    dataset = load_dataset(env.dataset)
+    at.toggle(key="cmp_boxed").set_value(True).run()
+    assert set(at.selectbox(key="image").options) == test_ids & set(dataset.boxes["image_id"])
+    at.selectbox(key="cmp_class").set_value("nodule").run()
+    nodules = set(dataset.boxes.loc[dataset.boxes["label"] == "nodule", "image_id"])
+    assert set(at.selectbox(key="image").options) == test_ids & nodules
+    at.selectbox(key="cmp_class").set_value("any").run()
+    at.toggle(key="cmp_boxed").set_value(False).run()
     at.toggle(key="cmp_fair").set_value(True).run()
     assert not at.exception
     at.toggle(key="cmp_fair").set_value(False).run()
@@ -140,11 +186,13 @@ def test_build_real_rsna_on_the_data_page_and_compare_without_matching_checkpoin
     assert at.text_input(key="sb_dataset_path").value == str(tmp_path / "rsna")
     counts = at.dataframe[0].value
     assert counts.loc["total", "images"] == 100 and counts.loc["total", "boxes"] == 172
-    assert "but the dataset has Pneumonia" in texts(at.sidebar.warning)
+    warnings = texts(at.sidebar.warning)
+    assert "**tiny_linear**, **tiny_wildcat** not used: trained on other classes (nodule, opacity, effusion)" in warnings
+    assert warnings.count("nodule") == 1  # one line for every checkpoint trained on other classes
 
     at.switch_page("pages/compare.py").run()
     assert not at.exception
-    assert "No selected checkpoint predicts this dataset's classes (Pneumonia)" in texts(at.warning)
+    assert "No selected checkpoint predicts this dataset's classes" in texts(at.warning)
     assert len(at.get("plotly_chart")) == 1  # the real image and its boxes are still shown
     for page in ("failures", "leaderboard"):
         at.switch_page(f"pages/{page}.py").run()
@@ -307,3 +355,40 @@ def test_unreadable_cache_and_predictions_are_set_aside_and_compare_still_render
     for path in [*damaged, predictions]:
         assert any(str(path) in m and "set aside" in m for m in caplog.messages), path
         assert list(path.parent.glob(f"{path.name}.corrupt-*")) and path.exists()  # set aside, then recomputed
+
+
+def test_prefetch_waits_behind_readers_and_yields_to_them():
+    import threading
+
+    from medattn.ui.background import Worker
+
+    order, gate = [], threading.Event()
+
+    def work(name, ticks=0):
+        def run(progress):
+            gate.wait(10)
+            for tick in range(ticks):
+                progress(tick, ticks)  # a prefetch yields here when a reader's job is queued
+                order.append(f"{name}@{tick}")
+                if name == "next-pda" and tick == 0:
+                    reader.set()
+                    waited.wait(10)
+            order.append(name)
+            return name
+        return run
+
+    reader, waited = threading.Event(), threading.Event()
+    worker = Worker()
+    blocker = worker.submit("blocker", work("blocker"))  # keeps the queue from draining while we fill it
+    worker.prefetch("session", [("next-pda", work("next-pda", ticks=2)), ("next-saliency", work("next-saliency"))])
+    worker.prefetch("session", [("next-pda", work("next-pda", ticks=2))])  # the reader moved on: saliency dropped
+    gate.set()
+    assert blocker.future.result(10) == "blocker"
+    assert reader.wait(10)
+    now = worker.submit("current", work("current"))  # a reader asks while the prefetch runs
+    waited.set()
+    assert now.future.result(10) == "current"
+    assert worker.submit("next-pda", work("next-pda", ticks=2)).future.result(10) == "next-pda"
+    assert order[:3] == ["blocker", "next-pda@0", "current"] and "next-saliency" not in order
+    assert order[-1] == "next-pda"
+    worker.stop()

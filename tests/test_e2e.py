@@ -46,7 +46,9 @@ def world(tmp_path_factory):
 def server(world, tmp_path_factory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w+")
-    env = {**os.environ, **world.environ(), "OMP_NUM_THREADS": "1"}  # tiny models: one thread is fastest
+    # tiny models: one thread is fastest; no maps of neighbouring images computed ahead (AppTest covers that),
+    # so the server stops without waiting for one and the pages' timings hold on a shared CPU
+    env = {**os.environ, **world.environ(), "OMP_NUM_THREADS": "1", "MEDATTN_PREFETCH": "0"}
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
@@ -143,6 +145,18 @@ def test_pick_an_image_see_scores_and_download_csv(server, page, world, tmp_path
     assert len(numbers) == 7  # 2 models × 4 default methods, less WILDCAT maps of the linear head
     assert numbers["auprc"].between(0, 1).all() and set(numbers["hit"]) <= {0, 1}
     assert set(numbers["method"]) == {"saliency", "integrated_gradients", "pda", "wildcat"}
+
+
+def test_deep_link_outside_the_default_filters_opens_that_image(server, page, world):
+    dataset = load_dataset(world.dataset)
+    train = dataset.split("train")
+    image_id = train.index[~dataset.label_matrix(train.index).any(axis=1)][-1]  # a train image without findings
+    page.goto(f"{server}/?image={image_id}")
+    page.get_by_text(f"{image_id} · split train").wait_for(timeout=SLOW)
+    wait_idle(page)
+    assert image_chooser(page).input_value() == image_id
+    assert f"image={image_id}" in page.url  # the link still names the image it opened
+    no_exceptions(page)
 
 
 def test_failure_case_opens_in_compare(server, page):

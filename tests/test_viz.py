@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cv2
+import pandas as pd
 import numpy as np
 import pytest
 
@@ -32,8 +33,11 @@ def test_window_level_and_overlay():
 def test_rendered_panel_draws_boxes_and_point():
     pixels = render_panel(panel(), opacity=0.0)
     assert pixels.shape == (48, 64, 3)
-    assert tuple(pixels[5, 15]) == (0, 255, 0)  # box corner, inclusive convention
-    assert tuple(pixels[10, 20]) == (255, 255, 255)  # the argmax cross
+    assert tuple(pixels[9, 14]) == (0, 255, 0)  # the box's left edge, drawn around column 15 (inclusive)
+    assert tuple(pixels[10, 20]) == (255, 255, 255)  # the maximum's marker
+    # a ✕ as on the page (Plotly's "x"), not a +: its arms run along the diagonals
+    assert tuple(pixels[12, 22]) == (255, 255, 255) and tuple(pixels[8, 18]) == (255, 255, 255)
+    assert tuple(pixels[10, 23]) != (255, 255, 255) and tuple(pixels[7, 20]) != (255, 255, 255)
     assert render_panel(panel(), size=128).shape == (96, 128, 3)
 
 
@@ -45,6 +49,30 @@ def test_grid_figure_links_panels_and_titles_scores():
     assert any("AUPRC=0.50" in t for t in titles) and any("no class maps" in t for t in titles)
     assert figure.layout.xaxis2.matches == "x" and figure.layout.yaxis2.matches == "y"
     assert len(figure.layout.shapes) == 3  # one box per cell
+    assert [t.marker.symbol for t in figure.data if t.type == "scatter" and t.x[0] is not None] == ["x"]
+
+
+def test_grid_figure_hover_reads_map_and_pixel_values_and_has_one_colour_scale():
+    figure = grid_figure([[panel("saliency"), panel("wildcat", heatmap=False)]], colormap="viridis")
+    hover = [t for t in figure.data if t.type == "heatmap"]
+    assert len(hover) == 2 and all(t.opacity == 0 for t in hover)
+    mapped, plain = hover
+    assert "map %{z" in mapped.hovertemplate and "pixel %{customdata" in mapped.hovertemplate
+    assert "map" not in plain.hovertemplate and "pixel %{customdata" in plain.hovertemplate
+    z, pixel = np.asarray(mapped.z), np.asarray(mapped.customdata)
+    assert z.shape == pixel.shape == (48, 64)  # small images keep every pixel
+    assert z[10, 20] == pytest.approx(1.0) and z.sum() == pytest.approx(1.0)
+    assert pixel[47, 63] == pytest.approx(1.0, abs=1e-3) and pixel[0, 0] == 0.0
+    scales = [t for t in figure.data if t.type == "scatter" and t.marker.showscale]
+    assert len(scales) == 1 and scales[0].marker.colorscale[0][1] == "rgb(68,1,84)"  # viridis starts dark purple
+
+
+def test_panels_keep_one_size_whatever_their_titles_say():
+    short = panel()
+    long = panel()
+    long.caption = "p=0.90  AUPRC=0.50  hit=yes  IoU=0.20 " * 4
+    sizes = {(grid_figure([[p, p]]).layout.height, str(grid_figure([[p, p]]).layout.yaxis.domain)) for p in (short, long)}
+    assert len(sizes) == 1
 
 
 def test_grid_png_is_a_decodable_grid():
@@ -63,3 +91,19 @@ def test_shared_scale_keeps_relative_strength():
     assert scaled[0].max() == pytest.approx(0.25) and scaled[1].max() == pytest.approx(1.0)
     signed = shared_normalize([np.array([[-1.0, 1.0]])], "all", (1, 2), clip_percentile=100)
     np.testing.assert_allclose(signed[0], [[0.0, 1.0]])
+
+
+def test_every_chart_gives_a_model_one_colour():
+    from medattn.viz import interval_bars, pr_figure, roc_figure
+
+    curve = (np.array([0.0, 1.0]), np.array([1.0, 0.5]), 0.7)
+    curves = {"b_model": curve, "a_model": curve}
+    table = pd.DataFrame({"checkpoint": ["a_model", "b_model"], "method": ["saliency"] * 2, "auprc": [0.5, 0.6],
+                          "auprc_low": [0.4, 0.5], "auprc_high": [0.6, 0.7]})
+
+    def colours(figure, attribute):
+        return {t.name.split(" (")[0]: getattr(t, attribute).color for t in figure.data if t.name != "chance"}
+
+    pr, roc = colours(pr_figure(curves), "line"), colours(roc_figure(curves), "line")  # ROC leads with the chance line
+    bars = colours(interval_bars(table, "auprc", color="checkpoint"), "marker")
+    assert pr == roc == bars and len(set(pr.values())) == 2

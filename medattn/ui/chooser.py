@@ -1,5 +1,5 @@
-"""Which images the Compare page offers: a split, then filters on label and prediction, and
-optionally only the fair comparison set (images every selected model gets right)."""
+"""Which images the Compare page offers: a split, then filters on label, boxes and prediction,
+and optionally only the fair comparison set (images every selected model gets right)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ OUTCOMES = ("any", "correct (all models)", "wrong (some model)")
 
 
 def filtered_ids(selection: Selection, split: str, class_name: str | None, label: str, outcome: str,
-                 fair: bool, skips: Skips | None = None) -> list[str]:
+                 fair: bool, boxed: bool = False, skips: Skips | None = None) -> list[str]:
     """Image ids of `split` kept by the filters, in dataset order. `class_name` None means any
-    class: positive then means some finding, negative none. Prediction filters and the fair
-    set need the models' predictions over the split (computed once and stored); an image that
-    cannot be read has none, so those filters leave it out and name it in `skips`."""
+    class: positive then means some finding, negative none; `boxed` keeps images with a box
+    (of `class_name` when given; on NIH few positives have one). Prediction filters and the
+    fair set need the models' predictions over the split (computed once and stored); an image
+    that cannot be read has none, so those filters leave it out and name it in `skips`."""
     data = selection.dataset
     frame = data.images if split == "all" else data.split(split)
     classes = [class_name] if class_name else list(data.classes)
@@ -29,6 +30,9 @@ def filtered_ids(selection: Selection, split: str, class_name: str | None, label
         frame = frame[labelled.any(axis=1)]
     elif label == "negative":
         frame = frame[~labelled.any(axis=1)]
+    if boxed:
+        boxes = data.boxes if class_name is None else data.boxes[data.boxes["label"] == class_name]
+        frame = frame[frame.index.isin(set(boxes["image_id"]))]
     ids = list(frame.index)
     if not ids or not selection.models or (outcome == "any" and not fair):
         return ids

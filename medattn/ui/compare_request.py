@@ -1,5 +1,7 @@
-"""Opening an image in Compare from another page: the caller stores a request and switches
-page; Compare applies it before its widgets exist (the only time their state may be set)."""
+"""Opening an image in Compare from another page or from a link (`?image=ID`): the caller stores
+a request and switches page, or the link is read on a session's first run; Compare applies it
+before its widgets exist (the only time their state may be set), showing the image whatever
+filters the page would have opened with."""
 
 from __future__ import annotations
 
@@ -17,14 +19,25 @@ def open_in_compare(image_id: str, target_class: str) -> None:
     st.switch_page(COMPARE_PAGE)
 
 
+def follow_link(data: Dataset) -> None:
+    """On a session's first run of Compare, a link's `?image=ID` (any image of the dataset)
+    becomes a request; later runs leave the URL to the image chooser bound to it."""
+    linked = st.query_params.get("image")
+    if linked in data.images.index and "image" not in st.session_state and REQUEST_KEY not in st.session_state:
+        st.session_state[REQUEST_KEY] = {"image_id": linked, "target_class": None}
+
+
 def apply(data: Dataset) -> None:
-    """Show the requested image: its split, no other filter, its class as the target."""
+    """Show the requested image: its split, no other filter, its class as the target (the
+    image's first labelled class when the request names none)."""
+    follow_link(data)
     request = st.session_state.pop(REQUEST_KEY, None)
     if not request or request["image_id"] not in data.images.index:
         return
     image_id = request["image_id"]
     st.session_state.update({"cmp_split": str(data.images.at[image_id, "split"]), "cmp_class": "any",
-                             "cmp_label": "any", "cmp_outcome": "any", "cmp_fair": False, "image": image_id})
+                             "cmp_label": "any", "cmp_outcome": "any", "cmp_fair": False, "cmp_boxed": False,
+                             "image": image_id})
     if request.get("target_class") in data.classes:
         st.session_state["cmp_target"] = request["target_class"]
         st.session_state["cmp_target_for"] = image_id
@@ -34,6 +47,11 @@ def default_target(data: Dataset, image_id: str) -> None:
     """On a new image, target its first labelled class (the first class for a normal image)."""
     if st.session_state.get("cmp_target_for") == image_id and st.session_state.get("cmp_target") in data.classes:
         return
-    labelled = [c for c in data.classes if data.images.at[image_id, c]]
-    st.session_state["cmp_target"] = (labelled or data.classes)[0]
+    st.session_state["cmp_target"] = first_target(data, image_id)
     st.session_state["cmp_target_for"] = image_id
+
+
+def first_target(data: Dataset, image_id: str) -> str:
+    """The class Compare explains first: the image's first labelled class, else the first class."""
+    labelled = [c for c in data.classes if data.images.at[image_id, c]]
+    return (labelled or data.classes)[0]

@@ -154,8 +154,9 @@ def _checkpoint_section(selection: Selection) -> None:
     pending = st.session_state.pop("sb_pending_checkpoints", [])
     # checkpoints removed from the folder drop out of the choice
     st.session_state["sb_checkpoints"] = [n for n in dict.fromkeys(st.session_state["sb_checkpoints"] + pending) if n in names]
-    chosen = st.sidebar.multiselect(f"From {folder.name}/", names, key="sb_checkpoints",
-                                    help=f"Every NAME.safetensors + NAME.json in {folder}")
+    # Pills show every name whole (a multiselect's chips cut them at about 25 characters).
+    chosen = st.sidebar.pills(f"From {folder.name}/", names, selection_mode="multi", key="sb_checkpoints",
+                              help=f"Every NAME.safetensors + NAME.json in {folder}") or []
     extra = st.sidebar.text_input("Another checkpoint (path)", key="sb_extra_checkpoint",
                                   placeholder="path/to/NAME.safetensors")
     if not found:
@@ -174,8 +175,11 @@ def _checkpoint_section(selection: Selection) -> None:
             selection.models.append(loaded.for_dataset(data) if data is not None else loaded)
         except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not hide the others
             selection.unusable[name] = message(exc)
+    by_reason: dict[str, list[str]] = {}
     for name, why in selection.unusable.items():
-        st.sidebar.warning(f"**{name}** not used: {why}")
+        by_reason.setdefault(why, []).append(f"**{name}**")
+    for why, names in by_reason.items():
+        st.sidebar.warning(f"{', '.join(names)} not used: {why}")
     if selection.unusable:
         st.sidebar.page_link("pages/models.py", label="Models page: import, map classes", icon=":material/model_training:")
 

@@ -4,6 +4,7 @@ grid PNG export (composited with OpenCV, so no browser or kaleido is needed)."""
 from medattn.viz.charts import box_size_histogram, cascading_figure, count_bars, interval_bars, pr_figure, roc_figure
 from medattn.viz.colormaps import COLORMAPS, colorize, overlay, to_rgb, window_level
 from medattn.viz.grid import Panel, grid_figure, grid_png, render_panel
+from medattn.viz.palette import model_colors
 
 __all__ = [
     "COLORMAPS",
@@ -15,6 +16,7 @@ __all__ = [
     "grid_figure",
     "grid_png",
     "interval_bars",
+    "model_colors",
     "overlay",
     "pr_figure",
     "render_panel",

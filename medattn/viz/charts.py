@@ -9,18 +9,23 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from medattn.viz.palette import model_colors
+
 LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
 
 
-def interval_bars(table: pd.DataFrame, metric: str, group: str = "method", color: str = "model") -> go.Figure:
+def interval_bars(table: pd.DataFrame, metric: str, group: str = "method", color: str = "model",
+                  colors: Mapping[str, str] | None = None) -> go.Figure:
     """Grouped bars of `metric` with asymmetric error bars from `{metric}_low`/`{metric}_high`
-    (e.g. the leaderboard's bootstrap 95% intervals); one colour per `color` value."""
+    (e.g. the leaderboard's bootstrap 95% intervals); one colour per `color` value, from
+    `colors` (default `model_colors` of the values)."""
     figure = go.Figure()
+    colors = colors or model_colors(table[color].astype(str))
     for name, rows in table.groupby(color, sort=False):
         estimate = rows[metric].to_numpy(dtype=float)
         figure.add_trace(
             go.Bar(
-                name=str(name), x=rows[group].astype(str), y=estimate,
+                name=str(name), x=rows[group].astype(str), y=estimate, marker_color=colors.get(str(name)),
                 error_y=dict(type="data", symmetric=False,
                              array=rows[f"{metric}_high"].to_numpy(dtype=float) - estimate,
                              arrayminus=estimate - rows[f"{metric}_low"].to_numpy(dtype=float)),
@@ -31,22 +36,30 @@ def interval_bars(table: pd.DataFrame, metric: str, group: str = "method", color
     return figure
 
 
-def pr_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str = "Precision-recall") -> go.Figure:
-    """One line per model: name → (recall, precision, average precision)."""
+def pr_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str = "Precision-recall",
+              colors: Mapping[str, str] | None = None) -> go.Figure:
+    """One line per model: name → (recall, precision, average precision); colours from
+    `colors` (default `model_colors` of the names)."""
     figure = go.Figure()
+    colors = colors or model_colors(curves)
     for name, (recall, precision, ap) in curves.items():
-        figure.add_trace(go.Scatter(x=recall, y=precision, mode="lines", name=f"{name} (AP {ap:.3f})", line_shape="hv"))
+        figure.add_trace(go.Scatter(x=recall, y=precision, mode="lines", name=f"{name} (AP {ap:.3f})", line_shape="hv",
+                                    line_color=colors.get(name)))
     figure.update_layout(title=title, xaxis_title="recall", yaxis_title="precision",
                          xaxis_range=[0, 1], yaxis_range=[0, 1.02], **LAYOUT)
     return figure
 
 
-def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str = "ROC") -> go.Figure:
-    """One line per model: name → (false positive rate, true positive rate, AUC), and the chance line."""
+def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str = "ROC",
+               colors: Mapping[str, str] | None = None) -> go.Figure:
+    """One line per model: name → (false positive rate, true positive rate, AUC), and the chance
+    line; colours as in `pr_figure`."""
     figure = go.Figure()
+    colors = colors or model_colors(curves)
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(dash="dot", color="grey")))
     for name, (fpr, tpr, auc) in curves.items():
-        figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} (AUC {auc:.3f})"))
+        figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} (AUC {auc:.3f})",
+                                    line_color=colors.get(name)))
     figure.update_layout(title=title, xaxis_title="false positive rate", yaxis_title="true positive rate",
                          xaxis_range=[0, 1], yaxis_range=[0, 1.02], **LAYOUT)
     return figure
@@ -74,15 +87,18 @@ def count_bars(counts: pd.DataFrame, title: str) -> go.Figure:
     return figure
 
 
-def cascading_figure(table: pd.DataFrame, metric: str = "ssim") -> go.Figure:
+def cascading_figure(table: pd.DataFrame, metric: str = "ssim", colors: Mapping[str, str] | None = None) -> go.Figure:
     """Cascading randomisation (Adebayo et al. 2018): mean similarity to the trained model's map
-    against the number of blocks re-initialised, one line per checkpoint · explainer, from the
-    rows of `medattn.leaderboard.sanity_table` whose check is "cascading"."""
+    against the number of blocks re-initialised, one line per checkpoint · explainer (colour:
+    the checkpoint, as in the other charts), from the rows of `medattn.leaderboard.sanity_table`
+    whose check is "cascading"."""
     figure = go.Figure()
     rows = table[table["check"] == "cascading"] if "check" in table else table.iloc[0:0]
+    colors = (colors or model_colors(rows["checkpoint"].astype(str))) if len(rows) else {}
     for (checkpoint, explainer), group in rows.groupby(["checkpoint", "explainer"], sort=True):
         group = group.sort_values("step")
         figure.add_trace(go.Scatter(x=group["step"], y=group[metric], mode="lines+markers", name=f"{checkpoint} · {explainer}",
+                                    line_color=colors.get(str(checkpoint)),
                                     text=group.get("layer"), hovertemplate="step %{x} (%{text}): %{y:.3f}<extra></extra>"))
     figure.update_layout(title=f"Cascading randomisation: {metric} to the trained model's map",
                          xaxis_title="blocks re-initialised (top down)", yaxis_title=metric, **LAYOUT)

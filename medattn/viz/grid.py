@@ -2,7 +2,9 @@
 a PNG composited with OpenCV (the export; no browser or kaleido needed).
 
 A panel is the display image, its map in the image frame (already normalised to [0, 1]), the
-ground-truth boxes and the map's argmax. "overlay" blends the coloured map over the image;
+ground-truth boxes and the map's maximum, drawn as ✕ on the page and in the PNG alike. The
+figure has one colour scale (maps are on [0, 1]) and hovering a panel reads the map's value and
+the image's pixel value there. "overlay" blends the coloured map over the image;
 "side by side" puts one plain image with its boxes at the head of each row and shows the maps
 alone, so neither hides the other.
 """
@@ -25,6 +27,9 @@ from medattn.viz.colormaps import colorize, overlay, to_rgb
 BOX_RGB = (0, 255, 0)
 POINT_RGB = (255, 255, 255)
 MAX_FIGURE_SIDE = 384  # panel pixels sent to the browser; boxes stay in image coordinates
+HOVER_SIDE = 64  # hover values per panel side (cell means): the readout, not the picture
+COLORBAR_PX = 70  # right margin holding the colour bar
+TITLE_LINES = 3  # every panel title is padded to this many lines, so panels keep one size
 
 
 @dataclass
@@ -72,7 +77,7 @@ def _cell_pixels(panel: Panel, show_map: bool, side_by_side: bool, colormap: str
 
 def render_panel(panel: Panel, colormap: str = "jet", opacity: float = 0.5, side_by_side: bool = False,
                  show_map: bool = True, size: int | None = None) -> np.ndarray:
-    """The panel as RGB uint8 with boxes (green) and the argmax (white cross) drawn in; `size`
+    """The panel as RGB uint8 with boxes (green) and the maximum (white ✕) drawn in; `size`
     scales the longer side (thumbnails, export)."""
     pixels = _cell_pixels(panel, show_map, side_by_side, colormap, opacity)
     scale = 1.0 if size is None else size / max(pixels.shape[:2])
@@ -88,8 +93,8 @@ def render_panel(panel: Panel, colormap: str = "jet", opacity: float = 0.5, side
     if show_map and panel.point is not None and panel.heatmap is not None:
         centre = (int((panel.point[1] + 0.5) * scale), int((panel.point[0] + 0.5) * scale))
         arm = max(4, round(max(pixels.shape[:2]) / 30))
-        cv2.drawMarker(pixels, centre, (0, 0, 0), cv2.MARKER_CROSS, arm * 2 + 2, thickness + 2)
-        cv2.drawMarker(pixels, centre, POINT_RGB, cv2.MARKER_CROSS, arm * 2, thickness)
+        cv2.drawMarker(pixels, centre, (0, 0, 0), cv2.MARKER_TILTED_CROSS, arm * 2 + 2, thickness + 2)
+        cv2.drawMarker(pixels, centre, POINT_RGB, cv2.MARKER_TILTED_CROSS, arm * 2, thickness)
     return pixels
 
 
@@ -104,24 +109,51 @@ def _title(panel: Panel, show_map: bool, chars: int) -> str:
     """Bold method, the model, then the scores or the note, wrapped to the panel's width."""
     if not show_map:
         return f"<b>image</b> · {panel.row}"
-    lines = textwrap.wrap(panel.note or panel.caption, chars, max_lines=3, placeholder=" …")
+    lines = textwrap.wrap(panel.note or panel.caption, chars, max_lines=TITLE_LINES - 1, placeholder=" …")
     return "<br>".join([f"<b>{panel.column}</b> · {panel.row}", *lines])
+
+
+def colorscale(colormap: str = "jet", stops: int = 11) -> list[list]:
+    """The OpenCV colormap as a Plotly colorscale, so the figure's colour bar matches the maps."""
+    rgb = colorize(np.linspace(0.0, 1.0, stops, dtype=np.float32)[None, :], colormap)[0]
+    return [[i / (stops - 1), f"rgb({r},{g},{b})"] for i, (r, g, b) in enumerate(rgb.tolist())]
+
+
+def _hover(panel: Panel, show_map: bool) -> go.Heatmap:
+    """An invisible layer over a panel whose hover reads the map's value (the display
+    normalisation, [0, 1]) and the image's pixel value ([0, 1]) at the pointer: cell means on a
+    grid of at most HOVER_SIDE per side, placed in the stored image's pixel coordinates."""
+    rows_px, cols_px = panel.image.shape
+    step = max(1.0, max(rows_px, cols_px) / HOVER_SIDE)
+    size = (max(1, round(cols_px / step)), max(1, round(rows_px / step)))
+    pixel = cv2.resize(np.asarray(panel.image, np.float32), size, interpolation=cv2.INTER_AREA)
+    hover = "x %{x:.0f}, y %{y:.0f}<br>pixel %{customdata:.2f}"
+    z = pixel
+    if show_map and panel.heatmap is not None:
+        z = cv2.resize(np.asarray(panel.heatmap, np.float32), size, interpolation=cv2.INTER_AREA)
+        hover = "x %{x:.0f}, y %{y:.0f}<br>map %{z:.2f}<br>pixel %{customdata:.2f}"
+    dx, dy = cols_px / size[0], rows_px / size[1]
+    return go.Heatmap(z=np.round(z, 3), customdata=np.round(pixel, 3), x0=(dx - 1) / 2, dx=dx, y0=(dy - 1) / 2, dy=dy,
+                      opacity=0.0, showscale=False, zmin=0.0, zmax=1.0, hovertemplate=hover + "<extra></extra>",
+                      name=f"{panel.column} · {panel.row}")
 
 
 def grid_figure(panels: Grid, colormap: str = "jet", opacity: float = 0.5, side_by_side: bool = False,
                 width: int = 1000) -> go.Figure:
     """One Plotly figure of the grid with matched axes: zooming or panning one panel moves all.
-    Coordinates are pixels of the stored image; hover shows them. `width` is the expected
-    display width in pixels, used to size titles and the figure's height."""
+    Coordinates are pixels of the stored image; hover shows them with the map and pixel values,
+    and one colour bar gives the maps' scale. `width` is the expected display width in pixels,
+    used to size titles and the figure's height (the same for any scores or notes)."""
     cells = _cells(panels, side_by_side)
     n_rows, n_cols = len(cells), max((len(r) for r in cells), default=1)
     padded = [row + [None] * (n_cols - len(row)) for row in cells]
-    cell_px = width / n_cols
+    cell_px = (width - COLORBAR_PX) / n_cols
     titles = [(_title(*cell, chars=max(16, int(cell_px / 6.2))) if cell else "") for row in padded for cell in row]
-    title_px = 64
+    title_px = 16 * TITLE_LINES + 8
     height = int(n_rows * (cell_px + title_px) + 10)
     figure = make_subplots(rows=max(n_rows, 1), cols=n_cols, subplot_titles=titles, horizontal_spacing=0.01,
                            vertical_spacing=title_px / height if n_rows > 1 else 0.0)
+    traces, at_rows, at_cols, shapes = [], [], [], []
     for r, row in enumerate(padded, 1):
         for c, cell in enumerate(row, 1):
             if cell is None:
@@ -132,27 +164,39 @@ def grid_figure(panels: Grid, colormap: str = "jet", opacity: float = 0.5, side_
             step = max(1.0, max(rows_px, cols_px) / MAX_FIGURE_SIDE)
             if step > 1.0:
                 pixels = cv2.resize(pixels, (round(cols_px / step), round(rows_px / step)), interpolation=cv2.INTER_AREA)
-            figure.add_trace(
-                go.Image(source=_data_uri(pixels), x0=(step - 1) / 2, y0=(step - 1) / 2, dx=step, dy=step,
-                         name=f"{panel.column} · {panel.row}", hovertemplate="x %{x:.0f}, y %{y:.0f}<extra></extra>"),
-                row=r, col=c,
-            )
-            for x, y, w, h in panel.box_array():
-                figure.add_shape(type="rect", x0=int(x) - 0.5, y0=int(y) - 0.5, x1=int(x + w) + 0.5, y1=int(y + h) + 0.5,
-                                 line=dict(color="rgb(0,255,0)", width=2), row=r, col=c)
+            cell_traces = [go.Image(source=_data_uri(pixels), x0=(step - 1) / 2, y0=(step - 1) / 2, dx=step, dy=step,
+                                    name=f"{panel.column} · {panel.row}", hoverinfo="skip"), _hover(panel, show)]
             if show and panel.point is not None and panel.heatmap is not None:
-                figure.add_trace(
+                cell_traces.append(
                     go.Scatter(x=[panel.point[1]], y=[panel.point[0]], mode="markers", showlegend=False,
                                marker=dict(symbol="x", size=13, color="white", line=dict(color="black", width=1.5)),
-                               hovertemplate="argmax x %{x}, y %{y}<extra></extra>"),
-                    row=r, col=c,
-                )
+                               hovertemplate="maximum x %{x}, y %{y}<extra></extra>"))
+            traces += cell_traces
+            at_rows += [r] * len(cell_traces)
+            at_cols += [c] * len(cell_traces)
+            axis = "" if (r - 1) * n_cols + c == 1 else (r - 1) * n_cols + c  # make_subplots numbers row by row
+            shapes += [dict(type="rect", x0=int(x) - 0.5, y0=int(y) - 0.5, x1=int(x + w) + 0.5, y1=int(y + h) + 0.5,
+                            xref=f"x{axis}", yref=f"y{axis}", line=dict(color="rgb(0,255,0)", width=2))
+                       for x, y, w, h in panel.box_array()]
+    if traces:  # in one call each: Plotly validates per call, which cost seconds for a grid
+        figure.add_traces(traces, rows=at_rows, cols=at_cols)
+    scale_shown = any(t.type == "scatter" for t in traces)
+    if scale_shown:  # one bar for all panels: every map is on [0, 1]
+        figure.add_trace(go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
+                                    marker=dict(colorscale=colorscale(colormap), cmin=0.0, cmax=1.0, color=[0.0],
+                                                showscale=True,
+                                                colorbar=dict(title=dict(text="map", side="right"), thickness=12,
+                                                              len=min(1.0, 420 / height), y=1.0, yanchor="top",
+                                                              tickvals=[0, 0.5, 1], ticktext=["0 low", "0.5", "1 high"]))))
     axes = dict(showticklabels=False, showgrid=False, zeroline=False, ticks="", showline=False)
-    figure.update_xaxes(matches="x", **axes)
-    figure.update_yaxes(matches="y", autorange="reversed", **axes)
-    figure.update_annotations(font_size=11)
-    figure.update_layout(height=height, margin=dict(l=2, r=2, t=title_px, b=2), dragmode="pan", showlegend=False,
-                         paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
+    layout = {}
+    for k in range(1, max(n_rows, 1) * n_cols + 1):
+        suffix = "" if k == 1 else k
+        layout[f"xaxis{suffix}"] = dict(matches="x" if k > 1 else None, **axes)
+        layout[f"yaxis{suffix}"] = dict(matches="y" if k > 1 else None, autorange="reversed", **axes)
+    figure.update_annotations(font_size=11, yanchor="bottom")
+    figure.update_layout(layout, shapes=shapes, height=height, margin=dict(l=2, r=COLORBAR_PX, t=title_px, b=2), dragmode="pan",
+                         showlegend=False, paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
     return figure
 
 
@@ -199,12 +243,28 @@ def grid_png(panels: Grid, colormap: str = "jet", opacity: float = 0.5, side_by_
         rows.append(np.hstack([x for tile in tiles for x in (tile, spacer)][:-1]))
     width = rows[0].shape[1]
     parts = [_text_block([_ascii(h) for h in header], width, 0.55)] if header else []
+    parts.append(_legend(colormap, width))
     for row in rows:
         parts += [row, np.full((gap, width, 3), 255, np.uint8)]
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(np.vstack(parts), cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError("could not encode the grid as PNG")
     return encoded.tobytes()
+
+
+def _legend(colormap: str, width: int) -> np.ndarray:
+    """The export's key, as on the page: the maps' colour scale, the boxes and the maximum."""
+    block = np.full((28, width, 3), 255, np.uint8)
+    x = 3
+    for text in ("map  0 (low)", None, "1 (high)    green: boxes of the target class, X: the map's maximum"):
+        if text is None:
+            bar = colorize(np.linspace(0.0, 1.0, 160, dtype=np.float32)[None, :].repeat(12, axis=0), colormap)
+            block[8:20, x : x + bar.shape[1]] = bar[:, : max(0, width - x)]
+            x += bar.shape[1] + 6
+            continue
+        cv2.putText(block, text, (x, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        x += cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1)[0][0] + 6
+    return block
 
 
 def _ascii(text: str) -> str:
