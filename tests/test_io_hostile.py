@@ -169,3 +169,13 @@ def test_decode_failure_with_decoder_installed_does_not_advise_installing(tmp_pa
     with pytest.raises(ImageReadError, match=r"j\.dcm.*JPEG") as caught:
         read_image(path)
     assert "pip install" not in str(caught.value)
+
+
+def test_transfer_syntax_that_lies_about_the_encoding_is_named(tmp_path):
+    """Meta says Explicit VR Big Endian, the data set is little endian: pydicom parses nothing."""
+    path = make.mono(tmp_path / "be.dcm", RAMP12, bits=12)
+    ds = make.pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = make.pydicom.uid.ExplicitVRBigEndian
+    make.pydicom.dcmwrite(path, ds, implicit_vr=False, little_endian=True, force_encoding=True)
+    with pytest.raises(ImageReadError, match=r"be\.dcm.*Transfer Syntax UID \(Explicit VR Big Endian\) does not match"):
+        read_image(path)

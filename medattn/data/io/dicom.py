@@ -67,7 +67,10 @@ def _open(path: Path):
         raise ImageReadError(path, f"not a valid DICOM file ({exc})") from exc
     element = next((name for name in PIXEL_ELEMENTS if name in ds), None)
     if element is None:
-        raise ImageReadError(path, "DICOM file has no pixel data (PixelData element missing)")
+        syntax = getattr(getattr(ds, "file_meta", None), "get", lambda _: None)("TransferSyntaxUID")
+        hint = (f", or its Transfer Syntax UID ({getattr(syntax, 'name', syntax)}) does not match how the data set "
+                "is encoded" if syntax else "")
+        raise ImageReadError(path, f"DICOM file has no pixel data (PixelData element missing{hint})")
     if "Rows" in ds and "Columns" in ds:
         check_pixels(path, int(ds.Columns or 0), int(ds.Rows or 0))
     ds.ensure_file_meta()
