@@ -147,18 +147,6 @@ def test_pick_an_image_see_scores_and_download_csv(server, page, world, tmp_path
     assert set(numbers["method"]) == {"saliency", "integrated_gradients", "pda", "wildcat"}
 
 
-def test_deep_link_outside_the_default_filters_opens_that_image(server, page, world):
-    dataset = load_dataset(world.dataset)
-    train = dataset.split("train")
-    image_id = train.index[~dataset.label_matrix(train.index).any(axis=1)][-1]  # a train image without findings
-    page.goto(f"{server}/?image={image_id}")
-    page.get_by_text(f"{image_id} · split train").wait_for(timeout=SLOW)
-    wait_idle(page)
-    assert image_chooser(page).input_value() == image_id
-    assert f"image={image_id}" in page.url  # the link still names the image it opened
-    no_exceptions(page)
-
-
 def test_failure_case_opens_in_compare(server, page):
     page.goto(f"{server}/failures")
     open_buttons = page.get_by_role("button", name="Open in Compare")
