@@ -62,7 +62,7 @@ def test_precompute_finishes_for_the_rest_and_names_the_bad_file(broken, tiny_ch
     others = set(ids) - {bad}
     assert set(frame["image_id"]) == others
     assert skips.names == [bad] and str(path) in skips.items[0].reason
-    stored = pd.read_parquet(run.predictions_path(tiny_checkpoint.name))
+    stored = pd.read_parquet(run.prediction_store.path(tiny_checkpoint.name))
     assert set(stored.index) == others  # nothing stored for the bad file: once fixed, it is read again
     with pytest.raises(ImageReadError, match=path.name):
         precompute(dataset, [tiny_checkpoint], ["saliency"], image_ids=[bad], run=Run(tmp_path / "run2"), cache=cache,
