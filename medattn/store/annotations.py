@@ -245,6 +245,51 @@ class AnnotationStore:
             self.add_reader(study_id, reader["name"], reader["password"])
         return study_id
 
+    def restore_study(self, spec: Mapping[str, Any], case_rows: Sequence[Mapping], panel_rows: Sequence[Mapping],
+                      assignment_rows: Sequence[Mapping], event_rows: Sequence[Mapping]) -> str:
+        """Re-create an exported study under a new id in one transaction (all or nothing):
+        the same case ids, panel codes, reader orders and answer events (with their times).
+        Readers without an account get one with a random password (an admin resets it).
+        The input is checked by `medattn.reader.export.read_study_json`."""
+        spec = {k: v for k, v in spec.items() if k not in ("id", "revision")}
+        study_id = f"{_slug(spec['name'])}-{secrets.token_hex(3)}"
+        stamp = now()
+        with self._write() as conn:
+            conn.execute(insert(studies).values(id=study_id, created_at=stamp, app_version=__version__))
+            conn.execute(insert(revisions).values(study_id=study_id, revision=1, spec=spec, author="import",
+                                                  created_at=stamp))
+            conn.execute(insert(cases), [{"study_id": study_id, "case_id": c["case_id"], "image_id": c["image_id"],
+                                          "position": i, "meta": c.get("meta") or None}
+                                         for i, c in enumerate(case_rows)])
+            if panel_rows:
+                conn.execute(insert(panels), [{"study_id": study_id, "code": p["code"], "checkpoint": p["checkpoint"],
+                                               "method": p["method"], "checkpoint_hash": p.get("checkpoint_hash"),
+                                               "position": i} for i, p in enumerate(panel_rows)])
+            for i, a in enumerate(assignment_rows):
+                if self._account(conn, a["reader"]) is None:
+                    self._create_account(conn, a["reader"], secrets.token_urlsafe(24), admin=False)
+                conn.execute(insert(assignments).values(study_id=study_id, reader=a["reader"], reader_index=i,
+                                                        case_order=list(a["case_order"]), arms=a.get("arms"),
+                                                        created_at=stamp))
+            if event_rows:
+                conn.execute(insert(answer_events), [
+                    {"study_id": study_id, "reader": e["reader"], "case_id": e["case_id"],
+                     "question_id": e["question_id"], "value": json.dumps(e["value"], sort_keys=True),
+                     "shown_at": e.get("shown_at"), "submitted_at": e["submitted_at"],
+                     "app_version": e.get("app_version") or __version__,
+                     "checkpoint_hashes": json.dumps(e.get("checkpoint_hashes") or {}, sort_keys=True)}
+                    for e in event_rows])
+        return study_id
+
+    def reader_assignments(self, study_id: str) -> pd.DataFrame:
+        """Per reader in joining order: reader, reader_index, case_order, arms (admin view)."""
+        with self._read() as conn:
+            self._spec(conn, study_id)
+            rows = conn.execute(select(assignments.c.reader, assignments.c.reader_index, assignments.c.case_order,
+                                       assignments.c.arms).where(assignments.c.study_id == study_id)
+                                .order_by(assignments.c.reader_index)).all()
+        return pd.DataFrame(rows, columns=["reader", "reader_index", "case_order", "arms"])
+
     def study(self, study_id: str) -> dict:
         """The current spec of a study, with `id` and `revision` (admin view: holds image ids)."""
         with self._read() as conn:
@@ -426,19 +471,28 @@ class AnnotationStore:
             raise AccessDeniedError(f"case {case_id!r} is not assigned to {assignment.reader!r} in study "
                                     f"{assignment.study_id}")
 
-    def _shown_codes(self, conn: Connection, spec: dict, assignment, case_id: str) -> list[str]:
+    def _shown_codes(self, conn: Connection, spec: dict, assignment, case_id: str,
+                     context: tuple[list, dict] | None = None) -> list[str]:
+        """Codes shown on a case, in the reader's order; `context` (from `_panel_context`)
+        saves the queries when called for many cases."""
         if assignment.arms is not None and assignment.arms.get(case_id) == WITHOUT_AI:
             return []
-        meta = self._meta(conn, spec["id"], case_id)
-        rows = conn.execute(select(panels.c.code, panels.c.checkpoint, panels.c.method)
-                            .where(panels.c.study_id == spec["id"]).order_by(panels.c.position)).all()
+        rows, metas = context or self._panel_context(conn, spec["id"], case_id)
+        meta = metas.get(case_id) or {}
         if meta.get("checkpoint") and meta.get("method"):
             return [r.code for r in rows if (r.checkpoint, r.method) == (str(meta["checkpoint"]), str(meta["method"]))]
         return panel_order([r.code for r in rows], spec["seed"], assignment.reader, case_id)
 
+    def _panel_context(self, conn: Connection, study_id: str, case_id: str | None = None) -> tuple[list, dict]:
+        rows = conn.execute(select(panels.c.code, panels.c.checkpoint, panels.c.method)
+                            .where(panels.c.study_id == study_id).order_by(panels.c.position)).all()
+        query = select(cases.c.case_id, cases.c.meta).where(cases.c.study_id == study_id)
+        if case_id is not None:
+            query = query.where(cases.c.case_id == case_id)
+        return rows, {c: m for c, m in conn.execute(query)}
+
     def _meta(self, conn: Connection, study_id: str, case_id: str) -> dict:
-        return conn.execute(select(cases.c.meta).where((cases.c.study_id == study_id)
-                                                       & (cases.c.case_id == case_id))).scalar() or {}
+        return self._panel_context(conn, study_id, case_id)[1].get(case_id) or {}
 
     def studies_for(self, reader: str) -> pd.DataFrame:
         """The reader's studies: study_id, name, kind, n_cases, n_done."""
@@ -594,8 +648,9 @@ class AnnotationStore:
                     select(answer_events.c.case_id, answer_events.c.question_id).distinct()
                     .where((answer_events.c.study_id == study_id) & (answer_events.c.reader == reader))):
                 answered.setdefault(case_id, set()).add(question_id)
-            complete = {case: not missing_answers(spec["questions"],
-                                                  self._shown_codes(conn, spec, assignment, case), answered.get(case, ()))
+            context = self._panel_context(conn, study_id)
+            complete = {case: not missing_answers(spec["questions"], self._shown_codes(conn, spec, assignment, case, context),
+                                                  answered.get(case, ()))
                         for case in assignment.case_order}
         order = list(assignment.case_order)
         nxt = first_unanswered(order, complete)

@@ -1,0 +1,270 @@
+"""Reader-study database: durability, concurrency, accounts, isolation and faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import text
+
+from medattn.errors import MedattnError
+from medattn.reader.errors import (AccessDeniedError, DatasetMovedError, DuplicateReaderError, InvalidAnswerError,
+                                   LoginRateLimitedError, StudyConflictError, StudyError)
+from medattn.reader.presets import default_questions
+from medattn.store.annotations import MAX_FAILURES, AnnotationStore
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # still argon2id, cheap for tests
+PANELS = [{"checkpoint": "checkpoints/densenet121_wildcat", "method": "gradcam"},
+          {"checkpoint": "checkpoints/resnet50_mldam", "method": "integrated_gradients"},
+          {"checkpoint": "checkpoints/resnet18_linear", "method": "saliency"}]
+
+
+@pytest.fixture
+def store(tmp_path) -> AnnotationStore:
+    return AnnotationStore(tmp_path / "study.db", password_hasher=FAST)
+
+
+def make_study(store: AnnotationStore, folder: Path, kind: str = "detection", n: int = 6, **extra) -> str:
+    spec = {"name": f"{kind} study", "kind": kind, "dataset": str(folder), "cases": [f"img{i}" for i in range(n)],
+            "questions": default_questions(kind), "seed": 11, **extra}
+    return store.create_study(spec)
+
+
+def run_child(code: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_pragmas_wal_and_full_sync(store):
+    with store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
+
+
+def test_events_are_appended_and_latest_is_current(store, tmp_path):
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    case = store.cases_for(study, "ana")[0]
+    first = store.submit(study, "ana", case, "confidence", 2)
+    second = store.submit(study, "ana", case, "confidence", 4)
+    assert second > first
+    answers = store.answers(study)
+    assert list(answers.columns) == ["reader", "case_id", "question_id", "value", "submitted_at"]
+    assert answers["value"].tolist() == [4]
+    assert store.events(study)["value"].tolist() == [2, 4]  # the first answer is kept
+
+
+def test_sigkill_during_submit_burst_loses_no_acknowledged_event(store, tmp_path):
+    study = make_study(store, tmp_path, n=3)
+    store.add_reader(study, "ana", "correct horse")
+    case = store.cases_for(study, "ana")[0]
+    child = run_child(f"""
+        from medattn.store.annotations import AnnotationStore
+        store = AnnotationStore({str(store.path)!r})
+        i = 0
+        while True:
+            i += 1
+            print(store.submit({study!r}, "ana", {case!r}, "confidence", 1 + i % 5), i, flush=True)
+    """)
+    acknowledged = []
+    for line in child.stdout:
+        acknowledged.append(tuple(int(x) for x in line.split()))
+        if len(acknowledged) == 60:
+            os.kill(child.pid, signal.SIGKILL)
+            break
+    child.wait(timeout=30)
+    assert len(acknowledged) == 60, child.stderr.read()
+    events = AnnotationStore(store.path, password_hasher=FAST).events(study).set_index("id")
+    for event_id, i in acknowledged:
+        assert events.loc[event_id, "value"] == 1 + i % 5
+
+
+def test_four_concurrent_writers_lose_and_duplicate_nothing(store, tmp_path):
+    study = make_study(store, tmp_path, n=5)
+    names = [f"reader{k}" for k in range(4)]
+    for name in names:
+        store.add_reader(study, name, "correct horse")
+    children = [run_child(f"""
+        from medattn.store.annotations import AnnotationStore
+        store = AnnotationStore({str(store.path)!r})
+        cases = store.cases_for({study!r}, {name!r})
+        for i in range(25):
+            print(store.submit({study!r}, {name!r}, cases[i % len(cases)], "confidence", 1 + i % 5), i, flush=True)
+    """) for name in names]
+    acknowledged = {}
+    for name, child in zip(names, children):
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        acknowledged[name] = [tuple(map(int, line.split())) for line in out.splitlines()]
+    events = store.events(study)
+    ids = [event_id for rows in acknowledged.values() for event_id, _ in rows]
+    assert len(ids) == 100 and len(set(ids)) == 100
+    assert sorted(events["id"]) == sorted(ids)
+    for name, rows in acknowledged.items():
+        mine = events[events["reader"] == name].set_index("id")
+        assert [mine.loc[event_id, "value"] for event_id, _ in rows] == [1 + i % 5 for _, i in rows]
+
+
+def test_database_holds_no_clear_text_password(store, tmp_path):
+    study = make_study(store, tmp_path)
+    secrets_used = ["Tr0ub4dor&3-unique", "zebra-umbrella-4471"]
+    store.add_admin("admin", secrets_used[0])
+    store.add_reader(study, "ana", secrets_used[1])
+    assert store.authenticate("ana", secrets_used[1])
+    assert not store.authenticate("ana", secrets_used[0])  # a wrong password is not stored either
+    store.engine.dispose()
+    blob = b"".join(p.read_bytes() for p in tmp_path.glob("study.db*"))
+    for secret in secrets_used:
+        assert secret.encode() not in blob
+    assert b"$argon2id$" in blob
+
+
+def test_reader_api_returns_only_own_answers(store, tmp_path):
+    study = make_study(store, tmp_path, kind="heatmap_rating", panels=PANELS)
+    store.add_reader(study, "ana", "correct horse")
+    store.add_reader(study, "ben", "battery staple")
+    for reader in ("ana", "ben"):
+        case = store.cases_for(study, reader)[0]
+        codes = store.panels_for(study, reader, case)
+        store.submit(study, reader, case, "rating", {code: 3 for code in codes})
+    assert set(store.my_answers(study, "ana")["reader"]) == {"ana"}
+    assert set(store.answers(study, reader="ben")["reader"]) == {"ben"}
+    outsider = make_study(store, tmp_path, kind="heatmap_rating", panels=PANELS)
+    with pytest.raises(AccessDeniedError):
+        store.my_answers(outsider, "ana")
+    with pytest.raises(AccessDeniedError):
+        store.cases_for(outsider, "ana")
+
+
+def test_panels_are_blinded_and_ordered_per_reader(store, tmp_path):
+    study = make_study(store, tmp_path, kind="heatmap_rating", n=8, panels=PANELS)
+    store.add_reader(study, "ana", "correct horse")
+    store.add_reader(study, "ben", "battery staple")
+    orders = {}
+    for reader in ("ana", "ben"):
+        for case in store.cases_for(study, reader):
+            codes = store.panels_for(study, reader, case)
+            assert codes == store.panels_for(study, reader, case)  # a reload shows the same order
+            orders[reader, case] = codes
+            shown = json.dumps(codes).lower()
+            for panel in PANELS:
+                for word in ("densenet", "resnet", "wildcat", "mldam", "linear", "gradcam", "integrated", "saliency"):
+                    assert word not in shown
+    assert len({tuple(codes) for codes in orders.values()}) > 1
+    assert set(store.panel_key(study)["code"]) == set(next(iter(orders.values())))
+
+
+def test_resume_at_first_unanswered_case_after_restart(store, tmp_path):
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    order = store.cases_for(study, "ana")
+    assert store.next_case(study, "ana") == order[0]
+    store.submit_case(study, "ana", order[0], {"present": True, "confidence": 4,
+                                               "boxes": [{"x": 1, "y": 2, "w": 3, "h": 4}]})
+    store.submit(study, "ana", order[1], "present", False)  # incomplete: confidence, boxes missing
+    reopened = AnnotationStore(store.path, password_hasher=FAST)
+    assert reopened.cases_for(study, "ana") == order
+    assert reopened.next_case(study, "ana") == order[1]
+    assert reopened.progress_of(study, "ana") == {"n_cases": 6, "n_done": 1, "next_case": order[1], "position": 1}
+
+
+def test_time_on_case_is_recorded(store, tmp_path):
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    case = store.next_case(study, "ana")
+    store.mark_shown(study, "ana", case)
+    store.submit(study, "ana", case, "present", True)
+    seconds = store.events(study)["seconds"].iloc[0]
+    assert 0 <= seconds < 60
+
+
+def test_login_rate_limit_survives_restart(store, tmp_path):
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    for _ in range(MAX_FAILURES):
+        assert not store.authenticate("ana", "wrong guess")
+    restarted = AnnotationStore(store.path, password_hasher=FAST)
+    with pytest.raises(LoginRateLimitedError) as error:
+        restarted.authenticate("ana", "correct horse")
+    assert error.value.retry_after > 0
+    assert store.authenticate("ben", "anything at all") is False  # unknown name: False, not an error
+
+
+def test_two_admins_editing_a_study(store, tmp_path):
+    study = make_study(store, tmp_path)
+    seen = store.study(study)["revision"]
+    assert store.update_study(study, {"name": "first admin's name"}, expected_revision=seen) == seen + 1
+    with pytest.raises(StudyConflictError, match="another admin"):
+        store.update_study(study, {"name": "second admin's name"}, expected_revision=seen)
+    assert store.study(study)["name"] == "first admin's name"
+
+
+def test_study_whose_dataset_moved(store, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    study = make_study(store, folder)
+    store.add_reader(study, "ana", "correct horse")
+    case = store.cases_for(study, "ana")[0]
+    store.submit(study, "ana", case, "present", True)
+    folder.rename(tmp_path / "moved")
+    with pytest.raises(DatasetMovedError, match="is gone"):
+        store.case_source(study, "ana", case)
+    store.update_study(study, {"dataset": str(tmp_path / "moved")}, expected_revision=1)
+    assert store.case_source(study, "ana", case) == (str((tmp_path / "moved").resolve()), store.case_key(study)
+                                                    .set_index("case_id").at[case, "image_id"])
+    assert store.answers(study)["value"].tolist() == [True]  # nothing lost
+
+
+@pytest.mark.parametrize("action, error, message", [
+    (lambda s, st: s.add_reader(st, "ana", "correct horse"), DuplicateReaderError, "already a reader"),
+    (lambda s, st: s.add_reader(st, "ana", "other password"), DuplicateReaderError, "taken"),
+    (lambda s, st: s.add_admin("ana", "other password"), DuplicateReaderError, "taken"),
+    (lambda s, st: s.add_reader(st, "ben", "short"), StudyError, "at least 8"),
+    (lambda s, st: s.submit(st, "ana", "case-9999", "present", True), AccessDeniedError, "not assigned"),
+    (lambda s, st: s.submit(st, "ben", "case-0001", "present", True), AccessDeniedError, "not a reader"),
+    (lambda s, st: s.submit(st, "ana", "case-0001", "nope", True), InvalidAnswerError, "no question 'nope'"),
+    (lambda s, st: s.submit(st, "ana", "case-0001", "present", "yes"), InvalidAnswerError, "'present', value"),
+    (lambda s, st: s.submit(st, "ana", "case-0001", "confidence", 6), InvalidAnswerError, "outside 1..5"),
+    (lambda s, st: s.submit(st, "ana", "case-0001", "boxes", [{"x": 1, "y": 2, "w": 0, "h": 3}]),
+     InvalidAnswerError, r"value\[0\]"),
+    (lambda s, st: s.submit(st, "ana", "case-0001", "boxes", [{"x": 1, "y": 2, "w": 3}]), InvalidAnswerError,
+     r"value\[0\]\.h"),
+    (lambda s, st: s.submit_case(st, "ana", "case-0001", {"present": True}), InvalidAnswerError,
+     "unanswered: confidence, boxes"),
+    (lambda s, st: s.update_study(st, {"cases": ["x"]}, 1), StudyError, "cannot change"),
+    (lambda s, st: s.study("no-such-study"), StudyError, "no study"),
+])
+def test_faults_get_clear_errors_and_lose_nothing(store, tmp_path, action, error, message):
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    kept = store.submit(study, "ana", "case-0002", "present", False)
+    with pytest.raises(error, match=message) as raised:
+        action(store, study)
+    assert isinstance(raised.value, MedattnError)
+    assert store.events(study)["id"].tolist() == [kept]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"kind": "survey"}, "'kind'"),
+    ({"cases": []}, "no cases"),
+    ({"cases": ["a", "a"]}, "duplicate"),
+    ({"questions": [{"id": "q", "type": "slider"}]}, r"questions\[0\]"),
+    ({"questions": [{"id": "q", "type": "choice"}]}, "needs 'options'"),
+    ({"panels": [{"checkpoint": "m"}]}, r"panels\[0\]"),
+    ({"dataset": "/no/such/folder"}, "not a folder"),
+])
+def test_bad_study_specs_name_the_field(store, tmp_path, spec, message):
+    base = {"name": "s", "kind": "detection", "dataset": str(tmp_path), "cases": ["a", "b"],
+            "questions": default_questions("detection")}
+    with pytest.raises(StudyError, match=message):
+        store.create_study({**base, **spec})
