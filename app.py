@@ -2,7 +2,9 @@
 
 Environment: MEDATTN_DATASET (folder opened first; default the embedded demo, built on first
 start), MEDATTN_CHECKPOINTS (checkpoint folder; default checkpoints/), MEDATTN_CACHE (heatmap
-cache and score tables; default .cache/).
+cache and score tables; default .cache/), MEDATTN_STUDY_DB (reader-study database: turns study
+mode on, see medattn.ui.auth; without it studies live in the cache folder and no one signs in
+but readers).
 """
 
 import os
@@ -14,18 +16,40 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
 
+from medattn.ui import auth  # noqa: E402
 from medattn.ui.sidebar import sidebar  # noqa: E402
 
 st.set_page_config(page_title="medattn", page_icon=":material/radiology:", layout="wide")
 st.set_option("client.showErrorDetails", "none")
 
-PAGES = [
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare:", default=True),
-    st.Page("pages/failures.py", title="Failure cases", icon=":material/report:"),
-    st.Page("pages/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
-    st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
-]
-page = st.navigation(PAGES)
-sidebar()
+
+def sign_in_page() -> None:
+    st.title("medattn reader studies")
+    auth.login_form()
+
+
+user = auth.current_user()
+if user is None:  # study mode, nobody signed in on this tab: nothing but the sign-in
+    st.navigation([st.Page(sign_in_page, title="Sign in", icon=":material/login:", url_path="signin")],
+                  position="hidden").run()
+    st.stop()
+
+# Pages are offered by role on the server: a page not in the list cannot be opened by its URL.
+reader_page = st.Page("pages/reader.py", title="Reader", icon=":material/visibility:", default=not user.is_admin)
+if user.is_admin:
+    PAGES = [
+        st.Page("pages/compare.py", title="Compare", icon=":material/compare:", default=True),
+        st.Page("pages/failures.py", title="Failure cases", icon=":material/report:"),
+        st.Page("pages/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
+        st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
+        reader_page,
+        st.Page("pages/study_admin.py", title="Study admin", icon=":material/assignment:"),
+    ]
+else:
+    PAGES = [reader_page]
+page = st.navigation(PAGES, position="sidebar" if user.is_admin else "hidden")
+if user.is_admin:
+    sidebar()
+auth.logout_button()
 st.sidebar.caption("For research and software testing only, never for clinical use.")
 page.run()
