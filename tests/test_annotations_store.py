@@ -138,12 +138,17 @@ def test_reader_api_returns_only_own_answers(store, tmp_path):
         codes = store.panels_for(study, reader, case)
         store.submit(study, reader, case, "rating", {code: 3 for code in codes})
     assert set(store.my_answers(study, "ana")["reader"]) == {"ana"}
+    seen = store.study_for_reader(study, "ana")
+    assert set(seen) == {"id", "name", "kind", "questions", "description"}
+    assert "img0" not in json.dumps(seen) and "checkpoints/" not in json.dumps(seen)
     assert set(store.answers(study, reader="ben")["reader"]) == {"ben"}
     outsider = make_study(store, tmp_path, kind="heatmap_rating", panels=PANELS)
     with pytest.raises(AccessDeniedError):
         store.my_answers(outsider, "ana")
     with pytest.raises(AccessDeniedError):
         store.cases_for(outsider, "ana")
+    with pytest.raises(AccessDeniedError):
+        store.study_for_reader(outsider, "ana")
 
 
 def test_panels_are_blinded_and_ordered_per_reader(store, tmp_path):
@@ -157,9 +162,8 @@ def test_panels_are_blinded_and_ordered_per_reader(store, tmp_path):
             assert codes == store.panels_for(study, reader, case)  # a reload shows the same order
             orders[reader, case] = codes
             shown = json.dumps(codes).lower()
-            for panel in PANELS:
-                for word in ("densenet", "resnet", "wildcat", "mldam", "linear", "gradcam", "integrated", "saliency"):
-                    assert word not in shown
+            for word in ("densenet", "resnet", "wildcat", "mldam", "linear", "gradcam", "integrated", "saliency"):
+                assert word not in shown
     assert len({tuple(codes) for codes in orders.values()}) > 1
     assert set(store.panel_key(study)["code"]) == set(next(iter(orders.values())))
 
@@ -243,6 +247,7 @@ def test_study_whose_dataset_moved(store, tmp_path):
      "unanswered: confidence, boxes"),
     (lambda s, st: s.update_study(st, {"cases": ["x"]}, 1), StudyError, "cannot change"),
     (lambda s, st: s.study("no-such-study"), StudyError, "no study"),
+    (lambda s, st: s.set_password("ana", "ana", "new password"), AccessDeniedError, "not an admin"),
 ])
 def test_faults_get_clear_errors_and_lose_nothing(store, tmp_path, action, error, message):
     study = make_study(store, tmp_path)
@@ -262,9 +267,21 @@ def test_faults_get_clear_errors_and_lose_nothing(store, tmp_path, action, error
     ({"questions": [{"id": "q", "type": "choice"}]}, "needs 'options'"),
     ({"panels": [{"checkpoint": "m"}]}, r"panels\[0\]"),
     ({"dataset": "/no/such/folder"}, "not a folder"),
+    ({"readers": [{"name": "ana"}]}, r"readers\[0\]"),
+    ({"readers": [{"name": "ana", "password": "long enough"}] * 2}, "listed twice"),
 ])
 def test_bad_study_specs_name_the_field(store, tmp_path, spec, message):
     base = {"name": "s", "kind": "detection", "dataset": str(tmp_path), "cases": ["a", "b"],
             "questions": default_questions("detection")}
     with pytest.raises(StudyError, match=message):
         store.create_study({**base, **spec})
+    assert store.list_studies().empty  # nothing half-created
+
+
+def test_spec_readers_taken_by_another_account_are_refused_before_creation(store, tmp_path):
+    store.add_admin("ana", "the admin's password")
+    spec = {"name": "s", "kind": "detection", "dataset": str(tmp_path), "cases": ["a"],
+            "questions": default_questions("detection"), "readers": [{"name": "ana", "password": "another one"}]}
+    with pytest.raises(DuplicateReaderError, match="taken"):
+        store.create_study(spec)
+    assert store.list_studies().empty

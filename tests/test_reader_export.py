@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -67,6 +66,9 @@ def test_json_round_trip_gives_the_same_answers(study, tmp_path):
         assert other.arm_for(imported, reader, "case-0001") == store.arm_for(study_id, reader, "case-0001")
     assert len(other.events(imported)) == len(store.events(study_id))
     assert not other.authenticate("ana", "correct horse")  # accounts come back locked, no hashes exported
+    other.add_admin("boss", "admin password")
+    other.set_password("boss", "ana", "a new password")
+    assert other.authenticate("ana", "a new password")
 
 
 def test_coco_export_loads_with_pycocotools(study, tmp_path):

@@ -19,10 +19,10 @@ import os
 import re
 import secrets
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from medattn import __version__
-from medattn.reader.arms import WITH_AI, WITHOUT_AI, assign_arms
+from medattn.reader.arms import WITHOUT_AI, assign_arms
 from medattn.reader.blinding import panel_codes, panel_order
 from medattn.reader.errors import (AccessDeniedError, DatasetMovedError, DuplicateReaderError, InvalidAnswerError,
                                    LoginRateLimitedError, StudyConflictError, StudyError, StudyNotFoundError)
@@ -159,7 +159,7 @@ class AnnotationStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.hasher = password_hasher or PasswordHasher()
-        self._dummy_hash = self.hasher.hash(secrets.token_hex(8))
+        self._dummy_hash: str | None = None  # verified against for unknown names (made on first need)
         self.engine: Engine = create_engine(
             f"sqlite:///{self.path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
         )
@@ -223,6 +223,7 @@ class AnnotationStore:
         spec.setdefault("blinded", True)
         spec.setdefault("arms", spec["kind"] == "detection" and bool(panel_specs))
         readers = spec.pop("readers", None) or []
+        self._check_new_readers(readers)
         study_id = f"{_slug(spec['name'])}-{secrets.token_hex(3)}"
         rng = np.random.default_rng([spec["seed"], 1])
         shuffled = [(image_ids[i], case_meta[i]) for i in rng.permutation(len(image_ids))]
@@ -245,11 +246,28 @@ class AnnotationStore:
             self.add_reader(study_id, reader["name"], reader["password"])
         return study_id
 
+    def _check_new_readers(self, readers: Sequence[Mapping]) -> None:
+        """Refuse a spec's `readers` before anything is written: bad entries, repeated names,
+        names taken by an account with another password."""
+        seen = set()
+        for i, reader in enumerate(readers):
+            if not isinstance(reader, Mapping) or "name" not in reader or "password" not in reader:
+                raise StudyError(f"study spec field 'readers[{i}]': needs 'name' and 'password'")
+            name = self._check_credentials(reader["name"], reader["password"])
+            if name in seen:
+                raise DuplicateReaderError(f"study spec field 'readers[{i}]': {name!r} is listed twice")
+            seen.add(name)
+            with self._read() as conn:
+                account = self._account(conn, name)
+            if account is not None and not self._verify(account.password_hash, reader["password"]):
+                raise DuplicateReaderError(f"study spec field 'readers[{i}]': reader name {name!r} is taken by "
+                                           "another account; choose another name")
+
     def restore_study(self, spec: Mapping[str, Any], case_rows: Sequence[Mapping], panel_rows: Sequence[Mapping],
                       assignment_rows: Sequence[Mapping], event_rows: Sequence[Mapping]) -> str:
         """Re-create an exported study under a new id in one transaction (all or nothing):
         the same case ids, panel codes, reader orders and answer events (with their times).
-        Readers without an account get one with a random password (an admin resets it).
+        Readers without an account get a locked one (an admin sets its password: `set_password`).
         The input is checked by `medattn.reader.export.read_study_json`."""
         spec = {k: v for k, v in spec.items() if k not in ("id", "revision")}
         study_id = f"{_slug(spec['name'])}-{secrets.token_hex(3)}"
@@ -266,8 +284,8 @@ class AnnotationStore:
                                                "method": p["method"], "checkpoint_hash": p.get("checkpoint_hash"),
                                                "position": i} for i, p in enumerate(panel_rows)])
             for i, a in enumerate(assignment_rows):
-                if self._account(conn, a["reader"]) is None:
-                    self._create_account(conn, a["reader"], secrets.token_urlsafe(24), admin=False)
+                if self._account(conn, a["reader"]) is None:  # locked until an admin sets a password
+                    self._create_account(conn, a["reader"], "locked: " + secrets.token_hex(16), admin=False)
                 conn.execute(insert(assignments).values(study_id=study_id, reader=a["reader"], reader_index=i,
                                                         case_order=list(a["case_order"]), arms=a.get("arms"),
                                                         created_at=stamp))
@@ -367,9 +385,8 @@ class AnnotationStore:
         return pd.DataFrame(rows, columns=["code", "checkpoint", "method", "checkpoint_hash"])
 
     # ---- accounts ---------------------------------------------------------------------------
-    def _create_account(self, conn: Connection, name: str, password: str, admin: bool) -> None:
-        conn.execute(insert(accounts).values(name=name, password_hash=self.hasher.hash(password), is_admin=admin,
-                                             created_at=now()))
+    def _create_account(self, conn: Connection, name: str, password_hash: str, admin: bool) -> None:
+        conn.execute(insert(accounts).values(name=name, password_hash=password_hash, is_admin=admin, created_at=now()))
 
     def _account(self, conn: Connection, name: str):
         return conn.execute(select(accounts).where(accounts.c.name == name)).first()
@@ -392,9 +409,10 @@ class AnnotationStore:
     def add_admin(self, name: str, password: str) -> None:
         """Create an admin account (DuplicateReaderError if the name is taken)."""
         name = self._check_credentials(name, password)
+        password_hash = self.hasher.hash(password)  # outside the write lock: argon2 takes ~0.1 s
         try:
             with self._write() as conn:
-                self._create_account(conn, name, password, admin=True)
+                self._create_account(conn, name, password_hash, admin=True)
         except IntegrityError as error:
             raise DuplicateReaderError(f"account name {name!r} is taken") from error
 
@@ -403,12 +421,18 @@ class AnnotationStore:
         the study: the case order and arms are drawn now and stored. DuplicateReaderError if the
         name belongs to another account or already reads this study."""
         name = self._check_credentials(name, password)
+        with self._read() as conn:
+            account = self._account(conn, name)
+        # argon2 work outside the write lock; the insert below still refuses a name taken meanwhile
+        password_hash = self.hasher.hash(password) if account is None else None
+        if account is not None and not self._verify(account.password_hash, password):
+            raise DuplicateReaderError(f"reader name {name!r} is taken by another account; choose another name")
         with self._write() as conn:
             spec = self._spec(conn, study_id)
             account = self._account(conn, name)
             if account is None:
-                self._create_account(conn, name, password, admin=False)
-            elif not self._verify(account.password_hash, password):
+                self._create_account(conn, name, password_hash, admin=False)  # set: names are never deleted
+            elif password_hash is not None:
                 raise DuplicateReaderError(f"reader name {name!r} is taken by another account; choose another name")
             taken = conn.execute(select(assignments.c.reader_index).where(assignments.c.study_id == study_id)).scalars().all()
             if conn.execute(select(assignments.c.reader).where((assignments.c.study_id == study_id)
@@ -434,10 +458,23 @@ class AnnotationStore:
             account = self._account(conn, name)
         if len(failures) >= MAX_FAILURES:
             raise LoginRateLimitedError(name, failures[-MAX_FAILURES] + FAILURE_WINDOW_S - stamp)
+        if account is None and self._dummy_hash is None:
+            self._dummy_hash = self.hasher.hash(secrets.token_hex(8))
         ok = self._verify(account.password_hash if account else self._dummy_hash, password) and account is not None
         with self._write() as conn:
             conn.execute(insert(logins).values(name=name, at=stamp, ok=ok))
         return ok
+
+    def set_password(self, admin: str, name: str, password: str) -> None:
+        """An admin sets `name`'s password (e.g. for readers of an imported study, whose accounts
+        come locked). AccessDeniedError unless `admin` is an admin; StudyError for an unknown name."""
+        self.require_admin(admin)
+        name = self._check_credentials(name, password)
+        password_hash = self.hasher.hash(password)
+        with self._write() as conn:
+            if self._account(conn, name) is None:
+                raise StudyError(f"no account named {name!r}")
+            conn.execute(accounts.update().where(accounts.c.name == name).values(password_hash=password_hash))
 
     def is_admin(self, name: str) -> bool:
         with self._read() as conn:
@@ -505,6 +542,15 @@ class AnnotationStore:
             rows.append({"study_id": study_id, "name": spec["name"], "kind": spec["kind"],
                          "n_cases": done["n_cases"], "n_done": done["n_done"]})
         return pd.DataFrame(rows, columns=["study_id", "name", "kind", "n_cases", "n_done"])
+
+    def study_for_reader(self, study_id: str, reader: str) -> dict:
+        """What a reader may know of a study: id, name, kind, questions, description (no cases,
+        images, panels or dataset). AccessDeniedError if `reader` is not one of its readers."""
+        with self._read() as conn:
+            spec = self._spec(conn, study_id)
+            self._assignment(conn, study_id, reader)
+        return {"id": study_id, "name": spec["name"], "kind": spec["kind"], "questions": spec["questions"],
+                "description": spec.get("description", "")}
 
     def cases_for(self, study_id: str, reader: str) -> list[str]:
         """The reader's case ids in their stored order."""
