@@ -201,3 +201,7 @@ def test_reader_boxes_against_ground_truth_and_as_ground_truth(tiny_demo, tmp_pa
     boxes = analysis.reader_ground_truth(store, study)
     assert list(boxes.columns) == ["image_id", "label", "x", "y", "w", "h"]
     assert set(boxes["image_id"]) == set(with_box) and set(boxes["label"]) == {"nodule"}
+    derived = load_dataset(analysis.write_reader_truth(store, study, tmp_path / "reader_truth"))
+    assert sorted(derived.images.index) == sorted(with_box) and derived.classes == dataset.classes
+    assert derived.boxes[["x", "y", "w", "h"]].to_numpy().tolist() == boxes[["x", "y", "w", "h"]].to_numpy().tolist()
+    assert derived.read_image(with_box[0]).shape == (64, 64)

@@ -5,7 +5,8 @@
 - Ratings vs the map's scores: Spearman correlation (scipy) of each rating with the AUPRC and the
   pointing-game hit of the same image × checkpoint × method in a score table.
 - Reader boxes vs ground truth: IoU of the union masks and a hit when a reader box's centre lies
-  in a truth box (`medattn.metrics.boxes` convention); reader boxes as a boxes.csv table.
+  in a truth box (`medattn.metrics.boxes` convention); reader boxes as a boxes.csv table, or as
+  a dataset folder that precompute and the Leaderboard score against.
 - Failure-region tag counts per model × method × failure category (the seed's Figure 2).
 Everything here is for admins: it reads the case key and the panel key.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from medattn.data.dataset import Dataset, load_dataset
+from medattn.data.dataset import Dataset, load_dataset, write_dataset
 from medattn.errors import DatasetError
 from medattn.metrics.bootstrap import bootstrap_ci
 from medattn.metrics.boxes import box_mask
@@ -138,6 +139,20 @@ def reader_ground_truth(store: AnnotationStore, study_id: str, readers: Sequence
     fallback = label or store.study(study_id).get("target_class") or ""
     boxes = boxes.assign(label=label if label else boxes["label"].where(boxes["label"].astype(str) != "", fallback))
     return boxes[BOX_COLUMNS].reset_index(drop=True)
+
+
+def write_reader_truth(store: AnnotationStore, study_id: str, out: str | Path, readers: Sequence[str] | None = None,
+                       label: str | None = None) -> Path:
+    """A dataset folder (`out`) of the study's images whose boxes.csv holds the readers' boxes
+    (`reader_ground_truth`): precompute and the Leaderboard score maps against it unchanged.
+    Labels, splits and image files are the original dataset's (image_root points there)."""
+    dataset = study_dataset(store, study_id)
+    ids = list(dict.fromkeys(store.case_key(study_id)["image_id"]))
+    images = dataset.images.loc[ids].drop(columns="image_id", errors="ignore").rename_axis("image_id").reset_index()
+    return write_dataset(out, name=f"{dataset.name} · reader boxes of {study_id}", classes=dataset.classes,
+                         task=dataset.task, images=images,
+                         boxes=reader_ground_truth(store, study_id, readers, label),
+                         image_root=dataset.image_root.resolve(), source=f"medattn reader study {study_id}")
 
 
 def box_accuracy(store: AnnotationStore, study_id: str, question_id: str = "boxes") -> pd.DataFrame:
