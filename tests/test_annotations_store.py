@@ -267,6 +267,8 @@ def test_faults_get_clear_errors_and_lose_nothing(store, tmp_path, action, error
     ({"questions": [{"id": "q", "type": "choice"}]}, "needs 'options'"),
     ({"panels": [{"checkpoint": "m"}]}, r"panels\[0\]"),
     ({"dataset": "/no/such/folder"}, "not a folder"),
+    ({"arms": "latin square", "panels": [{"checkpoint": "m", "method": "gradcam"}]}, "'arms'"),
+    ({"arms": "crossed"}, "need panels"),
     ({"readers": [{"name": "ana"}]}, r"readers\[0\]"),
     ({"readers": [{"name": "ana", "password": "long enough"}] * 2}, "listed twice"),
 ])

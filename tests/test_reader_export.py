@@ -12,7 +12,7 @@ from medattn.data import load_dataset
 from medattn.reader.__main__ import main
 from medattn.reader.arms import WITH_AI, WITHOUT_AI
 from medattn.reader.errors import ImportFormatError, StudyError
-from medattn.reader.export import FORMATS, export_study, import_study
+from medattn.reader.export import FORMATS, export_study, import_study, mrmc_cases
 from medattn.reader.presets import default_questions
 from medattn.store.annotations import AnnotationStore
 
@@ -85,18 +85,35 @@ def test_coco_export_loads_with_pycocotools(study, tmp_path):
     assert coco.loadImgs(first["image_id"])[0]["width"] == 64
 
 
-def test_mrmc_csv_has_the_columns_mrmcaov_reads(study, tmp_path):
+def test_mrmc_csv_is_fully_crossed_with_the_columns_mrmcaov_reads(study, tmp_path):
     store, study_id, images = study
     table = pd.read_csv(export_study(store, study_id, "mrmc", tmp_path / "mrmc.csv"), comment="#")
     assert list(table.columns) == ["reader", "modality", "case", "truth", "rating"]
-    assert len(table) == len(READERS) * len(images)
-    assert set(table["modality"]) == {WITH_AI, WITHOUT_AI}
+    # crossed design: every reader reads every image once in each arm
+    assert len(table) == len(READERS) * len(images) * 2
+    read = table.groupby(["reader", "case"])["modality"].apply(sorted)
+    assert all(modalities == [WITH_AI, WITHOUT_AI] for modalities in read)
+    assert sorted(table["case"].unique()) == list(range(1, len(images) + 1))
     assert set(table["truth"]) <= {0, 1} and table["rating"].between(1, 5).all()
-    # each case is read with and without AI, by different readers (counterbalanced)
-    assert (table.groupby("case")["modality"].nunique() == 2).all()
     labels = load_dataset(store.study(study_id)["dataset"]).images["nodule"]
-    key = store.case_key(study_id).set_index("case_id")["image_id"]
-    assert (table["truth"] == [int(labels[key[c]]) for c in table["case"]]).all()
+    key = store.case_key(study_id)
+    image_of_case = dict(zip(mrmc_cases(store, study_id), key["image_id"]))
+    assert (table["truth"] == [int(labels[image_of_case[c]]) for c in table["case"]]).all()
+
+
+def test_split_design_reads_each_image_once_per_reader_in_alternating_arms(tiny_demo, tmp_path):
+    store = AnnotationStore(tmp_path / "split.db", password_hasher=FAST)
+    images = load_dataset(tiny_demo).images.index[:6].tolist()
+    study_id = store.create_study({"name": "split", "kind": "detection", "dataset": str(tiny_demo), "cases": images,
+                                   "questions": default_questions("detection"), "arms": "split",
+                                   "panels": [{"checkpoint": "m", "method": "gradcam"}]})
+    for reader in READERS:
+        store.add_reader(study_id, reader, "correct horse")
+        for case in store.cases_for(study_id, reader):
+            store.submit(study_id, reader, case, "confidence", 3)
+    table = pd.read_csv(export_study(store, study_id, "mrmc", tmp_path / "mrmc.csv"), comment="#")
+    assert len(table) == len(READERS) * len(images)
+    assert (table.groupby("case")["modality"].nunique() == 2).all()
 
 
 def test_imrmc_file_parses(study, tmp_path):
@@ -111,7 +128,8 @@ def test_imrmc_file_parses(study, tmp_path):
     assert int(header["NR"]) == 2 and int(header["NM"]) == 2
     assert int(header["N0"]) + int(header["N1"]) == len(truth) == len(images)
     assert {row[2] for row in truth} == {"truth"} and {row[3] for row in truth} <= {"0", "1"}
-    assert {int(row[0]) for row in reads} == {1, 2} and len(reads) == 2 * len(images)
+    assert {int(row[0]) for row in reads} == {1, 2} and len(reads) == 2 * 2 * len(images)
+    assert {row[1] for row in reads} == {row[1] for row in truth}
     assert all(row[1].isdigit() for row in rows) and {row[2] for row in reads} == {WITH_AI, WITHOUT_AI}
 
 

@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 
 from medattn.data import load_dataset
 from medattn.reader import agreement, analysis
-from medattn.reader.arms import WITH_AI, WITHOUT_AI, assign_arms
+from medattn.reader.arms import WITH_AI, WITHOUT_AI, crossed_order, split_arms
 from medattn.reader.blinding import ALPHABET, panel_codes, panel_order
 from medattn.reader.errors import InvalidAnswerError
 from medattn.reader.order import case_order
@@ -30,11 +30,19 @@ def test_case_order_is_seeded_per_reader():
     assert ana != case_order(CASES, 3, "ben") and ana != case_order(CASES, 4, "ana")
 
 
-def test_arms_are_counterbalanced_across_readers():
-    first, second = assign_arms(CASES, 7, 0), assign_arms(CASES, 7, 1)
+def test_split_arms_are_counterbalanced_across_readers():
+    first, second = split_arms(CASES, 7, 0), split_arms(CASES, 7, 1)
     assert all(first[c] != second[c] for c in CASES)
     assert sum(arm == WITH_AI for arm in first.values()) == 5
-    assert assign_arms(CASES, 7, 2) == first and set(first.values()) == {WITH_AI, WITHOUT_AI}
+    assert split_arms(CASES, 7, 2) == first and set(first.values()) == {WITH_AI, WITHOUT_AI}
+
+
+def test_crossed_sessions_alternate_which_arm_comes_first():
+    arms = {case: (WITH_AI if i % 2 else WITHOUT_AI) for i, case in enumerate(CASES)}
+    for index, first_arm in ((0, WITHOUT_AI), (1, WITH_AI), (2, WITHOUT_AI)):
+        order = crossed_order(arms, 7, f"reader{index}", index)
+        assert sorted(order) == CASES
+        assert [arms[c] for c in order] == [first_arm] * 5 + [WITH_AI if first_arm == WITHOUT_AI else WITHOUT_AI] * 5
 
 
 def test_panel_codes_are_random_and_unrevealing():

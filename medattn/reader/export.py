@@ -13,7 +13,8 @@ Formats:
   re-creates it and gives the same answers;
 - "coco": reader boxes as COCO detection annotations (loads with `pycocotools.coco.COCO`);
   each annotation carries `reader`;
-- "mrmc": columns reader, modality, case, truth, rating (MRMCaov's and RJafroc's long form);
+- "mrmc": columns reader, modality, case, truth, rating (MRMCaov's and RJafroc's long form;
+  `case` numbers images, so the two arms of a crossed design share one);
 - "imrmc": iMRMC's input file: description lines, `NR:`, `N0:`, `N1:`, `NM:`, `BEGIN DATA:`,
   then `readerID,caseID,modalityID,score` rows, truth rows as `-1,caseID,truth,0|1`
   (integer reader and case ids as RJafroc's reader requires; the header maps reader ids).
@@ -147,10 +148,21 @@ def to_coco(store: AnnotationStore, study_id: str, question_id: str = "boxes") -
     return json.dumps(document, indent=1)
 
 
+def mrmc_cases(store: AnnotationStore, study_id: str) -> pd.Series:
+    """case_id → MRMC case number (1, 2, …): the cases of one image in the two arms of a crossed
+    design share a number; numbers follow the study-local case order, not the image ids."""
+    key = store.case_key(study_id)
+    image = [json.dumps([r.image_id, {k: v for k, v in r.meta.items() if k != "arm"}], sort_keys=True)
+             for r in key.itertuples()]
+    number = {value: i + 1 for i, value in enumerate(dict.fromkeys(image))}
+    return pd.Series([number[value] for value in image], index=key["case_id"].to_numpy(), name="case")
+
+
 def mrmc_table(store: AnnotationStore, study_id: str, rating_question: str | None = None) -> pd.DataFrame:
     """reader, modality, case, truth, rating: one row per reader × case with a rating, in a
-    detection study. `rating_question` defaults to the spec's `rating_question`, else the first
-    scale question not per panel; modality is the arm ("without_ai" when the study has none)."""
+    detection study. `case` is the MRMC case number (`mrmc_cases`); `rating_question` defaults
+    to the spec's `rating_question`, else the first scale question not per panel; modality is
+    the arm ("without_ai" when the study has none)."""
     spec = store.study(study_id)
     if spec["kind"] != "detection":
         raise StudyError(f"study {study_id} is a {spec['kind']} study; MRMC exports need a detection study")
@@ -165,7 +177,8 @@ def mrmc_table(store: AnnotationStore, study_id: str, rating_question: str | Non
     return pd.DataFrame({
         "reader": answers["reader"].to_numpy(),
         "modality": [arms.get((r, c), WITHOUT_AI) for r, c in zip(answers["reader"], answers["case_id"])],
-        "case": answers["case_id"].to_numpy(), "truth": truth.loc[answers["case_id"]].to_numpy(),
+        "case": mrmc_cases(store, study_id).loc[answers["case_id"]].to_numpy(),
+        "truth": truth.loc[answers["case_id"]].to_numpy(),
         "rating": [float(v) for v in answers["value"]]}).sort_values(["reader", "modality", "case"]).reset_index(drop=True)
 
 
@@ -175,16 +188,15 @@ def to_mrmc(store: AnnotationStore, study_id: str) -> str:
 
 def to_imrmc(store: AnnotationStore, study_id: str) -> str:
     table = mrmc_table(store, study_id)
-    truth = case_truth(store, study_id)
+    truth = case_truth(store, study_id).groupby(mrmc_cases(store, study_id)).first()
     readers = {name: i + 1 for i, name in enumerate(store.readers(study_id))}
-    case_number = {case: int(case.rsplit("-", 1)[-1]) for case in truth.index}
     lines = [f"medattn reader study {study_id}"] + [line.rstrip() for line in
                                                    _comment_header(provenance(store, study_id)).splitlines()]
     lines += [f"# reader {i}: {name}" for name, i in readers.items()]
     lines += [f"NR: {len(readers)}", f"N0: {int((truth == 0).sum())}", f"N1: {int((truth == 1).sum())}",
               f"NM: {table['modality'].nunique()}", "BEGIN DATA:"]
-    lines += [f"-1,{case_number[case]},truth,{int(t)}" for case, t in truth.items()]
-    lines += [f"{readers[r.reader]},{case_number[r.case]},{r.modality},{r.rating:g}" for r in table.itertuples()]
+    lines += [f"-1,{case},truth,{int(t)}" for case, t in truth.items()]
+    lines += [f"{readers[r.reader]},{r.case},{r.modality},{r.rating:g}" for r in table.itertuples()]
     return "\n".join(lines) + "\n"
 
 

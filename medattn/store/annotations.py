@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from medattn import __version__
-from medattn.reader.arms import WITHOUT_AI, assign_arms
+from medattn.reader.arms import ARMS, DESIGNS, WITHOUT_AI, crossed_order, split_arms
 from medattn.reader.blinding import panel_codes, panel_order
 from medattn.reader.errors import (AccessDeniedError, DatasetMovedError, DuplicateReaderError, InvalidAnswerError,
                                    LoginRateLimitedError, StudyConflictError, StudyError, StudyNotFoundError)
@@ -219,9 +219,16 @@ class AnnotationStore:
                 if pair not in spec["panels"]:
                     spec["panels"].append(pair)
         panel_specs = spec["panels"]
-        spec["case_meta"] = case_meta
         spec.setdefault("blinded", True)
-        spec.setdefault("arms", spec["kind"] == "detection" and bool(panel_specs))
+        arms = spec.get("arms", spec["kind"] == "detection" and bool(panel_specs))
+        spec["arms"] = "crossed" if arms is True else (arms or False)
+        if spec["arms"] and (spec["arms"] not in DESIGNS or spec["kind"] != "detection" or not panel_specs):
+            raise StudyError(f"study spec field 'arms': {arms!r}; with-/without-AI arms are a detection study's, "
+                             f"need panels, and are one of {', '.join(DESIGNS)}")
+        spec["case_meta"] = case_meta
+        if spec["arms"] == "crossed":  # every image is one case per arm
+            case_meta = [{**meta, "arm": arm} for meta in case_meta for arm in ARMS]
+            image_ids = [image for image in image_ids for _ in ARMS]
         readers = spec.pop("readers", None) or []
         self._check_new_readers(readers)
         study_id = f"{_slug(spec['name'])}-{secrets.token_hex(3)}"
@@ -329,8 +336,9 @@ class AnnotationStore:
                 spec = self._spec(conn, study_id)
                 n_readers = conn.execute(select(func.count()).select_from(assignments)
                                          .where(assignments.c.study_id == study_id)).scalar_one()
-                rows.append({"id": study_id, "name": spec["name"], "kind": spec["kind"], "n_cases": len(spec["cases"]),
-                             "n_readers": n_readers, "created_at": created})
+                rows.append({"id": study_id, "name": spec["name"], "kind": spec["kind"],
+                             "n_cases": len(self._case_ids(conn, study_id)), "n_readers": n_readers,
+                             "created_at": created})
         return pd.DataFrame(rows, columns=["id", "name", "kind", "n_cases", "n_readers", "created_at"])
 
     def update_study(self, study_id: str, changes: Mapping[str, Any], expected_revision: int,
@@ -440,10 +448,14 @@ class AnnotationStore:
                 raise DuplicateReaderError(f"{name!r} is already a reader of study {study_id}")
             index = len(taken)
             local = self._case_ids(conn, study_id)
-            arms = assign_arms(local, spec["seed"], index) if spec.get("arms") else None
+            order, arms = case_order(local, spec["seed"], name), None
+            if spec.get("arms") == "crossed":
+                arms = {case: meta["arm"] for case, meta in self._panel_context(conn, study_id)[1].items()}
+                order = crossed_order(arms, spec["seed"], name, index)
+            elif spec.get("arms"):
+                arms = split_arms(local, spec["seed"], index)
             conn.execute(insert(assignments).values(study_id=study_id, reader=name, reader_index=index,
-                                                    case_order=case_order(local, spec["seed"], name), arms=arms,
-                                                    created_at=now()))
+                                                    case_order=order, arms=arms, created_at=now()))
 
     def authenticate(self, name: str, password: str) -> bool:
         """Whether `password` is `name`'s. Every attempt is recorded; after MAX_FAILURES failures
