@@ -127,7 +127,7 @@ def test_imrmc_file_parses(study, tmp_path):
     reads = [row for row in rows if row[0] != "-1"]
     assert int(header["NR"]) == 2 and int(header["NM"]) == 2
     assert int(header["N0"]) + int(header["N1"]) == len(truth) == len(images)
-    assert {row[2] for row in truth} == {"truth"} and {row[3] for row in truth} <= {"0", "1"}
+    assert {row[2] for row in truth} == {"0"} and {row[3] for row in truth} <= {"0", "1"}
     assert {int(row[0]) for row in reads} == {1, 2} and len(reads) == 2 * 2 * len(images)
     assert {row[1] for row in reads} == {row[1] for row in truth}
     assert all(row[1].isdigit() for row in rows) and {row[2] for row in reads} == {WITH_AI, WITHOUT_AI}

@@ -16,7 +16,7 @@ Formats:
 - "mrmc": columns reader, modality, case, truth, rating (MRMCaov's and RJafroc's long form;
   `case` numbers images, so the two arms of a crossed design share one);
 - "imrmc": iMRMC's input file: description lines, `NR:`, `N0:`, `N1:`, `NM:`, `BEGIN DATA:`,
-  then `readerID,caseID,modalityID,score` rows, truth rows as `-1,caseID,truth,0|1`
+  then `readerID,caseID,modalityID,score` rows, truth rows as `-1,caseID,0,0|1` (as iMRMC writes them)
   (integer reader and case ids as RJafroc's reader requires; the header maps reader ids).
 """
 
@@ -195,7 +195,7 @@ def to_imrmc(store: AnnotationStore, study_id: str) -> str:
     lines += [f"# reader {i}: {name}" for name, i in readers.items()]
     lines += [f"NR: {len(readers)}", f"N0: {int((truth == 0).sum())}", f"N1: {int((truth == 1).sum())}",
               f"NM: {table['modality'].nunique()}", "BEGIN DATA:"]
-    lines += [f"-1,{case},truth,{int(t)}" for case, t in truth.items()]
+    lines += [f"-1,{case},0,{int(t)}" for case, t in truth.items()]
     lines += [f"{readers[r.reader]},{r.case},{r.modality},{r.rating:g}" for r in table.itertuples()]
     return "\n".join(lines) + "\n"
 
