@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -167,3 +168,38 @@ def test_malformed_import_names_the_field_and_writes_nothing(study, tmp_path, ch
         import_study(store, bad)
     assert list(store.list_studies()["id"]) == [study_id]
     assert main(["import", "--db", str(store.path), "--json", str(bad)]) == 2
+
+
+def test_exports_after_the_dataset_moved(tiny_demo, tmp_path, capsys):
+    import shutil
+
+    folder = Path(shutil.copytree(tiny_demo, tmp_path / "data"))
+    store = AnnotationStore(tmp_path / "s.db", password_hasher=FAST)
+    study_id = store.create_study({"name": "moved", "kind": "detection", "dataset": str(folder),
+                                   "cases": ["demo_00000", "demo_00001"], "questions": default_questions("detection")})
+    store.add_reader(study_id, "ana", "correct horse")
+    for case in store.cases_for(study_id, "ana"):
+        store.submit_case(study_id, "ana", case, {"present": True, "confidence": 4,
+                                                  "boxes": [{"x": 1, "y": 2, "w": 3, "h": 4}]})
+    folder.rename(tmp_path / "elsewhere")
+    for fmt in ("csv", "json", "coco"):  # what needs no image data still exports
+        export_study(store, study_id, fmt, tmp_path / f"out.{fmt}")
+    assert "width" not in json.loads((tmp_path / "out.coco").read_text())["images"][0]
+    for fmt in ("mrmc", "imrmc"):  # truth comes from the dataset: a clear error, no file
+        assert main(["export", "--db", str(store.path), "--study", study_id, "--format", fmt,
+                     "--out", str(tmp_path / f"out.{fmt}")]) == 2
+        assert "dataset folder" in capsys.readouterr().err and not (tmp_path / f"out.{fmt}").exists()
+
+
+def test_cli_runs_as_a_module(study, tmp_path):
+    import subprocess
+    import sys
+
+    store, study_id, _ = study
+    out = tmp_path / "answers.csv"
+    result = subprocess.run([sys.executable, "-m", "medattn.reader", "export", "--db", str(store.path), "--study",
+                             study_id, "--format", "csv", "--out", str(out)], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(out, comment="#")
+    assert len(table) == len(store.answers(study_id)) and table["seconds"].ge(0).all()
