@@ -190,16 +190,3 @@ def test_exports_after_the_dataset_moved(tiny_demo, tmp_path, capsys):
                      "--out", str(tmp_path / f"out.{fmt}")]) == 2
         assert "dataset folder" in capsys.readouterr().err and not (tmp_path / f"out.{fmt}").exists()
 
-
-def test_cli_runs_as_a_module(study, tmp_path):
-    import subprocess
-    import sys
-
-    store, study_id, _ = study
-    out = tmp_path / "answers.csv"
-    result = subprocess.run([sys.executable, "-m", "medattn.reader", "export", "--db", str(store.path), "--study",
-                             study_id, "--format", "csv", "--out", str(out)], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[1], timeout=120)
-    assert result.returncode == 0, result.stderr
-    table = pd.read_csv(out, comment="#")
-    assert len(table) == len(store.answers(study_id)) and table["seconds"].ge(0).all()
