@@ -116,6 +116,20 @@ def test_fleiss_kappa_and_krippendorff_alpha_match_hand_computation():
     assert agreement.alpha(table, "nominal") == pytest.approx(7 / 18)
 
 
+def test_tag_agreement_compares_each_tag_as_chosen_or_not():
+    # "hilum" chosen like the Fleiss table above (a, b: 1 0 1 0; c: 1 0 0 1) → kappa 1/3, alpha 7/18
+    picks = {"a": [1, 0, 1, 0], "b": [1, 0, 1, 0], "c": [1, 0, 0, 1]}
+    answers = pd.DataFrame([{"reader": reader, "case_id": f"case-{i}", "question_id": "regions",
+                             "value": ["hilum", "ribs"] if pick else ["ribs"]}
+                            for reader, row in picks.items() for i, pick in enumerate(row)])
+    question = {"id": "regions", "type": "tags", "options": ["hilum", "ribs", "other"]}
+    table = agreement.tag_agreement(answers, question).set_index("tag")
+    assert table.loc["hilum", "fleiss_kappa"] == pytest.approx(1 / 3)
+    assert table.loc["hilum", "alpha"] == pytest.approx(7 / 18)
+    assert table.loc["ribs", "n_chosen"] == 12 and table.loc["other", "n_chosen"] == 0
+    assert math.isnan(table.loc["other", "alpha"])  # one value throughout: undefined
+
+
 def test_agreement_skips_units_not_everyone_answered():
     table = _table({"a": [1, 2, 3, 4], "b": [1, 2, 3, np.nan]})
     pairs = agreement.cohen_pairs(table, "quadratic")

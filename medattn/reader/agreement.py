@@ -6,6 +6,7 @@
   `statsmodels.stats.inter_rater.fleiss_kappa` on `aggregate_raters` counts.
 - Krippendorff's alpha (Krippendorff 2011) with missing answers allowed: `krippendorff.alpha`.
 A unit is a case, or a case × panel for per-panel ratings (ratings of the same blinded panel).
+Tag questions (failure regions) are compared one tag at a time, as chosen / not chosen.
 """
 
 from __future__ import annotations
@@ -59,11 +60,13 @@ def cohen_pairs(table: pd.DataFrame, weights: str | None = None) -> pd.DataFrame
 
 
 def fleiss(table: pd.DataFrame) -> tuple[float, int]:
-    """(Fleiss' kappa, number of units) over the units every reader answered; NaN if < 2 units."""
+    """(Fleiss' kappa, number of units) over the units every reader answered; NaN with fewer
+    than 2 units or readers, or when one value occurs throughout."""
     complete = table.dropna()
-    if len(complete) < 2 or table.shape[1] < 2:
+    values = set(complete.to_numpy().ravel().tolist())
+    if len(complete) < 2 or table.shape[1] < 2 or len(values) < 2:  # one value throughout: undefined
         return float("nan"), len(complete)
-    codes = {v: i for i, v in enumerate(sorted(set(complete.to_numpy().ravel().tolist())))}
+    codes = {v: i for i, v in enumerate(sorted(values))}
     counts, _ = aggregate_raters(complete.map(codes.get).to_numpy(dtype=int))
     return float(fleiss_kappa(counts, method="fleiss")), len(complete)
 
@@ -91,9 +94,23 @@ def agreement(answers: pd.DataFrame, question: dict) -> dict:
     table = rating_table(answers, question)
     ordinal = question["type"] == "scale"
     weights, level = ("quadratic", "ordinal") if ordinal else (None, "nominal")
-    if table.empty:
-        return {"pairs": cohen_pairs(pd.DataFrame()), "fleiss_kappa": float("nan"), "fleiss_n": 0,
-                "alpha": float("nan"), "weights": weights, "level": level}
     kappa, n = fleiss(table)
     return {"pairs": cohen_pairs(table, weights), "fleiss_kappa": kappa, "fleiss_n": n,
             "alpha": alpha(table, level), "weights": weights, "level": level}
+
+
+def tag_agreement(answers: pd.DataFrame, question: dict) -> pd.DataFrame:
+    """Per tag of a "tags" question: n_chosen, Fleiss' kappa (with fleiss_n units), Krippendorff's
+    alpha (nominal), each tag read as chosen (1) or not (0) on every case a reader answered."""
+    if question["type"] != "tags":
+        raise ValueError(f"question {question['id']!r} is not a tags question")
+    chosen = answers[answers["question_id"] == question["id"]]
+    rows = []
+    for tag in question["options"]:
+        picks = pd.DataFrame({"unit": chosen["case_id"], "reader": chosen["reader"],
+                              "value": [int(tag in value) for value in chosen["value"]]})
+        table = picks.pivot(index="unit", columns="reader", values="value")
+        kappa, n = fleiss(table)
+        rows.append({"tag": tag, "n_chosen": int(picks["value"].sum()), "fleiss_kappa": kappa, "fleiss_n": n,
+                     "alpha": alpha(table, "nominal")})
+    return pd.DataFrame(rows, columns=["tag", "n_chosen", "fleiss_kappa", "fleiss_n", "alpha"])
