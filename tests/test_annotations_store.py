@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,6 @@ from medattn.reader.errors import (AccessDeniedError, DatasetMovedError, Duplica
 from medattn.reader.presets import default_questions
 from medattn.store.annotations import MAX_FAILURES, AnnotationStore
 
-REPO = Path(__file__).resolve().parents[1]
 FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # still argon2id, cheap for tests
 PANELS = [{"checkpoint": "checkpoints/densenet121_wildcat", "method": "gradcam"},
           {"checkpoint": "checkpoints/resnet50_mldam", "method": "integrated_gradients"},
@@ -38,10 +35,28 @@ def make_study(store: AnnotationStore, folder: Path, kind: str = "detection", n:
     return store.create_study(spec)
 
 
-def run_child(code: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _submit_burst(path: str, study: str, reader: str, count: int | None, write_fd: int) -> None:
+    """Child process: submit answers (`count`, or until killed) and write "event_id i" to the
+    pipe after each submit returned, i.e. only acknowledged events."""
+    store = AnnotationStore(path, password_hasher=FAST)
+    cases = store.cases_for(study, reader)
+    i = 0
+    while count is None or i < count:
+        event_id = store.submit(study, reader, cases[i % len(cases)], "confidence", 1 + i % 5)
+        os.write(write_fd, f"{event_id} {i}\n".encode())
+        i += 1
+
+
+def start_writer(store: AnnotationStore, study: str, reader: str, count: int | None = None):
+    """A forked writer process (starts in milliseconds, unlike a fresh interpreter) and the read
+    end of its pipe. The parent's pool is emptied first: no SQLite connection crosses a fork."""
+    store.engine.dispose()
+    read_fd, write_fd = os.pipe()
+    process = multiprocessing.get_context("fork").Process(
+        target=_submit_burst, args=(str(store.path), study, reader, count, write_fd), daemon=True)
+    process.start()
+    os.close(write_fd)
+    return process, os.fdopen(read_fd)
 
 
 def test_pragmas_wal_and_full_sync(store):
@@ -67,24 +82,19 @@ def test_events_are_appended_and_latest_is_current(store, tmp_path):
 def test_sigkill_during_submit_burst_loses_no_acknowledged_event(store, tmp_path):
     study = make_study(store, tmp_path, n=3)
     store.add_reader(study, "ana", "correct horse")
-    case = store.cases_for(study, "ana")[0]
-    child = run_child(f"""
-        from medattn.store.annotations import AnnotationStore
-        store = AnnotationStore({str(store.path)!r})
-        i = 0
-        while True:
-            i += 1
-            print(store.submit({study!r}, "ana", {case!r}, "confidence", 1 + i % 5), i, flush=True)
-    """)
+    process, pipe = start_writer(store, study, "ana")
     acknowledged = []
-    for line in child.stdout:
+    for line in pipe:
         acknowledged.append(tuple(int(x) for x in line.split()))
         if len(acknowledged) == 60:
-            os.kill(child.pid, signal.SIGKILL)
+            os.kill(process.pid, signal.SIGKILL)
             break
-    child.wait(timeout=30)
-    assert len(acknowledged) == 60, child.stderr.read()
-    events = AnnotationStore(store.path, password_hasher=FAST).events(study).set_index("id")
+    process.join(timeout=30)
+    assert len(acknowledged) == 60 and process.exitcode == -signal.SIGKILL
+    reopened = AnnotationStore(store.path, password_hasher=FAST)
+    with reopened.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+    events = reopened.events(study).set_index("id")
     for event_id, i in acknowledged:
         assert events.loc[event_id, "value"] == 1 + i % 5
 
@@ -94,21 +104,15 @@ def test_four_concurrent_writers_lose_and_duplicate_nothing(store, tmp_path):
     names = [f"reader{k}" for k in range(4)]
     for name in names:
         store.add_reader(study, name, "correct horse")
-    children = [run_child(f"""
-        from medattn.store.annotations import AnnotationStore
-        store = AnnotationStore({str(store.path)!r})
-        cases = store.cases_for({study!r}, {name!r})
-        for i in range(25):
-            print(store.submit({study!r}, {name!r}, cases[i % len(cases)], "confidence", 1 + i % 5), i, flush=True)
-    """) for name in names]
+    writers = [start_writer(store, study, name, count=40) for name in names]
     acknowledged = {}
-    for name, child in zip(names, children):
-        out, err = child.communicate(timeout=120)
-        assert child.returncode == 0, err
-        acknowledged[name] = [tuple(map(int, line.split())) for line in out.splitlines()]
+    for name, (process, pipe) in zip(names, writers):
+        acknowledged[name] = [tuple(map(int, line.split())) for line in pipe]
+        process.join(timeout=120)
+        assert process.exitcode == 0
     events = store.events(study)
     ids = [event_id for rows in acknowledged.values() for event_id, _ in rows]
-    assert len(ids) == 100 and len(set(ids)) == 100
+    assert len(ids) == 160 and len(set(ids)) == 160
     assert sorted(events["id"]) == sorted(ids)
     for name, rows in acknowledged.items():
         mine = events[events["reader"] == name].set_index("id")
