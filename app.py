@@ -26,6 +26,7 @@ st.set_option("client.showErrorDetails", "none")
 def sign_in_page() -> None:
     st.title("medattn reader studies")
     auth.login_form()
+    st.caption("A reload or a new tab asks you to sign in again; every answer you saved is kept.")
 
 
 user = auth.current_user()

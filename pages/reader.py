@@ -51,7 +51,7 @@ if message:
 if progress["next_case"] is None:
     st.success("Every case of this study is saved. Thank you! You can still look back and change an answer.")
 
-previous_col, case_col, next_col = st.columns([0.6, 3, 0.6], vertical_alignment="bottom")
+previous_col, case_col, next_col = st.columns([1, 3, 1], vertical_alignment="bottom")
 previous_col.button("◀ Previous", key="rd_previous", on_click=flow.step, args=(study_id, cases, case_id, -1),
                     shortcut="alt+left", help="Previous case (Alt+←); nothing is saved")
 st.session_state["rd_case_select"] = case_id
@@ -88,6 +88,7 @@ for code in codes:
         notes[code] = str(error)
 prior = db.case_answers(study_id, user.name, case_id)
 key = f"rd_{study_id}_{case_id}"
+case_label = f"case {position + 1}"
 values: dict = {}
 
 if kind == "detection":
@@ -99,16 +100,18 @@ if kind == "detection":
             values[boxes_question["id"]] = draw_boxes(shown, prior.get(boxes_question["id"]), f"{key}_boxes",
                                                       label=(boxes_question.get("labels") or [""])[0])
         else:
-            st.plotly_chart(grid_figure([[Panel("", f"Case {position + 1}", shown)]], width=600), key=f"{key}_image")
+            st.plotly_chart(grid_figure([[Panel(case_label, "Image", shown)]], width=600), key=f"{key}_image")
     form_place = right
     if codes:
         right.caption("With AI: the model's map of this case")
-        right.plotly_chart(grid_figure([[Panel("", f"Map {c}", shown, heatmap=maps.get(c), note=notes.get(c, ""))
+        right.plotly_chart(grid_figure([[Panel(case_label, f"Map {c}", shown, heatmap=maps.get(c), note=notes.get(c, ""))
                                          for c in codes]], colormap, opacity, width=420),
                            key=f"{key}_maps", config={"scrollZoom": True})
+    elif db.arm_for(study_id, user.name, case_id) is not None:
+        right.caption("Without AI: read this case on the image alone.")
 else:
-    row = [Panel("", f"Case {position + 1}", shown)]
-    row += [Panel("", f"Map {c}", shown, heatmap=maps.get(c), note=notes.get(c, "")) for c in codes]
+    row = [Panel(case_label, "Image", shown)]
+    row += [Panel(case_label, f"Map {c}", shown, heatmap=maps.get(c), note=notes.get(c, "")) for c in codes]
     st.plotly_chart(grid_figure([row], colormap, opacity, width=1000 if len(row) > 2 else 760), key=f"{key}_maps",
                     config={"scrollZoom": True})
     st.caption("The wheel zooms every panel together; drag to pan; double-click resets.")
@@ -121,9 +124,9 @@ with form_place, st.form(f"{key}_form"):
             continue
         if question["type"] == "scale" and question.get("per_panel"):
             if codes:
+                st.markdown(f"**{question.get('label', qid)}**")
                 columns = st.columns(len(codes) + (0 if kind == "detection" else 1))[-len(codes):]
                 ratings = {}
-                st.markdown(f"**{question.get('label', qid)}**")
                 for column, code in zip(columns, codes):
                     with column:
                         ratings[code] = panel_rating(question, f"{key}_{qid}", code, prior.get(qid))

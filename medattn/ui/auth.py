@@ -112,7 +112,7 @@ def sign_out() -> None:
 def login_form(key: str = "login", title: str = "Sign in") -> User | None:
     """The sign-in form; the user once signed in (the page reruns), else None with a message
     for a wrong password or a rate limit."""
-    with st.form(key):
+    with st.columns([1, 1.6])[0], st.form(key):
         st.subheader(title)
         name = st.text_input("Name", key=f"{key}_name", autocomplete="username")
         password = st.text_input("Password", type="password", key=f"{key}_password", autocomplete="current-password")

@@ -1,7 +1,7 @@
 """One widget per study question (medattn.reader.questions types), prefilled with the reader's
 stored answer; each returns the value in the store's form, or None while unanswered.
 
-Widgets start empty (no default choice), so a required answer is always one the reader gave.
+Choices are segmented buttons (one click or Tab + Space each) that start empty, no default, so a required answer is always one the reader gave.
 Boxes are drawn outside the form (`medattn.ui.box_canvas`); per-panel ratings sit under their
 panels (`panel_rating`).
 """
@@ -32,11 +32,11 @@ def question_widget(question: dict, key: str, prior: Any = None, panels: Sequenc
     kind, label = question["type"], _label(question)
     if kind == "yes_no":
         prior_text = None if prior is None else YES_NO[0 if prior else 1]
-        chosen = st.radio(label, YES_NO, index=_index(YES_NO, prior_text), horizontal=True, key=key)
+        chosen = st.segmented_control(label, YES_NO, default=prior_text, key=key)
         return None if chosen is None else chosen == "yes"
     if kind == "scale":
         options = scale_options(question)
-        return st.radio(label, options, index=_index(options, prior), horizontal=True, key=key)
+        return st.segmented_control(label, options, default=prior if prior in options else None, key=key)
     if kind == "choice":
         return st.radio(label, question["options"], index=_index(question["options"], prior), key=key)
     if kind == "tags":
@@ -57,8 +57,9 @@ def question_widget(question: dict, key: str, prior: Any = None, panels: Sequenc
 def panel_rating(question: dict, key: str, code: str, prior: dict | None) -> int | None:
     """The rating of one blinded panel for a per-panel scale question."""
     options = scale_options(question)
-    return st.radio(f"Rating of map {code}", options, index=_index(options, (prior or {}).get(code)),
-                    horizontal=True, key=f"{key}_{code}")
+    value = (prior or {}).get(code)
+    return st.segmented_control(f"Map {code}", options, default=value if value in options else None,
+                                key=f"{key}_{code}")
 
 
 def missing_labels(questions: Sequence[dict], values: dict, panels: Sequence[str]) -> list[str]:
