@@ -39,7 +39,8 @@ if studies.empty:
 names = {row.study_id: f"{row.name} · {row.n_done} of {row.n_cases} done" for row in studies.itertuples()}
 study_id = st.selectbox("Study", list(names), format_func=names.get, key="rd_study")
 kind = studies.set_index("study_id").at[study_id, "kind"]
-questions = db.study(study_id)["questions"]  # read on the server; only the questions are used
+spec = db.study(study_id)  # read on the server: only the questions and the finding's name are used
+questions = spec["questions"]
 cases = db.cases_for(study_id, user.name)
 case_id = flow.current_case(db, study_id, user.name, cases)
 position = cases.index(case_id)
@@ -98,7 +99,7 @@ if kind == "detection":
         if boxes_question is not None:
             st.markdown(f"**{boxes_question.get('label', 'Boxes')}**")
             values[boxes_question["id"]] = draw_boxes(shown, prior.get(boxes_question["id"]), f"{key}_boxes",
-                                                      label=(boxes_question.get("labels") or [""])[0])
+                                                      label=(boxes_question.get("labels") or [spec.get("target_class") or "finding"])[0])
         else:
             st.plotly_chart(grid_figure([[Panel(case_label, "Image", shown)]], width=600), key=f"{key}_image")
     form_place = right

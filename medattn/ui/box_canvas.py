@@ -112,7 +112,7 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[dict] | None, key: str, label:
                                                   "modeBarButtonsToRemove": ["lasso2d", "toImage"]})
     st.caption("Drag on the image to draw a box; the wheel zooms, the toolbar's hand pans and its house resets.")
     for number, box in enumerate(list(state["boxes"]), 1):
-        cells = st.columns([0.4, 1, 1, 1, 1, 0.6], vertical_alignment="bottom")
+        cells = st.columns([0.3, 1, 1, 1, 1, 0.9], vertical_alignment="bottom")
         cells[0].markdown(f"**{number}**")
         edited = {}
         for cell, field in zip(cells[1:5], ("x", "y", "w", "h")):
