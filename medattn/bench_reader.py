@@ -6,8 +6,9 @@ Chromium (Playwright, /usr/bin/chromium; nothing is downloaded). Each reader sig
 case ticks "No finding", answers "no" and confidence 2 and presses "Save and next"; the time
 from that click until the page shows "Case N saved." with the next case's form is one sample.
 Reports the median and 90th percentile over all samples, then the database size per 1,000
-answers: the SQLite file (after a WAL checkpoint) divided by the answer events it holds, from
-the browser run and from `--answers` answers written directly through `AnnotationStore`.
+answers: the growth of the SQLite file (after a WAL checkpoint) when `--answers` answers are
+written directly through `AnnotationStore`, per answer event (the browser run's file size and
+events are reported too; with few answers it is mostly the schema).
 
 Figures depend on the machine's load: run it on a quiet machine and say what else ran.
 """
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -26,8 +29,6 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-
-from sqlalchemy import text
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -58,12 +59,15 @@ def make_study(db: Path, dataset: Path, cases: int, readers: int):
     return store, study_id
 
 
-def db_bytes_per_1000(store) -> tuple[float, int]:
-    """(bytes of the database file per 1,000 answer events, events) after a WAL checkpoint."""
-    with store.engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        events = conn.execute(text("SELECT count(*) FROM events")).scalar_one()
-    return (store.path.stat().st_size / events * 1000 if events else float("nan")), int(events)
+def db_size(store) -> tuple[int, int]:
+    """(bytes of the database file, answer events) after a WAL checkpoint (on a plain sqlite3
+    connection: the store opens every transaction with BEGIN IMMEDIATE, inside which SQLite
+    refuses a checkpoint)."""
+    store.engine.dispose()
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    return store.path.stat().st_size, int(events)
 
 
 async def _reader(browser, url: str, name: str, cases: int, samples: list[float], timeout_ms: int) -> None:
@@ -121,15 +125,17 @@ def serve(db: Path, dataset: Path, log) -> tuple[subprocess.Popen, str]:
 
 
 def direct_answers(folder: Path, dataset: Path, answers: int) -> tuple[float, int]:
-    """Bytes per 1,000 answers when `answers` detection answers (one box each) are submitted
-    directly, three questions per case and reader."""
+    """(bytes per 1,000 answers, answers): the growth of the file when `answers` detection
+    answers (a box each) are submitted directly, three questions per case and reader."""
     store, study_id = make_study(folder / "direct.sqlite", dataset, cases=10, readers=1)
+    empty, _ = db_size(store)
     cases = store.cases_for(study_id, "reader1")
     for number in range(answers // 3):
         store.submit_case(study_id, "reader1", cases[number % len(cases)],
                           {"present": True, "confidence": 4,
                            "boxes": [{"x": 10.0 + number % 50, "y": 20.0, "w": 30.0, "h": 25.0, "label": "finding"}]})
-    return db_bytes_per_1000(store)
+    size, events = db_size(store)
+    return (size - empty) / events * 1000, events
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,13 +160,15 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 process.terminate()
                 process.wait(timeout=30)
-        per_1000, events = db_bytes_per_1000(store)
+        print(f"submit to next case: median {statistics.median(samples):.2f} s over {len(samples)} samples",
+              flush=True)
+        size, events = db_size(store)
         direct_per_1000, direct_events = direct_answers(folder, dataset, args.answers)
     figures = {
         "readers": args.readers, "cases_per_reader": args.cases, "samples": len(samples),
         "submit_to_next_case_median_s": statistics.median(samples),
         "submit_to_next_case_p90_s": sorted(samples)[int(0.9 * (len(samples) - 1))],
-        "db_bytes_per_1000_answers_browser_run": per_1000, "browser_run_events": events,
+        "db_bytes_browser_run": size, "browser_run_events": events,
         "db_bytes_per_1000_answers_direct": direct_per_1000, "direct_events": direct_events,
         "cpus": os.cpu_count(), "load_average": os.getloadavg(),
     }

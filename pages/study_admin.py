@@ -39,7 +39,7 @@ def create(spec: dict) -> None:
 
 with st.expander("New study", expanded=db.list_studies().empty):
     with guard("New study"):
-        new_study_form(selection, admin.name, create)
+        new_study_form(selection, create)
 
 with st.expander("Import a study (JSON export)"):
     uploaded = st.file_uploader("Study JSON", type=["json"], key="sa_import_file")

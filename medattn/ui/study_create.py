@@ -52,7 +52,7 @@ def _panel_label(name: str, method: str) -> str:
     return f"{name} · {method}"
 
 
-def new_study_form(selection: Selection, author: str, create) -> None:
+def new_study_form(selection: Selection, create) -> None:
     """Draw the form; on "Create study", build the spec and pass it to `create(spec)`."""
     data = selection.dataset
     if data is None:
