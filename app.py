@@ -3,7 +3,9 @@
 Environment: MEDATTN_DATASET (folder opened first; default the embedded demo, built on first
 start), MEDATTN_CHECKPOINTS (checkpoint folder; default checkpoints/), MEDATTN_CACHE (heatmap
 cache and score tables; default .cache/), MEDATTN_PREFETCH (0: Compare does not compute the
-neighbouring images' maps ahead; default 1).
+neighbouring images' maps ahead; default 1), MEDATTN_STUDY_DB (reader-study database: turns
+study mode on, see medattn.ui.auth; without it studies live in the cache folder and no one signs
+in but readers).
 """
 
 # First: medattn sets the thread policy (medattn.threads: idle OpenMP threads sleep, thread
@@ -12,23 +14,47 @@ import medattn  # noqa: F401
 
 import streamlit as st  # noqa: E402
 
+from medattn.ui import auth  # noqa: E402
+
 # 360 px: the sidebar's checkpoint choice shows every demo name whole (demo_densenet121_channel_attention).
 st.set_page_config(page_title="medattn", page_icon=":material/radiology:", layout="wide", initial_sidebar_state=360)
 st.set_option("client.showErrorDetails", "none")
 
-PAGES = [
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare:", default=True),
-    st.Page("pages/failures.py", title="Failure cases", icon=":material/report:"),
-    st.Page("pages/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
-    st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
-    st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
-]
+
+def sign_in_page() -> None:
+    st.title("medattn reader studies")
+    auth.login_form()
+    st.caption("A reload or a new tab asks you to sign in again; every answer you saved is kept.")
+
+
+user = auth.current_user()
+if user is None:  # study mode, nobody signed in on this tab: nothing but the sign-in
+    st.navigation([st.Page(sign_in_page, title="Sign in", icon=":material/login:", url_path="signin")],
+                  position="hidden").run()
+    st.stop()
+
+# Pages are offered by role on the server: a page not in the list cannot be opened by its URL.
+reader_page = st.Page("pages/reader.py", title="Reader", icon=":material/visibility:", default=not user.is_admin)
+if user.is_admin:
+    PAGES = [
+        st.Page("pages/compare.py", title="Compare", icon=":material/compare:", default=True),
+        st.Page("pages/failures.py", title="Failure cases", icon=":material/report:"),
+        st.Page("pages/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
+        st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
+        st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
+        reader_page,
+        st.Page("pages/study_admin.py", title="Study admin", icon=":material/assignment:"),
+    ]
+else:
+    PAGES = [reader_page]
 # The menu goes out before the sidebar's slow first work (importing torch, building the demo,
 # loading checkpoints), so a first load shows the app's pages at once, never a blank page.
-page = st.navigation(PAGES, position="top")
-with st.spinner("Loading the dataset and checkpoints…"):
-    from medattn.ui.sidebar import sidebar  # noqa: E402 - imports torch: seconds on a busy CPU
+page = st.navigation(PAGES, position="top" if user.is_admin else "hidden")
+if user.is_admin:
+    with st.spinner("Loading the dataset and checkpoints…"):
+        from medattn.ui.sidebar import sidebar  # noqa: E402 - imports torch: seconds on a busy CPU
 
-    sidebar()
+        sidebar()
+auth.logout_button()
 st.sidebar.caption("For research and software testing only, never for clinical use.")
 page.run()

@@ -1,10 +1,12 @@
-"""On-disk storage: the heatmap cache, the Parquet score tables, stored predictions and work
-claims. Every write goes through a unique temporary and a rename; every unreadable file is set
-aside and recomputed (`medattn.store.files`)."""
+"""On-disk storage: the heatmap cache, the Parquet score tables, stored predictions, work
+claims and the reader-study database. Every cache and table write goes through a unique
+temporary and a rename; every unreadable file is set aside and recomputed
+(`medattn.store.files`)."""
 
+from medattn.store.annotations import AnnotationStore
 from medattn.store.claims import Claims
 from medattn.store.heatmaps import HeatmapCache, canonical_params, file_hash
 from medattn.store.predictions import PredictionStore
 from medattn.store.scores import ScoreTable
 
-__all__ = ["Claims", "HeatmapCache", "PredictionStore", "ScoreTable", "canonical_params", "file_hash"]
+__all__ = ["AnnotationStore", "Claims", "HeatmapCache", "PredictionStore", "ScoreTable", "canonical_params", "file_hash"]

@@ -1,0 +1,50 @@
+"""Command line: export a study, or import a JSON export.
+
+    python -m medattn.reader export --db DB --study ID --format {csv,json,coco,mrmc,imrmc} --out FILE
+    python -m medattn.reader import --db DB --json FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from medattn.errors import MedattnError
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medattn.reader.export import FORMATS, export_study, import_study
+    from medattn.store.annotations import AnnotationStore
+
+    parser = argparse.ArgumentParser(prog="python -m medattn.reader", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="write one export of a study")
+    export.add_argument("--db", required=True, help="reader-study database (SQLite file)")
+    export.add_argument("--study", required=True, help="study id")
+    export.add_argument("--format", required=True, choices=FORMATS)
+    export.add_argument("--out", required=True, help="file to write (written to a temporary file, then renamed)")
+    export.add_argument("--with-key", action="store_true",
+                        help="json only: include the case → image id key (a full backup; not for sharing)")
+    restore = commands.add_parser("import", help="re-create a study from a JSON export")
+    restore.add_argument("--db", required=True)
+    restore.add_argument("--json", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "export" and not Path(args.db).is_file():
+        print(f"error: no database at {args.db}", file=sys.stderr)
+        return 2
+    try:
+        store = AnnotationStore(args.db)
+        if args.command == "export":
+            path = export_study(store, args.study, args.format, args.out, with_key=args.with_key)
+            print(f"wrote {path}")
+        else:
+            print(f"imported study {import_study(store, args.json)} from {args.json}")
+    except MedattnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Exports of a reader study that other tools read, and the re-import of the JSON export.
+
+Every file starts with provenance (study, app version, checkpoint hashes, export time): `#`
+comment lines in CSV files (`pandas.read_csv(comment="#")`, R `read.csv(comment.char="#")`),
+an `info` / `provenance` object in JSON, free-text lines before "BEGIN DATA:" in iMRMC files.
+Files are written to a temporary file in the target folder, fsynced and renamed. Cases appear
+only under study-local ids; the image ids stay in the database (`with_key=True` adds them to
+the JSON export for a full backup).
+
+Formats:
+- "csv": current answers, one row per reader × case × question, with arm and seconds on case;
+- "json": the whole study (spec, cases, panel key, reader orders, every event); `import_study`
+  re-creates it and gives the same answers;
+- "coco": reader boxes as COCO detection annotations (loads with `pycocotools.coco.COCO`);
+  each annotation carries `reader`;
+- "mrmc": columns reader, modality, case, truth, rating (MRMCaov's and RJafroc's long form;
+  `case` numbers images, so the two arms of a crossed design share one);
+- "imrmc": iMRMC's input file: description lines, `NR:`, `N0:`, `N1:`, `NM:`, `BEGIN DATA:`,
+  then `readerID,caseID,modalityID,score` rows, truth rows as `-1,caseID,0,0|1` (as iMRMC writes them)
+  (integer reader and case ids as RJafroc's reader requires; the header maps reader ids).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medattn import __version__
+from medattn.reader.analysis import case_truth, checkpoint_name, study_dataset
+from medattn.reader.arms import WITHOUT_AI
+from medattn.reader.errors import ImportFormatError, StudyError
+from medattn.reader.questions import check_questions
+from medattn.store.annotations import KINDS, AnnotationStore
+
+FORMATS = ("csv", "json", "coco", "mrmc", "imrmc")
+JSON_FORMAT = "medattn.reader-study"
+JSON_VERSION = 1
+
+
+def provenance(store: AnnotationStore, study_id: str) -> dict:
+    """{"study", "study_name", "app_version", "checkpoint_hashes" {name: hash}, "exported_at"}."""
+    spec = store.study(study_id)
+    key = store.panel_key(study_id)
+    return {"study": study_id, "study_name": spec["name"], "app_version": __version__,
+            "checkpoint_hashes": {checkpoint_name(r.checkpoint): r.checkpoint_hash for r in key.itertuples()},
+            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to a temporary file beside `path`, fsync, and rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _comment_header(info: dict) -> str:
+    return "".join(f"# {key}: {json.dumps(value) if isinstance(value, dict) else value}\n" for key, value in info.items())
+
+
+def _iso(value: Any) -> str | None:
+    return None if pd.isna(value) else pd.Timestamp(value).isoformat()
+
+
+def _arms(store: AnnotationStore, study_id: str) -> dict[tuple[str, str], str]:
+    table = store.reader_assignments(study_id)
+    return {(r.reader, case): arm for r in table.itertuples() if r.arms for case, arm in r.arms.items()}
+
+
+def to_csv(store: AnnotationStore, study_id: str) -> str:
+    """Long CSV of current answers: reader, case_id, question_id, value (JSON), arm, shown_at,
+    submitted_at, seconds, event_id."""
+    frame = store.events(study_id, current_only=True)
+    arms = _arms(store, study_id)
+    out = pd.DataFrame({
+        "reader": frame["reader"], "case_id": frame["case_id"], "question_id": frame["question_id"],
+        "value": [json.dumps(v, sort_keys=True) for v in frame["value"]],
+        "arm": [arms.get((r, c), "") for r, c in zip(frame["reader"], frame["case_id"])],
+        "shown_at": frame["shown_at"].map(_iso), "submitted_at": frame["submitted_at"].map(_iso),
+        "seconds": frame["seconds"].round(3), "event_id": frame["id"]})
+    return _comment_header(provenance(store, study_id)) + out.to_csv(index=False)
+
+
+def to_json(store: AnnotationStore, study_id: str, with_key: bool = False) -> str:
+    """The whole study as JSON (see the module docstring); image ids only with `with_key`."""
+    spec = {k: v for k, v in store.study(study_id).items() if k not in ("cases", "case_meta", "id", "revision")}
+    key = store.case_key(study_id)
+    events = store.events(study_id)
+    document = {
+        "format": JSON_FORMAT, "format_version": JSON_VERSION, "provenance": provenance(store, study_id),
+        "study": spec,
+        "cases": [{"case_id": r.case_id, "meta": r.meta, **({"image_id": r.image_id} if with_key else {})}
+                  for r in key.itertuples()],
+        "panels": store.panel_key(study_id).to_dict("records"),
+        "readers": [{"reader": r.reader, "case_order": list(r.case_order), "arms": r.arms}
+                    for r in store.reader_assignments(study_id).itertuples()],
+        "events": [{"reader": e.reader, "case_id": e.case_id, "question_id": e.question_id, "value": e.value,
+                    "shown_at": _iso(e.shown_at), "submitted_at": _iso(e.submitted_at),
+                    "app_version": e.app_version, "checkpoint_hashes": e.checkpoint_hashes}
+                   for e in events.sort_values("id").itertuples()],
+    }
+    return json.dumps(document, indent=1, sort_keys=False)
+
+
+def to_coco(store: AnnotationStore, study_id: str, question_id: str = "boxes") -> str:
+    """Reader boxes as COCO json: images are cases (`file_name` = case id; width and height
+    from the dataset when it is present), one category per box label, `bbox` = [x, y, w, h]."""
+    from medattn.reader.analysis import reader_boxes
+
+    key = store.case_key(study_id)
+    sizes: dict[str, tuple[int, int]] = {}
+    try:
+        images = study_dataset(store, study_id).images
+        sizes = {r.image_id: (int(images.at[r.image_id, "width"]), int(images.at[r.image_id, "height"]))
+                 for r in key.itertuples() if r.image_id in images.index}
+    except StudyError:
+        pass  # dataset moved: the boxes still export, without image sizes
+    boxes = reader_boxes(store, study_id, question_id)
+    labels = sorted(set(boxes["label"].astype(str))) or [store.study(study_id).get("target_class") or "finding"]
+    category = {label: i + 1 for i, label in enumerate(labels)}
+    image_ids = {case: i + 1 for i, case in enumerate(key["case_id"])}
+    coco_images = []
+    for r in key.itertuples():
+        entry = {"id": image_ids[r.case_id], "file_name": r.case_id}
+        if r.image_id in sizes:
+            entry["width"], entry["height"] = sizes[r.image_id]
+        coco_images.append(entry)
+    annotations = [{"id": i + 1, "image_id": image_ids[b.case_id], "category_id": category[str(b.label)],
+                    "bbox": [b.x, b.y, b.w, b.h], "area": b.w * b.h, "iscrowd": 0, "reader": b.reader}
+                   for i, b in enumerate(boxes.itertuples())]
+    document = {"info": {"description": f"reader boxes of study {study_id}", **provenance(store, study_id)},
+                "images": coco_images, "annotations": annotations,
+                "categories": [{"id": i, "name": label} for label, i in category.items()]}
+    return json.dumps(document, indent=1)
+
+
+def mrmc_cases(store: AnnotationStore, study_id: str) -> pd.Series:
+    """case_id → MRMC case number (1, 2, …): the cases of one image in the two arms of a crossed
+    design share a number; numbers follow the study-local case order, not the image ids."""
+    key = store.case_key(study_id)
+    image = [json.dumps([r.image_id, {k: v for k, v in r.meta.items() if k != "arm"}], sort_keys=True)
+             for r in key.itertuples()]
+    number = {value: i + 1 for i, value in enumerate(dict.fromkeys(image))}
+    return pd.Series([number[value] for value in image], index=key["case_id"].to_numpy(), name="case")
+
+
+def mrmc_table(store: AnnotationStore, study_id: str, rating_question: str | None = None) -> pd.DataFrame:
+    """reader, modality, case, truth, rating: one row per reader × case with a rating, in a
+    detection study. `case` is the MRMC case number (`mrmc_cases`); `rating_question` defaults
+    to the spec's `rating_question`, else the first scale question not per panel; modality is
+    the arm ("without_ai" when the study has none)."""
+    spec = store.study(study_id)
+    if spec["kind"] != "detection":
+        raise StudyError(f"study {study_id} is a {spec['kind']} study; MRMC exports need a detection study")
+    scales = [q["id"] for q in spec["questions"] if q["type"] == "scale" and not q.get("per_panel")]
+    question = rating_question or spec.get("rating_question") or (scales[0] if scales else None)
+    if question is None:
+        raise StudyError(f"study {study_id} has no scale question to use as the MRMC rating")
+    truth = case_truth(store, study_id)
+    arms = _arms(store, study_id)
+    answers = store.answers(study_id)
+    answers = answers[answers["question_id"] == question]
+    return pd.DataFrame({
+        "reader": answers["reader"].to_numpy(),
+        "modality": [arms.get((r, c), WITHOUT_AI) for r, c in zip(answers["reader"], answers["case_id"])],
+        "case": mrmc_cases(store, study_id).loc[answers["case_id"]].to_numpy(),
+        "truth": truth.loc[answers["case_id"]].to_numpy(),
+        "rating": [float(v) for v in answers["value"]]}).sort_values(["reader", "modality", "case"]).reset_index(drop=True)
+
+
+def to_mrmc(store: AnnotationStore, study_id: str) -> str:
+    return _comment_header(provenance(store, study_id)) + mrmc_table(store, study_id).to_csv(index=False)
+
+
+def to_imrmc(store: AnnotationStore, study_id: str) -> str:
+    table = mrmc_table(store, study_id)
+    truth = case_truth(store, study_id).groupby(mrmc_cases(store, study_id)).first()
+    readers = {name: i + 1 for i, name in enumerate(store.readers(study_id))}
+    lines = [f"medattn reader study {study_id}"] + [line.rstrip() for line in
+                                                   _comment_header(provenance(store, study_id)).splitlines()]
+    lines += [f"# reader {i}: {name}" for name, i in readers.items()]
+    lines += [f"NR: {len(readers)}", f"N0: {int((truth == 0).sum())}", f"N1: {int((truth == 1).sum())}",
+              f"NM: {table['modality'].nunique()}", "BEGIN DATA:"]
+    lines += [f"-1,{case},0,{int(t)}" for case, t in truth.items()]
+    lines += [f"{readers[r.reader]},{r.case},{r.modality},{r.rating:g}" for r in table.itertuples()]
+    return "\n".join(lines) + "\n"
+
+
+def export_study(store: AnnotationStore, study_id: str, fmt: str, out: str | os.PathLike, with_key: bool = False) -> Path:
+    """Write one export of `study_id` in format `fmt` (one of FORMATS) to `out`, atomically."""
+    if fmt not in FORMATS:
+        raise StudyError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
+    text = {"csv": to_csv, "coco": to_coco, "mrmc": to_mrmc, "imrmc": to_imrmc}.get(fmt)
+    return write_atomic(out, to_json(store, study_id, with_key) if fmt == "json" else text(store, study_id))
+
+
+def _need(container: dict, field: str, kind: type | tuple, where: str) -> Any:
+    if not isinstance(container, dict) or field not in container:
+        raise ImportFormatError(f"{where}: missing field {field!r}")
+    value = container[field]
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ImportFormatError(f"{where}.{field}: expected {names}, got {type(value).__name__}")
+    return value
+
+
+def read_study_json(path: str | os.PathLike) -> dict:
+    """Parse and check a JSON export; ImportFormatError naming the file and the field at fault."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ImportFormatError(f"{path}: cannot read: {error}") from error
+    except json.JSONDecodeError as error:
+        raise ImportFormatError(f"{path}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from error
+    where = str(path)
+    if not isinstance(document, dict) or document.get("format") != JSON_FORMAT:
+        raise ImportFormatError(f"{where}: field 'format' must be {JSON_FORMAT!r}: not a medattn study export")
+    if document.get("format_version") != JSON_VERSION:
+        raise ImportFormatError(f"{where}: field 'format_version' {document.get('format_version')!r} is not "
+                                f"{JSON_VERSION}")
+    study = _need(document, "study", dict, where)
+    _need(study, "name", str, f"{where}: study")
+    if _need(study, "kind", str, f"{where}: study") not in KINDS:
+        raise ImportFormatError(f"{where}: study.kind {study['kind']!r} is not one of {', '.join(KINDS)}")
+    try:
+        check_questions(_need(study, "questions", list, f"{where}: study"))
+    except StudyError as error:
+        raise ImportFormatError(f"{where}: study.{error}") from error
+    case_ids = set()
+    for i, case in enumerate(_need(document, "cases", list, where)):
+        case_ids.add(_need(case, "case_id", str, f"{where}: cases[{i}]"))
+        case.setdefault("image_id", case["case_id"])
+    codes = set()
+    for i, panel in enumerate(_need(document, "panels", list, where)):
+        for field in ("code", "checkpoint", "method"):
+            _need(panel, field, str, f"{where}: panels[{i}]")
+        codes.add(panel["code"])
+    readers = set()
+    for i, reader in enumerate(_need(document, "readers", list, where)):
+        readers.add(_need(reader, "reader", str, f"{where}: readers[{i}]"))
+        order = _need(reader, "case_order", list, f"{where}: readers[{i}]")
+        if set(order) - case_ids:
+            raise ImportFormatError(f"{where}: readers[{i}].case_order names unknown case(s) "
+                                    f"{sorted(set(order) - case_ids)[:3]}")
+    questions = {q["id"] for q in study["questions"]}
+    for i, event in enumerate(_need(document, "events", list, where)):
+        here = f"{where}: events[{i}]"
+        if _need(event, "reader", str, here) not in readers:
+            raise ImportFormatError(f"{here}.reader: {event['reader']!r} is not in 'readers'")
+        if _need(event, "case_id", str, here) not in case_ids:
+            raise ImportFormatError(f"{here}.case_id: {event['case_id']!r} is not in 'cases'")
+        if _need(event, "question_id", str, here) not in questions:
+            raise ImportFormatError(f"{here}.question_id: {event['question_id']!r} is not a question of the study")
+        if "value" not in event:
+            raise ImportFormatError(f"{here}: missing field 'value'")
+        try:
+            datetime.fromisoformat(_need(event, "submitted_at", str, here))
+        except ValueError as error:
+            raise ImportFormatError(f"{here}.submitted_at: not an ISO 8601 time: {event['submitted_at']!r}") from error
+    return document
+
+
+def import_study(store: AnnotationStore, path: str | os.PathLike) -> str:
+    """Re-create the study of a JSON export in `store` under a new id; returns that id.
+    Nothing is written unless the whole file checks out."""
+    document = read_study_json(path)
+    spec = dict(document["study"])
+    spec["cases"] = [c["image_id"] for c in document["cases"]]
+    spec["case_meta"] = [c.get("meta") or {} for c in document["cases"]]
+    spec["imported_from"] = document.get("provenance", {}).get("study")
+    return store.restore_study(spec, document["cases"], document["panels"], document["readers"], document["events"])

@@ -1,0 +1,159 @@
+"""The Study admin's view of one study: progress per reader, agreement, the kind's analysis with
+charts, and every export as a download. Layout over medattn.reader.analysis / agreement /
+export; each part fails on its own (`guard`), so a moved dataset costs only the parts that
+need the images."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from medattn.reader import analysis
+from medattn.reader.agreement import agreement
+from medattn.reader.export import FORMATS, export_study
+from medattn.store.annotations import AnnotationStore
+from medattn.ui import loaders
+from medattn.ui.errors import guard
+from medattn.viz import interval_bars
+
+EXPORTS = {  # format → (button label, file suffix, MIME type)
+    "csv": ("Answers CSV (long)", "csv", "text/csv"),
+    "json": ("Whole study JSON (re-importable)", "json", "application/json"),
+    "coco": ("Reader boxes COCO JSON", "coco.json", "application/json"),
+    "mrmc": ("MRMC CSV (MRMCaov, RJafroc)", "mrmc.csv", "text/csv"),
+    "imrmc": ("iMRMC input", "imrmc", "text/plain"),
+}
+AGREEMENT_TYPES = ("yes_no", "scale", "choice")
+
+
+def formats_for(spec: dict) -> list[str]:
+    """The exports that make sense for a study: COCO with a boxes question, MRMC for detection."""
+    has_boxes = any(q["type"] == "boxes" for q in spec["questions"])
+    return [f for f in FORMATS if (f != "coco" or has_boxes) and (f not in ("mrmc", "imrmc") or spec["kind"] == "detection")]
+
+
+def export_bytes(store: AnnotationStore, study_id: str, fmt: str) -> bytes:
+    """One export as bytes, through the library's atomic file writer."""
+    with tempfile.TemporaryDirectory() as folder:
+        return export_study(store, study_id, fmt, Path(folder) / f"export.{fmt}").read_bytes()
+
+
+def progress_section(store: AnnotationStore, study_id: str) -> None:
+    table = store.progress(study_id)
+    if table.empty:
+        st.info("No readers yet: add them above.")
+        return
+    left, right = st.columns([1, 1])
+    left.dataframe(table, hide_index=True, column_config={
+        "fraction": st.column_config.ProgressColumn("done", min_value=0.0, max_value=1.0, format="percent")})
+    figure = px.bar(table, x="reader", y="n_done", range_y=[0, max(1, int(table["n_cases"].max()))],
+                    title="Cases done per reader", labels={"n_done": "cases done"})
+    figure.update_layout(height=260, margin=dict(l=10, r=10, t=40, b=10))
+    right.plotly_chart(figure, key=f"sa_progress_{study_id}")
+
+
+def agreement_section(spec: dict, answers: pd.DataFrame) -> None:
+    rows, pairs = [], []
+    for question in spec["questions"]:
+        if question["type"] not in AGREEMENT_TYPES:
+            continue
+        result = agreement(answers, question)
+        rows.append({"question": question["id"], "Fleiss' kappa": result["fleiss_kappa"], "units (all readers)":
+                     result["fleiss_n"], "Krippendorff's alpha": result["alpha"], "alpha level": result["level"],
+                     "kappa weights": result["weights"] or "none"})
+        pairs.append(result["pairs"].assign(question=question["id"]))
+    if not rows:
+        st.caption("No yes/no, scale or choice question to compare readers on.")
+        return
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
+        c: st.column_config.NumberColumn(format="%.3f") for c in ("Fleiss' kappa", "Krippendorff's alpha")})
+    table = pd.concat(pairs, ignore_index=True)
+    st.caption("Cohen's kappa per reader pair (quadratic weights for scales)")
+    st.dataframe(table[["question", "reader_a", "reader_b", "n", "kappa"]], hide_index=True,
+                 column_config={"kappa": st.column_config.NumberColumn(format="%.3f")})
+
+
+def _named(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(checkpoint=frame["checkpoint"].map(analysis.checkpoint_name))
+
+
+def rating_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
+    question = next((q["id"] for q in spec["questions"] if q["type"] == "scale" and q.get("per_panel")), None)
+    if question is None:
+        return
+    ratings = analysis.panel_ratings(store, study_id, question)
+    if ratings.empty:
+        st.caption("No map ratings yet.")
+        return
+    means = _named(analysis.mean_ratings(ratings))
+    st.dataframe(means, hide_index=True, column_config={
+        c: st.column_config.NumberColumn(format="%.2f") for c in ("mean", "low", "high")})
+    chart = means.rename(columns={"mean": "rating", "low": "rating_low", "high": "rating_high"})
+    figure = interval_bars(chart, "rating", group="method", color="checkpoint")
+    figure.update_layout(title="Mean map rating (1-5) with bootstrap 95% CI over cases", height=340)
+    st.plotly_chart(figure, key=f"sa_ratings_{study_id}")
+    with guard("Ratings vs the maps' scores"):
+        scores = loaders.run_for(analysis.study_dataset(store, study_id)).scores.read()
+        if not scores.empty:
+            table = analysis.rating_score_correlation(ratings, scores, spec.get("target_class"))
+            st.caption("Spearman correlation of ratings with the map's AUPRC and pointing-game hit (precompute scores)")
+            st.dataframe(table, hide_index=True)
+
+
+def tag_section(store: AnnotationStore, study_id: str) -> None:
+    counts = analysis.tag_counts(store, study_id)
+    if counts.empty:
+        st.caption("No region tags yet.")
+        return
+    counts = _named(counts).assign(map=lambda f: f["checkpoint"] + " · " + f["method"])
+    figure = px.bar(counts.groupby(["tag", "map"], as_index=False)["count"].sum(), x="tag", y="count", color="map",
+                    barmode="group", title="Where the maps' evidence lies: region tags per model × method")
+    figure.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.35))
+    st.plotly_chart(figure, key=f"sa_tags_{study_id}")
+    st.dataframe(counts.drop(columns="map"), hide_index=True)
+
+
+def box_section(store: AnnotationStore, study_id: str) -> None:
+    accuracy = analysis.box_accuracy(store, study_id)
+    if accuracy.empty:
+        st.caption("No boxes yet.")
+        return
+    summary = accuracy.groupby("reader").agg(cases=("case_id", "count"), boxes=("n_boxes", "sum"),
+                                             mean_iou=("iou", "mean"), hit_rate=("hit", lambda h: h.dropna().mean()))
+    st.caption("Reader boxes vs the dataset's boxes (IoU of the unions; hit: a box centre inside a truth box)")
+    st.dataframe(summary, column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("mean_iou", "hit_rate")})
+    truth = analysis.reader_ground_truth(store, study_id)
+    st.download_button("Reader boxes as boxes.csv (ground truth for the Leaderboard)", truth.to_csv(index=False),
+                       f"{study_id}_reader_boxes.csv", "text/csv", key=f"sa_truth_{study_id}")
+
+
+def analysis_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
+    answers = store.answers(study_id)
+    if answers.empty:
+        st.info("No answers yet.")
+        return
+    with guard("Agreement"):
+        agreement_section(spec, answers)
+    if spec["kind"] == "heatmap_rating":
+        with guard("Map ratings"):
+            rating_section(store, study_id, spec)
+    if spec["kind"] == "failure_review":
+        with guard("Region tags"):
+            tag_section(store, study_id)
+    if any(q["type"] == "boxes" for q in spec["questions"]):
+        with guard("Reader boxes"):
+            box_section(store, study_id)
+
+
+def export_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
+    formats = formats_for(spec)
+    columns = st.columns(len(formats))
+    for column, fmt in zip(columns, formats):
+        label, suffix, mime = EXPORTS[fmt]
+        with column, guard(f"{label} export"):
+            column.download_button(label, export_bytes(store, study_id, fmt), f"{study_id}.{suffix}", mime,
+                                   key=f"sa_export_{fmt}_{study_id}")

@@ -1,0 +1,102 @@
+"""Study admin: create reader studies, add readers, follow progress, read the analysis and
+download every export. Admins only (in study mode app.py offers it to admins alone, and the
+page checks again)."""
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from medattn.reader.errors import StudyConflictError, StudyError
+from medattn.reader.export import import_study
+from medattn.ui import auth
+from medattn.ui.errors import guard, show_error
+from medattn.ui.sidebar import current
+from medattn.ui.study_create import KIND_NAMES, new_study_form, study_table
+from medattn.ui.study_results import analysis_section, export_section, progress_section
+
+selection = current()
+admin = auth.require_admin()
+db = auth.store()
+st.title("Study admin")
+st.caption(f"Study database: {db.path}" + ("" if auth.study_mode() else
+           " (set MEDATTN_STUDY_DB to run studies on a shared server with sign-in)"))
+notice = st.session_state.pop("sa_notice", None)
+if notice:
+    st.success(notice)
+
+
+def create(spec: dict) -> None:
+    try:
+        study_id = db.create_study(spec, author=admin.name)
+    except StudyError as error:
+        show_error(error, "Study not created")
+        return
+    st.session_state["sa_notice"] = f"Created study {spec['name']!r} ({study_id}) with {len(spec['cases'])} cases."
+    st.session_state["sa_study"] = study_id
+    st.rerun()
+
+
+with st.expander("New study", expanded=db.list_studies().empty):
+    with guard("New study"):
+        new_study_form(selection, create)
+
+with st.expander("Import a study (JSON export)"):
+    uploaded = st.file_uploader("Study JSON", type=["json"], key="sa_import_file")
+    if uploaded is not None and st.button("Import", key="sa_import"):
+        with tempfile.TemporaryDirectory() as folder, guard("Import"):
+            path = Path(folder) / uploaded.name
+            path.write_bytes(uploaded.getvalue())
+            study_id = import_study(db, path)
+            st.session_state["sa_notice"] = f"Imported {uploaded.name} as study {study_id}."
+            st.session_state["sa_study"] = study_id
+            st.rerun()
+
+studies = db.list_studies()
+if studies.empty:
+    st.info("No study yet: create one above.")
+    st.stop()
+st.dataframe(study_table(studies), hide_index=True)
+names = {row.id: f"{row.name} · {KIND_NAMES.get(row.kind, row.kind)} · {row.id}" for row in studies.itertuples()}
+if st.session_state.get("sa_study") not in names:
+    st.session_state["sa_study"] = list(names)[-1]
+study_id = st.selectbox("Study", list(names), format_func=names.get, key="sa_study")
+spec = db.study(study_id)
+
+if not Path(spec["dataset"]).is_dir():
+    st.warning(f"The study's dataset folder {spec['dataset']} is gone: readers see a message and nothing is lost. "
+               "Point the study at the folder's new place:")
+    moved = st.text_input("New dataset folder", key="sa_moved")
+    if st.button("Save the new folder", key="sa_moved_save") and moved.strip():
+        try:
+            db.update_study(study_id, {"dataset": moved.strip()}, spec["revision"], author=admin.name)
+            st.session_state["sa_notice"] = f"Study {study_id} now reads {moved.strip()}."
+            st.rerun()
+        except StudyConflictError as error:
+            st.error(f"{error}")
+        except StudyError as error:
+            show_error(error, "Not saved")
+
+st.subheader("Readers")
+with st.form(f"sa_reader_form_{study_id}", clear_on_submit=True):
+    a, b, c = st.columns([2, 2, 1], vertical_alignment="bottom")
+    reader_name = a.text_input("Reader name", key="sa_reader_name")
+    password = b.text_input("Password (8+ characters)", type="password", key="sa_reader_password")
+    added = c.form_submit_button("Add reader")
+if added:
+    try:
+        db.add_reader(study_id, reader_name, password)
+        st.success(f"Added {reader_name.strip()} to the study.")
+    except StudyError as error:  # a taken name (DuplicateReaderError), a short password
+        st.error(f"Reader not added: {error}")
+with guard("Progress"):
+    progress_section(db, study_id)
+
+st.subheader("Analysis")
+with guard("Analysis"):
+    analysis_section(db, study_id, spec)
+
+st.subheader("Exports")
+st.caption("Cases appear under study-local ids only; each file starts with its provenance (study, app version, "
+           "checkpoint hashes, time).")
+export_section(db, study_id, spec)

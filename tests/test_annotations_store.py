@@ -1,0 +1,293 @@
+"""Reader-study database: durability, concurrency, accounts, isolation and faults."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import text
+
+from medattn.errors import MedattnError
+from medattn.reader.errors import (AccessDeniedError, DatasetMovedError, DuplicateReaderError, InvalidAnswerError,
+                                   LoginRateLimitedError, StudyConflictError, StudyError)
+from medattn.reader.presets import default_questions
+from medattn.store.annotations import MAX_FAILURES, AnnotationStore
+
+FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # still argon2id, cheap for tests
+PANELS = [{"checkpoint": "checkpoints/densenet121_wildcat", "method": "gradcam"},
+          {"checkpoint": "checkpoints/resnet50_mldam", "method": "integrated_gradients"},
+          {"checkpoint": "checkpoints/resnet18_linear", "method": "saliency"}]
+
+
+@pytest.fixture
+def store(tmp_path) -> AnnotationStore:
+    return AnnotationStore(tmp_path / "study.db", password_hasher=FAST)
+
+
+def make_study(store: AnnotationStore, folder: Path, kind: str = "detection", n: int = 6, **extra) -> str:
+    spec = {"name": f"{kind} study", "kind": kind, "dataset": str(folder), "cases": [f"img{i}" for i in range(n)],
+            "questions": default_questions(kind), "seed": 11, **extra}
+    return store.create_study(spec)
+
+
+def _submit_burst(path: str, study: str, reader: str, count: int | None, write_fd: int) -> None:
+    """Child process: submit answers (`count`, or until killed) and write "event_id i" to the
+    pipe after each submit returned, i.e. only acknowledged events."""
+    store = AnnotationStore(path, password_hasher=FAST)
+    cases = store.cases_for(study, reader)
+    i = 0
+    while count is None or i < count:
+        event_id = store.submit(study, reader, cases[i % len(cases)], "confidence", 1 + i % 5)
+        os.write(write_fd, f"{event_id} {i}\n".encode())
+        i += 1
+
+
+def start_writer(store: AnnotationStore, study: str, reader: str, count: int | None = None):
+    """A forked writer process (starts in milliseconds, unlike a fresh interpreter) and the read
+    end of its pipe. The parent's pool is emptied first: no SQLite connection crosses a fork."""
+    store.engine.dispose()
+    read_fd, write_fd = os.pipe()
+    process = multiprocessing.get_context("fork").Process(
+        target=_submit_burst, args=(str(store.path), study, reader, count, write_fd), daemon=True)
+    process.start()
+    os.close(write_fd)
+    return process, os.fdopen(read_fd)
+
+
+def test_pragmas_wal_and_full_sync(store):
+    with store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
+
+
+def test_events_are_appended_and_latest_is_current(store, tmp_path):
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    case = store.cases_for(study, "ana")[0]
+    first = store.submit(study, "ana", case, "confidence", 2)
+    second = store.submit(study, "ana", case, "confidence", 4)
+    assert second > first
+    answers = store.answers(study)
+    assert list(answers.columns) == ["reader", "case_id", "question_id", "value", "submitted_at"]
+    assert answers["value"].tolist() == [4]
+    assert store.events(study)["value"].tolist() == [2, 4]  # the first answer is kept
+
+
+def test_sigkill_during_submit_burst_loses_no_acknowledged_event(store, tmp_path):
+    study = make_study(store, tmp_path, n=3)
+    store.add_reader(study, "ana", "correct horse")
+    process, pipe = start_writer(store, study, "ana")
+    acknowledged = []
+    for line in pipe:
+        acknowledged.append(tuple(int(x) for x in line.split()))
+        if len(acknowledged) == 60:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+    process.join(timeout=30)
+    assert len(acknowledged) == 60 and process.exitcode == -signal.SIGKILL
+    reopened = AnnotationStore(store.path, password_hasher=FAST)
+    with reopened.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+    events = reopened.events(study).set_index("id")
+    for event_id, i in acknowledged:
+        assert events.loc[event_id, "value"] == 1 + i % 5
+
+
+def test_four_concurrent_writers_lose_and_duplicate_nothing(store, tmp_path):
+    study = make_study(store, tmp_path, n=5)
+    names = [f"reader{k}" for k in range(4)]
+    for name in names:
+        store.add_reader(study, name, "correct horse")
+    writers = [start_writer(store, study, name, count=40) for name in names]
+    acknowledged = {}
+    for name, (process, pipe) in zip(names, writers):
+        acknowledged[name] = [tuple(map(int, line.split())) for line in pipe]
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    events = store.events(study)
+    ids = [event_id for rows in acknowledged.values() for event_id, _ in rows]
+    assert len(ids) == 160 and len(set(ids)) == 160
+    assert sorted(events["id"]) == sorted(ids)
+    for name, rows in acknowledged.items():
+        mine = events[events["reader"] == name].set_index("id")
+        assert [mine.loc[event_id, "value"] for event_id, _ in rows] == [1 + i % 5 for _, i in rows]
+
+
+def test_database_holds_no_clear_text_password(store, tmp_path):
+    study = make_study(store, tmp_path)
+    secrets_used = ["Tr0ub4dor&3-unique", "zebra-umbrella-4471"]
+    store.add_admin("admin", secrets_used[0])
+    store.add_reader(study, "ana", secrets_used[1])
+    assert store.authenticate("ana", secrets_used[1])
+    assert not store.authenticate("ana", secrets_used[0])  # a wrong password is not stored either
+    store.engine.dispose()
+    blob = b"".join(p.read_bytes() for p in tmp_path.glob("study.db*"))
+    for secret in secrets_used:
+        assert secret.encode() not in blob
+    assert b"$argon2id$" in blob
+
+
+def test_reader_api_returns_only_own_answers(store, tmp_path):
+    study = make_study(store, tmp_path, kind="heatmap_rating", panels=PANELS)
+    store.add_reader(study, "ana", "correct horse")
+    store.add_reader(study, "ben", "battery staple")
+    for reader in ("ana", "ben"):
+        case = store.cases_for(study, reader)[0]
+        codes = store.panels_for(study, reader, case)
+        store.submit(study, reader, case, "rating", {code: 3 for code in codes})
+    assert set(store.my_answers(study, "ana")["reader"]) == {"ana"}
+    seen = store.study_for_reader(study, "ana")
+    assert set(seen) == {"id", "name", "kind", "questions", "description"}
+    assert "img0" not in json.dumps(seen) and "checkpoints/" not in json.dumps(seen)
+    assert set(store.answers(study, reader="ben")["reader"]) == {"ben"}
+    outsider = make_study(store, tmp_path, kind="heatmap_rating", panels=PANELS)
+    with pytest.raises(AccessDeniedError):
+        store.my_answers(outsider, "ana")
+    with pytest.raises(AccessDeniedError):
+        store.cases_for(outsider, "ana")
+    with pytest.raises(AccessDeniedError):
+        store.study_for_reader(outsider, "ana")
+
+
+def test_panels_are_blinded_and_ordered_per_reader(store, tmp_path):
+    study = make_study(store, tmp_path, kind="heatmap_rating", n=8, panels=PANELS)
+    store.add_reader(study, "ana", "correct horse")
+    store.add_reader(study, "ben", "battery staple")
+    orders = {}
+    for reader in ("ana", "ben"):
+        for case in store.cases_for(study, reader):
+            codes = store.panels_for(study, reader, case)
+            assert codes == store.panels_for(study, reader, case)  # a reload shows the same order
+            orders[reader, case] = codes
+            shown = json.dumps(codes).lower()
+            for word in ("densenet", "resnet", "wildcat", "mldam", "linear", "gradcam", "integrated", "saliency"):
+                assert word not in shown
+    assert len({tuple(codes) for codes in orders.values()}) > 1
+    assert set(store.panel_key(study)["code"]) == set(next(iter(orders.values())))
+
+
+def test_resume_at_first_unanswered_case_after_restart(store, tmp_path):
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    order = store.cases_for(study, "ana")
+    assert store.next_case(study, "ana") == order[0]
+    store.submit_case(study, "ana", order[0], {"present": True, "confidence": 4,
+                                               "boxes": [{"x": 1, "y": 2, "w": 3, "h": 4}]})
+    store.submit(study, "ana", order[1], "present", False)  # incomplete: confidence, boxes missing
+    reopened = AnnotationStore(store.path, password_hasher=FAST)
+    assert reopened.cases_for(study, "ana") == order
+    assert reopened.next_case(study, "ana") == order[1]
+    assert reopened.progress_of(study, "ana") == {"n_cases": 6, "n_done": 1, "next_case": order[1], "position": 1}
+
+
+def test_time_on_case_is_recorded(store, tmp_path):
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    case = store.next_case(study, "ana")
+    store.mark_shown(study, "ana", case)
+    store.submit(study, "ana", case, "present", True)
+    seconds = store.events(study)["seconds"].iloc[0]
+    assert 0 <= seconds < 60
+
+
+def test_login_rate_limit_survives_restart(store, tmp_path):
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    for _ in range(MAX_FAILURES):
+        assert not store.authenticate("ana", "wrong guess")
+    restarted = AnnotationStore(store.path, password_hasher=FAST)
+    with pytest.raises(LoginRateLimitedError) as error:
+        restarted.authenticate("ana", "correct horse")
+    assert error.value.retry_after > 0
+    assert store.authenticate("ben", "anything at all") is False  # unknown name: False, not an error
+
+
+def test_two_admins_editing_a_study(store, tmp_path):
+    study = make_study(store, tmp_path)
+    seen = store.study(study)["revision"]
+    assert store.update_study(study, {"name": "first admin's name"}, expected_revision=seen) == seen + 1
+    with pytest.raises(StudyConflictError, match="another admin"):
+        store.update_study(study, {"name": "second admin's name"}, expected_revision=seen)
+    assert store.study(study)["name"] == "first admin's name"
+
+
+def test_study_whose_dataset_moved(store, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    study = make_study(store, folder)
+    store.add_reader(study, "ana", "correct horse")
+    case = store.cases_for(study, "ana")[0]
+    store.submit(study, "ana", case, "present", True)
+    folder.rename(tmp_path / "moved")
+    with pytest.raises(DatasetMovedError, match="is gone"):
+        store.case_source(study, "ana", case)
+    store.update_study(study, {"dataset": str(tmp_path / "moved")}, expected_revision=1)
+    assert store.case_source(study, "ana", case) == (str((tmp_path / "moved").resolve()), store.case_key(study)
+                                                    .set_index("case_id").at[case, "image_id"])
+    assert store.answers(study)["value"].tolist() == [True]  # nothing lost
+
+
+@pytest.mark.parametrize("action, error, message", [
+    (lambda s, st: s.add_reader(st, "ana", "correct horse"), DuplicateReaderError, "already a reader"),
+    (lambda s, st: s.add_reader(st, "ana", "other password"), DuplicateReaderError, "taken"),
+    (lambda s, st: s.add_admin("ana", "other password"), DuplicateReaderError, "taken"),
+    (lambda s, st: s.add_reader(st, "ben", "short"), StudyError, "at least 8"),
+    (lambda s, st: s.submit(st, "ana", "case-9999", "present", True), AccessDeniedError, "not assigned"),
+    (lambda s, st: s.submit(st, "ben", "case-0001", "present", True), AccessDeniedError, "not a reader"),
+    (lambda s, st: s.submit(st, "ana", "case-0001", "nope", True), InvalidAnswerError, "no question 'nope'"),
+    (lambda s, st: s.submit(st, "ana", "case-0001", "present", "yes"), InvalidAnswerError, "'present', value"),
+    (lambda s, st: s.submit(st, "ana", "case-0001", "confidence", 6), InvalidAnswerError, "outside 1..5"),
+    (lambda s, st: s.submit(st, "ana", "case-0001", "boxes", [{"x": 1, "y": 2, "w": 0, "h": 3}]),
+     InvalidAnswerError, r"value\[0\]"),
+    (lambda s, st: s.submit(st, "ana", "case-0001", "boxes", [{"x": 1, "y": 2, "w": 3}]), InvalidAnswerError,
+     r"value\[0\]\.h"),
+    (lambda s, st: s.submit_case(st, "ana", "case-0001", {"present": True}), InvalidAnswerError,
+     "unanswered: confidence, boxes"),
+    (lambda s, st: s.update_study(st, {"cases": ["x"]}, 1), StudyError, "cannot change"),
+    (lambda s, st: s.study("no-such-study"), StudyError, "no study"),
+    (lambda s, st: s.set_password("ana", "ana", "new password"), AccessDeniedError, "not an admin"),
+])
+def test_faults_get_clear_errors_and_lose_nothing(store, tmp_path, action, error, message):
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    kept = store.submit(study, "ana", "case-0002", "present", False)
+    with pytest.raises(error, match=message) as raised:
+        action(store, study)
+    assert isinstance(raised.value, MedattnError)
+    assert store.events(study)["id"].tolist() == [kept]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"kind": "survey"}, "'kind'"),
+    ({"cases": []}, "no cases"),
+    ({"cases": ["a", "a"]}, "duplicate"),
+    ({"questions": [{"id": "q", "type": "slider"}]}, r"questions\[0\]"),
+    ({"questions": [{"id": "q", "type": "choice"}]}, "needs 'options'"),
+    ({"panels": [{"checkpoint": "m"}]}, r"panels\[0\]"),
+    ({"dataset": "/no/such/folder"}, "not a folder"),
+    ({"arms": "latin square", "panels": [{"checkpoint": "m", "method": "gradcam"}]}, "'arms'"),
+    ({"arms": "crossed"}, "need panels"),
+    ({"readers": [{"name": "ana"}]}, r"readers\[0\]"),
+    ({"readers": [{"name": "ana", "password": "long enough"}] * 2}, "listed twice"),
+])
+def test_bad_study_specs_name_the_field(store, tmp_path, spec, message):
+    base = {"name": "s", "kind": "detection", "dataset": str(tmp_path), "cases": ["a", "b"],
+            "questions": default_questions("detection")}
+    with pytest.raises(StudyError, match=message):
+        store.create_study({**base, **spec})
+    assert store.list_studies().empty  # nothing half-created
+
+
+def test_spec_readers_taken_by_another_account_are_refused_before_creation(store, tmp_path):
+    store.add_admin("ana", "the admin's password")
+    spec = {"name": "s", "kind": "detection", "dataset": str(tmp_path), "cases": ["a"],
+            "questions": default_questions("detection"), "readers": [{"name": "ana", "password": "another one"}]}
+    with pytest.raises(DuplicateReaderError, match="taken"):
+        store.create_study(spec)
+    assert store.list_studies().empty

@@ -1,0 +1,305 @@
+"""Reader studies through Streamlit's AppTest in study mode (MEDATTN_STUDY_DB set): an admin
+creates each kind of study on the Study admin page (from a split, a failure-case selection and
+an image list) with two readers; each reader signs in, answers two cases, reloads and resumes
+at the right case; the admin sees progress, agreement and the charts and downloads every
+export. Security: readers get the Reader page only, see only their own answers, and the
+page of a heatmap-rating case names no model, method or checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from medattn import inference, pipeline
+from medattn.data import load_dataset
+from medattn.reader.export import import_study, read_study_json
+from medattn.reader.presets import default_questions
+from medattn.store.annotations import AnnotationStore
+from tests.app_env import AppEnv, app_env
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 300
+ADMIN = ("coordinator", "admin-password")
+READERS = (("alice", "alice-password"), ("bob", "bob-password-2"))
+SIGN_IN = "FormSubmitter:login-Sign in"
+
+
+@dataclass
+class World:
+    app: AppEnv
+    db: Path
+    store: AnnotationStore
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    env = app_env(tmp_path_factory.getbasetemp() / "app_env")
+    db = tmp_path_factory.mktemp("reader_app") / "studies.sqlite"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inference, "CHECKPOINT_DIR", env.checkpoints)
+        patch.setattr(pipeline, "CACHE_DIR", env.cache)
+        patch.setenv("MEDATTN_DATASET", str(env.dataset))
+        patch.setenv("MEDATTN_STUDY_DB", str(db))
+        store = AnnotationStore(db)
+        store.add_admin(*ADMIN)
+        yield World(env, db, store)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, bytes]:
+    """file name → bytes of every download button rendered (AppTest keeps no media files)."""
+    seen: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def spy(self, path_or_data, mimetype, kind, filename=None):
+        if filename and isinstance(path_or_data, bytes):
+            seen[filename] = path_or_data
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", spy)
+    return seen
+
+
+def sign_in(name: str, password: str, page: str | None = None) -> AppTest:
+    """A fresh session (a new tab or a reload) signed in as `name`."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["sb_methods"] = ["saliency"]  # an admin lands on Compare: keep its grid quick
+    at.run()
+    assert [t.value for t in at.title] == ["medattn reader studies"]  # nothing but the sign-in
+    at.text_input(key="login_name").input(name)
+    at.text_input(key="login_password").input(password)
+    at.button(key=SIGN_IN).click().run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def page_source(at: AppTest) -> str:
+    """Every element's protobuf as text: what the browser receives."""
+    out, stack = [], [at._tree]
+    while stack:
+        node = stack.pop()
+        if getattr(node, "proto", None) is not None:
+            out.append(str(node.proto))
+        children = getattr(node, "children", {})
+        stack.extend(children.values() if isinstance(children, dict) else children)
+    return "\n".join(out)
+
+
+def create_study(at: AppTest, kind: str, source: str, name: str, world: World) -> str:
+    at.text_input(key="sa_new_name").input(name)
+    at.selectbox(key="sa_new_kind").set_value(kind).run()
+    at.radio(key="sa_new_source").set_value(source).run()
+    if source == "split":
+        at.number_input(key="sa_new_count").set_value(3)
+    elif source == "failure cases":
+        at.selectbox(key="sa_new_fail_model").set_value("tiny_linear")
+        at.selectbox(key="sa_new_fail_method").set_value("saliency")
+        at.number_input(key="sa_new_fail_count").set_value(3)
+    else:
+        data = load_dataset(world.app.dataset)
+        ids = [i for i in data.split("test").index if data.labels(i).any()][:3]
+        at.text_area(key="sa_new_ids").input("\n".join(ids))
+    at.run()
+    if not (kind == "failure_review" and source == "failure cases"):
+        options = at.multiselect(key="sa_new_panels").options
+        at.multiselect(key="sa_new_panels").set_value(options[:2] if kind == "heatmap_rating" else options[:1])
+    at.button(key="sa_new_create").click().run()
+    assert not at.exception and "Created study" in texts(at.success), texts(at.error)
+    study_id = at.session_state["sa_study"]
+    form = next(b.key for b in at.button if b.key and b.key.startswith(f"FormSubmitter:sa_reader_form_{study_id}"))
+    for reader, password in READERS:
+        at.text_input(key="sa_reader_name").input(reader)
+        at.text_input(key="sa_reader_password").input(password)
+        at.button(key=form).click().run()
+        assert f"Added {reader}" in texts(at.success)
+    at.text_input(key="sa_reader_name").input(READERS[0][0])
+    at.text_input(key="sa_reader_password").input("a different password")
+    at.button(key=form).click().run()
+    assert "is taken by another account" in texts(at.error)  # a duplicate name is refused, clearly
+    assert list(world.store.readers(study_id)) == [r for r, _ in READERS]
+    return study_id
+
+
+def choose_study(at: AppTest, study_id: str) -> None:
+    if at.selectbox(key="rd_study").value != study_id:
+        at.selectbox(key="rd_study").set_value(study_id).run()
+
+
+def answer_case(at: AppTest, reader_index: int, case_number: int) -> None:
+    """Answer every question on screen (values differ between readers) and save. Boxes first:
+    their buttons rerun the page, and a form's widgets keep only what is submitted."""
+    add = [b for b in at.button if b.key and b.key.endswith("_boxes__add")]
+    if add:
+        if case_number == 0:
+            add[0].click().run()  # one box, then edit it by its numbers
+            x = next(n for n in at.number_input if n.key.endswith("__x1_1"))
+            x.set_value(10.0).run()
+        else:
+            next(c for c in at.checkbox if c.key.endswith("_boxes__none")).check().run()
+    for group in at.button_group:
+        options = list(group.options)
+        group.set_value(options[(reader_index + case_number) % len(options)] if reader_index else options[-2])
+    for select in at.multiselect:
+        if select.key.endswith("_regions"):
+            select.set_value(["hilum", "ribs"][: 1 + reader_index])
+    save = next(b for b in at.button if b.key and b.key.startswith("FormSubmitter:rd_") and b.key.endswith("Save and next"))
+    save.click().run()
+    assert not at.exception and "saved" in texts(at.success), texts(at.error)
+
+
+KINDS = [("heatmap_rating", "split"), ("failure_review", "failure cases"), ("detection", "image list")]
+
+
+@pytest.mark.parametrize("kind, source", KINDS)
+def test_study_from_creation_to_exports(world, downloads, kind, source):
+    admin = sign_in(*ADMIN, page="study_admin")
+    assert admin.title[0].value == "Study admin"
+    study_id = create_study(admin, kind, source, f"{kind} round 1", world)
+
+    for index, (reader, password) in enumerate(READERS):
+        at = sign_in(reader, password)
+        assert at.title[0].value == "Reader"
+        choose_study(at, study_id)
+        order = world.store.cases_for(study_id, reader)
+        assert at.selectbox(key="rd_case_select").value == order[0]
+        for number in range(2):
+            answer_case(at, index, number)
+        assert at.selectbox(key="rd_case_select").value == order[2]
+        reloaded = sign_in(reader, password)  # a reload is a new session
+        choose_study(reloaded, study_id)
+        assert reloaded.selectbox(key="rd_case_select").value == order[2] == world.store.next_case(study_id, reader)
+        assert "You resume at case 3" in texts(reloaded.success)
+        at.run()  # the first tab is told that another one holds the study, and can take it back
+        assert "signed in on another tab" in texts(at.warning)
+        at.button(key="rd_take_over").click().run()
+        assert at.selectbox(key="rd_case_select").value == order[2]
+
+    events = world.store.events(study_id)
+    assert (events["seconds"] >= 0).all() and events["shown_at"].notna().all()  # time on case recorded
+    admin.selectbox(key="sa_study").set_value(study_id).run()
+    assert not admin.exception
+    progress = next(d.value for d in admin.dataframe if "n_done" in d.value.columns)
+    assert progress.set_index("reader")["n_done"].to_dict() == {"alice": 2, "bob": 2}
+    agreement = next(d.value for d in admin.dataframe if "Fleiss' kappa" in d.value.columns)
+    assert set(agreement["question"]) >= {"rating"} if kind == "heatmap_rating" else len(agreement) >= 1
+    charts = [c.proto.spec for c in admin.get("plotly_chart")]
+    assert any("Cases done per reader" in c for c in charts)
+    if kind == "heatmap_rating":
+        assert any("Mean map rating" in c for c in charts)
+        means = next(d.value for d in admin.dataframe if "mean" in d.value.columns)
+        assert set(means["checkpoint"]) <= {"tiny_linear", "tiny_wildcat"} and means["mean"].between(1, 5).all()
+    if kind == "failure_review":
+        assert any("region tags per model" in c for c in charts)
+        tags = next(d.value for d in admin.dataframe if "tag" in d.value.columns)
+        assert tags["count"].sum() == 2 * 1 + 2 * 2  # alice one tag per case, bob two
+
+    expected = {"heatmap_rating": ["csv", "json"], "failure_review": ["csv", "json"],
+                "detection": ["csv", "json", "coco.json", "mrmc.csv", "imrmc"]}[kind]
+    files = {suffix: downloads[f"{study_id}.{suffix}"] for suffix in expected}
+    assert all(files.values())
+    long = pd.read_csv(BytesIO(files["csv"]), comment="#")
+    assert set(long["reader"]) == {"alice", "bob"} and long["case_id"].str.startswith("case-").all()
+    path = world.db.parent / f"{study_id}.json"
+    path.write_bytes(files["json"])
+    read_study_json(path)
+    copy = import_study(world.store, path)
+    mine = world.store.answers(study_id).drop(columns="submitted_at").sort_values(["reader", "case_id", "question_id"])
+    back = world.store.answers(copy).drop(columns="submitted_at").sort_values(["reader", "case_id", "question_id"])
+    assert mine.reset_index(drop=True).to_json() == back.reset_index(drop=True).to_json()  # the JSON round-trips
+    if kind == "detection":
+        from pycocotools.coco import COCO
+
+        coco_path = world.db.parent / f"{study_id}.coco.json"
+        coco_path.write_bytes(files["coco.json"])
+        coco = COCO(str(coco_path))
+        assert len(coco.getAnnIds()) == 2  # one box per reader; the other cases say "no finding"
+        box = coco.loadAnns(coco.getAnnIds())[0]["bbox"]
+        assert box[0] == 10.0  # the edited x
+        mrmc = pd.read_csv(BytesIO(files["mrmc.csv"]), comment="#")
+        assert list(mrmc.columns) == ["reader", "modality", "case", "truth", "rating"] and len(mrmc) == 4
+
+
+def test_readers_see_only_the_reader_page_and_their_own_work(world):
+    store = world.store
+    data = load_dataset(world.app.dataset)
+    ids = [i for i in data.split("test").index if data.labels(i).any()][:3]
+    checkpoint = str(world.app.checkpoints / "tiny_wildcat")
+    study_id = store.create_study({"name": "Map quality", "kind": "heatmap_rating", "dataset": str(world.app.dataset),
+                                   "cases": ids, "questions": default_questions("heatmap_rating"), "seed": 5,
+                                   "panels": [{"checkpoint": checkpoint, "method": "saliency"},
+                                              {"checkpoint": str(world.app.checkpoints / "tiny_linear"),
+                                               "method": "gradcam"}]})
+    store.add_reader(study_id, "carol", "carol-password")
+    store.add_reader(study_id, "dave", "dave-password")
+    first = store.cases_for(study_id, "carol")[0]
+    store.submit_case(study_id, "carol", first, {"rating": {c: 5 for c in store.panels_for(study_id, "carol", first)}})
+
+    at = sign_in("dave", "dave-password")
+    choose_study(at, study_id)
+    assert "0 of 3 cases done" in page_source(at)  # carol's answer is not dave's
+    for page in ("study_admin", "compare", "failures", "leaderboard", "data"):
+        with pytest.raises(ValueError, match=r"Known pages: \['[^']*pages/reader.py'\]"):
+            at.switch_page(f"pages/{page}.py")  # the server registered the Reader page alone for this session
+    assert not at.sidebar.text_input  # no dataset or checkpoint path to type
+
+    carol = sign_in("carol", "carol-password")
+    choose_study(carol, study_id)
+    carol.selectbox(key="rd_case_select").set_value(first).run()
+    ratings = [g.value for g in carol.button_group]
+    assert ratings == [5, 5]  # her own stored answers prefill her form
+    source = page_source(carol)
+    assert "Map " in source and len(carol.get("plotly_chart")) == 1
+    for secret in ("tiny_wildcat", "tiny_linear", "saliency", "gradcam", "resnet", "wildcat", "linear head",
+                   str(world.app.checkpoints), *ids):
+        assert secret not in source, secret
+
+
+def test_wrong_password_rate_limit_and_unreadable_case(world, tmp_path):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.text_input(key="login_name").input("erin")
+    at.text_input(key="login_password").input("not the password")
+    at.button(key=SIGN_IN).click().run()
+    assert "Wrong name or password" in texts(at.error)
+    for _ in range(5):
+        at.button(key=SIGN_IN).click().run()
+    assert "Too many failed sign-ins" in texts(at.error)
+
+    copy = Path(shutil.copytree(world.app.dataset, tmp_path / "copy"))
+    data = load_dataset(copy)
+    ids = list(data.split("test").index[:2])
+    study_id = world.store.create_study({"name": "Readability", "kind": "detection", "dataset": str(copy), "cases": ids,
+                                         "questions": default_questions("detection"), "seed": 1})
+    world.store.add_reader(study_id, "frank", "frank-password")
+    broken = world.store.cases_for(study_id, "frank")[0]
+    image_id = world.store.case_key(study_id).set_index("case_id").at[broken, "image_id"]
+    (copy / "images" / data.images.at[image_id, "path"]).write_bytes(b"not an image")
+    reader = sign_in("frank", "frank-password")
+    choose_study(reader, study_id)
+    assert "Case 1 is unavailable" in texts(reader.warning)
+    assert str(copy) not in page_source(reader)  # no server path reaches a reader
+    reader.button(key="rd_next").click().run()
+    assert not reader.warning and reader.get("plotly_chart")  # the other case works
+
+    shutil.rmtree(copy)
+    reader.run()
+    assert "not where they were" in texts(reader.error)
+    admin = sign_in(*ADMIN, page="study_admin")
+    admin.selectbox(key="sa_study").set_value(study_id).run()
+    assert "is gone" in texts(admin.warning)
