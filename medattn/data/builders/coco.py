@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from medattn.data.builders.boxes import reconcile_sizes
