@@ -187,7 +187,8 @@ def test_build_real_rsna_on_the_data_page_and_compare_without_matching_checkpoin
     counts = at.dataframe[0].value
     assert counts.loc["total", "images"] == 100 and counts.loc["total", "boxes"] == 172
     warnings = texts(at.sidebar.warning)
-    assert "**tiny_linear**, **tiny_wildcat** not used: trained on other classes (nodule, opacity, effusion)" in warnings
+    assert ("**tiny_linear**, **tiny_wildcat** not used: predicts nodule, opacity, effusion, but the dataset has "
+            "Pneumonia; map or import on the Models page") in warnings
     assert warnings.count("nodule") == 1  # one line for every checkpoint trained on other classes
 
     at.switch_page("pages/compare.py").run()

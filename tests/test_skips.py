@@ -89,11 +89,11 @@ def test_filters_and_fair_set_finish_and_name_the_bad_file(broken, tiny_checkpoi
     test_ids = set(dataset.split("test").index)
     for outcome, fair in [("correct (all models)", False), ("wrong (some model)", False), ("any", True)]:
         skips = Skips("images")
-        ids = filtered_ids(selection, "test", None, "any", outcome, fair, skips)
+        ids = filtered_ids(selection, "test", None, "any", outcome, fair, skips=skips)
         assert bad not in ids and set(ids) <= test_ids - {bad}
         assert skips.names == [bad] and path.name in skips.summary()
-    right = filtered_ids(selection, "test", None, "any", "correct (all models)", False, Skips())
-    wrong = filtered_ids(selection, "test", None, "any", "wrong (some model)", False, Skips())
+    right = filtered_ids(selection, "test", None, "any", "correct (all models)", False, skips=Skips())
+    wrong = filtered_ids(selection, "test", None, "any", "wrong (some model)", False, skips=Skips())
     assert set(right) | set(wrong) == test_ids - {bad} and not set(right) & set(wrong)
 
 
