@@ -18,7 +18,10 @@ if selection.dataset is None:
     st.info("Choose a valid dataset folder in the sidebar to compare maps.")
     st.stop()
 data = selection.dataset
-compare_request.apply(data)
+unknown_link = compare_request.apply(data)
+if unknown_link is not None:
+    st.warning(f"The link asks for image {unknown_link!r}, which {data.name} does not have; showing the first "
+               "image of the filters below instead.")
 
 split_col, class_col, label_col, outcome_col, boxed_col, fair_col = st.columns([1, 1, 1, 1.4, 1, 1.1],
                                                                               vertical_alignment="bottom")

@@ -12,7 +12,7 @@ from medattn import inference
 from medattn.data.preprocess import INTENSITIES, INTERPOLATIONS, RESIZE_MODES, Preprocessing
 from medattn.inference import list_checkpoints
 from medattn.models.backbones import ARCHS
-from medattn.models.catalog import checkpoint_table, delete_checkpoint, read_meta, rename_checkpoint
+from medattn.models.catalog import checkpoint_table, delete_checkpoint, free_name, read_meta, rename_checkpoint
 from medattn.models.class_names import exact_mapping, remember_class_map, suggest_mapping
 from medattn.models.importer import DEFAULT_INTENSITY, import_checkpoint
 from medattn.models.registry import HEADS
@@ -126,7 +126,7 @@ with importing:
                     raise ValueError("choose a weights file")
                 with st.spinner("Importing…"):
                     saved, report = import_checkpoint(
-                        weights, folder / name.strip(), arch=arch, classes=classes, task=task, preprocessing=prep,
+                        weights, free_name(folder, name.strip()), arch=arch, classes=classes, task=task, preprocessing=prep,
                         library=library, head=head, kwargs=json.loads(kwargs_text or "{}"),
                         allow_missing=allow_missing.split(), dataset=trained_on.strip() or None)
             st.session_state["models_imported"] = (saved.name, report.notes, report.random, report.max_logit_difference)

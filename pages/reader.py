@@ -7,7 +7,7 @@ their blinded codes only. Layout only: the rules live in medattn.reader and meda
 import streamlit as st
 
 from medattn.errors import ImageReadError
-from medattn.reader.errors import DatasetMovedError, InvalidAnswerError, StudyError
+from medattn.reader.errors import AccessDeniedError, DatasetMovedError, InvalidAnswerError, StudyError
 from medattn.ui import auth
 from medattn.ui import reader_flow as flow
 from medattn.ui.box_canvas import draw_boxes
@@ -61,6 +61,12 @@ case_col.selectbox("Case", cases, key="rd_case_select", format_func=lambda c: f"
 next_col.button("Next ▶", key="rd_next", on_click=flow.step, args=(study_id, cases, case_id, 1),
                 shortcut="alt+right", help="Next case (Alt+→); nothing is saved")
 
+lock = db.session_lock(study_id, user.name, case_id)
+if lock is not None and "opens once" in lock:
+    st.info(f"Case {position + 1} is not open yet: {lock}.")
+    st.stop()
+if lock is not None:
+    st.info(f"Case {position + 1}: {lock}. You can look at it; changes are not saved.")
 try:
     image = db.case_image(study_id, user.name, case_id)
 except DatasetMovedError:
@@ -146,7 +152,7 @@ if submitted:
     else:
         try:
             db.submit_case(study_id, user.name, case_id, {q: v for q, v in values.items() if v is not None})
-        except InvalidAnswerError as error:
+        except (InvalidAnswerError, AccessDeniedError) as error:
             st.error(f"Not saved: {error}")
         else:
             following = flow.after_submit(db, study_id, user.name, cases, case_id)

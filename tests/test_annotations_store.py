@@ -119,6 +119,10 @@ def test_four_concurrent_writers_lose_and_duplicate_nothing(store, tmp_path):
         assert [mine.loc[event_id, "value"] for event_id, _ in rows] == [1 + i % 5 for _, i in rows]
 
 
+def test_database_is_readable_by_its_owner_only(store):
+    assert store.path.stat().st_mode & 0o077 == 0
+
+
 def test_database_holds_no_clear_text_password(store, tmp_path):
     study = make_study(store, tmp_path)
     secrets_used = ["Tr0ub4dor&3-unique", "zebra-umbrella-4471"]
@@ -291,3 +295,25 @@ def test_spec_readers_taken_by_another_account_are_refused_before_creation(store
     with pytest.raises(DuplicateReaderError, match="taken"):
         store.create_study(spec)
     assert store.list_studies().empty
+
+
+def test_crossed_sessions_are_sequential_so_no_unaided_reading_follows_its_map(store, tmp_path):
+    study = make_study(store, tmp_path, n=2, panels=PANELS[:1])
+    store.add_reader(study, "ana", "correct horse")
+    order = store.cases_for(study, "ana")  # 4 cases: two images × two arms, one session per arm
+    first, second = order[:2], order[2:]
+    assert {store.arm_for(study, "ana", c) for c in second} != {store.arm_for(study, "ana", c) for c in first}
+    answer = {"present": True, "confidence": 4, "boxes": []}
+    assert "opens once" in store.session_lock(study, "ana", second[0])
+    with pytest.raises(AccessDeniedError, match="opens once"):
+        store.mark_shown(study, "ana", second[0])  # jumping ahead to a case of the other arm
+    with pytest.raises(AccessDeniedError, match="opens once"):
+        store.submit_case(study, "ana", second[0], answer)
+    for case in first:
+        store.submit_case(study, "ana", case, answer)
+    assert store.session_lock(study, "ana", first[0]) is None  # may still be revised
+    store.mark_shown(study, "ana", second[0])
+    assert store.session_lock(study, "ana", second[0]) is None
+    with pytest.raises(AccessDeniedError, match="final"):
+        store.submit_case(study, "ana", first[0], {**answer, "present": False})
+    assert set(store.answers(study, "ana")["case_id"]) == set(first)

@@ -95,6 +95,15 @@ def test_deep_link_opens_that_image(env, split, finding):
     assert at.selectbox(key="image").value in set(images.index) - {image_id}
 
 
+def test_deep_link_to_an_unknown_image_says_so(env):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["sb_methods"] = ["saliency"]
+    at.query_params["image"] = "no_such_image"
+    at.run()
+    assert not at.exception
+    assert any("'no_such_image'" in w and "does not have" in w for w in texts(at.warning))
+
+
 def test_next_image_opens_from_the_cache(env, monkeypatch):
     import time
 

@@ -95,3 +95,13 @@ def test_spelling_variants_are_explained_mapped_and_then_used(world):
     assert stored == {c: c.swapcase() for c in data.classes}
     at.run()
     assert "variant" not in texts(at.sidebar.warning)
+
+
+@pytest.mark.parametrize("name", ["../../tmp/evil", "/tmp/evil", "sub/evil", "", ".hidden", "taken"])
+def test_a_new_checkpoint_name_stays_in_its_folder_and_never_overwrites(tmp_path, name):
+    from medattn.models.catalog import free_name
+
+    (tmp_path / "taken.json").write_text("{}")
+    with pytest.raises(ValueError, match="letters, digits|already exists"):
+        free_name(tmp_path, name)
+    assert free_name(tmp_path, "chexnet") == tmp_path / "chexnet"

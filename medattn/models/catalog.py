@@ -72,15 +72,23 @@ def _mean_auc(metrics: Any) -> float | None:
     return None
 
 
+def free_name(folder: str | os.PathLike, name: str) -> Path:
+    """The base path of a new checkpoint NAME in `folder`. ValueError for a name that is not a
+    plain file name (letters, digits, '.', '_', '-': no folders, so nothing is written outside
+    `folder`) or one already taken there (nothing is overwritten)."""
+    if not NAME.match(name):
+        raise ValueError(f"checkpoint names use letters, digits, '.', '_' and '-' only, got {name!r}")
+    weights, info = checkpoint_paths(Path(folder) / name)
+    if weights.exists() or info.exists():
+        raise ValueError(f"a checkpoint named {name} already exists in {folder}")
+    return weights.with_suffix("")
+
+
 def rename_checkpoint(path: str | os.PathLike, new_name: str) -> Path:
     """Rename NAME.safetensors + NAME.json to NEW in the same folder; returns the new base.
     ValueError for an invalid name or one already taken (nothing is overwritten)."""
-    if not NAME.match(new_name):
-        raise ValueError(f"checkpoint names use letters, digits, '.', '_' and '-' only, got {new_name!r}")
     weights, info = checkpoint_paths(path)
-    new_weights, new_info = checkpoint_paths(weights.with_name(new_name))
-    if new_weights.exists() or new_info.exists():
-        raise ValueError(f"a checkpoint named {new_name} already exists in {weights.parent}")
+    new_weights, new_info = checkpoint_paths(free_name(weights.parent, new_name))
     os.rename(weights, new_weights)
     os.rename(info, new_info)
     return new_weights.with_suffix("")

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from medattn import __version__
-from medattn.reader.arms import ARMS, DESIGNS, WITHOUT_AI, crossed_order, split_arms
+from medattn.reader.arms import ARMS, DESIGNS, WITH_AI, WITHOUT_AI, crossed_order, split_arms
 from medattn.reader.blinding import panel_codes, panel_order
 from medattn.reader.errors import (AccessDeniedError, DatasetMovedError, DuplicateReaderError, InvalidAnswerError,
                                    LoginRateLimitedError, StudyConflictError, StudyError, StudyNotFoundError)
@@ -158,6 +158,9 @@ class AnnotationStore:
     def __init__(self, path: str | os.PathLike, password_hasher: PasswordHasher | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner-only: the file holds password hashes and every reader's answers. SQLite gives its
+        # -wal and -shm files the database file's permissions.
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.hasher = password_hasher or PasswordHasher()
         self._dummy_hash: str | None = None  # verified against for unknown names (made on first need)
         self.engine: Engine = create_engine(
@@ -625,9 +628,11 @@ class AnnotationStore:
         return load_dataset(dataset, check_files=False).read_image(image_id)
 
     def mark_shown(self, study_id: str, reader: str, case_id: str) -> None:
-        """Record that the case is on the reader's screen now (time on case = submit − shown)."""
-        with self._read() as conn:
-            self._check_case(self._assignment(conn, study_id, reader), case_id)
+        """Record that the case is on the reader's screen now (time on case = submit − shown).
+        AccessDeniedError for a case of a session not open yet (`session_lock`)."""
+        lock = self.session_lock(study_id, reader, case_id)
+        if lock is not None and "opens once" in lock:
+            raise AccessDeniedError(f"case {case_id}: {lock}")
         with self._write() as conn:
             conn.execute(insert(views).values(study_id=study_id, reader=reader, case_id=case_id, shown_at=now()))
 
@@ -641,7 +646,11 @@ class AnnotationStore:
                     require_complete: bool = True) -> list[int]:
         """Append several answers of one case in one transaction; returns their event ids.
         With `require_complete`, InvalidAnswerError names the required questions still missing
-        (counting answers already stored) and nothing is written."""
+        (counting answers already stored) and nothing is written; AccessDeniedError for a case
+        `session_lock` closes."""
+        lock = self.session_lock(study_id, reader, case_id)
+        if lock is not None:
+            raise AccessDeniedError(f"case {case_id}: {lock}")
         with self._write() as conn:
             spec = self._spec(conn, study_id)
             assignment = self._assignment(conn, study_id, reader)
@@ -718,6 +727,34 @@ class AnnotationStore:
     def next_case(self, study_id: str, reader: str) -> str | None:
         """Where the reader resumes: the first case in their order not yet complete."""
         return self.progress_of(study_id, reader)["next_case"]
+
+    def session_lock(self, study_id: str, reader: str, case_id: str) -> str | None:
+        """Why this case cannot be read now, or None. In the crossed with-/without-AI design the
+        reader's two sessions are sequential, as an MRMC reading requires: a case of the second
+        session opens once every case of the first is saved (the unaided reading of an image
+        must not follow its map), and the first session's answers are final once a case of the
+        second has been shown (an unaided answer must not be revised after the map)."""
+        with self._read() as conn:
+            spec = self._spec(conn, study_id)
+            assignment = self._assignment(conn, study_id, reader)
+            self._check_case(assignment, case_id)
+            if spec.get("arms") != "crossed" or not assignment.arms:
+                return None
+            order = list(assignment.case_order)
+            first = assignment.arms[order[0]]
+            second_session = [c for c in order if assignment.arms[c] != first]
+            names = {WITHOUT_AI: "without AI", WITH_AI: "with AI"}
+            if assignment.arms[case_id] == first:
+                seen = conn.execute(select(func.count()).select_from(views).where(
+                    (views.c.study_id == study_id) & (views.c.reader == reader)
+                    & views.c.case_id.in_(second_session))).scalar()
+                return (f"your answers of the first session ({names[first]}) are final: the second session has "
+                        "started") if seen else None
+        progress = self.progress_of(study_id, reader)
+        if progress["next_case"] is not None and progress["position"] < len(order) - len(second_session):
+            return (f"the second session ({names[assignment.arms[case_id]]}) opens once every case of the first "
+                    f"({names[first]}) is saved")
+        return None
 
     # ---- admin and analysis --------------------------------------------------------------------
     def readers(self, study_id: str) -> list[str]:

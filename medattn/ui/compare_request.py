@@ -19,21 +19,28 @@ def open_in_compare(image_id: str, target_class: str) -> None:
     st.switch_page(COMPARE_PAGE)
 
 
-def follow_link(data: Dataset) -> None:
+def follow_link(data: Dataset) -> str | None:
     """On a session's first run of Compare, a link's `?image=ID` (any image of the dataset)
-    becomes a request; later runs leave the URL to the image chooser bound to it."""
+    becomes a request; later runs leave the URL to the image chooser bound to it. Returns the
+    linked id when the dataset has no such image (the page says so instead of silently
+    showing another one)."""
     linked = st.query_params.get("image")
-    if linked in data.images.index and "image" not in st.session_state and REQUEST_KEY not in st.session_state:
-        st.session_state[REQUEST_KEY] = {"image_id": linked, "target_class": None}
+    if linked is None or "image" in st.session_state or REQUEST_KEY in st.session_state:
+        return None
+    if linked not in data.images.index:
+        return linked
+    st.session_state[REQUEST_KEY] = {"image_id": linked, "target_class": None}
+    return None
 
 
-def apply(data: Dataset) -> None:
+def apply(data: Dataset) -> str | None:
     """Show the requested image: its split, no other filter, its class as the target (the
-    image's first labelled class when the request names none)."""
-    follow_link(data)
+    image's first labelled class when the request names none). Returns a link's image id that
+    is not in the dataset, or None."""
+    unknown = follow_link(data)
     request = st.session_state.pop(REQUEST_KEY, None)
     if not request or request["image_id"] not in data.images.index:
-        return
+        return unknown
     image_id = request["image_id"]
     st.session_state.update({"cmp_split": str(data.images.at[image_id, "split"]), "cmp_class": "any",
                              "cmp_label": "any", "cmp_outcome": "any", "cmp_fair": False, "cmp_boxed": False,
