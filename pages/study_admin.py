@@ -32,7 +32,10 @@ def create(spec: dict) -> None:
     except StudyError as error:
         show_error(error, "Study not created")
         return
-    st.session_state["sa_notice"] = f"Created study {spec['name']!r} ({study_id}) with {len(spec['cases'])} cases."
+    images = len(spec["cases"])
+    crossed = db.study(study_id).get("arms") == "crossed"
+    cases = f"{2 * images} cases ({images} images, each read without and with AI)" if crossed else f"{images} cases"
+    st.session_state["sa_notice"] = f"Created study {spec['name']!r} ({study_id}) with {cases}."
     st.session_state["sa_study"] = study_id
     st.rerun()
 

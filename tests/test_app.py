@@ -101,7 +101,8 @@ def test_deep_link_to_an_unknown_image_says_so(env):
     at.query_params["image"] = "no_such_image"
     at.run()
     assert not at.exception
-    assert any("'no_such_image'" in w and "does not have" in w for w in texts(at.warning))
+    warnings = texts(at.warning)
+    assert "'no_such_image'" in warnings and "does not have" in warnings
 
 
 def test_next_image_opens_from_the_cache(env, monkeypatch):

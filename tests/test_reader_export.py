@@ -38,7 +38,8 @@ def study(tiny_demo, tmp_path_factory):
             boxes = [{"x": 10 + i, "y": 20, "w": 8, "h": 6, "label": "nodule"}] if (i + k) % 3 else []
             store.submit_case(study_id, reader, case, {"present": bool(boxes), "confidence": 1 + (i + k) % 5,
                                                         "boxes": boxes})
-    store.submit(study_id, "ana", store.cases_for(study_id, "ana")[0], "confidence", 5)  # a changed answer
+    # a changed answer (in the last session: earlier sessions are final once a later one has started)
+    store.submit(study_id, "ana", store.cases_for(study_id, "ana")[-1], "confidence", 5)
     return store, study_id, images
 
 
