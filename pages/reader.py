@@ -25,8 +25,9 @@ if user is None:
     auth.login_form("reader_login")
     st.stop()
 if not auth.holds_tab(user):
-    st.warning("You are signed in on another tab or window, which now holds your study. Everything you saved is "
-               "kept. Close this tab, or continue here (the other tab then pauses).")
+    st.warning("You are signed in on another tab or window, which now holds your study. Every case saved before "
+               "it took over is kept; a save pressed in this tab since then was NOT stored, so enter that case "
+               "again. Close this tab, or continue here (the other tab then pauses).")
     if st.button("Continue in this tab", key="rd_take_over", type="primary"):
         auth.take_over_tab(user)
         st.rerun()
