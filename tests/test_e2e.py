@@ -13,7 +13,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -42,18 +44,17 @@ def world(tmp_path_factory):
     return app_env(tmp_path_factory.getbasetemp() / "app_env")
 
 
-@pytest.fixture(scope="module")
-def server(world, tmp_path_factory):
+@contextmanager
+def streamlit_server(env: dict[str, str], log_dir: Path) -> Iterator[str]:
+    """`streamlit run app.py` with `env` on a free port; yields its URL once healthy, stops it
+    after. Fails the test with the server's log when it does not start within a minute."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w+")
-    # tiny models: one thread is fastest; no maps of neighbouring images computed ahead (AppTest covers that),
-    # so the server stops without waiting for one and the pages' timings hold on a shared CPU
-    env = {**os.environ, **world.environ(), "OMP_NUM_THREADS": "1", "MEDATTN_PREFETCH": "0"}
+    log = open(log_dir / "streamlit.log", "w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
          "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -67,10 +68,21 @@ def server(world, tmp_path_factory):
             log.seek(0)
             pytest.fail(f"streamlit did not start:\n{log.read()[-3000:]}")
         time.sleep(0.5)
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(world, tmp_path_factory):
+    # tiny models: one thread is fastest; no maps of neighbouring images computed ahead (AppTest covers that),
+    # so the server stops without waiting for one and the pages' timings hold on a shared CPU
+    env = {**world.environ(), "OMP_NUM_THREADS": "1", "MEDATTN_PREFETCH": "0"}
+    with streamlit_server(env, tmp_path_factory.mktemp("server")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

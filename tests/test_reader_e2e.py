@@ -7,11 +7,6 @@ Set MEDATTN_SCREENSHOTS=DIR to keep screenshots of the Reader and Study admin pa
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
@@ -20,7 +15,7 @@ from medattn.reader.export import export_study
 from medattn.reader.presets import default_questions
 from medattn.store.annotations import AnnotationStore
 from tests.app_env import app_env
-from tests.test_e2e import ARGS, CHROMIUM, REPO, SLOW, free_port, screenshot, wait_idle
+from tests.test_e2e import CHROMIUM, SLOW, browser, screenshot, streamlit_server, wait_idle  # noqa: F401, F811 - browser is a fixture
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="browser tests need Debian's chromium: apt-get install -y chromium chromium-driver"
@@ -48,41 +43,9 @@ def study(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(study, tmp_path_factory):
     world, db, _, _ = study
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("reader_server") / "streamlit.log", "w+")
-    env = {**os.environ, **world.environ(), "MEDATTN_STUDY_DB": str(db), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-         "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            pytest.fail(f"streamlit did not start:\n{log.read()[-3000:]}")
-        time.sleep(0.5)
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield chromium
-        chromium.close()
+    env = {**world.environ(), "MEDATTN_STUDY_DB": str(db), "OMP_NUM_THREADS": "1"}
+    with streamlit_server(env, tmp_path_factory.mktemp("reader_server")) as url:
+        yield url
 
 
 def sign_in(browser, url: str, name: str, password: str):
