@@ -16,7 +16,7 @@ from medattn.jobs import JobManager, JobRunning, precompute_spec
 from medattn.precompute import BATCH_SIZE, Run, precompute
 from medattn.store import HeatmapCache
 
-METHODS = ["saliency", "gradcam"]
+METHODS = ["saliency", "gradcam", "integrated_gradients"]  # IG keeps the job running long enough to stop and kill it
 
 
 def wait_for(manager: JobManager, job: str, condition, timeout: float = 120.0):
