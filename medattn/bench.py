@@ -446,6 +446,7 @@ def run_bench(subjects: Sequence[Subject], methods: Sequence[str], device: torch
         "demo_seconds_all_methods_but_pda": sum(r.seconds_per_image for r in demo
                                                 if not r.method.startswith("pda")),
         "demo_seconds_pda_fast": next((r.seconds_per_image for r in demo if r.method == "pda"), None),
+        "versus_captum": {s.name: versus_captum([r for r in rows if r.model == s.name]) for s in subjects},
     }
     return {
         "machine": {"device": describe(device), "torch": torch.__version__,
@@ -457,6 +458,25 @@ def run_bench(subjects: Sequence[Subject], methods: Sequence[str], device: torch
         "results": [asdict(r) for r in rows],
         "summary": summary,
     }
+
+
+def versus_captum(rows: Sequence[Row]) -> dict[str, Any]:
+    """One model's rows against Captum's default calls: each method's ratio (Captum's seconds
+    per image / ours) and the set's, the sum of Captum's seconds over every method that has a
+    Captum call divided by the sum of ours (PDA, WILDCAT and attention maps have none)."""
+    timed = [r for r in rows if r.captum_ratio is not None]
+    ours = sum(r.seconds_per_image for r in timed)
+    theirs = sum(r.captum_seconds_per_image or 0.0 for r in timed)
+    return {"methods": {r.method: r.captum_ratio for r in timed},
+            "seconds_ours": ours, "seconds_captum": theirs, "set_ratio": theirs / ours if ours else None}
+
+
+def format_versus_captum(model: str, versus: dict[str, Any]) -> str:
+    if versus["set_ratio"] is None:
+        return f"{model}: no method with a Captum equivalent"
+    each = ", ".join(f"{m} {r:.2f}" for m, r in versus["methods"].items())
+    return (f"{model}: ×Captum {each}; the set {versus['set_ratio']:.2f} "
+            f"(Captum {versus['seconds_captum']:.1f} s / ours {versus['seconds_ours']:.1f} s per image)")
 
 
 HEADER = (f"{'model':32s} {'method':20s} {'s/img':>8s} {'img/s':>7s} {'peak MB':>8s} {'GFLOP':>8s} "
@@ -479,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--archs", nargs="+", default=list(DEFAULT_ARCHS),
                         help="'demo' (a demo checkpoint) and/or backbone names built with random weights")
-    parser.add_argument("--checkpoint", type=Path, help="the demo checkpoint (default: a demo_* in checkpoints/)")
+    parser.add_argument("--checkpoint", type=Path, nargs="+", default=[None],
+                        help="the demo checkpoint(s) (default: a demo_* in checkpoints/); 'all' for every demo_* there")
     parser.add_argument("--dataset", type=Path, help="images to explain (default: the demo dataset)")
     parser.add_argument("--size", type=int, default=224, help="input size of the random-weights models")
     parser.add_argument("--repeats", type=int, default=3)
@@ -504,13 +525,19 @@ def main(argv: list[str] | None = None) -> int:
 
         args.dataset = ensure_demo()
     dataset = load_dataset(args.dataset)
-    subjects = [demo_subject(dataset, args.checkpoint, device, args.batch) if arch == "demo"
-                else arch_subject(arch, args.size, dataset, args.batch) for arch in args.archs]
+    checkpoints = args.checkpoint
+    if [str(c) for c in checkpoints] == ["all"]:
+        checkpoints = [p for p in list_checkpoints(CHECKPOINT_DIR) if p.name.startswith("demo_")]
+    subjects = [subject for arch in args.archs
+                for subject in ([demo_subject(dataset, c, device, args.batch) for c in checkpoints] if arch == "demo"
+                                else [arch_subject(arch, args.size, dataset, args.batch)])]
     skip = (lambda s, m: m.startswith("pda") and not s.demo) if args.quick else None
     print(HEADER, flush=True)
     result = run_bench(subjects, args.methods, device, args.repeats, args.batch, args.max_seconds,
                        args.precision, skip, log=lambda line: print(line, flush=True), protocol=args.protocol)
     summary = result["summary"]
+    for model, versus in summary["versus_captum"].items():
+        print(format_versus_captum(model, versus))
     if summary["demo_model"] is not None:
         print(f"{summary['demo_model']}: all methods but PDA {summary['demo_seconds_all_methods_but_pda']:.1f} s "
               f"per image; PDA fast settings {summary['demo_seconds_pda_fast'] or float('nan'):.1f} s")

@@ -87,11 +87,20 @@ def precompute_spec(dataset: str | os.PathLike, checkpoints: list[str | os.PathL
     `app_params`: the app's explainer settings per model (`medattn.ui.methods.precompute_params`),
     so that the pages find these maps in the cache."""
     return {"kind": "precompute", "dataset": str(Path(dataset).resolve()),
-            "checkpoints": sorted(str(Path(c).resolve()) for c in checkpoints), "methods": list(methods),
+            "checkpoints": _checkpoint_names(checkpoints), "methods": list(methods),
             "image_ids": None if image_ids is None else list(image_ids), "split": split,
             "run_root": None if run_root is None else str(Path(run_root).resolve()),
             "cache_root": None if cache_root is None else str(Path(cache_root).resolve()),
             "device": device, "app_params": app_params}
+
+
+def _checkpoint_names(checkpoints: list[str | os.PathLike]) -> list[str]:
+    """Each checkpoint once, as NAME without suffix: a shell glob `checkpoints/demo_*` gives
+    every checkpoint twice (NAME.json, NAME.safetensors), and the job's identity must not
+    depend on which file was named."""
+    from medattn.models.checkpoint import checkpoint_paths
+
+    return sorted({str(checkpoint_paths(c)[1].with_suffix("").resolve()) for c in checkpoints})
 
 
 def job_id(spec: dict) -> str:

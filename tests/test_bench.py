@@ -14,7 +14,7 @@ from torch import nn
 
 from medattn.bench import FlopCount, PeakMemory, counting, main
 from medattn.explain import get_explainer
-from medattn.explain.base import BFloat16, ChannelsLast, evaluation_copy, frozen
+from medattn.explain.base import BFloat16, ChannelsLast, counterpart, evaluation_copy, evaluation_model, frozen
 from medattn.models import build
 
 
@@ -72,6 +72,45 @@ def test_evaluation_copy_keeps_shared_outputs_and_falls_back():
         torch.testing.assert_close(fast(x), shared(x))
     flat = Flat().eval()
     assert evaluation_copy(flat, x) is flat
+
+
+def test_evaluation_model_is_built_once_lent_to_one_caller_and_rebuilt_for_new_weights():
+    torch.manual_seed(0)
+    model, x = build("resnet18", "linear", 3).eval(), torch.randn(1, 3, 64, 64)
+    with frozen(model):
+        with evaluation_model(model, x) as first:
+            with evaluation_model(model, x) as second:  # a second thread at the same time
+                assert first is not second
+        with evaluation_model(model, x) as again:
+            assert again is first or again is second  # reused, not copied again
+        with evaluation_model(model, torch.randn(1, 3, 96, 96)) as other_size:
+            assert other_size not in (first, second)
+        with torch.no_grad():
+            model.classifier.bias.add_(1.0)  # new weights: a copy of the old ones would lie
+        with evaluation_model(model, x) as fresh, torch.no_grad():
+            assert fresh not in (first, second, other_size)
+            torch.testing.assert_close(fresh(x), model(x), rtol=1e-4, atol=1e-4)
+        flat = Flat().eval()
+        with evaluation_model(flat, torch.randn(1, 3, 16, 16)) as same:
+            assert same is flat
+
+
+def test_gradcam_reads_a_folded_convolution_on_the_model_itself():
+    """A layer whose output folding changes (a convolution followed by BatchNorm) is read on
+    the model as it is; a block's output, unchanged by folding, on the faster copy."""
+    torch.manual_seed(0)
+    model, x = build("resnet18", "linear", 3).eval(), torch.randn(1, 3, 64, 64)
+    with frozen(model), evaluation_model(model, x) as fast:
+        conv, block = model.get_submodule("backbone.stages.2.layer4.1.conv2"), model.get_submodule("backbone.stages.2")
+        assert counterpart(model, fast, conv) is None
+        assert counterpart(model, fast, block) is fast.model.get_submodule("backbone.stages.2")
+    from captum.attr import LayerGradCam
+
+    layer = "backbone.stages.2.layer4.1.conv2"
+    ours = get_explainer("gradcam")(model, device="cpu").attribute(x, 1, layer=layer)
+    theirs = LayerGradCam(model, model.get_submodule(layer)).attribute(x, target=1, relu_attributions=True)
+    theirs = torch.nn.functional.interpolate(theirs, size=(64, 64), mode="bilinear").squeeze(1)
+    torch.testing.assert_close(ours, theirs.detach(), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("precision", ["auto", "float32"])

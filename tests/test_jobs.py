@@ -12,7 +12,7 @@ import time
 import pytest
 
 from medattn.data import load_dataset
-from medattn.jobs import JobManager, JobRunning, precompute_spec
+from medattn.jobs import JobManager, JobRunning, job_id, precompute_spec
 from medattn.precompute import BATCH_SIZE, Run, precompute
 from medattn.store import HeatmapCache
 
@@ -102,3 +102,11 @@ def test_two_runs_over_the_same_work_share_it(tiny_demo, tiny_checkpoint, tmp_pa
     assert len(results[0]) == len(results[1]) > 0
     assert len(computed) == len(set(computed)) == len(results[0])  # every map computed once, not once per run
     assert not list((run.root / "claims").glob("*.claim"))  # all released
+
+
+def test_a_checkpoint_named_by_either_file_is_one_checkpoint_of_one_job(tiny_demo, tiny_checkpoint):
+    """`--checkpoints checkpoints/demo_*` names each checkpoint twice (.json, .safetensors)."""
+    files = [tiny_checkpoint.with_name(tiny_checkpoint.name + suffix) for suffix in (".json", ".safetensors")]
+    spec = precompute_spec(tiny_demo, [*files, tiny_checkpoint], METHODS)
+    assert spec["checkpoints"] == [str(tiny_checkpoint.resolve())]
+    assert job_id(spec) == job_id(precompute_spec(tiny_demo, [tiny_checkpoint], METHODS))

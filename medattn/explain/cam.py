@@ -8,11 +8,14 @@ VGG/DenseNet → features).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from captum import attr
 from torch import Tensor, nn
 
 from medattn.errors import MedattnError
-from medattn.explain.base import Explainer, describe, reduce_channels
+from medattn.explain.base import Explainer, counterpart, describe, evaluation_model, reduce_channels
 from medattn.explain.gradients import guided_gradients
 from medattn.explain.guided import guided_unavailable
 
@@ -25,10 +28,8 @@ class GradCAM(Explainer):
     defaults = {"layer": None}
 
     def _attribute(self, x: Tensor, targets: Tensor, layer: str | None) -> Tensor:
-        cam = attr.LayerGradCam(self.model, cam_layer(self.model, layer))
-        maps = cam.attribute(x, target=targets, relu_attributions=True)
-        return attr.LayerAttribution.interpolate(maps, tuple(x.shape[2:]),
-                                                 interpolate_mode="bilinear").squeeze(1)
+        with _with_layer(self.model, x, layer) as (model, chosen):
+            return _gradcam(model, chosen, x, targets).squeeze(1)
 
 
 class GuidedGradCAM(Explainer):
@@ -46,10 +47,25 @@ class GuidedGradCAM(Explainer):
         return guided_unavailable(cls.name, model)
 
     def _attribute(self, x: Tensor, targets: Tensor, layer: str | None, channels: str) -> Tensor:
-        cam = attr.LayerGradCam(self.model, cam_layer(self.model, layer))
-        weights = attr.LayerAttribution.interpolate(cam.attribute(x, target=targets, relu_attributions=True),
-                                                    tuple(x.shape[2:]), interpolate_mode="bilinear")
-        return reduce_channels(self.name, guided_gradients(self.model, x, targets) * weights, channels)
+        with _with_layer(self.model, x, layer) as (model, chosen):
+            weights = _gradcam(model, chosen, x, targets)
+            return reduce_channels(self.name, guided_gradients(model, x, targets) * weights, channels)
+
+
+def _gradcam(model: nn.Module, layer: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
+    """Grad-CAM maps (B, 1, H, W) of `layer`, upsampled bilinearly to x's size."""
+    maps = attr.LayerGradCam(model, layer).attribute(x, target=targets, relu_attributions=True)
+    return attr.LayerAttribution.interpolate(maps, tuple(x.shape[2:]), interpolate_mode="bilinear")
+
+
+@contextlib.contextmanager
+def _with_layer(model: nn.Module, x: Tensor, layer: str | None) -> Iterator[tuple[nn.Module, nn.Module]]:
+    """The model to run (its `evaluation_model` where the Grad-CAM layer has a twin there that
+    outputs the same, else the model itself) and the layer in it."""
+    chosen = cam_layer(model, layer)
+    with evaluation_model(model, x) as fast:
+        twin = counterpart(model, fast, chosen)
+        yield (model, chosen) if twin is None else (fast, twin)
 
 
 def cam_layer(model: nn.Module, layer: str | None = None) -> nn.Module:

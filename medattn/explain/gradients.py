@@ -12,8 +12,8 @@ Channel aggregation (the map is per pixel, the attribution per channel), paramet
   a pixel (identical over channels); positive where hiding the pixel lowers the class score.
 Scores are the model's logits for the target class.
 
-Speed: smoothgrad, integrated_gradients, smoothgrad_ig and occlusion run on
-`base.evaluation_copy` (BatchNorm folded into the convolutions, channels-last); with the
+Speed: every method here runs on `base.evaluation_model`, a copy of the model built once per
+model and input shape (BatchNorm folded into the convolutions, channels-last); with the
 explainer's `precision="auto"` (the default) the two path methods and occlusion also run the
 later backbone stages of ResNet/DenseNet models in bfloat16 on CPUs that have it (maps agree
 with float32 to a Spearman correlation >= 0.99; occlusion on the demo WILDCAT model: 1.0 on three
@@ -35,7 +35,7 @@ from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
 from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from medattn.explain.base import Explainer, as_batch, evaluation_copy, positive_int, reduce_channels
+from medattn.explain.base import Explainer, as_batch, evaluation_model, positive_int, reduce_channels
 from medattn.explain.guided import guided, guided_unavailable
 
 BLUR_SIGMA_FRACTION = 1 / 16  # "blur" baseline: Gaussian sigma as a fraction of max(H, W)
@@ -52,7 +52,8 @@ class Saliency(Explainer):
     keyless = ("channels",)
 
     def _attribute(self, x: Tensor, targets: Tensor, channels: str) -> Tensor:
-        grads = attr.Saliency(self.model).attribute(x, target=targets, abs=False)
+        with evaluation_model(self.model, x) as fast:
+            grads = attr.Saliency(fast).attribute(x, target=targets, abs=False)
         return reduce_channels(self.name, grads, channels)
 
 
@@ -72,10 +73,11 @@ class SmoothGrad(Explainer):
 
     def _attribute(self, x: Tensor, targets: Tensor, n_samples: int, noise: float,
                    seed: int, squared: bool, channels: str) -> Tensor:
-        saliency = attr.Saliency(evaluation_copy(self.model, x))
         kind = "smoothgrad_sq" if squared else "smoothgrad"
-        grads = [_smooth(self, saliency, x[i:i + 1], int(targets[i]), n_samples, noise, seed,
-                         per_sample_cost=1, abs=True, nt_type=kind) for i in range(len(x))]
+        with evaluation_model(self.model, x) as fast:
+            saliency = attr.Saliency(fast)
+            grads = [_smooth(self, saliency, x[i:i + 1], int(targets[i]), n_samples, noise, seed,
+                             per_sample_cost=1, abs=True, nt_type=kind) for i in range(len(x))]
         return reduce_channels(self.name, torch.cat(grads), channels)
 
 
@@ -97,9 +99,10 @@ class IntegratedGradients(Explainer):
 
     def _attribute(self, x: Tensor, targets: Tensor, steps: int, baseline: Any, channels: str) -> Tensor:
         steps = positive_int(self.name, "steps", steps)
-        ig = attr.IntegratedGradients(evaluation_copy(self.model, x, self.precision == "auto"))
-        a = ig.attribute(x, baselines=ig_baseline(self.model, x, baseline), target=targets,
-                         n_steps=steps, internal_batch_size=max(self.batch_size, len(x)))
+        with evaluation_model(self.model, x, self.precision == "auto") as fast:
+            a = attr.IntegratedGradients(fast).attribute(
+                x, baselines=ig_baseline(self.model, x, baseline), target=targets, n_steps=steps,
+                internal_batch_size=max(self.batch_size, len(x)))
         return reduce_channels(self.name, a, channels)
 
 
@@ -120,10 +123,11 @@ class SmoothGradIG(Explainer):
                    baseline: Any, seed: int, channels: str) -> Tensor:
         steps = positive_int(self.name, "steps", steps)
         base = ig_baseline(self.model, x, baseline)
-        ig = attr.IntegratedGradients(evaluation_copy(self.model, x, self.precision == "auto"))
-        a = [_smooth(self, ig, x[i:i + 1], int(targets[i]), n_samples, noise, seed,
-                     per_sample_cost=steps, baselines=base[i:i + 1], n_steps=steps,
-                     internal_batch_size=self.batch_size) for i in range(len(x))]
+        with evaluation_model(self.model, x, self.precision == "auto") as fast:
+            ig = attr.IntegratedGradients(fast)
+            a = [_smooth(self, ig, x[i:i + 1], int(targets[i]), n_samples, noise, seed,
+                         per_sample_cost=steps, baselines=base[i:i + 1], n_steps=steps,
+                         internal_batch_size=self.batch_size) for i in range(len(x))]
         return reduce_channels(self.name, torch.cat(a), channels)
 
 
@@ -141,7 +145,8 @@ class GuidedBackprop(Explainer):
         return guided_unavailable(cls.name, model)
 
     def _attribute(self, x: Tensor, targets: Tensor, channels: str) -> Tensor:
-        return reduce_channels(self.name, guided_gradients(self.model, x, targets), channels)
+        with evaluation_model(self.model, x) as fast:
+            return reduce_channels(self.name, guided_gradients(fast, x, targets), channels)
 
 
 def guided_gradients(model: torch.nn.Module, x: Tensor, targets: Tensor) -> Tensor:
@@ -171,10 +176,11 @@ class Occlusion(Explainer):
             raise ValueError(f"{self.name}: need stride <= window <= image size, got stride "
                              f"{step}, window {win}, image {tuple(size)}")
         channels = x.shape[1]
-        a = attr.Occlusion(evaluation_copy(self.model, x, self.precision == "auto")).attribute(
-            x, sliding_window_shapes=(channels, *win), strides=(channels, *step),
-            baselines=float(baseline), target=targets,
-            perturbations_per_eval=max(1, self.batch_size // len(x)))
+        with evaluation_model(self.model, x, self.precision == "auto") as fast:
+            a = attr.Occlusion(fast).attribute(
+                x, sliding_window_shapes=(channels, *win), strides=(channels, *step),
+                baselines=float(baseline), target=targets,
+                perturbations_per_eval=max(1, self.batch_size // len(x)))
         return a.mean(dim=1)
 
 

@@ -42,7 +42,7 @@ take a batch larger than their input are run on as many copies of the image inst
 
 Execution: each forward pass holds the copies of several windows (`batch_size` evaluations,
 default 64), in inference mode on the explainer's device; pixel PDA runs on
-`base.evaluation_copy` (BatchNorm folded, channels-last, and with precision "auto" the later
+`base.evaluation_model` (BatchNorm folded, channels-last, and with precision "auto" the later
 ResNet/DenseNet stages in bfloat16 on CPUs that have it). Cost: (number of windows × samples + 1) evaluations per image,
 e.g. 27² × 4 + 1 = 2917 for window 16, stride 8 on a 224-pixel image.
 """
@@ -58,7 +58,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from medattn.explain.base import Explainer, evaluation_copy, positive_int, to_input_frame
+from medattn.explain.base import Explainer, evaluation_model, positive_int, to_input_frame
 from medattn.explain.cam import cam_layer
 
 DEFAULT_N_TRAIN = 100_000  # N of the Laplace correction, as in the authors' code
@@ -180,16 +180,16 @@ class PredictionDifference(_PredictionDifferenceBase):
             _warn_no_reference(self.name, sampling)
         tick = _ticker(self.progress, len(x) * _n_windows(x.shape[2:], window, stride))
         # BatchNorm folded, channels-last and, with precision "auto", the later stages of
-        # ResNet/DenseNet in bfloat16 (base.evaluation_copy): the app's fast PDA on the demo
+        # ResNet/DenseNet in bfloat16 (base.evaluation_model): the app's fast PDA on the demo
         # ResNet-18 models ran 1.2x faster than in float32, maps at Spearman >= 0.9998.
-        fast = evaluation_copy(self.model, x, self.precision == "auto")
         maps = []
-        for image, target in zip(x, targets.tolist()):
-            work = channels.lower(image[None])
-            sampler = shared if shared is not None else \
-                _sampler(sampling, work, window, padding, seed, own=True)
-            maps.append(self._sweep(fast, image, work[0], target, sampler, channels.lift,
-                                    window, stride, samples, n_train, output, seed, tick))
+        with evaluation_model(self.model, x, self.precision == "auto") as fast:
+            for image, target in zip(x, targets.tolist()):
+                work = channels.lower(image[None])
+                sampler = shared if shared is not None else \
+                    _sampler(sampling, work, window, padding, seed, own=True)
+                maps.append(self._sweep(fast, image, work[0], target, sampler, channels.lift,
+                                        window, stride, samples, n_train, output, seed, tick))
         return torch.stack(maps)
 
 
