@@ -387,9 +387,9 @@ def demo_subject(dataset: Dataset, checkpoint: Path | None, device: torch.device
     path = checkpoint or next((found[n] for n in DEMO_PREFERENCE if n in found),
                               next(iter(sorted(found.values())), None))
     if path is not None:
-        loaded = load_model(path, device)
-        return _subject(loaded.name, loaded.model, loaded.input_size, dataset, batch, loaded.mean,
-                        loaded.std, demo=True)
+        loaded = load_model(path, device).for_dataset(dataset)  # raises for a model without these classes
+        return _subject(loaded.name, loaded.model, loaded.input_size, dataset, batch,
+                        loaded.preprocessing.to_input, demo=True)
     recipe = DEMO_MODELS[DEMO_PREFERENCE[0]]
     model = build(recipe["arch"], recipe["head"], len(dataset.classes)).eval()
     return _subject(f"{DEMO_PREFERENCE[0]} (untrained)", model, recipe["input_size"], dataset, batch,
@@ -407,17 +407,20 @@ def arch_subject(arch: str, size: int, dataset: Dataset, batch: int) -> Subject:
 
 
 def _subject(name: str, model: nn.Module, size: int, dataset: Dataset, batch: int,
-             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+             prepare: Callable[[np.ndarray], Tensor] | None = None,
              demo: bool = False, note: str = "") -> Subject:
-    norm = {} if mean is None else {"mean": mean, "std": std}
+    """`prepare`: an image (H, W) → the model's input (1, C, S, S), a checkpoint's own
+    preprocessing (crop, channels, intensity scale); default medattn's stretch to `size` with
+    ImageNet normalisation."""
+    prepare = prepare or functools.partial(to_input, size=size)
     test = dataset.split("test")
     positives = sorted(test[test[dataset.classes].to_numpy().sum(axis=1) > 0].index)[:max(batch, 1)]
     if not positives:
         raise SystemExit(f"{dataset.root} has no test images with a positive class to benchmark on")
-    images = torch.cat([to_input(dataset.read_image(i), size, **norm) for i in positives])
+    images = torch.cat([prepare(dataset.read_image(i)).cpu() for i in positives])
     targets = [int(np.flatnonzero(dataset.labels(i) > 0)[0]) for i in positives]
     train = sorted(dataset.split("train").index)[:REFERENCE_IMAGES]
-    reference = torch.cat([to_input(dataset.read_image(i), size, **norm) for i in train])
+    reference = torch.cat([prepare(dataset.read_image(i)).cpu() for i in train])
     return Subject(name, model, size, images, targets, reference, demo, note)
 
 

@@ -94,3 +94,26 @@ def test_cli_writes_rows(tiny_demo, tiny_checkpoint, tmp_path, capsys):
     assert set(stored["check"]) == {"cascading", "repeatability"}
     assert len(stored) == 2 * len(LAYERS) + 1  # each copy cascades; one repeatability pair
     assert "backbone.stages.0" in capsys.readouterr().out
+
+
+def test_cascading_runs_inside_a_class_mapped_cropping_import(setup, tiny_checkpoint, tmp_path):
+    """An imported checkpoint that predicts the dataset's classes in another order (answered
+    through its class mapping) and sees a centre crop: the cascade randomises the imported
+    network's own blocks, and the maps are compared in the image frame."""
+    import json
+
+    from medattn.data.preprocess import Preprocessing
+
+    dataset, loaded, ids = setup
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny_checkpoint.with_name(tiny_checkpoint.name + suffix), tmp_path / f"imported{suffix}")
+    meta = json.loads((tmp_path / "imported.json").read_text())
+    size = loaded.input_size
+    meta["classes"] = list(reversed(meta["classes"]))
+    meta["preprocessing"] = Preprocessing(resize="shorter_side_center_crop", size=size + 16, crop=size).to_meta()
+    (tmp_path / "imported.json").write_text(json.dumps(meta))
+    rows = run_sanity(dataset, [tmp_path / "imported"], ["gradcam"], ids[:1], Run(tmp_path / "run"),
+                      checks=["cascading"], device="cpu")
+    assert list(rows.sort_values("step")["layer"]) == LAYERS
+    np.testing.assert_allclose(rows[rows["step"] == 0]["ssim"], 1.0, atol=1e-6)
+    assert rows[rows["step"] == len(LAYERS) - 1]["ssim"].mean() < 0.9

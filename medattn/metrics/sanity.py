@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import logging
 import sys
 import time
@@ -62,6 +63,7 @@ from medattn.data.transforms import resize
 from medattn.explain import DEFAULT_SIGN, explain, normalize
 from medattn.inference import LoadedModel, load_model
 from medattn.metrics.similarity import spearman, ssim
+from medattn.models.class_names import OutputSelect
 from medattn.pipeline import compute_map, resolved_params
 from medattn.precompute import Run
 from medattn.store import HeatmapCache
@@ -126,12 +128,13 @@ def _compare(a: np.ndarray | None, b: np.ndarray | None) -> dict[str, float]:
     return {"ssim": ssim(a, b), "spearman": spearman(a, b)}
 
 
-def _display(raw: np.ndarray, method: str, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The map as the app shows it (medattn.pipeline.compute_map's `display`); None when the
-    map is not finite (a randomised network can overflow)."""
+def _display(raw: np.ndarray, method: str, shape: tuple[int, ...], place=resize) -> np.ndarray | None:
+    """The map as the app shows it (medattn.pipeline.compute_map's `display`: placed in the
+    image frame by the model's preprocessing); None when the map is not finite (a randomised
+    network can overflow)."""
     if not np.isfinite(raw).all():
         return None
-    return np.clip(resize(normalize(raw, sign=DEFAULT_SIGN[method]), shape), 0.0, 1.0)
+    return np.clip(place(normalize(raw, sign=DEFAULT_SIGN[method]), shape), 0.0, 1.0)
 
 
 def target_of(loaded: LoadedModel, dataset: Dataset, image_id: str, image: np.ndarray) -> int:
@@ -150,14 +153,19 @@ def cascading(loaded: LoadedModel, dataset: Dataset, image_ids: Sequence[str], m
     for image_id in image_ids:
         image = dataset.read_image(image_id)
         target = target_of(loaded, dataset, image_id, image)
-        maps = cascading_maps(loaded.model, loaded.to_input(image), target, method,
+        # a model answering the dataset's classes through a class mapping is randomised
+        # inside: the cascade's blocks and fresh weights are those of the imported network
+        model, output = (loaded.model.inner, loaded.model.indices[target]) if isinstance(loaded.model, OutputSelect) \
+            else (loaded.model, target)
+        maps = cascading_maps(model, loaded.to_input(image), output, method,
                               _explain_params(loaded, dataset, method, params), seed,
                               loaded.device)
-        reference = _display(maps[0][2], method, image.shape)
+        place = functools.partial(_display, method=method, shape=image.shape, place=loaded.preprocessing.place)
+        reference = place(maps[0][2])
         for step, layer, raw, seconds in maps:
             rows.append(_row(loaded, dataset, image_id, target, "cascading", method,
                              f"{method}@{step}", step, layer, "", seed, seconds,
-                             _compare(reference, _display(raw, method, image.shape))))
+                             _compare(reference, place(raw))))
     return pd.DataFrame(rows)
 
 
@@ -199,9 +207,8 @@ def run_sanity(dataset: Dataset, checkpoints: Sequence[str | Path | LoadedModel]
     if unknown:
         raise ValueError(f"unknown check(s) {', '.join(unknown)}; choose cascading, repeatability")
     run = run or Run.for_dataset(dataset)
-    models = [c if isinstance(c, LoadedModel) else load_model(c, device) for c in checkpoints]
-    for loaded in models:
-        loaded.check_classes(dataset)
+    # each answering the dataset's classes (its own, or through its class mapping), else CheckpointError
+    models = [(c if isinstance(c, LoadedModel) else load_model(c, device)).for_dataset(dataset) for c in checkpoints]
     frames = []
     for method in methods:
         options = (params or {}).get(method, {})
