@@ -317,3 +317,19 @@ def test_crossed_sessions_are_sequential_so_no_unaided_reading_follows_its_map(s
     with pytest.raises(AccessDeniedError, match="final"):
         store.submit_case(study, "ana", first[0], {**answer, "present": False})
     assert set(store.answers(study, "ana")["case_id"]) == set(first)
+
+
+@pytest.mark.parametrize("name,password,message", [
+    ("r" * 65, "long enough", "at most 64 characters"),
+    ("two\nlines", "long enough", "control character"),
+    ("reader", "p" * 1025, "at most 1024 characters"),
+])
+def test_reader_names_and_passwords_have_limits(store, name, password, message):
+    with pytest.raises(StudyError, match=message):
+        store.add_admin(name, password)
+
+
+def test_study_names_have_limits(store, tmp_path):
+    for name, message in (("s" * 201, "at most 200 characters"), ("a\tb", "control character"), ("  ", "non-empty")):
+        with pytest.raises(StudyError, match=message):
+            make_study(store, tmp_path, name=name)

@@ -46,6 +46,9 @@ KINDS = ("failure_review", "heatmap_rating", "detection")
 BUSY_TIMEOUT_MS = 30_000
 # Login rate limit: at most MAX_FAILURES failed attempts per name within FAILURE_WINDOW_S.
 MAX_FAILURES = 5
+MAX_READER_NAME = 64  # characters; names show in tables, exports and logs
+MAX_STUDY_NAME = 200
+MAX_PASSWORD = 1024  # hashing a megabyte "password" on every try would tie up the server
 FAILURE_WINDOW_S = 300.0
 
 metadata = MetaData()
@@ -194,6 +197,9 @@ class AnnotationStore:
         for key in ("name", "kind", "dataset", "cases", "questions"):
             if key not in spec:
                 raise StudyError(f"study spec lacks field {key!r}")
+        if not isinstance(spec["name"], str) or not spec["name"].strip():
+            raise StudyError("study spec field 'name': non-empty text expected")
+        _check_name("study spec field 'name'", spec["name"], MAX_STUDY_NAME)
         if spec["kind"] not in KINDS:
             raise StudyError(f"study spec field 'kind': {spec['kind']!r} is not one of {', '.join(KINDS)}")
         image_ids = [str(i) for i in spec["cases"]]
@@ -413,8 +419,11 @@ class AnnotationStore:
         name = name.strip() if isinstance(name, str) else name
         if not isinstance(name, str) or not name:
             raise StudyError("reader name must be non-empty text")
+        _check_name("reader name", name, MAX_READER_NAME)
         if not isinstance(password, str) or len(password) < 8:
             raise StudyError(f"password for {name!r} must have at least 8 characters")
+        if len(password) > MAX_PASSWORD:
+            raise StudyError(f"password for {name!r} must have at most {MAX_PASSWORD} characters")
         return name
 
     def add_admin(self, name: str, password: str) -> None:
@@ -816,3 +825,12 @@ def _on_connect(dbapi_connection, _record) -> None:
 
 def _on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("readonly") else "BEGIN IMMEDIATE")
+
+
+def _check_name(what: str, name: str, longest: int) -> None:
+    """StudyError for a name too long for tables and exports or holding control characters
+    (a newline would split a CSV row or a log line)."""
+    if len(name) > longest:
+        raise StudyError(f"{what} must have at most {longest} characters, got {len(name)}")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
+        raise StudyError(f"{what} {name[:40]!r} holds a control character")
