@@ -181,3 +181,15 @@ def test_bench_cli_smoke(tiny_demo, tmp_path, capsys):
     # 50 steps of forward + input-gradient passes, both ways, within the copy's checks
     assert ig["gflop_per_image"] == pytest.approx(ig["captum_gflop_per_image"], rel=0.1)
     assert "integrated_gradients" in capsys.readouterr().out
+
+
+def test_evaluation_models_of_several_kinds_coexist():
+    """Saliency (float32 copy) and integrated gradients (mixed-precision copy) alternating on
+    one model each keep their copy: a precompute alternates methods image by image."""
+    torch.manual_seed(0)
+    model, x = build("resnet18", "linear", 3).eval(), torch.randn(1, 3, 64, 64)
+    with frozen(model):
+        with evaluation_model(model, x) as plain, evaluation_model(model, x, mixed=True) as mixed:
+            pass
+        with evaluation_model(model, x) as plain_again, evaluation_model(model, x, mixed=True) as mixed_again:
+            assert {id(plain_again), id(mixed_again)} == {id(plain), id(mixed)}  # no copy made again

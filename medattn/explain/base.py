@@ -174,15 +174,13 @@ def evaluation_copy(model: nn.Module, example: Tensor, mixed: bool = False) -> n
             return model
         inner = fast.model if isinstance(fast, ChannelsLast) else fast
         stages = getattr(getattr(inner, "backbone", None), "stages", None)
-        if mixed and example.device.type == "cpu" and native_bfloat16() \
-                and getattr(model, "arch", None) in MIXED_PRECISION_ARCHS \
-                and isinstance(stages, nn.ModuleList):
+        if mixed and _mixed_applies(model, example) and isinstance(stages, nn.ModuleList):
             for i in range(1, len(stages)):
                 stages[i] = BFloat16(stages[i])
         return fast
 
 
-_POOL: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, list[nn.Module]]]" = weakref.WeakKeyDictionary()
+_POOL: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, list]]" = weakref.WeakKeyDictionary()
 _POOL_LOCK = threading.Lock()
 _AS_IS = object()  # marks a model evaluation_copy returns unchanged (nothing to fold)
 
@@ -194,13 +192,14 @@ def evaluation_model(model: nn.Module, example: Tensor, mixed: bool = False) -> 
     earlier instead of copying and checking the model again (about 0.1 s for a ResNet-18 per
     call, most of a saliency map's time). Each copy is lent to one caller at a time, so two
     threads explaining one model never share hooks (Grad-CAM's, guided backprop's)."""
-    key = (example.device, tuple(example.shape[1:]), bool(mixed),
-           tuple((id(t), t._version) for t in model.state_dict(keep_vars=True).values()))
+    mixed = bool(mixed) and _mixed_applies(model, example)  # else the same copy as float32's
+    weights = tuple((id(t), t._version) for t in model.state_dict(keep_vars=True).values())
+    key = (weights, example.device, tuple(example.shape[1:]), mixed)
     with _POOL_LOCK:
-        cached_key, free = _POOL.get(model, (None, []))
-        if cached_key != key:  # new weights, device or shape: earlier copies are stale
-            cached_key, free = key, []
-            _POOL[model] = (key, free)
+        pool = _POOL.setdefault(model, {})
+        for stale in [k for k in pool if k[0] != weights]:  # new weights: older copies would lie
+            del pool[stale]
+        free = pool.setdefault(key, [])
         fast = free.pop() if free else None
     if fast is None:
         fast = evaluation_copy(model, example, mixed)
@@ -209,8 +208,14 @@ def evaluation_model(model: nn.Module, example: Tensor, mixed: bool = False) -> 
         yield model if fast is _AS_IS else fast
     finally:
         with _POOL_LOCK:
-            if _POOL.get(model, (None,))[0] == key:
-                _POOL[model][1].append(fast)
+            if key in _POOL.get(model, {}):
+                _POOL[model][key].append(fast)
+
+
+def _mixed_applies(model: nn.Module, example: Tensor) -> bool:
+    """Whether evaluation_copy's `mixed` changes anything for this model and device."""
+    return example.device.type == "cpu" and getattr(model, "arch", None) in MIXED_PRECISION_ARCHS \
+        and native_bfloat16()
 
 
 def counterpart(model: nn.Module, fast: nn.Module, module: nn.Module) -> nn.Module | None:
