@@ -227,3 +227,15 @@ def test_reader_boxes_against_ground_truth_and_as_ground_truth(tiny_demo, tmp_pa
     assert sorted(derived.images.index) == sorted(with_box) and derived.classes == dataset.classes
     assert derived.boxes[["x", "y", "w", "h"]].to_numpy().tolist() == boxes[["x", "y", "w", "h"]].to_numpy().tolist()
     assert derived.read_image(with_box[0]).shape == (64, 64)
+
+
+def test_questions_name_the_finding_readers_look_for():
+    from medattn.reader.presets import default_questions
+
+    classes = ["nodule", "opacity", "effusion"]
+    labels = [q["label"] for q in default_questions("detection", finding="effusion", classes=classes)]
+    assert labels[0] == "Is effusion present?" and "around each effusion" in labels[2]
+    anything = default_questions("detection", classes=classes)[0]["label"]
+    assert anything == "Is any finding (nodule, opacity, effusion) present?"
+    rating = default_questions("heatmap_rating", classes=classes)[0]["label"]
+    assert "the image's labelled finding" in rating

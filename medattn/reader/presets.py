@@ -36,15 +36,30 @@ PRESETS: dict[str, list[dict]] = {
 }
 
 
-def default_questions(kind: str, regions: list[str] | None = None) -> list[dict]:
-    """A fresh copy of the kind's questions; `regions` replaces the failure-region tag list."""
+def default_questions(kind: str, regions: list[str] | None = None, finding: str | None = None,
+                      classes: list[str] | None = None) -> list[dict]:
+    """A fresh copy of the kind's questions; `regions` replaces the failure-region tag list.
+
+    `finding` (the study's target class) is named in the detection and rating questions
+    ("Is effusion present?"); without one, `classes` are: a detection reader is asked about
+    any finding of the list, a rater about the image's labelled finding."""
     if kind not in PRESETS:
         raise ValueError(f"study kind {kind!r} is not one of {', '.join(PRESETS)}")
     questions = copy.deepcopy(PRESETS[kind])
-    if regions is not None:
-        for question in questions:
-            if question["id"] == "regions":
-                question["options"] = list(regions)
+    if finding:
+        named = finding
+    elif classes and kind == "detection":
+        named = f"any finding ({', '.join(classes)})"
+    elif classes:
+        named = "the image's labelled finding"
+    else:
+        named = None
+    for question in questions:
+        if question["id"] == "regions" and regions is not None:
+            question["options"] = list(regions)
+        if named and kind != "failure_review":
+            label = question["label"].replace("each finding", f"each {finding}") if finding else question["label"]
+            question["label"] = label.replace("the finding", named)
     return questions
 
 

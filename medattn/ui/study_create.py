@@ -139,7 +139,8 @@ def new_study_form(selection: Selection, create) -> None:
         st.error("Cannot create the study: " + "; ".join(problems) + ".")
         return
     spec = {"name": name.strip(), "kind": kind, "dataset": str(data.root), "cases": cases, "seed": seed,
-            "questions": default_questions(kind, regions if kind == "failure_review" else None), **spec_extra}
+            "questions": default_questions(kind, regions if kind == "failure_review" else None, target_class,
+                                           list(data.classes)), **spec_extra}
     if target_class:
         spec["target_class"] = target_class
     if kind == "failure_review" and source != "failure cases":
