@@ -102,3 +102,42 @@ def test_two_runs_over_the_same_work_share_it(tiny_demo, tiny_checkpoint, tmp_pa
     assert len(results[0]) == len(results[1]) > 0
     assert len(computed) == len(set(computed)) == len(results[0])  # every map computed once, not once per run
     assert not list((run.root / "claims").glob("*.claim"))  # all released
+
+
+def test_train_job_counts_batches_stops_fast_resumes_after_its_finished_epochs_and_loads(tiny_demo, tmp_path):
+    """A training job is medattn.train.train in the background: progress in batches with an
+    ETA, Stop ends it within seconds keeping the finished epochs (NAME.resume.pt, as a kill
+    does), Resume continues after them, and the finished checkpoint loads."""
+    from medattn.inference import load_model
+    from medattn.jobs import train_spec
+
+    out = tmp_path / "checkpoints" / "trained"
+    spec = train_spec(tiny_demo, "resnet18", "linear", out, "wang", epochs=3, input_size=64, device="cpu", batch_size=8)
+    manager = JobManager(tmp_path / "jobs")
+    job = manager.start(spec).id
+    assert job.startswith("train-") and "trained" in job
+    with pytest.raises(JobRunning, match="training of this output"):  # one training per output at a time
+        manager.start(spec)
+    first = wait_for(manager, job, lambda s: s.state == "running" and s.total > 0)
+    per_epoch = first.total // 3
+    running = wait_for(manager, job, lambda s: s.done > per_epoch)  # epoch 1 is finished and kept
+    assert running.unit == "batches" and running.rate and running.eta_s is not None and running.stage == "epoch 2/3"
+    assert running.maps_per_s is None  # the precompute name does not claim batches are maps
+
+    seconds = manager.stop(job)
+    stopped = manager.status(job)
+    assert seconds < 5 and stopped.state == "stopped", (seconds, stopped)
+    assert stopped.done < stopped.total and out.with_name("trained.resume.pt").exists()
+    assert not out.with_name("trained.json").exists()
+    with pytest.raises(JobRunning, match="other settings"):  # its resume file is not mixed with another run's
+        manager.start({**spec, "config": {**spec["config"], "lr": 0.5}})
+
+    manager.resume(job)
+    finished = wait_for(manager, job, lambda s: s.state in ("done", "failed"))
+    assert finished.state == "done" and finished.done == finished.total, manager.log_tail(job, 40)
+    assert "resuming trained after epoch" in manager.log_tail(job, 40)
+    loaded = load_model(out, "cpu")
+    assert [row["epoch"] for row in loaded.meta["metrics"]["history"]] == [1, 2, 3]
+    assert not out.with_name("trained.resume.pt").exists()
+    print(f"train job: {per_epoch} batches/epoch at {running.rate:.2f} batches/s; stop took {seconds:.2f} s "
+          f"({stopped.message})")
