@@ -41,8 +41,12 @@ def _form(selection: Selection, folder: Path) -> None:
     a, b, c = st.columns(3)
     arch = a.selectbox("Backbone", ARCHS, index=ARCHS.index("resnet18"), key="models_train_arch")
     head = b.selectbox("Head", list(HEADS), key="models_train_head")
-    preset = c.selectbox("Preset", sorted(PRESETS), key="models_train_preset", format_func=lambda p: f"{p}: {PRESETS[p].note}",
+    presets = list(PRESETS)  # goncalves first: the training CLI's default
+    preset = c.selectbox("Preset", presets, key="models_train_preset",
                          help="Seed-paper protocols (learning rate, batch size, augmentation, early stopping).")
+    chosen = PRESETS[preset]
+    batch = f"batch {chosen.batch_size}"
+    c.caption(chosen.note + ("" if batch in chosen.note else f", {batch}"))
     a, b, c = st.columns(3)
     epochs = a.number_input("Epochs", 1, 1000, 10, key="models_train_epochs",
                             help=f"The preset's own: {PRESETS[preset].epochs}")
