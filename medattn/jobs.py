@@ -184,8 +184,8 @@ class JobManager:
                 what = ("a training of this output on this dataset" if spec["kind"] == "train"
                         else "a precompute job for this dataset and these checkpoints")
                 raise JobRunning(f"{what} is {current.state} ({current.done}/{current.total} {current.unit}): stop it first")
-            if spec["kind"] == "train" and current is not None:
-                self._check_resumable_training(folder, spec)
+            if spec["kind"] == "train":
+                self._check_output(job, spec)
             write_atomic(folder / "spec.json", lambda tmp: tmp.write_text(json.dumps(spec, indent=1)))
             (folder / "cancel").unlink(missing_ok=True)
             with open(folder / "log.txt", "a") as out:
@@ -200,15 +200,18 @@ class JobManager:
             _write_status(folder, status)
             return status
 
-    def _check_resumable_training(self, folder: Path, spec: dict) -> None:
-        """A training stopped halfway resumes from its `.resume.pt` whatever the new spec says:
-        refuse a spec with other settings instead of mixing them."""
+    def _check_output(self, job: str, spec: dict) -> None:
+        """One training per output checkpoint: none while another job (another dataset) trains
+        into it, and a training stopped halfway resumes from its `NAME.resume.pt` whatever the
+        new spec says, so a spec with other settings (or a resume file of a run started
+        elsewhere) is refused instead of mixed."""
         out = Path(spec["out"])
-        stored = folder / "spec.json"
-        if (out.with_name(out.name + ".resume.pt").exists() and stored.exists()
-                and json.loads(stored.read_text()) != spec):
-            raise JobRunning(f"a stopped training of {out.name} with other settings keeps its finished epochs in "
-                             f"{out.name}.resume.pt: resume it, or choose another name")
+        for other in self.list():
+            if other.kind == "train" and other.id != job and other.active and (self.spec(other.id) or {}).get("out") == spec["out"]:
+                raise JobRunning(f"another training into {out.name} is {other.state} ({other.title}): stop it first")
+        if out.with_name(out.name + ".resume.pt").exists() and self.spec(job) != spec:
+            raise JobRunning(f"{out.name}.resume.pt keeps the finished epochs of another training of {out.name} (other "
+                             "settings, or started elsewhere): resume that one, or choose another name")
 
     def spec(self, job: str) -> dict | None:
         """The job's spec (what it runs), None when unknown or unreadable."""

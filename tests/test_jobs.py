@@ -5,6 +5,7 @@ to the same rows a foreground run gives; two runs over the same work share it.""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -118,6 +119,9 @@ def test_train_job_counts_batches_stops_fast_resumes_after_its_finished_epochs_a
     assert job.startswith("train-") and "trained" in job
     with pytest.raises(JobRunning, match="training of this output"):  # one training per output at a time
         manager.start(spec)
+    elsewhere = shutil.copytree(tiny_demo, tmp_path / "same_demo_elsewhere")
+    with pytest.raises(JobRunning, match="another training into trained"):  # from another dataset too
+        manager.start(train_spec(elsewhere, "resnet18", "linear", out, "wang", epochs=3, input_size=64, device="cpu"))
     first = wait_for(manager, job, lambda s: s.state == "running" and s.total > 0)
     per_epoch = first.total // 3
     running = wait_for(manager, job, lambda s: s.done > per_epoch)  # epoch 1 is finished and kept
