@@ -1,21 +1,28 @@
-"""Background jobs: long work (precompute; training later) in its own process, which outlives
-the page, the browser tab and the app server that started it: `python -m medattn.jobs --help`.
+"""Background jobs: long work (precompute, training) in its own process, which outlives the
+page, the browser tab and the app server that started it: `python -m medattn.jobs --help`.
+
+Two kinds (`KINDS`): "precompute" (`precompute_spec`: maps and scores over a split; progress in
+maps) and "train" (`train_spec`: `medattn.train.train` itself; progress in batches over all
+epochs).
 
 A job is a folder `<jobs root>/<id>/` (default `.cache/jobs/`, under MEDATTN_CACHE):
 - `spec.json`: what to run (`kind` and its arguments);
-- `status.json`: `state` (queued, running, done, failed, stopped, interrupted), `pid`, maps
-  `done`/`total`, `maps_per_s`, `eta_s`, `message`, times; rewritten (temporary + rename) at
-  most every `STATUS_EVERY_S` while it runs;
+- `status.json`: `state` (queued, running, done, failed, stopped, interrupted), `pid`,
+  `done`/`total` counted in `unit` (maps, batches), `rate` (units/s), `eta_s`, `stage` (e.g.
+  "epoch 2/5"), `message`, times; rewritten (temporary + rename) at most every
+  `STATUS_EVERY_S` while it runs;
 - `log.txt`: the worker's output (warnings name skipped images and set-aside files);
 - `lock`: held (`fcntl.flock`) by the worker for its lifetime. The lock, not the pid, says
   whether a job is alive: the OS drops it when the process dies, however it dies.
 
-The id is made from the dataset and the set of checkpoints, so one dataset × checkpoint set has
-one job at a time; starting it again while it runs returns the running one. `stop` signals the
-worker's process group (SIGTERM: the worker stores finished rows and exits after the map in
-progress) and kills it after `STOP_GRACE_S` if a long map (PDA) is still running. A job whose
-process died (server restart, kill, power loss) reads as `interrupted`; `resume` starts it again,
-and precompute skips the rows already stored. The worker runs at a lower priority and under the
+The id is made from the kind and its identity: dataset × set of checkpoints for precompute,
+dataset × output checkpoint for training, so each has one job at a time; starting it again while
+it runs raises `JobRunning`. `stop` signals the worker's process group (SIGTERM: precompute
+stores finished rows and exits after the map in progress; training stops before its next batch)
+and kills it after `STOP_GRACE_S` if a long map (PDA) or batch is still running. A job whose
+process died (server restart, kill, power loss) reads as `interrupted`; `resume` starts it again:
+precompute skips the rows already stored, training continues after the last epoch kept in its
+`NAME.resume.pt`. The worker runs at a lower priority and under the
 thread policy (`medattn.threads`). A plain subprocess and files suffice on one machine; a
 cluster uses `precompute --engine ray`.
 """
@@ -65,9 +72,11 @@ class JobStatus:
     pid: int | None = None
     done: int = 0
     total: int = 0
-    maps_per_s: float | None = None
+    rate: float | None = None  # units per second
     eta_s: float | None = None
     message: str = ""
+    unit: str = "maps"
+    stage: str = ""
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
@@ -78,6 +87,20 @@ class JobStatus:
     @property
     def fraction(self) -> float:
         return self.done / self.total if self.total else 0.0
+
+    @property
+    def maps_per_s(self) -> float | None:
+        """The rate of a precompute job (maps/s); None for other kinds."""
+        return self.rate if self.unit == "maps" else None
+
+    @classmethod
+    def from_json(cls, text: str) -> "JobStatus":
+        """Read status.json, also as written before `rate`/`unit` (a `maps_per_s` field)."""
+        values = json.loads(text)
+        if "maps_per_s" in values:
+            values.setdefault("rate", values.pop("maps_per_s"))
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in names})
 
 
 def precompute_spec(dataset: str | os.PathLike, checkpoints: list[str | os.PathLike], methods: list[str],
@@ -103,14 +126,49 @@ def _checkpoint_names(checkpoints: list[str | os.PathLike]) -> list[str]:
     return sorted({str(checkpoint_paths(c)[1].with_suffix("").resolve()) for c in checkpoints})
 
 
+def train_spec(dataset: str | os.PathLike, arch: str, head: str, out: str | os.PathLike, preset: str = "goncalves",
+               epochs: int | None = None, input_size: int = 224, device: str = "auto", **options) -> dict:
+    """The spec of a training job: the fields of `medattn.train.TrainConfig` (paths resolved;
+    `options`: any other field, e.g. batch_size, lr, head_params). Checked here, so that a bad
+    value fails at start rather than in the background. A new training never overwrites a
+    checkpoint: `out` must be a free name in its folder (`medattn.models.catalog.free_name`)."""
+    from medattn.models.catalog import free_name
+    from medattn.train import PRESETS, TrainConfig
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose {', '.join(sorted(PRESETS))}")
+    out = free_name(Path(out).resolve().parent, Path(out).name)
+    config = TrainConfig(dataset=str(Path(dataset).resolve()), arch=arch, head=head, out=str(out), preset=preset,
+                         epochs=epochs, input_size=int(input_size), device=device, **options)
+    from medattn.models.backbones import ARCHS
+    from medattn.models.registry import HEADS
+
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+    config.prep()  # the preprocessing fits the input size
+    return {"kind": "train", "dataset": config.dataset, "out": config.out, "config": asdict(config)}
+
+
+def _identity(spec: dict) -> list:
+    """What makes two specs the same job: dataset × checkpoint set (precompute), dataset ×
+    output checkpoint (train: one training per output at a time)."""
+    if spec["kind"] == "train":
+        return [spec["kind"], spec["dataset"], spec["out"]]
+    return [spec["kind"], spec["dataset"], sorted(spec["checkpoints"])]
+
+
 def job_id(spec: dict) -> str:
-    """One id per kind × dataset × checkpoint set: e.g. `precompute-demo-3f2a9c01d4`."""
-    identity = json.dumps([spec["kind"], spec["dataset"], sorted(spec["checkpoints"])])
-    return f"{spec['kind']}-{Path(spec['dataset']).name}-{hashlib.sha1(identity.encode()).hexdigest()[:10]}"
+    """One id per kind × identity: e.g. `precompute-demo-3f2a9c01d4`, `train-demo-mine-08c1e2d3aa`."""
+    digest = hashlib.sha1(json.dumps(_identity(spec)).encode()).hexdigest()[:10]
+    name = Path(spec["dataset"]).name + (f"-{Path(spec['out']).name}" if spec["kind"] == "train" else "")
+    return f"{spec['kind']}-{name}-{digest}"
 
 
 class JobRunning(RuntimeError):
-    """The job of this dataset × checkpoint set is already running."""
+    """The job of this identity (dataset × checkpoint set, dataset × output) is already running,
+    or a stopped training of the same output with other settings waits to be resumed."""
 
 
 class JobManager:
@@ -132,8 +190,11 @@ class JobManager:
         with _flocked(folder / "start.lock"):
             current = self.status(job)
             if current is not None and current.active:
-                raise JobRunning(f"a precompute job for this dataset and these checkpoints is {current.state} "
-                                 f"({current.done}/{current.total} maps): stop it first")
+                what = ("a training of this output on this dataset" if spec["kind"] == "train"
+                        else "a precompute job for this dataset and these checkpoints")
+                raise JobRunning(f"{what} is {current.state} ({current.done}/{current.total} {current.unit}): stop it first")
+            if spec["kind"] == "train":
+                self._check_output(job, spec)
             write_atomic(folder / "spec.json", lambda tmp: tmp.write_text(json.dumps(spec, indent=1)))
             (folder / "cancel").unlink(missing_ok=True)
             with open(folder / "log.txt", "a") as out:
@@ -143,19 +204,40 @@ class JobManager:
                                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                            start_new_session=True, cwd=str(Path(__file__).resolve().parents[1]))
             threading.Thread(target=process.wait, daemon=True).start()  # reap it: no zombie in a long-lived app
-            status = JobStatus(job, spec["kind"], _title(spec), "queued", process.pid, message="starting its process")
+            status = JobStatus(job, spec["kind"], _title(spec), "queued", process.pid, message="starting its process",
+                               unit=UNITS[spec["kind"]])
             _write_status(folder, status)
             return status
 
+    def _check_output(self, job: str, spec: dict) -> None:
+        """One training per output checkpoint: none while another job (another dataset) trains
+        into it, and a training stopped halfway resumes from its `NAME.resume.pt` whatever the
+        new spec says, so a spec with other settings (or a resume file of a run started
+        elsewhere) is refused instead of mixed."""
+        out = Path(spec["out"])
+        for other in self.list():
+            if other.kind == "train" and other.id != job and other.active and (self.spec(other.id) or {}).get("out") == spec["out"]:
+                raise JobRunning(f"another training into {out.name} is {other.state} ({other.title}): stop it first")
+        if out.with_name(out.name + ".resume.pt").exists() and self.spec(job) != spec:
+            raise JobRunning(f"{out.name}.resume.pt keeps the finished epochs of another training of {out.name} (other "
+                             "settings, or started elsewhere): resume that one, or choose another name")
+
+    def spec(self, job: str) -> dict | None:
+        """The job's spec (what it runs), None when unknown or unreadable."""
+        return read_or_set_aside(self.folder(job) / "spec.json", lambda p: json.loads(p.read_text()))
+
     def resume(self, job: str) -> JobStatus:
-        """Start a stopped, failed or interrupted job again with its spec; done rows are kept."""
-        spec = json.loads((self.folder(job) / "spec.json").read_text())
+        """Start a stopped, failed or interrupted job again with its spec: precompute keeps its
+        finished rows, training continues after the last epoch in its resume file."""
+        spec = self.spec(job)
+        if spec is None:
+            raise ValueError(f"job {job} has no readable spec.json in {self.folder(job)}")
         return self.start(spec)
 
     def status(self, job: str) -> JobStatus | None:
         """The job's status; an active job whose process is gone reads as `interrupted`."""
         folder = self.folder(job)
-        status = read_or_set_aside(folder / "status.json", lambda p: JobStatus(**json.loads(p.read_text())))
+        status = read_or_set_aside(folder / "status.json", lambda p: JobStatus.from_json(p.read_text()))
         if status is None or not status.active or _locked_by_worker(folder):
             return status
         starting = status.state == "queued" and _pid_alive(status.pid) and time.time() - status.created < START_TIMEOUT_S
@@ -186,7 +268,7 @@ class JobManager:
                 time.sleep(0.05)
         final = self.status(job)
         if final is not None and final.state in (*ACTIVE, "interrupted"):
-            final.state, final.message = "stopped", f"stopped at {final.done}/{final.total} maps"
+            final.state, final.message = "stopped", f"stopped at {final.done}/{final.total} {final.unit}"
             _write_status(folder, final)
         return time.perf_counter() - started
 
@@ -200,6 +282,11 @@ class JobManager:
 
 
 def _title(spec: dict) -> str:
+    if spec["kind"] == "train":
+        c = spec["config"]
+        epochs = f"{c['epochs']} epochs" if c.get("epochs") else "preset epochs"
+        return (f"train {Path(spec['out']).name} on {Path(spec['dataset']).name}: {c['arch']} + {c['head']}, "
+                f"{c['preset']}, {epochs}, {c['input_size']} px")
     names = ", ".join(Path(c).name for c in spec["checkpoints"])
     return f"{Path(spec['dataset']).name} × {names}: {', '.join(spec['methods'])}"
 
@@ -269,23 +356,26 @@ def _signal_group(pid: int | None, sig: signal.Signals) -> None:
 
 
 class _Reporter:
-    """Turns precompute's progress calls into status.json updates with maps/s and ETA."""
+    """Turns progress calls (precompute's maps, training's batches) into status.json updates with
+    the rate and ETA."""
 
     def __init__(self, folder: Path, status: JobStatus):
         self.folder, self.status = folder, status
         self.first: tuple[float, int] | None = None  # (time, done) at the first map: loading is not throughput
         self.written = 0.0
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, stage: str | None = None) -> None:
         now = time.monotonic()
         if self.first is None:
-            self.first = (now, done)
-            self.status.message = "computing maps"
+            self.first = (now, done)  # a resumed job starts at what it kept
+            self.status.message = f"computing {self.status.unit}" if self.status.unit == "maps" else "training"
         self.status.done, self.status.total = done, total
+        if stage is not None:
+            self.status.stage = stage
         elapsed, counted = now - self.first[0], done - self.first[1]
         if elapsed > 0 and counted > 0:
-            self.status.maps_per_s = counted / elapsed
-            self.status.eta_s = (total - done) / self.status.maps_per_s
+            self.status.rate = counted / elapsed
+            self.status.eta_s = (total - done) / self.status.rate
         if now - self.written >= STATUS_EVERY_S or done == total:
             self.write()
 
@@ -315,11 +405,39 @@ def _run_precompute(spec: dict, progress: Callable[[int, int], None], stop: Call
     skips = Skips("images")
     frame = precompute(dataset, spec["checkpoints"], spec["methods"], spec.get("split"), spec.get("image_ids"), run,
                        cache, spec.get("device", "auto"), params, progress=progress, skips=skips, stop=stop)
+    if stop():
+        raise Stopped("finished rows are stored")
     done = f"{len(frame)} rows in {run.root / 'scores'}"
     return f"{done}; {skips.summary()}" if len(skips) else done
 
 
-KINDS: dict[str, Callable[[dict, Callable[[int, int], None], Callable[[], bool]], str]] = {"precompute": _run_precompute}
+def _run_train(spec: dict, progress: Callable[..., None], stop: Callable[[], bool]) -> str:
+    """`medattn.train.train` itself, with the job's progress and stop; its log lines (one per
+    epoch) go to the job's log."""
+    from medattn import train as training
+
+    config = training.TrainConfig(**spec["config"])
+
+    def log_line(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        out = training.train(config, log=log_line, progress=progress, stop=stop)
+    except training.Stopped as exc:
+        raise Stopped(f"{exc.epoch}/{exc.epochs} epochs finished and kept; Resume continues from there") from None
+    except SystemExit as exc:  # train's own "needs images in both splits" refusal: a failure, not an exit
+        raise ValueError(str(exc)) from None
+    return f"saved {out.name} in {out.parent}"
+
+
+class Stopped(Exception):
+    """A job's work ended early because it was asked to stop; the message says what was kept."""
+
+
+KINDS: dict[str, Callable[[dict, Callable[..., None], Callable[[], bool]], str]] = {
+    "precompute": _run_precompute, "train": _run_train}
+UNITS = {"precompute": "maps", "train": "batches"}
+INTERRUPTIBLE = {"precompute"}  # kinds whose work SIGTERM may end mid-step (training checks between batches)
 
 
 def work(folder: Path) -> int:
@@ -337,8 +455,9 @@ def work(folder: Path) -> int:
             return 0
         spec = json.loads((folder / "spec.json").read_text())
         previous = read_or_set_aside(folder / "status.json", lambda p: json.loads(p.read_text())) or {}
-        status = JobStatus(folder.name, spec["kind"], _title(spec), "running", os.getpid(), message="loading the models and predicting",
-                           created=previous.get("created", time.time()))
+        loading = "loading the models and predicting" if spec["kind"] == "precompute" else "loading the data and the model"
+        status = JobStatus(folder.name, spec["kind"], _title(spec), "running", os.getpid(), message=loading,
+                           created=previous.get("created", time.time()), unit=UNITS[spec["kind"]])
         reporter = _Reporter(folder, status)
         reporter.write()
         stopping = threading.Event()
@@ -348,7 +467,7 @@ def work(folder: Path) -> int:
 
             first = not stopping.is_set()
             stopping.set()
-            if first:
+            if first and spec["kind"] in INTERRUPTIBLE:
                 raise Interrupted  # ends the map in progress; the finished rows are stored
 
         signal.signal(signal.SIGTERM, on_sigterm)
@@ -358,14 +477,13 @@ def work(folder: Path) -> int:
 
         try:
             summary = KINDS[spec["kind"]](spec, reporter, stop)
-        except Interrupted:  # arrived outside a map (loading, storing): what was stored stays
-            summary = ""
+        except (Interrupted, Stopped) as exc:  # Interrupted outside a map (loading, storing): what was stored stays
+            kept = str(exc) if isinstance(exc, Stopped) else "finished rows are stored"
+            reporter.write("stopped", f"stopped at {status.done}/{status.total} {status.unit}; {kept}")
         except Exception as exc:  # noqa: BLE001 - the job's failure is its status, the trace its log
             log.exception("job %s failed", folder.name)
             reporter.write("failed", f"{type(exc).__name__}: {exc}")
             return 1
-        if stop():
-            reporter.write("stopped", f"stopped at {status.done}/{status.total} maps; finished rows are stored")
         else:
             reporter.write("done", summary)
         log.info("%s: %s", status.state, status.message)
@@ -385,6 +503,17 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--out", help="run folder (default .cache/runs/<dataset>-<hash>)")
     start.add_argument("--device", default="auto")
     start.add_argument("--app-params", action="store_true", help="the app's explainer settings (fast PDA)")
+    trainer = commands.add_parser("start-train", help="start a training (medattn.train) in the background")
+    trainer.add_argument("--dataset", required=True)
+    trainer.add_argument("--arch", required=True, help="backbone, e.g. resnet18, densenet121, mobilenet_v2")
+    trainer.add_argument("--head", default="linear")
+    trainer.add_argument("--out", required=True, help="new checkpoint path without suffix, e.g. checkpoints/NAME")
+    trainer.add_argument("--preset", default="goncalves", help="goncalves, wang or aggarwal (medattn.train PRESETS)")
+    trainer.add_argument("--epochs", type=int)
+    trainer.add_argument("--input-size", type=int, default=224)
+    trainer.add_argument("--batch-size", type=int)
+    trainer.add_argument("--lr", type=float)
+    trainer.add_argument("--device", default="auto")
     commands.add_parser("list", help="every job with its state and progress")
     for name in ("stop", "resume", "log"):
         commands.add_parser(name).add_argument("job")
@@ -402,11 +531,20 @@ def main(argv: list[str] | None = None) -> int:
             print(exc, file=sys.stderr)
             return 1
         print(f"started {status.id} (pid {status.pid}); follow it with: python -m medattn.jobs log {status.id}")
+    elif args.command == "start-train":
+        options = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
+        try:
+            status = manager.start(train_spec(args.dataset, args.arch, args.head, args.out, args.preset, args.epochs,
+                                              args.input_size, args.device, **options))
+        except (JobRunning, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"started {status.id} (pid {status.pid}); follow it with: python -m medattn.jobs log {status.id}")
     elif args.command == "list":
         for s in manager.list():
-            rate = f"{s.maps_per_s:.2f} maps/s" if s.maps_per_s else "–"
+            rate = f"{s.rate:.2f} {s.unit}/s" if s.rate else "–"
             eta = f"ETA {s.eta_s:.0f} s" if s.eta_s is not None and s.active else ""
-            print(f"{s.id}  {s.state:<11} {s.done}/{s.total}  {rate}  {eta}  {s.title}")
+            print(f"{s.id}  {s.state:<11} {s.stage + ' ' if s.stage else ''}{s.done}/{s.total} {s.unit}  {rate}  {eta}  {s.title}")
     elif args.command == "stop":
         print(f"stopped in {manager.stop(args.job):.2f} s")
     elif args.command == "resume":
@@ -417,4 +555,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    # Skip the interpreter's teardown: with torch loaded it took ~1 s after the job's last status
+    # was written, so a stopped worker outlived STOP_GRACE_S and was killed. Everything the job
+    # keeps is written (temporary + rename) and closed by now.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -4,7 +4,12 @@ Seed-paper protocols are presets (Gonçalves 2021, Wang 2021, Aggarwal 2020); ev
 can be overridden. The best weights by validation loss become the checkpoint; per-epoch metrics,
 the test-split classification report and the training provenance go into its json. A resume
 file (`NAME.resume.pt`, tensors and numbers only, read with weights_only=True) lets an
-interrupted run continue where it stopped.
+interrupted run continue where it stopped (after its last finished epoch).
+
+`train(config, progress=…, stop=…)` is also what a background job runs (`medattn.jobs`,
+`train_spec`; the Models page): `progress(done, total, stage=…)` counts batches over all epochs,
+and `stop()` is asked between batches; when it says so, training raises `Stopped` and the resume
+file keeps the last finished epoch.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -108,6 +113,15 @@ def as_stored(state: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Ten
     return state
 
 
+class Stopped(Exception):
+    """Training was asked to stop (`stop()` between batches); `epoch` epochs are finished and
+    kept in the resume file, which a later `train` with the same config continues from."""
+
+    def __init__(self, epoch: int, epochs: int, resume_path: Path):
+        self.epoch, self.epochs, self.resume_path = epoch, epochs, resume_path
+        super().__init__(f"stopped after {epoch}/{epochs} finished epochs; {resume_path.name} keeps them")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -168,10 +182,17 @@ def _mean_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
-def train(config: TrainConfig, log=print) -> Path:
-    """Run one training; returns the checkpoint path (without suffix)."""
+def train(config: TrainConfig, log=print, progress: Callable[..., None] | None = None,
+          stop: Callable[[], bool] | None = None) -> Path:
+    """Run one training; returns the checkpoint path (without suffix).
+
+    `progress(done, total, stage="epoch e/E")`: batches done over all epochs (a resumed run
+    starts at its finished epochs); given, it replaces the terminal progress bar. `stop()`:
+    asked before every batch; True raises `Stopped` (the finished epochs stay in the resume
+    file; the batches of the epoch in progress are lost)."""
     from medattn.metrics.classification import classification_report, to_json_safe
     from medattn.models import build, save_checkpoint
+    from medattn.store.files import write_atomic
 
     cfg = config.resolved()
     seed_everything(cfg.seed)
@@ -210,12 +231,19 @@ def train(config: TrainConfig, log=print) -> Path:
         log(f"resuming {out.name} after epoch {start_epoch}")
 
     started = time.time()
+    per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    total = per_epoch * cfg.epochs
+    if progress is not None:
+        progress(start_epoch * per_epoch, total, stage=f"epoch {min(start_epoch + 1, cfg.epochs)}/{cfg.epochs}")
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         running, seen = 0.0, 0
         loader = _batches(train_set, cfg.batch_size, True, cfg.workers, cfg.seed + epoch)
-        bar = tqdm(loader, desc=f"{out.name} epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr)
-        for images, labels, _ in bar:
+        bar = tqdm(loader, desc=f"{out.name} epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
+                   disable=progress is not None)
+        for batch, (images, labels, _) in enumerate(bar):
+            if stop is not None and stop():
+                raise Stopped(epoch, cfg.epochs, resume_path)
             images = prep.intensity_scale(images.to(device))
             labels = labels.to(device)
             with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
@@ -235,6 +263,8 @@ def train(config: TrainConfig, log=print) -> Path:
             running += loss.item() * len(images)
             seen += len(images)
             bar.set_postfix(loss=f"{running / seen:.4f}")
+            if progress is not None:
+                progress(epoch * per_epoch + batch + 1, total, stage=f"epoch {epoch + 1}/{cfg.epochs}")
         train_loss = running / seen
         lr = optimiser.param_groups[0]["lr"]
         if scheduler is not None:
@@ -250,15 +280,14 @@ def train(config: TrainConfig, log=print) -> Path:
         if train_loss < best_train:
             best_train = train_loss
             best_train_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.save_best_train else None
-        torch.save(
-            {
+        # Through a temporary and a rename: a kill while it is written leaves the previous one.
+        resume_state = {
                 "model": model.state_dict(), "optimiser": optimiser.state_dict(), "best_model": best_state,
                 "best_train_model": best_train_state, "history": json.dumps(history), "epoch": epoch + 1,
                 "best_val": best_val, "best_train": best_train, "stale": stale, "rng": torch.get_rng_state(),
                 **({"scheduler": json.dumps(scheduler.state_dict())} if scheduler is not None else {}),
-            },
-            resume_path,
-        )
+            }
+        write_atomic(resume_path, lambda tmp: torch.save(resume_state, tmp))
         log(f"{out.name} epoch {epoch + 1}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, val mean AUC {row['val_mean_auc']:.3f}")
         if cfg.patience is not None and stale >= cfg.patience:
             log(f"early stop: validation loss has not improved for {stale} epochs")

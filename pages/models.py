@@ -1,6 +1,7 @@
 """Models: every checkpoint with what it is and how it sees images; import a model from a file
-(upload or server path) with its classes and preprocessing; map class names that differ in
-spelling; rename or delete. Thin layout over medattn.models.importer, catalog and class_names."""
+(upload or server path) with its classes and preprocessing; train one on the current dataset as
+a background job; map class names that differ in spelling; rename or delete. Thin layout over
+medattn.models.importer, catalog, class_names and jobs (medattn.ui.train_panel)."""
 
 import json
 import tempfile
@@ -18,6 +19,7 @@ from medattn.models.importer import DEFAULT_INTENSITY, import_checkpoint
 from medattn.models.registry import HEADS
 from medattn.ui.errors import guard
 from medattn.ui.sidebar import current, use_checkpoint
+from medattn.ui.train_panel import train_panel
 
 LIBRARIES = {"torchvision key names → medattn backbone": None, "TorchXRayVision": "torchxrayvision",
              "MONAI": "monai", "timm": "timm", "torchvision with its own head": "torchvision"}
@@ -34,9 +36,10 @@ with guard("Listing the checkpoints"):
     if paths:
         st.dataframe(checkpoint_table(paths), hide_index=True, width="stretch", key="models_table")
     else:
-        st.info("No checkpoints yet: import one below, or train one with `python -m medattn.train`.")
+        st.info("No checkpoints yet: import one or train one below.")
 
-listing, importing, classes_tab, manage = st.tabs(["Details", "Import a model", "Class names", "Rename or delete"])
+listing, importing, training, classes_tab, manage = st.tabs(
+    ["Details", "Import a model", "Train a model", "Class names", "Rename or delete"])
 
 with listing:
     if paths:
@@ -144,8 +147,9 @@ with importing:
             use_checkpoint(saved_name)
             st.session_state.pop("models_imported")
             st.rerun()
-    st.caption("Training a model on the current dataset: `python -m medattn.train --dataset DIR --arch ARCH "
-               "--head HEAD --out checkpoints/NAME` (background training from this page is not available yet).")
+
+with training:
+    train_panel(selection, folder)
 
 with classes_tab:
     data = selection.dataset

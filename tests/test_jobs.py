@@ -5,6 +5,8 @@ to the same rows a foreground run gives; two runs over the same work share it.""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import threading
 import time
@@ -110,3 +112,48 @@ def test_a_checkpoint_named_by_either_file_is_one_checkpoint_of_one_job(tiny_dem
     spec = precompute_spec(tiny_demo, [*files, tiny_checkpoint], METHODS)
     assert spec["checkpoints"] == [str(tiny_checkpoint.resolve())]
     assert job_id(spec) == job_id(precompute_spec(tiny_demo, [tiny_checkpoint], METHODS))
+
+
+def test_train_job_counts_batches_stops_fast_resumes_after_its_finished_epochs_and_loads(tiny_demo, tmp_path):
+    """A training job is medattn.train.train in the background: progress in batches with an
+    ETA, Stop ends it within seconds keeping the finished epochs (NAME.resume.pt, as a kill
+    does), Resume continues after them, and the finished checkpoint loads."""
+    from medattn.inference import load_model
+    from medattn.jobs import train_spec
+
+    out = tmp_path / "checkpoints" / "trained"
+    kept = out.with_name("trained.resume.pt")
+    spec = train_spec(tiny_demo, "resnet18", "linear", out, "wang", epochs=3, input_size=64, device="cpu", batch_size=8)
+    manager = JobManager(tmp_path / "jobs")
+    job = manager.start(spec).id
+    assert job.startswith("train-") and "trained" in job
+    with pytest.raises(JobRunning, match="training of this output"):  # one training per output at a time
+        manager.start(spec)
+    elsewhere = shutil.copytree(tiny_demo, tmp_path / "same_demo_elsewhere")
+    with pytest.raises(JobRunning, match="another training into trained"):  # from another dataset too
+        manager.start(train_spec(elsewhere, "resnet18", "linear", out, "wang", epochs=3, input_size=64, device="cpu"))
+    deadline = time.monotonic() + 120
+    while not kept.exists() and time.monotonic() < deadline:  # the file, not the status (written every 0.5 s):
+        time.sleep(0.02)  # two epochs are left to stop in, on a fast machine too
+    assert kept.exists(), manager.log_tail(job)
+
+    seconds = manager.stop(job)
+    stopped = manager.status(job)
+    assert seconds < 5 and stopped.state == "stopped", (seconds, stopped)
+    finished_epochs = int(re.search(r"(\d)/3 epochs finished and kept", stopped.message).group(1))
+    per_epoch = stopped.total // 3
+    assert stopped.unit == "batches" and stopped.rate and stopped.eta_s is not None and stopped.maps_per_s is None
+    assert finished_epochs >= 1 and finished_epochs * per_epoch <= stopped.done < stopped.total
+    assert stopped.stage.startswith("epoch ") and kept.exists() and not out.with_name("trained.json").exists()
+    with pytest.raises(JobRunning, match="other settings"):  # its resume file is not mixed with another run's
+        manager.start({**spec, "config": {**spec["config"], "lr": 0.5}})
+
+    manager.resume(job)
+    finished = wait_for(manager, job, lambda s: s.state in ("done", "failed"))
+    assert finished.state == "done" and finished.done == finished.total, manager.log_tail(job, 40)
+    assert f"resuming trained after epoch {finished_epochs}" in manager.log_tail(job, 40)
+    loaded = load_model(out, "cpu")
+    assert [row["epoch"] for row in loaded.meta["metrics"]["history"]] == [1, 2, 3]
+    assert not kept.exists()
+    print(f"train job: {per_epoch} batches/epoch at {stopped.rate:.2f} batches/s; stop took {seconds:.2f} s "
+          f"({stopped.message})")

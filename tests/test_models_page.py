@@ -105,3 +105,46 @@ def test_a_new_checkpoint_name_stays_in_its_folder_and_never_overwrites(tmp_path
     with pytest.raises(ValueError, match="letters, digits|already exists"):
         free_name(tmp_path, name)
     assert free_name(tmp_path, "chexnet") == tmp_path / "chexnet"
+
+
+def test_train_from_the_models_page_runs_in_the_background_and_its_checkpoint_appears(world, tmp_path, monkeypatch):
+    """Start a short training from the page, leave the page and come back: the job is listed
+    (running or done, with its progress in batches); when it ends the checkpoint is in the list
+    and can be used. Its own jobs folder: test_app waits for the jobs under the shared cache."""
+    import time
+
+    from medattn import jobs
+
+    env, folder = world
+    monkeypatch.setattr(jobs, "default_root", lambda: tmp_path / "jobs")
+    at = start()
+    at.selectbox(key="models_train_arch").set_value("resnet18")
+    at.selectbox(key="models_train_head").set_value("linear")
+    at.selectbox(key="models_train_preset").set_value("wang")
+    at.number_input(key="models_train_epochs").set_value(1)
+    at.number_input(key="models_train_input").set_value(32)
+    at.text_input(key="models_train_name").input("tiny_linear")  # taken: refused, nothing overwritten
+    at.button(key="models_train_start").click().run()
+    assert "already exists" in texts(at.error) and not jobs.JobManager().list()
+    at.text_input(key="models_train_name").input("trained_here").run()
+    at.button(key="models_train_start").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    [job] = jobs.JobManager().list()
+    assert job.kind == "train" and "train trained_here on" in job.title
+    assert "**train trained_here on" in texts(at.markdown)
+
+    at.switch_page("pages/data.py").run()  # away and back: the job goes on without the page
+    at.switch_page("pages/models.py").run()
+    assert not at.exception and "**train trained_here on" in texts(at.markdown)
+    deadline = time.monotonic() + 120
+    while jobs.JobManager().status(job.id).active and time.monotonic() < deadline:
+        time.sleep(0.5)
+    done = jobs.JobManager().status(job.id)
+    assert done.state == "done", jobs.JobManager().log_tail(job.id, 40)
+    at.run()
+    assert not at.exception
+    assert "trained_here" in set(at.dataframe[0].value["name"])
+    shown = [p.proto.text for p in at.get("progress")]
+    assert any(t.startswith(f"done: epoch 1/1 · {done.total}/{done.total} batches") for t in shown), shown
+    at.button(key=f"models_train_{job.id}_use").click().run()
+    assert "trained_here" in at.session_state["sb_checkpoints"]

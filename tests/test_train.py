@@ -66,3 +66,27 @@ def test_cli_params_and_errors(tiny_demo, tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--dataset", str(tiny_demo), "--arch", "resnet18", "--out", str(tmp_path / "s"), "--schedule", "step"])
+
+
+def test_progress_counts_batches_and_stop_keeps_the_finished_epochs(tiny_demo, tmp_path):
+    """What a background job uses: progress in batches over all epochs, stop() asked between
+    batches raises Stopped with the finished epochs in the resume file, and a resume starts there."""
+    from medattn.train import Stopped
+
+    config = _config(tiny_demo, tmp_path / "ck", head="linear", epochs=2, augment="none")
+    calls: list[tuple[int, int, str]] = []
+
+    def progress(done, total, stage):
+        calls.append((done, total, stage))
+
+    with pytest.raises(Stopped) as stopped:
+        train(config, log=lambda message: None, progress=progress, stop=lambda: len(calls) > calls[0][1] // 2 + 1)
+    total = calls[0][1]
+    per_epoch = total // 2
+    assert calls[0] == (0, total, "epoch 1/2") and [c[0] for c in calls] == list(range(per_epoch + 2))
+    assert calls[per_epoch + 1][2] == "epoch 2/2"
+    assert stopped.value.epoch == 1 and (tmp_path / "ck.resume.pt").exists() and not (tmp_path / "ck.json").exists()
+    calls.clear()
+    train(config, log=lambda message: None, progress=progress)
+    assert calls[0] == (per_epoch, total, "epoch 2/2") and calls[-1][0] == total
+    assert [row["epoch"] for row in load_checkpoint(tmp_path / "ck")[1]["metrics"]["history"]] == [1, 2]
