@@ -13,7 +13,8 @@ from medattn import inference
 from medattn.data.preprocess import INTENSITIES, INTERPOLATIONS, RESIZE_MODES, Preprocessing
 from medattn.inference import list_checkpoints
 from medattn.models.backbones import ARCHS
-from medattn.models.catalog import checkpoint_table, delete_checkpoint, free_name, read_meta, rename_checkpoint
+from medattn.models.catalog import (checkpoint_table, delete_checkpoint, free_name, read_meta, rename_checkpoint,
+                                   test_metrics_table)
 from medattn.models.class_names import exact_mapping, remember_class_map, suggest_mapping
 from medattn.models.importer import DEFAULT_INTENSITY, import_checkpoint
 from medattn.models.registry import HEADS
@@ -50,7 +51,10 @@ with listing:
         st.json(shown, expanded=1)
         test = (meta.get("metrics") or {}).get("test")
         if test:
-            st.json({"test metrics": test}, expanded=False)
+            st.markdown(f"**Test metrics** ({test.get('n_images', '?')} images)")
+            st.dataframe(test_metrics_table(test), hide_index=True, key="models_test_metrics",
+                         column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                        for c in ("precision", "recall", "F1", "ROC AUC", "threshold")})
 
 with importing:
     data = selection.dataset

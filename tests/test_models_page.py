@@ -148,3 +148,13 @@ def test_train_from_the_models_page_runs_in_the_background_and_its_checkpoint_ap
     assert any(t.startswith(f"done: epoch 1/1 · {done.total}/{done.total} batches") for t in shown), shown
     at.button(key=f"models_train_{job.id}_use").click().run()
     assert "trained_here" in at.session_state["sb_checkpoints"]
+
+
+def test_details_show_test_metrics_as_a_table(world):
+    at = start()
+    at.selectbox(key="models_detail").set_value("tiny_linear").run()
+    tables = [d.value for d in at.dataframe if "ROC AUC" in d.value.columns]
+    assert len(tables) == 1, "the test metrics table"
+    table = tables[0].set_index("class")
+    classes = [c for c in table.index if c != "all classes (macro)"]
+    assert classes and table["ROC AUC"].dropna().between(0, 1).all() and table.loc["all classes (macro)", "support"] > 0

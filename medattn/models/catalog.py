@@ -30,6 +30,21 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+def test_metrics_table(test: dict) -> pd.DataFrame:
+    """A checkpoint's test metrics (`metrics.test`, as `medattn.metrics.classification.
+    classification_report` writes them) as a table: one row per class with precision, recall,
+    F1, ROC AUC, threshold and support, then one "all classes" row with the macro averages and
+    the mean ROC AUC."""
+    columns = ["class", "precision", "recall", "F1", "ROC AUC", "threshold", "support"]
+    rows = [{"class": name, "precision": m.get("precision"), "recall": m.get("recall"), "F1": m.get("f1"),
+             "ROC AUC": m.get("roc_auc"), "threshold": m.get("threshold"), "support": m.get("support")}
+            for name, m in (test.get("per_class") or {}).items()]
+    rows.append({"class": "all classes (macro)", "precision": test.get("precision_macro"),
+                 "recall": test.get("recall_macro"), "F1": test.get("f1_macro"), "ROC AUC": test.get("roc_auc_mean"),
+                 "threshold": None, "support": test.get("n_images")})
+    return pd.DataFrame(rows, columns=columns)
+
+
 def checkpoint_table(paths: list[Path]) -> pd.DataFrame:
     """One row per checkpoint: what it is (arch, head or library, classes, task), how it sees
     images (input side, `Preprocessing.describe`), what it was trained on, its test mean AUC
