@@ -14,6 +14,9 @@ headless Chromium (Playwright, /usr/bin/chromium; nothing is downloaded) as a re
    browser contexts open the app at once, each on a different test image (`?image=ID`), and
    each one's cold grid is timed.
 
+`--image` and `--users` open the app by a link, which starts a new session with the sidebar's
+first choice, so they need `--models`/`--methods` to be that choice (the defaults are).
+
 The clock runs from the navigation or click until the page's status line reads "K of K maps
 ready (… from the cache) for IMAGE, target CLASS" for the image and class expected (the page
 writes it once the final grid has been sent; a new run clears it at once) and the grid's figure
@@ -62,6 +65,14 @@ PROBE = """() => {
 }"""
 
 
+STARTED = time.monotonic()
+
+
+def say(message: str) -> None:
+    """A progress line, with the seconds since the start."""
+    print(f"[{time.monotonic() - STARTED:6.1f} s] {message}", flush=True)
+
+
 class PageError(RuntimeError):
     """The page showed an exception, or the grid did not finish in time."""
 
@@ -105,8 +116,10 @@ async def timed(page, step: str, action, accept, timeout_s: float) -> View:
     started = time.perf_counter()
     await action()
     image_id, target, maps, cached, failed = await wait_grid(page, accept, timeout_s)
-    return View(step, image_id, target, round(time.perf_counter() - started, 2), maps, cached, failed,
+    view = View(step, image_id, target, round(time.perf_counter() - started, 2), maps, cached, failed,
                 [round(x, 2) for x in os.getloadavg()])
+    say(f"{step}: {view.seconds:.2f} s ({image_id}, target {target}, {maps} maps, {cached} from the cache)")
+    return view
 
 
 async def shot(page, folder: Path | None, name: str) -> None:
@@ -144,11 +157,13 @@ async def set_sidebar(page, models: list[str], methods: list[str], timeout_s: fl
     exactly `models` and `methods` (in that method order), waiting for each rerun."""
     sidebar = page.get_by_test_id("stSidebar")
     pills = sidebar.get_by_test_id("stButtonGroup")
+    box = sidebar.get_by_test_id("stMultiSelect").filter(has_text="Methods")
+    await box.get_by_role("combobox").wait_for()  # the sidebar's last widget: drawn once its models are loaded
     chosen, _ = await sidebar_choice(page)
     for name in sorted(set(chosen) ^ set(models)):
         await pills.get_by_role("button", name=name, exact=True).click()
         await wait_idle(page, timeout_s)
-    box = sidebar.get_by_test_id("stMultiSelect").filter(has_text="Methods")
+        await box.get_by_role("combobox").wait_for()
     _, current = await sidebar_choice(page)
     if current != list(methods):
         if current:
@@ -169,9 +184,17 @@ async def set_sidebar(page, models: list[str], methods: list[str], timeout_s: fl
 def preset(checkpoints: Path, models: list[str], methods: list[str]) -> bool:
     """Whether a fresh session's sidebar already chooses `models` and `methods` (from the
     sidebar's own defaults)."""
+    import logging
+
     from medattn.inference import list_checkpoints
     from medattn.ui.methods import DEFAULT_METHODS as SIDEBAR_METHODS
-    from medattn.ui.sidebar import default_checkpoints
+
+    # the sidebar's caches, made outside a Streamlit run, warn that they keep to memory
+    logging.disable(logging.WARNING)
+    try:
+        from medattn.ui.sidebar import default_checkpoints
+    finally:
+        logging.disable(logging.NOTSET)
 
     return (sorted(default_checkpoints(list_checkpoints(checkpoints))) == sorted(models)
             and list(SIDEBAR_METHODS) == list(methods))
@@ -206,6 +229,7 @@ async def single_user(browser, url: str, args, classes: list[str], ready_made: b
             await page.get_by_text("Checkpoints in").first.wait_for()
             await wait_idle(page, args.timeout)
             await set_sidebar(page, args.models, args.methods, args.timeout)
+            say("sidebar set on the Models page")
             nav = page.get_by_test_id("stTopNavLink").filter(has_text="Compare")
             cold = await timed(page, "cold", nav.click, want_image, args.timeout)
         views.append(cold)
@@ -262,21 +286,24 @@ async def _browse(job) -> None:
 
 
 def spread_images(dataset: Path, users: int, gap: int = 3) -> list[str]:
-    """`users` positive test images at least `gap` apart in the test split's order (a deep link
-    opens the whole split), so no user's image is another's prefetched neighbour."""
+    """`users` test images, positive ones first, at least `gap` apart in the test split's order
+    (a deep link opens the whole split; ▶'s prefetch takes the next and previous), so no user's
+    image is another's prefetched neighbour; closer when the split is too small for that."""
     from medattn.data import load_dataset
 
     data = load_dataset(dataset)
     test = data.split("test")
-    chosen: list[str] = []
-    last = -gap
-    for position, image_id in enumerate(test.index):
-        if position - last >= gap and test.loc[image_id, data.classes].astype(bool).any():
-            chosen.append(str(image_id))
-            last = position
-        if len(chosen) == users:
-            return chosen
-    raise SystemExit(f"the test split has too few positive images for {users} users {gap} apart")
+    positive = test[data.classes].astype(bool).any(axis=1).to_numpy()
+    for spacing in range(gap, 0, -1):
+        for only_positive in (True, False):
+            chosen, last = [], -spacing
+            for position, image_id in enumerate(test.index):
+                if position - last >= spacing and (positive[position] or not only_positive):
+                    chosen.append(str(image_id))
+                    last = position
+            if len(chosen) >= users:
+                return chosen[:users]
+    raise SystemExit(f"the test split has {len(test)} images, fewer than the {users} users")
 
 
 def link_checkpoints(source: Path, models: list[str], folder: Path) -> None:
@@ -301,6 +328,7 @@ class Server:
         started = time.perf_counter()
         self.process, url = start_app(self.env, self.log)
         self.start_seconds = round(time.perf_counter() - started, 2)
+        say(f"app started at {url} in {self.start_seconds:.1f} s")
         return url
 
     def __exit__(self, *exc) -> None:
@@ -311,6 +339,7 @@ class Server:
             self.process.kill()
             self.process.wait(timeout=30)
         self.log.close()
+        say("app stopped")
 
     def tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -365,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     from medattn.data import load_dataset
 
     classes = list(load_dataset(dataset).classes)
+    images = spread_images(dataset, args.users) if args.users else []
     load_start = [round(x, 2) for x in os.getloadavg()]
     figures: dict = {
         "models": args.models, "methods": args.methods, "dataset": str(dataset), "dwell_s": args.dwell,
@@ -377,8 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         link_checkpoints((args.checkpoints or CHECKPOINT_DIR).resolve(), args.models, folder / "checkpoints")
         ready_made = preset(folder / "checkpoints", args.models, args.methods)
-        if args.image and not ready_made:  # a link opens a new session, whose sidebar starts from its defaults
-            parser.error("--image works with the sidebar's default methods and checkpoints only")
+        if (args.image or args.users) and not ready_made:  # a link opens a new session: the sidebar's defaults
+            parser.error("--image and --users need the sidebar's first choice of checkpoints and methods "
+                         f"({', '.join(DEFAULT_METHODS)} and the linear and WILDCAT heads' checkpoints)")
         base_env = {"MEDATTN_DATASET": str(dataset), "MEDATTN_CHECKPOINTS": str(folder / "checkpoints")}
         if args.threads:
             base_env["MEDATTN_THREADS"] = str(args.threads)
@@ -396,7 +427,6 @@ def main(argv: list[str] | None = None) -> int:
         views = [asdict(v) for v in record.get("views", [])]
         if args.users:
             users: list[View] = []
-            images = spread_images(dataset, args.users)
             crowd = Server({**base_env, "MEDATTN_CACHE": str(folder / "cache_users")}, folder / "streamlit_users.log")
             try:
                 with crowd as url:
