@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001
                 figures["errors"].append(f"users: {type(exc).__name__}: {exc}")
                 print(f"users failed: {exc}\n--- streamlit log ---\n{crowd.tail()}", file=sys.stderr, flush=True)
-            views += [asdict(v) for v in sorted(users, key=lambda v: v.step)]
+            views += [asdict(v) for v in sorted(users, key=lambda v: int(v.step.split()[1]))]
     figures["views"] = views
     by_step = {v["step"]: v["seconds"] for v in views}
     nexts = [v["seconds"] for v in views if v["step"].startswith("next ")]
