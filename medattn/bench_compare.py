@@ -393,7 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     dataset = (args.dataset or _demo_dataset()).resolve()
     from medattn.data import load_dataset
 
-    classes = list(load_dataset(dataset).classes)
+    data = load_dataset(dataset)
+    classes = list(data.classes)
+    if args.image and args.image not in data.images.index:
+        parser.error(f"{data.name} has no image {args.image!r}")
     images = spread_images(dataset, args.users) if args.users else []
     load_start = [round(x, 2) for x in os.getloadavg()]
     figures: dict = {
