@@ -106,8 +106,14 @@ async def _read_all(url: str, readers: int, cases: int, timeout_ms: int) -> list
 
 
 def serve(db: Path, dataset: Path, log) -> tuple[subprocess.Popen, str]:
+    return start_app({"MEDATTN_STUDY_DB": str(db), "MEDATTN_DATASET": str(dataset), "OMP_NUM_THREADS": "1"}, log)
+
+
+def start_app(env: dict[str, str], log) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app.py` on a free port with `env` over this environment, its output to
+    `log`; (process, URL) once healthy. Also used by medattn.bench_compare."""
     port = _free_port()
-    env = {**os.environ, "MEDATTN_STUDY_DB": str(db), "MEDATTN_DATASET": str(dataset), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **env}
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
@@ -119,6 +125,8 @@ def serve(db: Path, dataset: Path, log) -> tuple[subprocess.Popen, str]:
             if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
                 return process, url
         except OSError:
+            if process.poll() is not None:
+                break
             time.sleep(0.5)
     process.terminate()
     raise RuntimeError(f"streamlit did not start; see {log.name}")

@@ -65,8 +65,11 @@ def test_compare_grid_scores_every_model_and_method(env):
     labelled = [c for c in ("nodule", "opacity", "effusion") if load_dataset(env.dataset).images.at[image, c]]
     assert at.selectbox(key="cmp_target").value == labelled[0]
     assert set(numbers["seconds"]) - {"cached"}, "the first view computed some maps"
+    ready = f"for {image}, target {labelled[0]}"  # the status line once the grid is complete
+    assert any(t.startswith("7 of 7 maps ready (") and t.endswith(ready) for t in texts(at.caption).split("\n"))
     at.run()
     assert (at.dataframe[0].value["seconds"] == "cached").all()  # the second view reads every map from the cache
+    assert f"7 of 7 maps ready (7 from the cache) {ready}" in texts(at.caption)
 
     at.button(key="cmp_next").click().run()
     assert at.selectbox(key="image").value != image
