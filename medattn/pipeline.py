@@ -94,20 +94,51 @@ def compute_map(
     image: np.ndarray | None = None,
 ) -> MapResult:
     """The map of `method` for class `target` on one dataset image, cached by content."""
+    cache, params, image, key = _lookup(loaded, dataset, image_id, method, target, params, cache, image)
+    raw = cache.get(key)
+    if raw is not None:
+        return _result(loaded, raw, method, image, 0.0, cached=True)
+    started = time.perf_counter()
+    extra = {"progress": progress} if method in PDA_METHODS and progress is not None else {}
+    raw = explain(loaded.model, loaded.to_input(image), int(target), method, device=loaded.device, **params, **extra)
+    seconds = time.perf_counter() - started
+    cache.put(key, raw)
+    return _result(loaded, raw, method, image, seconds, cached=False)
+
+
+def cached_map(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    image_id: str,
+    method: str,
+    target: int,
+    params: Mapping[str, Any] | None = None,
+    cache: HeatmapCache | None = None,
+    image: np.ndarray | None = None,
+) -> MapResult | None:
+    """`compute_map`'s result when the map is in the cache, else None. The model does not run,
+    so a page may call this while another thread explains with the same model."""
+    cache, params, image, key = _lookup(loaded, dataset, image_id, method, target, params, cache, image)
+    raw = cache.get(key)
+    return None if raw is None else _result(loaded, raw, method, image, 0.0, cached=True)
+
+
+def _lookup(loaded: LoadedModel, dataset: Dataset, image_id: str, method: str, target: int,
+            params: Mapping[str, Any] | None, cache: HeatmapCache | None,
+            image: np.ndarray | None) -> tuple[HeatmapCache, dict[str, Any], np.ndarray, str]:
+    """The cache, the resolved parameters, the image and the map's cache key."""
     cache = cache or default_cache()
     params = resolved_params(method, params)
     if method in PDA_METHODS and params.get("reference") is None:
         params["reference"] = reference_images(loaded, dataset)
     image = dataset.read_image(image_id) if image is None else image
     key = cache.key(loaded.hash, file_hash(dataset.image_path(image_id)), method, params, target)
-    raw = cache.get(key)
-    seconds, cached = 0.0, raw is not None
-    if raw is None:
-        started = time.perf_counter()
-        extra = {"progress": progress} if method in PDA_METHODS and progress is not None else {}
-        raw = explain(loaded.model, loaded.to_input(image), int(target), method, device=loaded.device, **params, **extra)
-        seconds = time.perf_counter() - started
-        cache.put(key, raw)
+    return cache, params, image, key
+
+
+def _result(loaded: LoadedModel, raw: np.ndarray, method: str, image: np.ndarray, seconds: float,
+            cached: bool) -> MapResult:
+    """A raw map with its display map and peak in the stored image's frame."""
     place = loaded.preprocessing.place
     return MapResult(raw=raw, display=scored_map(raw, method, image.shape, place=place),
                      peak=peak_of(raw, method, image.shape, place=place), seconds=seconds, cached=cached,

@@ -79,6 +79,14 @@ class Run:
         """A fresh claimant (one per run) on this run folder's work units."""
         return Claims(self.root / "claims")
 
+    def stored_predictions(self, loaded: LoadedModel, image_ids: Sequence[str]) -> pd.DataFrame | None:
+        """The stored probabilities of these images, or None when any of them is not stored;
+        the model does not run."""
+        stored = self.prediction_store.read(loaded.name, loaded.hash)
+        if stored is None or not pd.Index(list(image_ids)).isin(stored.index).all():
+            return None
+        return stored.reindex(list(image_ids))[loaded.classes]
+
     def predictions(self, loaded: LoadedModel, dataset: Dataset, image_ids: Sequence[str],
                     skips: Skips | None = None) -> pd.DataFrame:
         """Probabilities for these images, computed once per checkpoint and stored. With `skips`,

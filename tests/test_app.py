@@ -120,6 +120,18 @@ def test_next_image_opens_from_the_cache(env, monkeypatch):
     deadline = time.monotonic() + 120
     while worker().pending() and time.monotonic() < deadline:  # the neighbours' maps, computed while we "look"
         time.sleep(0.2)
+    # a map computing with these models (a neighbour's prefetch, another reader) holds their
+    # locks: a grid whose maps and probabilities are stored must not wait for one
+    import contextlib
+
+    from medattn.ui import loaders
+
+    @contextlib.contextmanager
+    def busy(name):
+        raise AssertionError(f"the page waited for {name}'s lock")
+        yield
+
+    monkeypatch.setattr(loaders, "model_lock", busy)
     at.button(key="cmp_next").click().run()
     numbers = at.dataframe[0].value
     assert not at.exception and len(numbers) == 4 and (numbers["seconds"] == "cached").all()

@@ -27,7 +27,7 @@ from medattn.explain import DEFAULT_SIGN
 from medattn.inference import LoadedModel
 from medattn.metrics.boxes import as_box_array
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, get_protocol
-from medattn.pipeline import MapResult, compute_map, ground_truth, score
+from medattn.pipeline import MapResult, cached_map, compute_map, ground_truth, score
 from medattn.store import file_hash
 from medattn.ui import background, loaders
 from medattn.ui.errors import message
@@ -153,6 +153,12 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
                      "seconds": float("nan") if result.cached else round(result.seconds, 3), "cached": result.cached})
         return not result.cached
 
+    def cached(loaded: LoadedModel, method: str) -> MapResult | None:
+        """The panel's map from the cache, without the model's lock or the worker: a ▶ to an
+        image whose maps were prefetched never waits behind a map computing for another."""
+        params = get_protocol(protocol).params(method, app_params(method, loaded.input_size))
+        return cached_map(loaded, data, image_id, method, target, params, image=image)
+
     def quick(loaded: LoadedModel, method: str) -> MapResult:
         """In this run, or joined when a prefetch is computing it right now."""
         job = worker.running(_job_key(loaded, data, image_id, method, target, protocol))
@@ -160,6 +166,11 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
                 else _map(loaded, data, image_id, method, target, image, protocol=protocol))
 
     panels = sorted(((m, method) for row in rows_of_panels for m, method in row), key=lambda panel: cost_rank(panel[1]))
+    from_cache = {(m.name, method): result for m, method in panels if (result := cached(m, method)) is not None}
+    for m, method in panels:
+        if (m.name, method) in from_cache:
+            finish(m, method, lambda result=from_cache[(m.name, method)]: result)
+    panels = [(m, method) for m, method in panels if (m.name, method) not in from_cache]
     bar = status.progress(0.0, text="Maps") if panels else None
     slow = [(m, method, worker.submit(_job_key(m, data, image_id, method, target, protocol),
                                       partial(_map, m, data, image_id, method, target, image, protocol=protocol)))

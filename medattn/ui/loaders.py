@@ -63,8 +63,12 @@ def model_lock(name: str) -> threading.Lock:
 def predictions(loaded: LoadedModel, data: Dataset, image_ids: Sequence[str], skips: Skips | None = None) -> pd.DataFrame:
     """Class probabilities of these images, stored with the dataset's run (computed once); with
     `skips`, unreadable images get NaN rows and are named there."""
+    run = run_for(data)
+    stored = run.stored_predictions(loaded, list(image_ids))  # no lock: a map computing with this model
+    if stored is not None:  # must not hold up probabilities that are already stored
+        return stored
     with model_lock(loaded.name):
-        return run_for(data).predictions(loaded, data, list(image_ids), skips)
+        return run.predictions(loaded, data, list(image_ids), skips)
 
 
 def _stamp(folder: Path) -> tuple:

@@ -12,7 +12,7 @@ import logging
 
 import numpy as np
 
-from medattn.pipeline import compute_map
+from medattn.pipeline import cached_map, compute_map
 from medattn.store.annotations import AnnotationStore
 from medattn.ui import loaders
 from medattn.ui.methods import app_params
@@ -42,9 +42,11 @@ def panel_map(store: AnnotationStore, study_id: str, reader: str, case_id: str, 
         data = loaders.dataset(target["dataset"])
         loaded = loaders.model(target["checkpoint"], "auto")
         index = _target(loaded, data, target["image_id"], target["target_class"])
-        with loaders.model_lock(loaded.name):
-            result = compute_map(loaded, data, target["image_id"], target["method"], index,
-                                 app_params(target["method"], loaded.input_size))
+        params = app_params(target["method"], loaded.input_size)
+        result = cached_map(loaded, data, target["image_id"], target["method"], index, params)
+        if result is None:  # the lock only to compute: a cached map never waits for another reader's
+            with loaders.model_lock(loaded.name):
+                result = compute_map(loaded, data, target["image_id"], target["method"], index, params)
     except Exception as error:  # noqa: BLE001 - any cause; the reader sees a neutral message
         log.exception("panel %s of %s/%s for %s failed", code, study_id, case_id, reader)
         raise PanelUnavailable(f"map {code} is unavailable right now") from error
