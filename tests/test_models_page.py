@@ -5,6 +5,7 @@ sidebar, mapped on the page, and then used."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,29 @@ def test_details_show_test_metrics_as_a_table(world):
     table = tables[0].set_index("class")
     classes = [c for c in table.index if c != "all classes (macro)"]
     assert classes and table["ROC AUC"].dropna().between(0, 1).all() and table.loc["all classes (macro)", "support"] > 0
+
+
+def test_a_resume_that_is_refused_says_why(world, tmp_path, monkeypatch):
+    """Resume of a training whose checkpoint exists (it finished, then was resumed and stopped
+    from the CLI) is refused; the page reran right after the refusal, so the click did nothing
+    visible."""
+    from medattn import jobs
+
+    env, folder = world
+    monkeypatch.setattr(jobs, "default_root", lambda: tmp_path / "jobs")
+    spec = jobs.train_spec(env.dataset, "resnet18", "linear", folder / "finished_meanwhile", "wang", epochs=1,
+                           input_size=32, device="cpu")
+    job = jobs.job_id(spec)
+    (tmp_path / "jobs" / job).mkdir(parents=True)
+    (tmp_path / "jobs" / job / "spec.json").write_text(json.dumps(spec))
+    jobs._write_status(tmp_path / "jobs" / job, jobs.JobStatus(job, "train", jobs._title(spec), "stopped", unit="batches"))
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(folder / f"tiny_linear{suffix}", folder / f"finished_meanwhile{suffix}")
+    try:
+        at = start()
+        at.button(key=f"models_train_{job}_resume").click().run()
+        assert "never overwrites" in texts(at.error) and not at.exception
+        assert jobs.JobManager().status(job).state == "stopped"
+    finally:
+        for suffix in (".json", ".safetensors"):
+            (folder / f"finished_meanwhile{suffix}").unlink()
