@@ -70,6 +70,7 @@ from medattn.metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
 from medattn.explain.cam import cam_layer
 from medattn.explain.gradients import OCCLUSION_AT_224, ig_baseline, quiet_relu_hooks
 from medattn.inference import CHECKPOINT_DIR, list_checkpoints, load_model
+from medattn.models.checkpoint import unique_checkpoints
 from medattn.metrics.similarity import spearman
 
 REPO = Path(__file__).resolve().parents[1]
@@ -528,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.dataset = ensure_demo()
     dataset = load_dataset(args.dataset)
-    checkpoints = args.checkpoint
+    checkpoints = unique_checkpoints(args.checkpoint)  # a glob names each twice (NAME.json, NAME.safetensors)
     if [str(c) for c in checkpoints] == ["all"]:
         checkpoints = [p for p in list_checkpoints(CHECKPOINT_DIR) if p.name.startswith("demo_")]
     subjects = [subject for arch in args.archs
@@ -542,8 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     for model, versus in summary["versus_captum"].items():
         print(format_versus_captum(model, versus))
     if summary["demo_model"] is not None:
+        pda = summary["demo_seconds_pda_fast"]  # None when PDA was not benchmarked
         print(f"{summary['demo_model']}: all methods but PDA {summary['demo_seconds_all_methods_but_pda']:.1f} s "
-              f"per image; PDA fast settings {summary['demo_seconds_pda_fast'] or float('nan'):.1f} s")
+              f"per image" + (f"; PDA fast settings {pda:.1f} s" if pda else ""))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2, default=str))

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from medattn.errors import MedattnError
 from medattn.store.files import read_or_set_aside, write_atomic
 
 log = logging.getLogger("medattn.jobs")
@@ -148,6 +149,10 @@ def train_spec(dataset: str | os.PathLike, arch: str, head: str, out: str | os.P
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
     config.prep()  # the preprocessing fits the input size
+    config.resolved()  # epochs, batch size, learning rate and input size are usable
+    from medattn.data import load_dataset
+
+    load_dataset(config.dataset)  # DatasetError naming every problem of the folder
     return {"kind": "train", "dataset": config.dataset, "out": config.out, "config": asdict(config)}
 
 
@@ -179,6 +184,10 @@ class JobManager:
         self.root = Path(root) if root is not None else default_root()
 
     def folder(self, job: str) -> Path:
+        """The job's folder; ValueError for an id that is not a plain name (a path would reach
+        outside the jobs folder)."""
+        if not job or job in (".", "..") or "/" in job or "\\" in job or "\0" in job:
+            raise ValueError(f"{job!r} is not a job id (`python -m medattn.jobs list` shows them)")
         return self.root / job
 
     def start(self, spec: dict) -> JobStatus:
@@ -210,11 +219,17 @@ class JobManager:
             return status
 
     def _check_output(self, job: str, spec: dict) -> None:
-        """One training per output checkpoint: none while another job (another dataset) trains
-        into it, and a training stopped halfway resumes from its `NAME.resume.pt` whatever the
+        """One training per output checkpoint: none into an existing checkpoint (the resume of
+        a finished training would train again and replace it), none while another job (another
+        dataset) trains into it, and a training stopped halfway resumes from its `NAME.resume.pt` whatever the
         new spec says, so a spec with other settings (or a resume file of a run started
         elsewhere) is refused instead of mixed."""
         out = Path(spec["out"])
+        from medattn.models.checkpoint import checkpoint_paths
+
+        if any(p.exists() for p in checkpoint_paths(out)):  # e.g. `resume` of a finished training
+            raise JobRunning(f"checkpoint {out.name} exists in {out.parent}: a training never overwrites one "
+                             "(rename or delete it on the Models page, or choose another name)")
         for other in self.list():
             if other.kind == "train" and other.id != job and other.active and (self.spec(other.id) or {}).get("out") == spec["out"]:
                 raise JobRunning(f"another training into {out.name} is {other.state} ({other.title}): stop it first")
@@ -536,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             status = manager.start(train_spec(args.dataset, args.arch, args.head, args.out, args.preset, args.epochs,
                                               args.input_size, args.device, **options))
-        except (JobRunning, ValueError) as exc:
+        except (JobRunning, ValueError, MedattnError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print(f"started {status.id} (pid {status.pid}); follow it with: python -m medattn.jobs log {status.id}")
@@ -545,12 +560,20 @@ def main(argv: list[str] | None = None) -> int:
             rate = f"{s.rate:.2f} {s.unit}/s" if s.rate else "–"
             eta = f"ETA {s.eta_s:.0f} s" if s.eta_s is not None and s.active else ""
             print(f"{s.id}  {s.state:<11} {s.stage + ' ' if s.stage else ''}{s.done}/{s.total} {s.unit}  {rate}  {eta}  {s.title}")
-    elif args.command == "stop":
-        print(f"stopped in {manager.stop(args.job):.2f} s")
-    elif args.command == "resume":
-        print(f"resumed {manager.resume(args.job).id}")
     else:
-        print(manager.log_tail(args.job, 40))
+        try:
+            known = manager.folder(args.job).is_dir() and (manager.status(args.job) or manager.spec(args.job))
+            if not known:
+                raise ValueError(f"no job {args.job} in {manager.root} (`python -m medattn.jobs list` shows them)")
+            if args.command == "stop":
+                print(f"stopped in {manager.stop(args.job):.2f} s")
+            elif args.command == "resume":
+                print(f"resumed {manager.resume(args.job).id}")
+            else:
+                print(manager.log_tail(args.job, 40))
+        except (JobRunning, ValueError, MedattnError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

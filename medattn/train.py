@@ -37,6 +37,8 @@ from medattn.data.preprocess import Preprocessing
 from medattn.data.transforms import training_augmentation
 from medattn.device import best_device
 
+MIN_INPUT_SIZE = 32  # the backbones' output stride: a 32 px input leaves a 1×1 feature map
+
 
 @dataclass
 class Preset:
@@ -93,12 +95,23 @@ class TrainConfig:
         return prep
 
     def resolved(self) -> "TrainConfig":
-        """Fill unset values from the preset."""
+        """Fill unset values from the preset; ValueError for a value no training can use (0 or
+        fewer epochs, a batch under 1, a learning rate that is not a positive number, an input
+        under MIN_INPUT_SIZE px), so that it fails before anything runs rather than "finishing"
+        without a checkpoint."""
         preset = PRESETS[self.preset]
         done = copy.copy(self)
         for name in ("lr", "epochs", "batch_size", "augment", "patience"):
             if getattr(done, name) is None:
                 setattr(done, name, getattr(preset, name))
+        problems = [f"{name} must be 1 or more, got {getattr(done, name)}" for name in ("epochs", "batch_size")
+                    if getattr(done, name) < 1]
+        if not (math.isfinite(done.lr) and done.lr > 0):
+            problems.append(f"lr must be a positive number, got {done.lr}")
+        if done.input_size < MIN_INPUT_SIZE:
+            problems.append(f"input_size must be {MIN_INPUT_SIZE} px or more, got {done.input_size}")
+        if problems:
+            raise ValueError("; ".join(problems))
         return done
 
 

@@ -11,8 +11,8 @@ from medattn.reader.errors import AccessDeniedError, DatasetMovedError, InvalidA
 from medattn.ui import auth
 from medattn.ui import reader_flow as flow
 from medattn.ui.box_canvas import draw_boxes
-from medattn.ui.reader_maps import PanelUnavailable, panel_map
-from medattn.ui.reader_questions import missing_labels, panel_rating, question_widget
+from medattn.ui.reader_maps import PanelUnavailable, case_finding, panel_map
+from medattn.ui.reader_questions import missing_labels, name_finding, panel_rating, question_widget
 from medattn.ui.sidebar import _ensure_entrypoint
 from medattn.viz import COLORMAPS, Panel, grid_figure, window_level
 
@@ -94,6 +94,9 @@ for code in codes:
         maps[code] = panel_map(db, study_id, user.name, case_id, code)
     except PanelUnavailable as error:
         notes[code] = str(error)
+if kind != "detection":  # detection names its class (or the list) already; the others name the case's
+    finding = case_finding(db, study_id, user.name, case_id, codes)
+    questions = [name_finding(q, finding) for q in questions]
 prior = db.case_answers(study_id, user.name, case_id)
 key = f"rd_{study_id}_{case_id}"
 case_label = f"case {position + 1}"

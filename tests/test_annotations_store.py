@@ -322,6 +322,9 @@ def test_crossed_sessions_are_sequential_so_no_unaided_reading_follows_its_map(s
 @pytest.mark.parametrize("name,password,message", [
     ("r" * 65, "long enough", "at most 64 characters"),
     ("two\nlines", "long enough", "control character"),
+    ("\u202eevil", "long enough", "control character"),  # shown as "live"
+    ("ana\u200b", "long enough", "control character"),  # looks like "ana"
+    ("two\u2028lines", "long enough", "control character"),
     ("reader", "p" * 1025, "at most 1024 characters"),
 ])
 def test_reader_names_and_passwords_have_limits(store, name, password, message):
@@ -330,6 +333,7 @@ def test_reader_names_and_passwords_have_limits(store, name, password, message):
 
 
 def test_study_names_have_limits(store, tmp_path):
-    for name, message in (("s" * 201, "at most 200 characters"), ("a\tb", "control character"), ("  ", "non-empty")):
+    for name, message in (("s" * 201, "at most 200 characters"), ("a\tb", "control character"),
+                          ("study\u202e", "control character"), ("  ", "non-empty")):
         with pytest.raises(StudyError, match=message):
             make_study(store, tmp_path, name=name)

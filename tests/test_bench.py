@@ -193,3 +193,15 @@ def test_evaluation_models_of_several_kinds_coexist():
             pass
         with evaluation_model(model, x) as plain_again, evaluation_model(model, x, mixed=True) as mixed_again:
             assert {id(plain_again), id(mixed_again)} == {id(plain), id(mixed)}  # no copy made again
+
+
+def test_bench_cli_a_checkpoint_glob_benches_each_once_and_no_pda_prints_no_nan(tiny_demo, tiny_checkpoint, tmp_path, capsys):
+    """`--checkpoint checkpoints/NAME*` names NAME.json and NAME.safetensors: it was benched
+    twice; and without PDA the summary line ended 'PDA fast settings nan s'."""
+    out = tmp_path / "bench.json"
+    files = [str(tiny_checkpoint.with_suffix(suffix)) for suffix in (".json", ".safetensors")]
+    assert main(["--archs", "demo", "--checkpoint", *files, "--dataset", str(tiny_demo), "--methods", "saliency",
+                 "--repeats", "1", "--batch", "1", "--device", "cpu", "--out", str(out)]) == 0
+    assert len(json.loads(out.read_text())["results"]) == 1
+    printed = capsys.readouterr().out
+    assert "all methods but PDA" in printed and "nan" not in printed

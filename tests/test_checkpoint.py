@@ -210,3 +210,11 @@ def test_import_state_dict_refuses_unsafe_or_unfit_files(tmp_path, model):
         import_state_dict(tmp_path / "list.pt", "resnet18", "linear", 3)
     with pytest.raises(CheckpointError, match="no such file"):
         import_state_dict(tmp_path / "absent.pt", "resnet18", "linear", 3)
+
+
+def test_unique_checkpoints_names_each_checkpoint_once(tmp_path):
+    from medattn.models.checkpoint import unique_checkpoints
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    given = [f"{a}.json", f"{a}.safetensors", b, f"{b}.json", a, "all"]
+    assert unique_checkpoints(given) == [f"{a}.json", b, "all"]

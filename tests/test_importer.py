@@ -245,3 +245,16 @@ def test_weights_get_the_permissions_of_their_json(tmp_path):
         os.umask(old)
     modes = {stat.S_IMODE((tmp_path / f"perm{suffix}").stat().st_mode) for suffix in (".json", ".safetensors")}
     assert modes == {0o640}
+
+
+def test_the_cli_never_replaces_a_checkpoint_without_overwrite(tmp_path, capsys):
+    """`--out checkpoints/demo_resnet18_linear` silently replaced the demo model."""
+    net = torchvision_net("resnet18")
+    weights = write(tmp_path, net.state_dict(), "plain")
+    out = tmp_path / "taken"
+    for suffix in (".json", ".safetensors"):
+        out.with_name(out.name + suffix).write_text("kept")
+    assert cli(weights, out, "--arch", "resnet18") == 2
+    assert "--overwrite" in capsys.readouterr().err and out.with_name("taken.json").read_text() == "kept"
+    assert cli(weights, out, "--arch", "resnet18", "--overwrite") == 0
+    assert out.with_name("taken.json").read_text() != "kept"

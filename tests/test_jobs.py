@@ -157,3 +157,35 @@ def test_train_job_counts_batches_stops_fast_resumes_after_its_finished_epochs_a
     assert not kept.exists()
     print(f"train job: {per_epoch} batches/epoch at {stopped.rate:.2f} batches/s; stop took {seconds:.2f} s "
           f"({stopped.message})")
+
+
+def test_a_training_that_cannot_run_is_refused_at_start_not_in_the_background(tiny_demo, tmp_path):
+    """0 or negative epochs, a batch under 1, a NaN learning rate, a 7 px input or a missing
+    dataset used to start a job that "finished" saying "saved NAME" without writing it (or
+    failed in the background); and `jobs resume` of a finished training trained again into
+    its checkpoint, to replace it at the end."""
+    from medattn.errors import DatasetError
+    from medattn.jobs import main, train_spec
+
+    out = tmp_path / "checkpoints" / "new"
+    for options, message in (({"epochs": 0}, "epochs must be 1 or more"), ({"epochs": -3}, "epochs must be 1 or more"),
+                             ({"batch_size": 0}, "batch_size must be 1 or more"), ({"lr": float("nan")}, "lr must be"),
+                             ({"input_size": 7}, "input_size must be 32 px")):
+        with pytest.raises(ValueError, match=message):
+            train_spec(tiny_demo, "resnet18", "linear", out, "wang", **{"epochs": 1, **options})
+    with pytest.raises(DatasetError, match="not a folder"):
+        train_spec(tmp_path / "nowhere", "resnet18", "linear", out, "wang", epochs=1)
+    manager = JobManager(tmp_path / "jobs")
+    spec = train_spec(tiny_demo, "resnet18", "linear", out, "wang", epochs=1, input_size=64, device="cpu")
+    out.parent.mkdir()
+    for suffix in (".json", ".safetensors"):  # the training finished meanwhile
+        out.with_name(out.name + suffix).write_text("{}")
+    with pytest.raises(JobRunning, match="never overwrites"):
+        manager.start(spec)
+    assert not manager.list()
+    root = ["--root", str(tmp_path / "jobs")]
+    for command in ("stop", "resume", "log"):  # an unknown or path-like id: one line, exit 1, nothing read outside
+        assert main([*root, command, "nosuchjob"]) == 1
+        assert main([*root, command, "../../etc"]) == 1
+    assert main([*root, "start-train", "--dataset", str(tmp_path / "nowhere"), "--arch", "resnet18",
+                 "--out", str(tmp_path / "x")]) == 1

@@ -5,6 +5,7 @@ sidebar, mapped on the page, and then used."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,26 @@ def test_a_new_checkpoint_name_stays_in_its_folder_and_never_overwrites(tmp_path
     assert free_name(tmp_path, "chexnet") == tmp_path / "chexnet"
 
 
+def test_a_too_long_checkpoint_name_is_refused_for_its_length():
+    """150 letters used to be refused as not 'letters, digits, ...' only."""
+    from medattn.models.catalog import free_name
+
+    with pytest.raises(ValueError, match="at most 100 characters, got 150"):
+        free_name("/tmp", "a" * 150)
+
+
+def test_the_macro_row_supports_the_sum_of_the_classes():
+    """Per-class support counts positives; the macro row showed the image count (246 under
+    63 + 75 + 74 positives of a multilabel test split)."""
+    from medattn.models.catalog import test_metrics_table
+
+    per_class = {c: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "roc_auc": 0.7, "threshold": 0.5, "support": n}
+                 for c, n in (("nodule", 63), ("opacity", 75), ("effusion", 74))}
+    table = test_metrics_table({"per_class": per_class, "n_images": 246, "precision_macro": 0.5}).set_index("class")
+    assert table.loc["all classes (macro)", "support"] == 212
+    assert test_metrics_table({"n_images": 9}).set_index("class").loc["all classes (macro)", "support"] == 9
+
+
 def test_train_from_the_models_page_runs_in_the_background_and_its_checkpoint_appears(world, tmp_path, monkeypatch):
     """Start a short training from the page, leave the page and come back: the job is listed
     (running or done, with its progress in batches); when it ends the checkpoint is in the list
@@ -158,3 +179,29 @@ def test_details_show_test_metrics_as_a_table(world):
     table = tables[0].set_index("class")
     classes = [c for c in table.index if c != "all classes (macro)"]
     assert classes and table["ROC AUC"].dropna().between(0, 1).all() and table.loc["all classes (macro)", "support"] > 0
+
+
+def test_a_resume_that_is_refused_says_why(world, tmp_path, monkeypatch):
+    """Resume of a training whose checkpoint exists (it finished, then was resumed and stopped
+    from the CLI) is refused; the page reran right after the refusal, so the click did nothing
+    visible."""
+    from medattn import jobs
+
+    env, folder = world
+    monkeypatch.setattr(jobs, "default_root", lambda: tmp_path / "jobs")
+    spec = jobs.train_spec(env.dataset, "resnet18", "linear", folder / "finished_meanwhile", "wang", epochs=1,
+                           input_size=32, device="cpu")
+    job = jobs.job_id(spec)
+    (tmp_path / "jobs" / job).mkdir(parents=True)
+    (tmp_path / "jobs" / job / "spec.json").write_text(json.dumps(spec))
+    jobs._write_status(tmp_path / "jobs" / job, jobs.JobStatus(job, "train", jobs._title(spec), "stopped", unit="batches"))
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(folder / f"tiny_linear{suffix}", folder / f"finished_meanwhile{suffix}")
+    try:
+        at = start()
+        at.button(key=f"models_train_{job}_resume").click().run()
+        assert "never overwrites" in texts(at.error) and not at.exception
+        assert jobs.JobManager().status(job).state == "stopped"
+    finally:
+        for suffix in (".json", ".safetensors"):
+            (folder / f"finished_meanwhile{suffix}").unlink()

@@ -239,3 +239,36 @@ def test_questions_name_the_finding_readers_look_for():
     assert anything == "Is any finding (nodule, opacity, effusion) present?"
     rating = default_questions("heatmap_rating", classes=classes)[0]["label"]
     assert "the image's labelled finding" in rating
+
+
+def test_rating_and_failure_review_questions_name_the_class_the_case_maps_explain(tiny_demo, tiny_checkpoint, tmp_path):
+    """A rating study for 'any finding' asked how well each map points at "the image's labelled
+    finding" on images with two or three labels, without saying which one its maps explain (the
+    first labelled class); a failure review asked "Is the model's finding real?" without naming
+    it. The reader page now names the case's class."""
+    from medattn.ui.reader_maps import case_finding
+    from medattn.ui.reader_questions import name_finding
+
+    data = load_dataset(tiny_demo)
+    labelled = [i for i in data.images.index if data.labels(i).sum() > 0][:2]
+    first = {i: data.classes[int(np.flatnonzero(data.labels(i))[0])] for i in labelled}
+    store = AnnotationStore(tmp_path / "studies.sqlite")
+    panels = [{"checkpoint": str(tiny_checkpoint), "method": "gradcam"}]
+    rating = store.create_study({"name": "any", "kind": "heatmap_rating", "dataset": str(tiny_demo), "cases": labelled,
+                                 "questions": default_questions("heatmap_rating", None, None, data.classes),
+                                 "panels": panels})
+    review = store.create_study({"name": "review", "kind": "failure_review", "dataset": str(tiny_demo),
+                                 "cases": labelled[:1], "questions": default_questions("failure_review", None, None, data.classes),
+                                 "case_meta": [{**panels[0], "target_class": data.classes[-1]}]})
+    for study in (rating, review):
+        store.add_reader(study, "ana", "long enough")
+    for case in store.cases_for(rating, "ana"):
+        finding = case_finding(store, rating, "ana", case, store.panels_for(rating, "ana", case))
+        assert finding == first[store.case_source(rating, "ana", case)[1]]
+        label = name_finding(store.study(rating)["questions"][0], finding)["label"]
+        assert f"point at {finding}?" in label and "labelled finding" not in label
+    case = store.cases_for(review, "ana")[0]
+    finding = case_finding(store, review, "ana", case, store.panels_for(review, "ana", case))
+    question = next(q for q in store.study(review)["questions"] if q["id"] == "finding_real")
+    assert name_finding(question, finding)["label"] == f"Is the model's finding ({data.classes[-1]}) real?"
+    assert case_finding(store, rating, "ana", case, []) is None and name_finding(question, None) == question

@@ -96,6 +96,18 @@ def test_cli_writes_rows(tiny_demo, tiny_checkpoint, tmp_path, capsys):
     assert "backbone.stages.0" in capsys.readouterr().out
 
 
+def test_a_checkpoint_named_by_both_of_its_files_is_one_checkpoint(tiny_demo, tiny_checkpoint, tmp_path, capsys):
+    """`--checkpoints checkpoints/NAME*` (a glob: NAME.json NAME.safetensors) used to load it
+    twice: repeatability compared it with itself (1.000, a pass for any method) and every
+    cascading row came twice."""
+    out = tmp_path / "run"
+    files = [str(tiny_checkpoint.with_suffix(suffix)) for suffix in (".json", ".safetensors")]
+    assert main(["--dataset", str(tiny_demo), "--checkpoints", *files, str(tiny_checkpoint),
+                 "--methods", "gradcam", "--images", "1", "--out", str(out), "--device", "cpu"]) == 0
+    stored = Run(out).scores.read()
+    assert set(stored["check"]) == {"cascading"} and len(stored) == len(LAYERS)
+
+
 def test_cascading_runs_inside_a_class_mapped_cropping_import(setup, tiny_checkpoint, tmp_path):
     """An imported checkpoint that predicts the dataset's classes in another order (answered
     through its class mapping) and sees a centre crop: the cascade randomises the imported

@@ -62,6 +62,7 @@ from medattn.data.dataset import Dataset
 from medattn.data.transforms import resize
 from medattn.explain import DEFAULT_SIGN, explain, normalize
 from medattn.inference import LoadedModel, load_model
+from medattn.models.checkpoint import unique_checkpoints
 from medattn.metrics.similarity import spearman, ssim
 from medattn.models.class_names import OutputSelect
 from medattn.pipeline import compute_map, resolved_params
@@ -208,7 +209,10 @@ def run_sanity(dataset: Dataset, checkpoints: Sequence[str | Path | LoadedModel]
         raise ValueError(f"unknown check(s) {', '.join(unknown)}; choose cascading, repeatability")
     run = run or Run.for_dataset(dataset)
     # each answering the dataset's classes (its own, or through its class mapping), else CheckpointError
-    models = [(c if isinstance(c, LoadedModel) else load_model(c, device)).for_dataset(dataset) for c in checkpoints]
+    # a checkpoint named twice (a glob's NAME.json and NAME.safetensors) is one: else repeatability
+    # compares it with itself (a perfect 1.0) and cascading rows come twice
+    models = [(c if isinstance(c, LoadedModel) else load_model(c, device)).for_dataset(dataset)
+              for c in unique_checkpoints(checkpoints)]
     frames = []
     for method in methods:
         options = (params or {}).get(method, {})

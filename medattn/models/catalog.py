@@ -18,7 +18,8 @@ from medattn.models.checkpoint import checkpoint_paths
 
 COLUMNS = ["name", "arch", "head", "input", "preprocessing", "classes", "task", "trained on",
            "test mean AUC", "source", "created", "MB"]
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+MAX_NAME = 100
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -41,8 +42,17 @@ def test_metrics_table(test: dict) -> pd.DataFrame:
             for name, m in (test.get("per_class") or {}).items()]
     rows.append({"class": "all classes (macro)", "precision": test.get("precision_macro"),
                  "recall": test.get("recall_macro"), "F1": test.get("f1_macro"), "ROC AUC": test.get("roc_auc_mean"),
-                 "threshold": None, "support": test.get("n_images")})
+                 "threshold": None, "support": _total_support(test)})
     return pd.DataFrame(rows, columns=columns)
+
+
+def _total_support(test: dict) -> int | None:
+    """The macro row's support: the per-class supports summed, as scikit-learn's report does
+    (multilabel: the positive labels, not the images; multiclass: the images)."""
+    supports = [m.get("support") for m in (test.get("per_class") or {}).values()]
+    if supports and all(isinstance(s, (int, float)) for s in supports):
+        return int(sum(supports))
+    return test.get("n_images")
 
 
 def checkpoint_table(paths: list[Path]) -> pd.DataFrame:
@@ -91,8 +101,11 @@ def free_name(folder: str | os.PathLike, name: str) -> Path:
     """The base path of a new checkpoint NAME in `folder`. ValueError for a name that is not a
     plain file name (letters, digits, '.', '_', '-': no folders, so nothing is written outside
     `folder`) or one already taken there (nothing is overwritten)."""
+    if len(name) > MAX_NAME:
+        raise ValueError(f"checkpoint names have at most {MAX_NAME} characters, got {len(name)}")
     if not NAME.match(name):
-        raise ValueError(f"checkpoint names use letters, digits, '.', '_' and '-' only, got {name!r}")
+        raise ValueError(f"checkpoint names start with a letter or digit and use letters, digits, '.', '_' and '-' "
+                         f"only, got {name!r}")
     weights, info = checkpoint_paths(Path(folder) / name)
     if weights.exists() or info.exists():
         raise ValueError(f"a checkpoint named {name} already exists in {folder}")

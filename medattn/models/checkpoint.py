@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,22 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     if base.suffix in (".json", ".safetensors"):
         base = base.with_suffix("")
     return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
+
+
+def unique_checkpoints(paths: Sequence[Any]) -> list[Any]:
+    """Each checkpoint once, in the order given: a shell glob `checkpoints/demo_*` names every
+    checkpoint twice (NAME.json, NAME.safetensors). Entries that are not paths (a loaded model)
+    are kept as they are."""
+    seen: set[Path] = set()
+    kept = []
+    for entry in paths:
+        if isinstance(entry, (str, os.PathLike)):
+            base = checkpoint_paths(entry)[1].with_suffix("").resolve()
+            if base in seen:
+                continue
+            seen.add(base)
+        kept.append(entry)
+    return kept
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, dtype: str = "float32",

@@ -43,7 +43,7 @@ from medattn.data.dataset import TASKS
 from medattn.data.preprocess import INTENSITIES, INTERPOLATIONS, RESIZE_MODES, Preprocessing
 from medattn.errors import CheckpointError
 from medattn.models.backbones import ARCHS
-from medattn.models.checkpoint import _brief, file_sha256, save_checkpoint, sniff
+from medattn.models.checkpoint import _brief, checkpoint_paths, file_sha256, save_checkpoint, sniff
 from medattn.models.external import LIBRARIES, ExternalModel, strip_unused
 from medattn.models.keymap import LINEAR_HEADS, normalise_keys, torchvision_to_medattn
 from medattn.models.registry import HEADS, build
@@ -352,6 +352,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        help="model tensors that may stay random (fnmatch, medattn or torchvision names)")
     group.add_argument("--ignore", nargs="+", default=[], metavar="PATTERN", help="file tensors that may be dropped")
     parser.add_argument("--dtype", choices=["float32", "float16", "int8"], default="float32")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint of that name")
     return parser.parse_args(argv)
 
 
@@ -390,6 +391,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     library = LIBRARY_ALIASES.get(args.library, args.library)
     try:
+        taken = [p.name for p in checkpoint_paths(args.out) if p.exists()]
+        if taken and not args.overwrite:  # e.g. --out checkpoints/demo_resnet18_linear replaced the demo model
+            raise ValueError(f"{' and '.join(taken)} exist in {args.out.parent}: choose another --out, or add "
+                             "--overwrite to replace that checkpoint")
         kwargs = _pairs(args.kwarg, "--kwarg")
         classes = args.classes
         if classes is None and library == "torchxrayvision":

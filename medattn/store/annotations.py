@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import time
+import unicodedata
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -829,8 +830,10 @@ def _on_begin(conn: Connection) -> None:
 
 def _check_name(what: str, name: str, longest: int) -> None:
     """StudyError for a name too long for tables and exports or holding control characters
-    (a newline would split a CSV row or a log line)."""
+    (a newline, or U+2028 LINE SEPARATOR, would split a CSV row or a log line) or invisible
+    format characters (U+202E RIGHT-TO-LEFT OVERRIDE shows "\u202eevil" as "live"; zero-width
+    characters make two names that look the same)."""
     if len(name) > longest:
         raise StudyError(f"{what} must have at most {longest} characters, got {len(name)}")
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
         raise StudyError(f"{what} {name[:40]!r} holds a control character")

@@ -38,9 +38,12 @@ def _job(job: str, key: str) -> None:
             st.rerun(scope="app")
     elif status.state in ("stopped", "failed", "interrupted"):
         if st.button("Resume", key=f"{key}_resume", icon=":material/play_arrow:"):
-            with guard("Resume"):
+            resumed = False
+            with guard("Resume"):  # its message stays on the page: a rerun would wipe it
                 manager.resume(job)
-            st.rerun(scope="app")
+                resumed = True
+            if resumed:
+                st.rerun(scope="app")
     elif st.session_state.get(f"{key}_seen") == "active":
         st.session_state[f"{key}_seen"] = status.state
         st.rerun(scope="app")  # it just finished: the page around it reads what it made now

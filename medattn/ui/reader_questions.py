@@ -23,6 +23,25 @@ def _label(question: dict) -> str:
     return question.get("label") or question["id"]
 
 
+GENERIC_FINDINGS = {  # the words default_questions uses when a study names no class → with the case's class
+    "the image's labelled finding": "{finding}",
+    "the model's finding": "the model's finding ({finding})",
+}
+
+
+def name_finding(question: dict, finding: str | None) -> dict:
+    """`question` with its generic finding words replaced by the class the case's maps explain:
+    a rating study for 'any finding' asked about "the image's labelled finding" on images with
+    two or three labels without saying which one the maps explain; a failure review asked "Is
+    the model's finding real?" without naming it."""
+    label = question.get("label")
+    if not finding or not label:
+        return question
+    for generic, named in GENERIC_FINDINGS.items():
+        label = label.replace(generic, named.format(finding=finding))
+    return {**question, "label": label}
+
+
 def scale_options(question: dict) -> list[int]:
     return list(range(int(question.get("min", 1)), int(question.get("max", 5)) + 1))
 
