@@ -114,6 +114,8 @@ def test_next_image_opens_from_the_cache(env, monkeypatch):
     from medattn.ui.background import worker
 
     monkeypatch.setenv("MEDATTN_PREFETCH", "1")
+    for stored in env.cache.rglob("predictions/*.parquet"):  # as on a fresh server: no probabilities yet
+        stored.unlink()
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.session_state["sb_methods"] = ["gradcam", "smoothgrad"]  # never precomputed: quick, and one slow
     at.run()

@@ -222,10 +222,20 @@ def prefetch(selection: Selection, targets: Sequence[tuple[str, int]], protocol:
     rows_of_panels, _ = layout(selection)
     work = [(cost_rank(method), n, loaded, method, image_id, target)
             for n, (image_id, target) in enumerate(targets) for row in rows_of_panels for loaded, method in row]
-    background.worker().prefetch(owner, [
+    # the probabilities first: a grid needs them, and computing them takes the model's lock,
+    # which a map of the worker (integrated gradients cannot yield) may hold for seconds
+    ids = list(dict.fromkeys(image_id for image_id, _ in targets))
+    probabilities = [(("predictions", loaded.hash, str(data.root), data.hash, tuple(ids)),
+                      partial(_predictions, loaded, data, ids)) for loaded in selection.models]
+    background.worker().prefetch(owner, probabilities + [
         (_job_key(loaded, data, image_id, method, target, protocol),
          partial(_map, loaded, data, image_id, method, target, None, protocol=protocol))
         for _, _, loaded, method, image_id, target in sorted(work, key=lambda w: w[:2])])
+
+
+def _predictions(loaded: LoadedModel, data: Dataset, image_ids: list[str], progress=None) -> pd.DataFrame:
+    """A prefetch job: these images' probabilities, computed and stored (`loaders.predictions`)."""
+    return loaders.predictions(loaded, data, image_ids)
 
 
 def _share_scale(cells: dict, results: dict, methods: list[str], shape: tuple[int, int], places: dict) -> None:
