@@ -47,6 +47,9 @@ def coco_tables(annotations: str | os.PathLike) -> tuple[list[str], pd.DataFrame
     for k, entry in rows:
         if not isinstance(entry.get("file_name"), str) or not entry["file_name"]:
             problems.append(f"{path.name} images[{k}]: field 'file_name' is {entry.get('file_name')!r}, not a file name")
+        elif Path(entry["file_name"]).is_absolute() or ".." in Path(entry["file_name"]).parts:
+            problems.append(f"{path.name} images[{k}]: field 'file_name' {entry['file_name']!r} leaves the image "
+                            "folder (an absolute path or '..'); name files relative to it")
         for column in ("width", "height"):
             if column in entry and not (_number(entry[column]) > 0):
                 problems.append(f"{path.name} images[{k}]: field '{column}' is {entry[column]!r}, not a positive number")
