@@ -109,7 +109,20 @@ def precompute_spec(dataset: str | os.PathLike, checkpoints: list[str | os.PathL
                     cache_root: str | os.PathLike | None = None, device: str = "auto", app_params: bool = False) -> dict:
     """The spec of a precompute job (arguments of `medattn.precompute.precompute`, as paths).
     `app_params`: the app's explainer settings per model (`medattn.ui.methods.precompute_params`),
-    so that the pages find these maps in the cache."""
+    so that the pages find these maps in the cache. Raises ValueError for a missing dataset
+    folder or checkpoint file, or an unknown method: at start, not in the background."""
+    from medattn.explain import METHODS
+    from medattn.models.checkpoint import checkpoint_paths
+
+    if not Path(dataset).is_dir():
+        raise ValueError(f"dataset folder {dataset} does not exist")
+    for checkpoint in checkpoints:
+        missing = [str(f) for f in checkpoint_paths(checkpoint) if not f.is_file()]
+        if missing:
+            raise ValueError(f"checkpoint {checkpoint}: missing {', '.join(missing)}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     return {"kind": "precompute", "dataset": str(Path(dataset).resolve()),
             "checkpoints": _checkpoint_names(checkpoints), "methods": list(methods),
             "image_ids": None if image_ids is None else list(image_ids), "split": split,
@@ -538,12 +551,12 @@ def main(argv: list[str] | None = None) -> int:
         return work(args.folder)
     manager = JobManager(args.root)
     if args.command == "start":
-        spec = precompute_spec(args.dataset, args.checkpoints, args.methods, args.images,
-                               None if args.split == "all" else args.split, args.out, None, args.device, args.app_params)
         try:
-            status = manager.start(spec)
-        except JobRunning as exc:
-            print(exc, file=sys.stderr)
+            status = manager.start(precompute_spec(args.dataset, args.checkpoints, args.methods, args.images,
+                                                   None if args.split == "all" else args.split, args.out, None,
+                                                   args.device, args.app_params))
+        except (JobRunning, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 1
         print(f"started {status.id} (pid {status.pid}); follow it with: python -m medattn.jobs log {status.id}")
     elif args.command == "start-train":

@@ -189,3 +189,18 @@ def test_a_training_that_cannot_run_is_refused_at_start_not_in_the_background(ti
         assert main([*root, command, "../../etc"]) == 1
     assert main([*root, "start-train", "--dataset", str(tmp_path / "nowhere"), "--arch", "resnet18",
                  "--out", str(tmp_path / "x")]) == 1
+
+
+@pytest.mark.parametrize("fault,message", [("dataset", "dataset folder .* does not exist"),
+                                           ("checkpoint", "missing .*nothing_here.json"),
+                                           ("method", "unknown method.*gradcamm")])
+def test_a_precompute_job_that_cannot_run_is_refused_at_start(tiny_demo, tiny_checkpoint, tmp_path, capsys, fault, message):
+    from medattn.jobs import main
+
+    args = {"dataset": str(tiny_demo), "checkpoint": str(tiny_checkpoint), "method": "saliency"}
+    args[fault] = {"dataset": str(tmp_path / "nowhere"), "checkpoint": str(tmp_path / "nothing_here"),
+                   "method": "gradcamm"}[fault]
+    code = main(["--root", str(tmp_path / "jobs"), "start", "--dataset", args["dataset"],
+                 "--checkpoints", args["checkpoint"], "--methods", args["method"]])
+    assert code == 1 and re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "jobs").exists() or not any((tmp_path / "jobs").iterdir())  # nothing started
