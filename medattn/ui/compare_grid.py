@@ -75,9 +75,14 @@ def caption(probability: float, scores: dict[str, float], class_name: str) -> st
 
 def _map(loaded: LoadedModel, data: Dataset, image_id: str, method: str, target: int, image: np.ndarray | None,
          progress: Callable[[int, int], None] | None = None, protocol: str = DEFAULT_PROTOCOL) -> MapResult:
-    params = get_protocol(protocol).params(method, app_params(method, loaded.input_size))
     with loaders.model_lock(loaded.name):
-        return compute_map(loaded, data, image_id, method, target, params, progress=progress, image=image)
+        return compute_map(loaded, data, image_id, method, target, _params(loaded, method, protocol), progress=progress,
+                           image=image)
+
+
+def _params(loaded: LoadedModel, method: str, protocol: str) -> dict:
+    """The explainer parameters of a Compare panel: the app's settings under the protocol's."""
+    return get_protocol(protocol).params(method, app_params(method, loaded.input_size))
 
 
 def _job_key(loaded: LoadedModel, data: Dataset, image_id: str, method: str, target: int,
@@ -156,8 +161,7 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
     def cached(loaded: LoadedModel, method: str) -> MapResult | None:
         """The panel's map from the cache, without the model's lock or the worker: a ▶ to an
         image whose maps were prefetched never waits behind a map computing for another."""
-        params = get_protocol(protocol).params(method, app_params(method, loaded.input_size))
-        return cached_map(loaded, data, image_id, method, target, params, image=image)
+        return cached_map(loaded, data, image_id, method, target, _params(loaded, method, protocol), image=image)
 
     def quick(loaded: LoadedModel, method: str) -> MapResult:
         """In this run, or joined when a prefetch is computing it right now."""
