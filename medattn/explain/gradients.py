@@ -18,7 +18,9 @@ explainer's `precision="auto"` (the default) the two path methods and occlusion 
 later backbone stages of ResNet/DenseNet models in bfloat16 on CPUs that have it (maps agree
 with float32 to a Spearman correlation >= 0.99; occlusion on the demo WILDCAT model: 1.0 on three
 test images, 1.2x faster; bfloat16 throughout would be 1.85x at 0.995, not used);
-`precision="float32"` keeps them exact.
+`precision="float32"` keeps them exact. Occlusion computes each occluded copy's first backbone
+stage only where its window reaches (`incremental`, Krypton's incremental inference): on the demo
+ResNet-18 at 192 px about 1.7x fewer operations per copy, maps equal to Captum's to rounding.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
 from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from medattn.explain import incremental
 from medattn.explain.base import Explainer, as_batch, evaluation_model, positive_int, reduce_channels
 from medattn.explain.guided import guided, guided_unavailable
 
@@ -177,11 +180,38 @@ class Occlusion(Explainer):
                              f"{step}, window {win}, image {tuple(size)}")
         channels = x.shape[1]
         with evaluation_model(self.model, x, self.precision == "auto") as fast:
+            plans = [incremental.plan(fast, self.model, x[i:i + 1], win, float(baseline))
+                     for i in range(len(x))]
+            if all(p is not None for p in plans):
+                return torch.stack([_occlusion_map(p, int(t), win, step, float(baseline),
+                                                   self.batch_size)
+                                    for p, t in zip(plans, targets)])
             a = attr.Occlusion(fast).attribute(
                 x, sliding_window_shapes=(channels, *win), strides=(channels, *step),
                 baselines=float(baseline), target=targets,
                 perturbations_per_eval=max(1, self.batch_size // len(x)))
         return a.mean(dim=1)
+
+
+def _occlusion_map(plan: incremental.OcclusionPlan, target: int, window: tuple[int, int],
+                   stride: tuple[int, int], fill: float, batch_size: int) -> Tensor:
+    """Occlusion map (H, W) of one image through an incremental plan, with Captum's windows:
+    corners at k·stride for k = 0 … ceil((side − window) / stride) (the last clipped to the
+    image), each pixel the mean score drop over the windows that cover it."""
+    height, width = plan.x.shape[2:]
+    rows = range(0, (math.ceil((height - window[0]) / stride[0]) + 1) * stride[0], stride[0])
+    cols = range(0, (math.ceil((width - window[1]) / stride[1]) + 1) * stride[1], stride[1])
+    corners = [(r, c) for r in rows for c in cols]
+    score = plan.fast(plan.x)[0, target]
+    total = torch.zeros(height, width)
+    covered = torch.zeros(height, width)
+    for first in range(0, len(corners), batch_size):
+        chunk = corners[first:first + batch_size]
+        drops = (score - plan.logits(chunk, window, fill)[:, target]).float().cpu()
+        for (r, c), drop in zip(chunk, drops.tolist()):
+            total[r:r + window[0], c:c + window[1]] += drop
+            covered[r:r + window[0], c:c + window[1]] += 1
+    return (total / covered).to(plan.x.device)
 
 
 @contextlib.contextmanager
