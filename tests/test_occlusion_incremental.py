@@ -77,3 +77,18 @@ class SqueezeExcite(nn.Module):
 ])
 def test_reach_is_read_off_the_structure(module, expected):
     assert _reach_of(module.eval(), torch.Size((1, 4, 32, 32)), torch.device("cpu")) == expected
+
+
+@pytest.mark.parametrize("sampling", ["marginal", "conditional"])
+def test_pixel_pda_through_the_plan_equals_the_full_model(monkeypatch, sampling):
+    from medattn.explain import incremental
+    from medattn.explain.pda import PredictionDifference
+
+    torch.manual_seed(0)
+    model = build("resnet18", "wildcat", 3).eval()
+    x, reference = torch.randn(1, 3, 64, 64), torch.randn(6, 3, 64, 64)
+    settings = dict(window=16, stride=8, samples=4, sampling=sampling, reference=reference)
+    ours = PredictionDifference(model, device="cpu").attribute(x, 1, **settings)
+    monkeypatch.setattr(incremental, "plan", lambda *args: None)
+    full = PredictionDifference(model, device="cpu").attribute(x, 1, **settings)
+    assert float((ours - full).abs().max()) <= 1e-4 * float(full.abs().max())

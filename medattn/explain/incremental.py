@@ -69,9 +69,11 @@ class OcclusionPlan:
         self.fast, self.stages, self.units, self.rest, self.x = fast, stages, units, rest, x
 
     def logits(self, corners: Sequence[tuple[int, int]], window: tuple[int, int],
-               fill: float) -> Tensor:
+               fill: float | Tensor) -> Tensor:
         """Scores (n, K) of the model on the image with, for each corner (row, col), the
-        window [row, row + window) × [col, col + window) (clipped to the image) set to `fill`."""
+        window [row, row + window) × [col, col + window) (clipped to the image) set to `fill`:
+        a value, or each copy's window contents (n, C, window, window) (windows inside the
+        image)."""
         _, _, height, width = self.x.shape
         n = len(corners)
         # the changed region at each depth: a fixed size per batch, a start per copy
@@ -79,7 +81,8 @@ class OcclusionPlan:
         starts = [(min(r, height - size[0]), min(c, width - size[1])) for r, c in corners]
         patch = torch.stack([self.x[0, :, r:r + size[0], c:c + size[1]] for r, c in starts]).clone()
         for i, ((r, c), (r0, c0)) in enumerate(zip(corners, starts)):
-            patch[i, :, r - r0:r - r0 + window[0], c - c0:c - c0 + window[1]] = fill
+            patch[i, :, r - r0:r - r0 + window[0], c - c0:c - c0 + window[1]] = \
+                fill[i] if isinstance(fill, Tensor) else fill
         base, done = self.x, 0
         for unit in self.units:
             rows = _reach(size[0], [s[0] for s in starts], unit, 0)

@@ -43,7 +43,8 @@ take a batch larger than their input are run on as many copies of the image inst
 Execution: each forward pass holds the copies of several windows (`batch_size` evaluations,
 default 64), in inference mode on the explainer's device; pixel PDA runs on
 `base.evaluation_model` (BatchNorm folded, channels-last, and with precision "auto" the later
-ResNet/DenseNet stages in bfloat16 on CPUs that have it). Cost: (number of windows × samples + 1) evaluations per image,
+ResNet/DenseNet stages in bfloat16 on CPUs that have it), each copy's first backbone stage
+computed only where its window reaches (`incremental`, as occlusion). Cost: (number of windows × samples + 1) evaluations per image,
 e.g. 27² × 4 + 1 = 2917 for window 16, stride 8 on a 224-pixel image.
 """
 
@@ -58,6 +59,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from medattn.explain import incremental
 from medattn.explain.base import Explainer, evaluation_model, positive_int, to_input_frame
 from medattn.explain.cam import cam_layer
 
@@ -111,10 +113,12 @@ class _PredictionDifferenceBase(Explainer):
     def _sweep(self, logits_of: Callable[[Tensor], Tensor], base: Tensor, work: Tensor,
                target: int, sampler: Sampler, lift: Callable[[Tensor], Tensor], window: int,
                stride: int, samples: int, n_train: int, output: str, seed: int,
-               tick: Callable[[int], None]) -> Tensor:
+               tick: Callable[[int], None],
+               plan: incremental.OcclusionPlan | None = None) -> Tensor:
         """Relevance (h, w) of every cell of `base` (C, h, w): the mean WE of the windows
         covering it. `logits_of` maps a batch of perturbed copies to logits; the sampler draws
-        from `work` (base in its working channels) and `lift` maps draws back to base's."""
+        from `work` (base in its working channels) and `lift` maps draws back to base's. With
+        a `plan` (pixel PDA) the copies are computed incrementally instead."""
         c, h, w = base.shape
         generator = torch.Generator(device=base.device).manual_seed(int(seed))
         logits = logits_of(base[None])
@@ -131,12 +135,18 @@ class _PredictionDifferenceBase(Explainer):
         per_pass = max(1, self.batch_size // samples)
         for start in range(0, len(corners), per_pass):
             chunk = corners[start:start + per_pass]
-            batch = base.expand(len(chunk) * samples, c, h, w).clone()
-            view = batch.view(len(chunk), samples, c, h, w)
-            for k, (i, j) in enumerate(chunk):
-                drawn = sampler(work, i, j, window, samples, generator)
-                view[k, :, :, i:i + window, j:j + window] = lift(drawn)
-            probs = _probabilities(logits_of(batch), output)[:, target]
+            drawn = torch.cat([lift(sampler(work, i, j, window, samples, generator))
+                               for i, j in chunk])
+            if plan is not None:
+                logits = plan.logits([ij for ij in chunk for _ in range(samples)],
+                                     (window, window), drawn)
+            else:
+                batch = base.expand(len(chunk) * samples, c, h, w).clone()
+                view = batch.view(len(chunk), samples, c, h, w)
+                for k, (i, j) in enumerate(chunk):
+                    view[k, :, :, i:i + window, j:j + window] = drawn[k * samples:(k + 1) * samples]
+                logits = logits_of(batch)
+            probs = _probabilities(logits, output)[:, target]
             q = probs.view(len(chunk), samples).mean(dim=1).double().cpu()
             for (i, j), we in zip(chunk, weight_of_evidence(p, q, n_train, n_classes).tolist()):
                 total[i:i + window, j:j + window] += we
@@ -188,8 +198,10 @@ class PredictionDifference(_PredictionDifferenceBase):
                 work = channels.lower(image[None])
                 sampler = shared if shared is not None else \
                     _sampler(sampling, work, window, padding, seed, own=True)
+                plan = incremental.plan(fast, self.model, image[None], (window, window), 0.0)
                 maps.append(self._sweep(fast, image, work[0], target, sampler, channels.lift,
-                                        window, stride, samples, n_train, output, seed, tick))
+                                        window, stride, samples, n_train, output, seed, tick,
+                                        plan))
         return torch.stack(maps)
 
 
