@@ -99,8 +99,8 @@ def compute_map(
     if raw is not None:
         return _result(loaded, raw, method, image, 0.0, cached=True)
     started = time.perf_counter()
-    extra = {"progress": progress} if method in PDA_METHODS and progress is not None else {}
-    raw = explain(loaded.model, loaded.to_input(image), int(target), method, device=loaded.device, **params, **extra)
+    raw = explain(loaded.model, loaded.to_input(image), int(target), method, device=loaded.device,
+                  progress=progress, **params)
     seconds = time.perf_counter() - started
     cache.put(key, raw)
     return _result(loaded, raw, method, image, seconds, cached=False)

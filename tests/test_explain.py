@@ -417,3 +417,30 @@ def test_new_parameters_leave_cache_keys_of_older_maps_unchanged():
     assert resolved_params("saliency", {}) == {}
     assert resolved_params("smoothgrad", {}) == {"n_samples": 25, "noise": 0.15, "seed": 0}
     assert resolved_params("saliency", {"channels": "sum_abs"}) == {"channels": "sum_abs"}
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "smoothgrad", "smoothgrad_ig", "occlusion"])
+def test_progress_runs_before_each_forward_pass_so_any_method_can_be_stopped(method):
+    """The background worker stops a prefetch by raising from `progress`: methods that count no
+    windows must reach it too, between passes, and be left reusable."""
+    from medattn.models import build
+
+    class Stop(Exception):
+        pass
+
+    torch.manual_seed(0)
+    model, x = build("resnet18", "linear", 3), image(12)
+    params = {**FAST.get(method, {}), "batch_size": 4}
+    calls = []
+
+    def progress(done, total):
+        calls.append((done, total))
+        if len(calls) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        explain(model, x, 1, method, device="cpu", progress=progress, **params)
+    assert calls == [(0, 0), (0, 0)]
+    again = explain(model, x, 1, method, device="cpu", progress=lambda done, total: None, **params)
+    np.testing.assert_allclose(again, explain(model, x, 1, method, device="cpu", **params), rtol=1e-5, atol=1e-6)
+    assert len(calls) == 2  # the callback is gone once the call has ended

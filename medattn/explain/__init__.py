@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medattn.explain.base import Explainer
+from medattn.explain.base import Explainer, ticking
 from medattn.explain.normalize import DEFAULT_SIGN, normalize
 from medattn.explain.registry import METHODS, get_explainer, method_params, unavailable
 
@@ -28,11 +28,13 @@ def explain(model: torch.nn.Module, x: torch.Tensor, target: int | Sequence[int]
             **params: Any) -> np.ndarray:
     """Raw map float32 (H, W) of `method` for image x (3, H, W) or (1, 3, H, W) and class
     `target`; a batch (B, 3, H, W) with one target per image gives (B, H, W). `progress`
-    (done, total) is reported by the long methods (PDA) that accept it; `device`,
-    `batch_size` and `precision` ("auto" or "float32") are the execution options of
-    `Explainer` (medattn/explain/base.py)."""
-    options = {} if progress is None else {"progress": progress}
-    explainer = get_explainer(method)(model, device=device, batch_size=batch_size, precision=precision,
-                                      **options)
-    maps = explainer.attribute(x, target, **params).numpy()
+    (done, total) is reported by the methods that count their work (PDA: windows); the others
+    call progress(0, 0) before each forward pass (`base.ticking`), so a caller can stop any
+    method between two passes by raising from it. `device`, `batch_size` and `precision`
+    ("auto" or "float32") are the execution options of `Explainer` (medattn/explain/base.py)."""
+    cls = get_explainer(method)
+    options = {"progress": progress} if progress is not None and cls.reports_progress else {}
+    explainer = cls(model, device=device, batch_size=batch_size, precision=precision, **options)
+    with ticking(None if progress is None or options else lambda: progress(0, 0)):
+        maps = explainer.attribute(x, target, **params).numpy()
     return maps[0] if x.ndim == 3 or x.shape[0] == 1 else maps

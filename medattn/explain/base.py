@@ -38,7 +38,7 @@ import copy
 import numbers
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -67,6 +67,7 @@ class Explainer:
     needs_grad: ClassVar[bool] = True
     requires: ClassVar[tuple[str, str] | None] = None  # e.g. ("class_maps", "class maps")
     keyless: ClassVar[tuple[str, ...]] = ()  # see key_params
+    reports_progress: ClassVar[bool] = False  # takes a `progress(done, total)` option
 
     @classmethod
     def key_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -257,14 +258,36 @@ class BFloat16(nn.Module):
 
 class ChannelsLast(nn.Module):
     """Runs `model` on its input converted to channels-last memory format (differentiably,
-    so input gradients come back in the caller's format)."""
+    so input gradients come back in the caller's format). Calls this thread's `ticking`
+    callback first."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, x: Tensor) -> Any:
+        tick = getattr(_TICKS, "callback", None)
+        if tick is not None:
+            tick()
         return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+_TICKS = threading.local()
+
+
+@contextlib.contextmanager
+def ticking(callback: Callable[[], None] | None) -> Iterator[None]:
+    """Within the block, `callback()` runs before every forward pass of an `evaluation_model`
+    copy in this thread. Why: a background job can stop (the callback raises) between two
+    passes of a method that reports no progress of its own (integrated gradients, SmoothGrad,
+    occlusion), e.g. to hand the CPU to a reader's request; the copies are returned to their pool
+    and the model is left as it was."""
+    previous = getattr(_TICKS, "callback", None)
+    _TICKS.callback = callback
+    try:
+        yield
+    finally:
+        _TICKS.callback = previous
 
 
 def _conv_bn_pairs(model: nn.Module, example: Tensor) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d]], Any]:

@@ -102,6 +102,7 @@ class _PredictionDifferenceBase(Explainer):
     """The window sweep both PDA explainers share, and their `progress` option."""
 
     needs_grad = False
+    reports_progress = True
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None,
                  batch_size: int | None = None, progress: Progress = None,
