@@ -37,10 +37,15 @@ studies = db.studies_for(user.name)
 if studies.empty:
     st.info("No study is assigned to you yet. Your study coordinator adds you to a study.")
     st.stop()
-names = {row.study_id: f"{row.name} · {row.n_done} of {row.n_cases} done" for row in studies.itertuples()}
+# The browser sends back the option's label it was shown, so labels must not change while the
+# reader works: a label with the study's progress in it ("1 of 4 done") made the next save
+# unrecognised, the page jumped to another study and dropped that save.
+names = {row.study_id: row.name for row in studies.itertuples()}
 study_id = st.selectbox("Study", list(names), format_func=names.get, key="rd_study")
+if len(studies) > 1:
+    st.caption("Your studies: " + " · ".join(f"{row.name} {row.n_done}/{row.n_cases}" for row in studies.itertuples()))
 kind = studies.set_index("study_id").at[study_id, "kind"]
-spec = db.study(study_id)  # read on the server: only the questions and the finding's name are used
+spec = db.study_for_reader(study_id, user.name)  # the questions and the finding's name; no cases or panels
 questions = spec["questions"]
 cases = db.cases_for(study_id, user.name)
 case_id = flow.current_case(db, study_id, user.name, cases)
