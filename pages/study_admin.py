@@ -50,7 +50,7 @@ with st.expander("Import a study (JSON export)"):
         with tempfile.TemporaryDirectory() as folder, guard("Import"):
             path = Path(folder) / uploaded.name
             path.write_bytes(uploaded.getvalue())
-            study_id = import_study(db, path)
+            study_id = import_study(db, path, name=uploaded.name)  # errors name the upload, not a server folder
             st.session_state["sa_notice"] = f"Imported {uploaded.name} as study {study_id}."
             st.session_state["sa_study"] = study_id
             st.rerun()

@@ -165,8 +165,9 @@ def test_malformed_import_names_the_field_and_writes_nothing(study, tmp_path, ch
     document = json.loads(export_study(store, study_id, "json", tmp_path / "good.json").read_text())
     bad = tmp_path / "bad.json"
     bad.write_text("{not json" if change is None else json.dumps(_corrupt(document, change)))
-    with pytest.raises(ImportFormatError, match=message):
-        import_study(store, bad)
+    with pytest.raises(ImportFormatError, match=message) as raised:
+        import_study(store, bad, name="upload.json")  # the Study admin page's upload: named as the admin knows it
+    assert str(raised.value).startswith("upload.json: ") and str(tmp_path) not in str(raised.value)
     assert list(store.list_studies()["id"]) == [study_id]
     assert main(["import", "--db", str(store.path), "--json", str(bad)]) == 2
 
