@@ -14,6 +14,7 @@ from medattn.ui.box_canvas import draw_boxes
 from medattn.ui.reader_maps import PanelUnavailable, case_finding, panel_map
 from medattn.ui.reader_questions import missing_labels, name_finding, panel_rating, question_widget
 from medattn.ui.sidebar import _ensure_entrypoint
+from medattn.ui.study_picker import study_picker
 from medattn.viz import COLORMAPS, Panel, grid_figure, window_level
 
 _ensure_entrypoint()
@@ -37,11 +38,8 @@ studies = db.studies_for(user.name)
 if studies.empty:
     st.info("No study is assigned to you yet. Your study coordinator adds you to a study.")
     st.stop()
-# The browser sends back the option's label it was shown, so labels must not change while the
-# reader works: a label with the study's progress in it ("1 of 4 done") made the next save
-# unrecognised, the page jumped to another study and dropped that save.
-names = {row.study_id: row.name for row in studies.itertuples()}
-study_id = st.selectbox("Study", list(names), format_func=names.get, key="rd_study")
+# Progress stays out of the labels (study_picker says why): the caption carries it.
+study_id = study_picker({row.study_id: row.name for row in studies.itertuples()}, key="rd_study")
 if len(studies) > 1:
     st.caption("Your studies: " + " · ".join(f"{row.name} {row.n_done}/{row.n_cases}" for row in studies.itertuples()))
 kind = studies.set_index("study_id").at[study_id, "kind"]

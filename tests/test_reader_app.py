@@ -307,3 +307,17 @@ def test_wrong_password_rate_limit_and_unreadable_case(world, tmp_path):
     admin = sign_in(*ADMIN, page="study_admin")
     admin.selectbox(key="sa_study").set_value(study_id).run()
     assert "is gone" in texts(admin.warning)
+
+    # Two admins: another one renames the study while this one is typing the new folder. The label this
+    # session showed stays (the browser sends it back); the save on top of the revision shown is refused.
+    labels = admin.selectbox(key="sa_study").options
+    world.store.update_study(study_id, {"name": "Readability, renamed"}, world.store.study(study_id)["revision"])
+    admin.text_input(key="sa_moved").input(str(tmp_path / "new place"))
+    (tmp_path / "new place").mkdir()
+    admin.button(key="sa_moved_save").click().run()
+    assert admin.selectbox(key="sa_study").options == labels
+    assert "changed since revision" in texts(admin.error)
+    assert world.store.study(study_id)["dataset"] == str(copy)  # the other admin's save stands
+    admin.button(key="sa_moved_save").click().run()  # seen now: a deliberate save goes through
+    assert world.store.study(study_id)["dataset"] == str(tmp_path / "new place")
+    assert world.store.study(study_id)["name"] == "Readability, renamed"
