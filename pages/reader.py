@@ -117,9 +117,12 @@ if kind == "detection":
             st.plotly_chart(grid_figure([[Panel(case_label, "Image", shown)]], width=600), key=f"{key}_image")
     form_place = right
     if codes:
-        right.caption("With AI: the model's map of this case")
-        right.plotly_chart(grid_figure([[Panel(case_label, f"Map {c}", shown, heatmap=maps.get(c), note=notes.get(c, ""))
-                                         for c in codes]], colormap, opacity, width=420),
+        right.caption("With AI: the model's map of this case" if len(codes) == 1 else "With AI: the models' maps of this case")
+        # one map per row (two per row from three maps on): three in one row of this column were 90 px each
+        per_row = 1 if len(codes) <= 2 else 2
+        map_panels = [Panel(case_label, f"Map {c}", shown, heatmap=maps.get(c), note=notes.get(c, "")) for c in codes]
+        right.plotly_chart(grid_figure([map_panels[i:i + per_row] for i in range(0, len(map_panels), per_row)],
+                                       colormap, opacity, width=420),
                            key=f"{key}_maps", config={"scrollZoom": True})
     elif db.arm_for(study_id, user.name, case_id) is not None:
         right.caption("Without AI: read this case on the image alone.")
