@@ -147,12 +147,16 @@ def direct_answers(folder: Path, dataset: Path, answers: int) -> tuple[float, in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medattn.bench_reader", description=__doc__.splitlines()[0])
-    parser.add_argument("--readers", type=int, default=4)
-    parser.add_argument("--cases", type=int, default=10, help="cases each reader answers")
-    parser.add_argument("--answers", type=int, default=3000, help="answers written directly for the size figure")
+    # the module docstring says what is measured and how (the first line alone only repeated the command)
+    parser = argparse.ArgumentParser(prog="python -m medattn.bench_reader", description=__doc__.split("\n", 2)[2],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--readers", type=int, default=4, help="readers reading at once (default 4)")
+    parser.add_argument("--cases", type=int, default=10, help="cases each reader answers (default 10)")
+    parser.add_argument("--answers", type=int, default=3000,
+                        help="answers written directly for the size figure (default 3000)")
     parser.add_argument("--dataset", help="dataset folder (default: the embedded demo)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for any one page step")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds to wait for any one page step (default 120)")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
     from medattn.data.demo import ensure_demo
