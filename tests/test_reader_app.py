@@ -275,6 +275,24 @@ def test_readers_see_only_the_reader_page_and_their_own_work(world):
         assert secret not in source, secret
 
 
+def test_studies_of_the_same_name_can_each_be_opened(world):
+    data = load_dataset(world.app.dataset)
+    ids = list(data.split("test").index[:2])
+    made = [world.store.create_study({"name": "Round 1", "kind": "detection", "dataset": str(world.app.dataset),
+                                      "cases": ids, "questions": default_questions("detection"), "seed": 1})
+            for _ in range(2)]
+    for study_id in made:
+        world.store.add_reader(study_id, "gina", "gina-password")
+    world.store.submit_case(made[1], "gina", world.store.cases_for(made[1], "gina")[0],
+                            {"present": False, "confidence": 1, "boxes": []})
+    at = sign_in("gina", "gina-password")
+    labels = at.selectbox(key="rd_study").options
+    assert len(set(labels)) == len(labels)  # the browser sends a label back; Streamlit maps it to the LAST option with it
+    choose_study(at, made[1])
+    assert at.selectbox(key="rd_study").value == made[1]
+    assert "1 of 2 cases done" in page_source(at)  # the second study's progress, not the first's
+
+
 def test_wrong_password_rate_limit_and_unreadable_case(world, tmp_path):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     at.text_input(key="login_name").input("erin")
