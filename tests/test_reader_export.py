@@ -192,3 +192,22 @@ def test_exports_after_the_dataset_moved(tiny_demo, tmp_path, capsys):
                      "--out", str(tmp_path / f"out.{fmt}")]) == 2
         assert "dataset folder" in capsys.readouterr().err and not (tmp_path / f"out.{fmt}").exists()
 
+
+
+@pytest.mark.parametrize("name, typed, code, said", [
+    ("coordinator", ["admin-password", "admin-password"], 0, "can sign in"),
+    ("coordinator", ["admin-password", "admin-passwort"], 2, "the two passwords differ"),
+    ("coordinator", ["short", "short"], 2, "at least 8 characters"),
+    ("taken", ["admin-password", "admin-password"], 2, "is taken"),
+    ("bad\u202ename", ["admin-password", "admin-password"], 2, "control character"),
+])
+def test_add_admin_from_the_command_line(tmp_path, monkeypatch, capsys, name, typed, code, said):
+    db = tmp_path / "studies.sqlite"
+    AnnotationStore(db, password_hasher=FAST).add_admin("taken", "some-password")
+    answers = iter(typed)
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    assert main(["add-admin", "--db", str(db), "--name", name]) == code
+    out = capsys.readouterr()
+    assert said in (out.out if code == 0 else out.err) and "Traceback" not in out.err
+    assert AnnotationStore(db).authenticate(name, typed[0]) is (code == 0)
+    assert typed[0] not in out.out + out.err  # the password is never echoed
