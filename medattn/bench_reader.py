@@ -70,6 +70,12 @@ def db_size(store) -> tuple[int, int]:
     return store.path.stat().st_size, int(events)
 
 
+async def _settled(page) -> None:
+    """Wait until the page's run has finished: while it runs, the previous case's widgets stay on
+    screen, and clicks on them are lost (waiting for their text alone timed out the benchmark)."""
+    await page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for()
+
+
 async def _reader(browser, url: str, name: str, cases: int, samples: list[float], timeout_ms: int) -> None:
     context = await browser.new_context(viewport={"width": 1400, "height": 1600})
     page = await context.new_page()
@@ -78,16 +84,17 @@ async def _reader(browser, url: str, name: str, cases: int, samples: list[float]
     await page.get_by_role("textbox", name="Name").fill(name)
     await page.get_by_role("textbox", name="Password").fill(PASSWORD)
     await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_text("No finding (no boxes)").wait_for()
+    await _settled(page)
     for number in range(1, cases + 1):
         await page.get_by_text("No finding (no boxes)").click()
+        await _settled(page)  # the tick reruns the page
         await page.get_by_role("radio", name="no", exact=True).click()
         await page.get_by_role("radio", name="2", exact=True).click()
         started = time.perf_counter()
         await page.get_by_role("button", name="Save and next").click()
         await page.get_by_text(f"Case {number} saved.").wait_for()
-        if number < cases:
-            await page.get_by_text("No finding (no boxes)").wait_for()
-            await page.locator(".js-plotly-plot").first.wait_for()
+        await _settled(page)
         samples.append(time.perf_counter() - started)
         await page.wait_for_timeout(300)  # a reader's glance before the next answers
     await context.close()
@@ -147,12 +154,16 @@ def direct_answers(folder: Path, dataset: Path, answers: int) -> tuple[float, in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medattn.bench_reader", description=__doc__.splitlines()[0])
-    parser.add_argument("--readers", type=int, default=4)
-    parser.add_argument("--cases", type=int, default=10, help="cases each reader answers")
-    parser.add_argument("--answers", type=int, default=3000, help="answers written directly for the size figure")
+    # the module docstring says what is measured and how (the first line alone only repeated the command)
+    parser = argparse.ArgumentParser(prog="python -m medattn.bench_reader", description=__doc__.split("\n", 2)[2],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--readers", type=int, default=4, help="readers reading at once (default 4)")
+    parser.add_argument("--cases", type=int, default=10, help="cases each reader answers (default 10)")
+    parser.add_argument("--answers", type=int, default=3000,
+                        help="answers written directly for the size figure (default 3000)")
     parser.add_argument("--dataset", help="dataset folder (default: the embedded demo)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for any one page step")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds to wait for any one page step (default 120)")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
     from medattn.data.demo import ensure_demo

@@ -14,6 +14,7 @@ from medattn.ui.box_canvas import draw_boxes
 from medattn.ui.reader_maps import PanelUnavailable, case_finding, panel_map
 from medattn.ui.reader_questions import missing_labels, name_finding, panel_rating, question_widget
 from medattn.ui.sidebar import _ensure_entrypoint
+from medattn.ui.study_picker import study_picker
 from medattn.viz import COLORMAPS, Panel, grid_figure, window_level
 
 _ensure_entrypoint()
@@ -37,10 +38,12 @@ studies = db.studies_for(user.name)
 if studies.empty:
     st.info("No study is assigned to you yet. Your study coordinator adds you to a study.")
     st.stop()
-names = {row.study_id: f"{row.name} · {row.n_done} of {row.n_cases} done" for row in studies.itertuples()}
-study_id = st.selectbox("Study", list(names), format_func=names.get, key="rd_study")
+# Progress stays out of the labels (study_picker says why): the caption carries it.
+study_id = study_picker({row.study_id: row.name for row in studies.itertuples()}, key="rd_study")
+if len(studies) > 1:
+    st.caption("Your studies: " + " · ".join(f"{row.name} {row.n_done}/{row.n_cases}" for row in studies.itertuples()))
 kind = studies.set_index("study_id").at[study_id, "kind"]
-spec = db.study(study_id)  # read on the server: only the questions and the finding's name are used
+spec = db.study_for_reader(study_id, user.name)  # the questions and the finding's name; no cases or panels
 questions = spec["questions"]
 cases = db.cases_for(study_id, user.name)
 case_id = flow.current_case(db, study_id, user.name, cases)
@@ -114,9 +117,12 @@ if kind == "detection":
             st.plotly_chart(grid_figure([[Panel(case_label, "Image", shown)]], width=600), key=f"{key}_image")
     form_place = right
     if codes:
-        right.caption("With AI: the model's map of this case")
-        right.plotly_chart(grid_figure([[Panel(case_label, f"Map {c}", shown, heatmap=maps.get(c), note=notes.get(c, ""))
-                                         for c in codes]], colormap, opacity, width=420),
+        right.caption("With AI: the model's map of this case" if len(codes) == 1 else "With AI: the models' maps of this case")
+        # one map per row (two per row from three maps on): three in one row of this column were 90 px each
+        per_row = 1 if len(codes) <= 2 else 2
+        map_panels = [Panel(case_label, f"Map {c}", shown, heatmap=maps.get(c), note=notes.get(c, "")) for c in codes]
+        right.plotly_chart(grid_figure([map_panels[i:i + per_row] for i in range(0, len(map_panels), per_row)],
+                                       colormap, opacity, width=420),
                            key=f"{key}_maps", config={"scrollZoom": True})
     elif db.arm_for(study_id, user.name, case_id) is not None:
         right.caption("Without AI: read this case on the image alone.")

@@ -13,6 +13,7 @@ from medattn.ui import auth
 from medattn.ui.errors import guard, show_error
 from medattn.ui.sidebar import current
 from medattn.ui.study_create import KIND_NAMES, new_study_form, study_table
+from medattn.ui.study_picker import study_picker
 from medattn.ui.study_results import analysis_section, export_section, progress_section
 
 selection = current()
@@ -50,7 +51,7 @@ with st.expander("Import a study (JSON export)"):
         with tempfile.TemporaryDirectory() as folder, guard("Import"):
             path = Path(folder) / uploaded.name
             path.write_bytes(uploaded.getvalue())
-            study_id = import_study(db, path)
+            study_id = import_study(db, path, name=uploaded.name)  # errors name the upload, not a server folder
             st.session_state["sa_notice"] = f"Imported {uploaded.name} as study {study_id}."
             st.session_state["sa_study"] = study_id
             st.rerun()
@@ -63,22 +64,32 @@ st.dataframe(study_table(studies), hide_index=True)
 names = {row.id: f"{row.name} · {KIND_NAMES.get(row.kind, row.kind)} · {row.id}" for row in studies.itertuples()}
 if st.session_state.get("sa_study") not in names:
     st.session_state["sa_study"] = list(names)[-1]
-study_id = st.selectbox("Study", list(names), format_func=names.get, key="sa_study")
+study_id = study_picker(names, key="sa_study")
 spec = db.study(study_id)
 
+# Two admins: an edit is saved on top of the revision this admin was SHOWN (kept in the session),
+# not the one read when the button is pressed, so another admin's save in between is a conflict
+# with a message instead of being overwritten, or the edit vanishing without a word.
+seen_key = f"sa_seen_revision_{study_id}"
 if not Path(spec["dataset"]).is_dir():
+    seen = st.session_state.setdefault(seen_key, spec["revision"])
     st.warning(f"The study's dataset folder {spec['dataset']} is gone: readers see a message and nothing is lost. "
                "Point the study at the folder's new place:")
     moved = st.text_input("New dataset folder", key="sa_moved")
     if st.button("Save the new folder", key="sa_moved_save") and moved.strip():
         try:
-            db.update_study(study_id, {"dataset": moved.strip()}, spec["revision"], author=admin.name)
+            db.update_study(study_id, {"dataset": moved.strip()}, seen, author=admin.name)
+            st.session_state.pop(seen_key, None)
             st.session_state["sa_notice"] = f"Study {study_id} now reads {moved.strip()}."
             st.rerun()
         except StudyConflictError as error:
-            st.error(f"{error}")
+            st.session_state[seen_key] = spec["revision"]  # now shown: saving again is a deliberate overwrite
+            st.error(f"Not saved: {error}. The page now shows the study as saved; save again to replace it.")
         except StudyError as error:
             show_error(error, "Not saved")
+elif st.session_state.pop(seen_key, spec["revision"]) != spec["revision"]:
+    st.info(f"Another admin pointed this study at {spec['dataset']} meanwhile; the folder you were entering was "
+            "not saved.")
 
 st.subheader("Readers")
 with st.form(f"sa_reader_form_{study_id}", clear_on_submit=True):

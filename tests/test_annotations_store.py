@@ -147,7 +147,7 @@ def test_reader_api_returns_only_own_answers(store, tmp_path):
         store.submit(study, reader, case, "rating", {code: 3 for code in codes})
     assert set(store.my_answers(study, "ana")["reader"]) == {"ana"}
     seen = store.study_for_reader(study, "ana")
-    assert set(seen) == {"id", "name", "kind", "questions", "description"}
+    assert set(seen) == {"id", "name", "kind", "questions", "description", "target_class"}
     assert "img0" not in json.dumps(seen) and "checkpoints/" not in json.dumps(seen)
     assert set(store.answers(study, reader="ben")["reader"]) == {"ben"}
     outsider = make_study(store, tmp_path, kind="heatmap_rating", panels=PANELS)

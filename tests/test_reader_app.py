@@ -179,8 +179,12 @@ def test_study_from_creation_to_exports(world, downloads, kind, source):
         choose_study(at, study_id)
         order = world.store.cases_for(study_id, reader)
         assert at.selectbox(key="rd_case_select").value == order[0]
+        labels = at.selectbox(key="rd_study").options
         for number in range(2):
             answer_case(at, index, number)
+        # the browser sends back the label it was shown: a label that changed with progress made the next save
+        # land on another study, dropped
+        assert at.selectbox(key="rd_study").options == labels
         assert at.selectbox(key="rd_case_select").value == order[2]
         reloaded = sign_in(reader, password)  # a reload is a new session
         choose_study(reloaded, study_id)
@@ -271,6 +275,24 @@ def test_readers_see_only_the_reader_page_and_their_own_work(world):
         assert secret not in source, secret
 
 
+def test_studies_of_the_same_name_can_each_be_opened(world):
+    data = load_dataset(world.app.dataset)
+    ids = list(data.split("test").index[:2])
+    made = [world.store.create_study({"name": "Round 1", "kind": "detection", "dataset": str(world.app.dataset),
+                                      "cases": ids, "questions": default_questions("detection"), "seed": 1})
+            for _ in range(2)]
+    for study_id in made:
+        world.store.add_reader(study_id, "gina", "gina-password")
+    world.store.submit_case(made[1], "gina", world.store.cases_for(made[1], "gina")[0],
+                            {"present": False, "confidence": 1, "boxes": []})
+    at = sign_in("gina", "gina-password")
+    labels = at.selectbox(key="rd_study").options
+    assert len(set(labels)) == len(labels)  # the browser sends a label back; Streamlit maps it to the LAST option with it
+    choose_study(at, made[1])
+    assert at.selectbox(key="rd_study").value == made[1]
+    assert "1 of 2 cases done" in page_source(at)  # the second study's progress, not the first's
+
+
 def test_wrong_password_rate_limit_and_unreadable_case(world, tmp_path):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     at.text_input(key="login_name").input("erin")
@@ -303,3 +325,17 @@ def test_wrong_password_rate_limit_and_unreadable_case(world, tmp_path):
     admin = sign_in(*ADMIN, page="study_admin")
     admin.selectbox(key="sa_study").set_value(study_id).run()
     assert "is gone" in texts(admin.warning)
+
+    # Two admins: another one renames the study while this one is typing the new folder. The label this
+    # session showed stays (the browser sends it back); the save on top of the revision shown is refused.
+    labels = admin.selectbox(key="sa_study").options
+    world.store.update_study(study_id, {"name": "Readability, renamed"}, world.store.study(study_id)["revision"])
+    admin.text_input(key="sa_moved").input(str(tmp_path / "new place"))
+    (tmp_path / "new place").mkdir()
+    admin.button(key="sa_moved_save").click().run()
+    assert admin.selectbox(key="sa_study").options == labels
+    assert "changed since revision" in texts(admin.error)
+    assert world.store.study(study_id)["dataset"] == str(copy)  # the other admin's save stands
+    admin.button(key="sa_moved_save").click().run()  # seen now: a deliberate save goes through
+    assert world.store.study(study_id)["dataset"] == str(tmp_path / "new place")
+    assert world.store.study(study_id)["name"] == "Readability, renamed"

@@ -165,8 +165,9 @@ def test_malformed_import_names_the_field_and_writes_nothing(study, tmp_path, ch
     document = json.loads(export_study(store, study_id, "json", tmp_path / "good.json").read_text())
     bad = tmp_path / "bad.json"
     bad.write_text("{not json" if change is None else json.dumps(_corrupt(document, change)))
-    with pytest.raises(ImportFormatError, match=message):
-        import_study(store, bad)
+    with pytest.raises(ImportFormatError, match=message) as raised:
+        import_study(store, bad, name="upload.json")  # the Study admin page's upload: named as the admin knows it
+    assert str(raised.value).startswith("upload.json: ") and str(tmp_path) not in str(raised.value)
     assert list(store.list_studies()["id"]) == [study_id]
     assert main(["import", "--db", str(store.path), "--json", str(bad)]) == 2
 
@@ -191,3 +192,22 @@ def test_exports_after_the_dataset_moved(tiny_demo, tmp_path, capsys):
                      "--out", str(tmp_path / f"out.{fmt}")]) == 2
         assert "dataset folder" in capsys.readouterr().err and not (tmp_path / f"out.{fmt}").exists()
 
+
+
+@pytest.mark.parametrize("name, typed, code, said", [
+    ("coordinator", ["admin-password", "admin-password"], 0, "can sign in"),
+    ("coordinator", ["admin-password", "admin-passwort"], 2, "the two passwords differ"),
+    ("coordinator", ["short", "short"], 2, "at least 8 characters"),
+    ("taken", ["admin-password", "admin-password"], 2, "is taken"),
+    ("bad\u202ename", ["admin-password", "admin-password"], 2, "control character"),
+])
+def test_add_admin_from_the_command_line(tmp_path, monkeypatch, capsys, name, typed, code, said):
+    db = tmp_path / "studies.sqlite"
+    AnnotationStore(db, password_hasher=FAST).add_admin("taken", "some-password")
+    answers = iter(typed)
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    assert main(["add-admin", "--db", str(db), "--name", name]) == code
+    out = capsys.readouterr()
+    assert said in (out.out if code == 0 else out.err) and "Traceback" not in out.err
+    assert AnnotationStore(db).authenticate(name, typed[0]) is (code == 0)
+    assert typed[0] not in out.out + out.err  # the password is never echoed

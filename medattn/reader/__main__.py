@@ -1,5 +1,6 @@
-"""Command line: export a study, or import a JSON export.
+"""Command line: make an admin account, export a study, or import a JSON export.
 
+    python -m medattn.reader add-admin --db DB --name NAME   (asks the password twice, never echoed)
     python -m medattn.reader export --db DB --study ID --format {csv,json,coco,mrmc,imrmc} --out FILE
     python -m medattn.reader import --db DB --json FILE
 """
@@ -7,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from pathlib import Path
 
@@ -19,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m medattn.reader", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    admin = commands.add_parser("add-admin", help="make a Study admin account (the first one, before `streamlit run`)")
+    admin.add_argument("--db", required=True, help="reader-study database (SQLite file; made when missing)")
+    admin.add_argument("--name", required=True)
     export = commands.add_parser("export", help="write one export of a study")
     export.add_argument("--db", required=True, help="reader-study database (SQLite file)")
     export.add_argument("--study", required=True, help="study id")
@@ -35,7 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         store = AnnotationStore(args.db)
-        if args.command == "export":
+        if args.command == "add-admin":
+            password = getpass.getpass(f"Password for {args.name} (8+ characters): ")
+            if getpass.getpass("Again: ") != password:
+                print("error: the two passwords differ; nothing was saved", file=sys.stderr)
+                return 2
+            store.add_admin(args.name, password)
+            print(f"admin {args.name.strip()} can sign in once the app runs with MEDATTN_STUDY_DB={args.db}")
+        elif args.command == "export":
             path = export_study(store, args.study, args.format, args.out, with_key=args.with_key)
             print(f"wrote {path}")
         else:

@@ -218,16 +218,17 @@ def _need(container: dict, field: str, kind: type | tuple, where: str) -> Any:
     return value
 
 
-def read_study_json(path: str | os.PathLike) -> dict:
-    """Parse and check a JSON export; ImportFormatError naming the file and the field at fault."""
+def read_study_json(path: str | os.PathLike, name: str | None = None) -> dict:
+    """Parse and check a JSON export; ImportFormatError naming the file (`name`, else the path)
+    and the field at fault."""
     path = Path(path)
+    where = name or str(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
-        raise ImportFormatError(f"{path}: cannot read: {error}") from error
+        raise ImportFormatError(f"{where}: cannot read: {error}") from error
     except json.JSONDecodeError as error:
-        raise ImportFormatError(f"{path}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from error
-    where = str(path)
+        raise ImportFormatError(f"{where}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from error
     if not isinstance(document, dict) or document.get("format") != JSON_FORMAT:
         raise ImportFormatError(f"{where}: field 'format' must be {JSON_FORMAT!r}: not a medattn study export")
     if document.get("format_version") != JSON_VERSION:
@@ -275,10 +276,11 @@ def read_study_json(path: str | os.PathLike) -> dict:
     return document
 
 
-def import_study(store: AnnotationStore, path: str | os.PathLike) -> str:
+def import_study(store: AnnotationStore, path: str | os.PathLike, name: str | None = None) -> str:
     """Re-create the study of a JSON export in `store` under a new id; returns that id.
-    Nothing is written unless the whole file checks out."""
-    document = read_study_json(path)
+    Nothing is written unless the whole file checks out. `name`: what messages call the file
+    (an upload's own name; default the path)."""
+    document = read_study_json(path, name)
     spec = dict(document["study"])
     spec["cases"] = [c["image_id"] for c in document["cases"]]
     spec["case_meta"] = [c.get("meta") or {} for c in document["cases"]]

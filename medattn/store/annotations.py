@@ -569,13 +569,14 @@ class AnnotationStore:
         return pd.DataFrame(rows, columns=["study_id", "name", "kind", "n_cases", "n_done"])
 
     def study_for_reader(self, study_id: str, reader: str) -> dict:
-        """What a reader may know of a study: id, name, kind, questions, description (no cases,
-        images, panels or dataset). AccessDeniedError if `reader` is not one of its readers."""
+        """What a reader may know of a study: id, name, kind, questions, description, target_class
+        (the finding readers look for; None: any) — no cases, images, panels or dataset.
+        AccessDeniedError if `reader` is not one of its readers."""
         with self._read() as conn:
             spec = self._spec(conn, study_id)
             self._assignment(conn, study_id, reader)
         return {"id": study_id, "name": spec["name"], "kind": spec["kind"], "questions": spec["questions"],
-                "description": spec.get("description", "")}
+                "description": spec.get("description", ""), "target_class": spec.get("target_class")}
 
     def cases_for(self, study_id: str, reader: str) -> list[str]:
         """The reader's case ids in their stored order."""

@@ -75,6 +75,9 @@ def agreement_section(spec: dict, answers: pd.DataFrame) -> None:
     st.caption("Cohen's kappa per reader pair (quadratic weights for scales)")
     st.dataframe(table[["question", "reader_a", "reader_b", "n", "kappa"]], hide_index=True,
                  column_config={"kappa": st.column_config.NumberColumn(format="%.3f")})
+    if pd.DataFrame(rows)[["Fleiss' kappa", "Krippendorff's alpha"]].isna().any(axis=None) or table["kappa"].isna().any():
+        st.caption("None: not defined yet (fewer than two units answered by the readers compared, or every answer "
+                   "the same).")
 
 
 def _named(frame: pd.DataFrame) -> pd.DataFrame:
