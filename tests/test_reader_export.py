@@ -133,6 +133,9 @@ def test_imrmc_file_parses(study, tmp_path):
     assert {int(row[0]) for row in reads} == {1, 2} and len(reads) == 2 * 2 * len(images)
     assert {row[1] for row in reads} == {row[1] for row in truth}
     assert all(row[1].isdigit() for row in rows) and {row[2] for row in reads} == {WITH_AI, WITHOUT_AI}
+    store.add_reader(study_id, "carol", "carol-password")  # assigned, has read nothing
+    lines = export_study(store, study_id, "imrmc", tmp_path / "again.imrmc").read_text().splitlines()
+    assert "NR: 2" in lines and not any("carol" in line for line in lines)
 
 
 def test_mrmc_needs_a_detection_study(tiny_demo, tmp_path):

@@ -189,7 +189,8 @@ def to_mrmc(store: AnnotationStore, study_id: str) -> str:
 def to_imrmc(store: AnnotationStore, study_id: str) -> str:
     table = mrmc_table(store, study_id)
     truth = case_truth(store, study_id).groupby(mrmc_cases(store, study_id)).first()
-    readers = {name: i + 1 for i, name in enumerate(store.readers(study_id))}
+    rated = set(table["reader"])  # NR counts the readers in the data: iMRMC needs every one to have read
+    readers = {name: i + 1 for i, name in enumerate(r for r in store.readers(study_id) if r in rated)}
     lines = [f"medattn reader study {study_id}"] + [line.rstrip() for line in
                                                    _comment_header(provenance(store, study_id)).splitlines()]
     lines += [f"# reader {i}: {name}" for name, i in readers.items()]
