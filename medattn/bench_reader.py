@@ -70,10 +70,15 @@ def db_size(store) -> tuple[int, int]:
     return store.path.stat().st_size, int(events)
 
 
-async def _settled(page) -> None:
-    """Wait until the page's run has finished: while it runs, the previous case's widgets stay on
-    screen, and clicks on them are lost (waiting for their text alone timed out the benchmark)."""
+async def _settled(page, clicked: bool = False) -> None:
+    """Wait until the page's run has finished and no stale element is left: while it runs, the
+    previous case's widgets stay on screen, and clicks on them are lost (waiting for their text
+    alone timed out the benchmark). `clicked`: just after a click, whose rerun starts a moment
+    later (the page still reads as idle then), give it 0.2 s to start."""
+    if clicked:
+        await page.wait_for_timeout(200)
     await page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for()
+    await page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')")
 
 
 async def _reader(browser, url: str, name: str, cases: int, samples: list[float], timeout_ms: int) -> None:
@@ -88,7 +93,7 @@ async def _reader(browser, url: str, name: str, cases: int, samples: list[float]
     await _settled(page)
     for number in range(1, cases + 1):
         await page.get_by_text("No finding (no boxes)").click()
-        await _settled(page)  # the tick reruns the page
+        await _settled(page, clicked=True)  # the tick reruns the page
         await page.get_by_role("radio", name="no", exact=True).click()
         await page.get_by_role("radio", name="2", exact=True).click()
         started = time.perf_counter()

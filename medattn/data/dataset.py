@@ -378,7 +378,18 @@ def _check_images(
 def _check_boxes(boxes: pd.DataFrame, images: pd.DataFrame, classes: list[str], problems: list[str]) -> None:
     sizes = images.drop_duplicates("image_id").set_index("image_id")[["width", "height"]]
     sizes = sizes.apply(pd.to_numeric, errors="coerce")
-    for i in boxes.index:
+    # every row at once first; only the rows that fail a check are gone through one by one for
+    # their messages (a per-row loop over 5,000 boxes took 1.5 s, on each load of the dataset)
+    numbers = boxes[["x", "y", "w", "h"]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    x, y, w, h = numbers.T
+    width = boxes["image_id"].map(sizes["width"]).to_numpy(float)
+    height = boxes["image_id"].map(sizes["height"]).to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        fine = (boxes["image_id"].isin(sizes.index).to_numpy() & boxes["label"].isin(classes).to_numpy()
+                & np.isfinite(numbers).all(axis=1) & (w > 0) & (h > 0)
+                & (x >= -BOX_SLACK_PX) & (y >= -BOX_SLACK_PX)
+                & (x + w <= width + BOX_SLACK_PX) & (y + h <= height + BOX_SLACK_PX))
+    for i in boxes.index[~fine]:
         where = _row("boxes.csv", i, boxes)
         image_id = boxes.at[i, "image_id"]
         if image_id not in sizes.index:
