@@ -14,28 +14,33 @@ from pathlib import Path
 
 from medattn.errors import MedattnError
 
+DB_HELP = ("reader-study database: an SQLite file's path (made when missing), or an SQLAlchemy URL "
+           "such as postgresql://user@host/medattn (a URL only when it has a scheme)")
+
 
 def main(argv: list[str] | None = None) -> int:
     from medattn.reader.export import FORMATS, export_study, import_study
     from medattn.store.annotations import AnnotationStore
+    from medattn.store.annotations.engine import database_url, is_sqlite
 
     parser = argparse.ArgumentParser(prog="python -m medattn.reader", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     admin = commands.add_parser("add-admin", help="make a Study admin account (the first one, before `streamlit run`)")
-    admin.add_argument("--db", required=True, help="reader-study database (SQLite file; made when missing)")
+    admin.add_argument("--db", required=True, help=DB_HELP)
     admin.add_argument("--name", required=True)
     export = commands.add_parser("export", help="write one export of a study")
-    export.add_argument("--db", required=True, help="reader-study database (SQLite file)")
+    export.add_argument("--db", required=True, help=DB_HELP)
     export.add_argument("--study", required=True, help="study id")
     export.add_argument("--format", required=True, choices=FORMATS)
     export.add_argument("--out", required=True, help="file to write (written to a temporary file, then renamed)")
     export.add_argument("--with-key", action="store_true",
                         help="json only: include the case → image id key (a full backup; not for sharing)")
     restore = commands.add_parser("import", help="re-create a study from a JSON export")
-    restore.add_argument("--db", required=True)
+    restore.add_argument("--db", required=True, help=DB_HELP)
     restore.add_argument("--json", required=True)
     args = parser.parse_args(argv)
-    if args.command == "export" and not Path(args.db).is_file():
+    url = database_url(args.db)
+    if args.command == "export" and is_sqlite(url) and not Path(url.database).is_file():
         print(f"error: no database at {args.db}", file=sys.stderr)
         return 2
     try:
