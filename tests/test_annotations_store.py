@@ -10,6 +10,7 @@ import signal
 import sqlite3
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import text
@@ -369,3 +370,30 @@ def test_a_database_path_is_a_path(tmp_path, monkeypatch, name):
 
 def test_a_database_url_needs_a_scheme(tmp_path):
     assert AnnotationStore(f"sqlite:///{tmp_path}/by-url.db", password_hasher=FAST).path == tmp_path / "by-url.db"
+
+
+def test_migrate_copies_a_study_between_sqlite_and_postgresql(tmp_path, postgres):
+    """`python -m medattn.reader migrate` there and back: the same study id, answers (latest
+    still current), reader order and password; a second copy is refused and writes nothing."""
+    from medattn.reader.__main__ import main
+
+    source = AnnotationStore(tmp_path / "site.db", password_hasher=FAST)
+    study = make_study(source, tmp_path, panels=PANELS[:1])
+    source.add_reader(study, "ana", "correct horse")
+    source.add_admin("admin", "admin password")
+    first = source.cases_for(study, "ana")[0]
+    source.mark_shown(study, "ana", first)
+    source.submit(study, "ana", first, "confidence", 2)
+    source.submit(study, "ana", first, "confidence", 5)
+    server = postgres.url()
+    assert main(["migrate", "--from", str(source.path), "--to", server]) == 0
+    copied = AnnotationStore(server, password_hasher=FAST)
+    assert copied.authenticate("ana", "correct horse") and copied.is_admin("admin")
+    assert copied.cases_for(study, "ana") == source.cases_for(study, "ana")
+    pd.testing.assert_frame_equal(copied.answers(study), source.answers(study))
+    assert copied.events(study)["seconds"].notna().all()
+    assert main(["migrate", "--from", server, "--to", str(source.path)]) == 2  # already there
+    back = AnnotationStore(tmp_path / "back.db", password_hasher=FAST)
+    back.add_admin("ana", "someone else's")
+    assert main(["migrate", "--from", server, "--to", str(back.path), "--study", study]) == 2  # another ana
+    assert back.list_studies().empty

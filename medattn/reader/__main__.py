@@ -3,6 +3,9 @@
     python -m medattn.reader add-admin --db DB --name NAME   (asks the password twice, never echoed)
     python -m medattn.reader export --db DB --study ID --format {csv,json,coco,mrmc,imrmc} --out FILE
     python -m medattn.reader import --db DB --json FILE
+    python -m medattn.reader migrate --from DB --to DB [--study ID ...]
+
+DB is an SQLite file's path or an SQLAlchemy URL (postgresql://user@host/medattn).
 """
 
 from __future__ import annotations
@@ -38,7 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     restore = commands.add_parser("import", help="re-create a study from a JSON export")
     restore.add_argument("--db", required=True, help=DB_HELP)
     restore.add_argument("--json", required=True)
+    migrate = commands.add_parser("migrate", help="copy studies as they are (ids, accounts, answers) to another "
+                                                  "database, e.g. an SQLite file to the site's PostgreSQL")
+    migrate.add_argument("--from", dest="source", required=True, help=DB_HELP)
+    migrate.add_argument("--to", dest="target", required=True, help=DB_HELP)
+    migrate.add_argument("--study", action="append", help="study id (repeatable; default every study and account)")
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        return _migrate(args)
     url = database_url(args.db)
     if args.command == "export" and is_sqlite(url) and not Path(url.database).is_file():
         print(f"error: no database at {args.db}", file=sys.stderr)
@@ -60,6 +70,25 @@ def main(argv: list[str] | None = None) -> int:
     except MedattnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from medattn.store.annotations import AnnotationStore
+    from medattn.store.annotations.engine import database_url, is_sqlite
+    from medattn.store.annotations.migrate import copy_studies
+
+    url = database_url(args.source)
+    if is_sqlite(url) and not Path(url.database).is_file():
+        print(f"error: no database at {args.source}", file=sys.stderr)
+        return 2
+    try:
+        source, target = AnnotationStore(args.source), AnnotationStore(args.target)
+        copied = copy_studies(source, target, args.study)
+    except MedattnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"copied {len(copied)} stud{'y' if len(copied) == 1 else 'ies'} to {target.where}: {', '.join(copied)}")
     return 0
 
 
