@@ -1,7 +1,9 @@
 """Image reading: every supported format becomes float32 (H, W) in [0, 1], air dark.
 
-`read_image` picks the reader by content, then suffix (`formats.py`): DICOM (`dicom.py`: LUTs, windows,
-MONOCHROME1, PALETTE COLOR, YBR colour spaces, files without File Meta) and raster formats
+`read_image` picks the reader by content, then suffix (`formats.py`): DICOM (`dicom.py`: the grey-scale
+pipeline in the standard's order, with LUTs and windows from the top level or the functional groups
+(`dicom_frame.py`, `dicom_luts.py`), pixel padding (`dicom_padding.py`), MONOCHROME1 and Presentation
+LUT Shape, PALETTE COLOR, YBR colour spaces, files without File Meta) and raster formats
 (`raster.py`: PNG/JPEG/BMP through OpenCV, TIFF through tifffile with every photometric tag).
 Whatever fails inside a decoder comes out as ImageReadError naming the file and the reason.
 """
