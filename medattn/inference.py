@@ -72,6 +72,12 @@ class LoadedModel:
         (its `preprocessing`: resize or crop, channels, intensity scale)."""
         return self.preprocessing.to_input(image).to(self.device)
 
+    def constant_input(self, value: float = 0.0) -> torch.Tensor:
+        """The (1, C, S, S) input, on this model's device, of a stored image of constant
+        intensity `value` (0 = its black) through this model's preprocessing
+        (`Preprocessing.constant_input`): the baseline and fill in the image's own terms."""
+        return self.preprocessing.constant_input(value).to(self.device)
+
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, 1) if self.task == "multiclass" else torch.sigmoid(logits)
 
@@ -147,7 +153,12 @@ def _preprocessing_tag(meta: dict[str, Any]) -> str:
     prep = Preprocessing.from_meta(meta)
     if prep == Preprocessing.from_meta({k: v for k, v in meta.items() if k != "preprocessing"}):
         return ""
-    return "-" + hashlib.sha256(json.dumps(prep.to_meta(), sort_keys=True).encode()).hexdigest()[:8]
+    described: dict[str, Any] = {**prep.to_meta()}
+    if prep.intensity != "imagenet":
+        # their "black" baselines and fills were ImageNet's before they followed the
+        # preprocessing (`medattn.explain.fills`): maps cached before then are not these models'
+        described["fills"] = "stored-image"
+    return "-" + hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def predict(

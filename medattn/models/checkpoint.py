@@ -146,6 +146,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
     if meta.get("dtype") == "int8":
         tensors = dequantize(tensors)
     _load_weights(model, tensors, str(weights), f"the model in {info_path.name}")
+    from medattn.data.preprocess import Preprocessing
+
+    try:  # how the model sees an image: explainers take their baselines and fills from it
+        model.preprocessing = Preprocessing.from_meta(meta)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{info_path}: invalid preprocessing: {e}") from None
     return model.eval(), meta
 
 
