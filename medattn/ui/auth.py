@@ -207,8 +207,8 @@ def logout_button(container=st.sidebar) -> None:
         if container.button("Sign out", key="auth_sign_out"):
             sign_out()
             st.rerun()
-        if container.button("Sign out everywhere", key="auth_sign_out_all",
-                            help="Ends your sessions on every tab and machine"):
+        if container.button("End all my sessions", key="auth_sign_out_all",
+                            help="Signs you out on every tab and machine, this one included"):
             sign_out_everywhere()
             st.rerun()
 
