@@ -201,8 +201,9 @@ def test_study_from_creation_to_exports(world, downloads, kind, source):
     assert not admin.exception
     progress = next(d.value for d in admin.dataframe if "n_done" in d.value.columns)
     assert progress.set_index("reader")["n_done"].to_dict() == {"alice": 2, "bob": 2}
-    agreement = next(d.value for d in admin.dataframe if "Fleiss' kappa" in d.value.columns)
+    agreement = next(d.value for d in admin.dataframe if "measure" in d.value.columns)
     assert set(agreement["question"]) >= {"rating"} if kind == "heatmap_rating" else len(agreement) >= 1
+    assert "Fleiss' kappa" in set(agreement["measure"]) and agreement["level"].str.len().gt(0).all()
     charts = [c.proto.spec for c in admin.get("plotly_chart")]
     assert any("Cases done per reader" in c for c in charts)
     if kind == "heatmap_rating":

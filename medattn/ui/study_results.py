@@ -13,7 +13,7 @@ import plotly.express as px
 import streamlit as st
 
 from medattn.reader import analysis
-from medattn.reader.agreement import agreement
+from medattn.reader.agreement import agreement, measures
 from medattn.reader.export import FORMATS, export_study
 from medattn.store.annotations import AnnotationStore
 from medattn.ui import loaders
@@ -62,20 +62,21 @@ def agreement_section(spec: dict, answers: pd.DataFrame) -> None:
         if question["type"] not in AGREEMENT_TYPES:
             continue
         result = agreement(answers, question)
-        rows.append({"question": question["id"], "Fleiss' kappa": result["fleiss_kappa"], "units (all readers)":
-                     result["fleiss_n"], "Krippendorff's alpha": result["alpha"], "alpha level": result["level"],
-                     "kappa weights": result["weights"] or "none"})
-        pairs.append(result["pairs"].assign(question=question["id"]))
+        rows.append(measures(question, result))
+        weights = f"{result['weights']} weights" if result["weights"] else "unweighted"
+        pairs.append(result["pairs"].assign(question=question["id"], weights=weights))
     if not rows:
         st.caption("No yes/no, scale or choice question to compare readers on.")
         return
-    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
-        c: st.column_config.NumberColumn(format="%.3f") for c in ("Fleiss' kappa", "Krippendorff's alpha")})
+    summary = pd.concat(rows, ignore_index=True)
+    st.caption("Agreement per question; 'level' is each measure's level of measurement (a scale's weights count "
+               "steps over its declared levels, used or not)")
+    st.dataframe(summary, hide_index=True, column_config={"value": st.column_config.NumberColumn(format="%.3f")})
     table = pd.concat(pairs, ignore_index=True)
-    st.caption("Cohen's kappa per reader pair (quadratic weights for scales)")
-    st.dataframe(table[["question", "reader_a", "reader_b", "n", "kappa"]], hide_index=True,
+    st.caption("Cohen's kappa per reader pair")
+    st.dataframe(table[["question", "reader_a", "reader_b", "n", "kappa", "weights"]], hide_index=True,
                  column_config={"kappa": st.column_config.NumberColumn(format="%.3f")})
-    if pd.DataFrame(rows)[["Fleiss' kappa", "Krippendorff's alpha"]].isna().any(axis=None) or table["kappa"].isna().any():
+    if summary["value"].isna().any() or table["kappa"].isna().any():
         st.caption("None: not defined yet (fewer than two units answered by the readers compared, or every answer "
                    "the same).")
 
