@@ -40,3 +40,27 @@ def tiny_checkpoint(tiny_demo, tmp_path_factory) -> Path:
     config = TrainConfig(dataset=str(tiny_demo), arch="resnet18", head="wildcat", out=str(out),
                          epochs=1, batch_size=16, input_size=64, lr=1e-3, augment="none")
     return train(config, log=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster (tests/postgres.py). In CI one that cannot start is a
+    failure; elsewhere the test skips and says why."""
+    from tests.postgres import Cluster
+
+    try:
+        cluster = Cluster()
+    except (RuntimeError, OSError, ImportError) as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL cluster could start: {error}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def study_db(request, tmp_path) -> str:
+    """A fresh reader-study database on each backend: an SQLite file's path or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "study.db")
+    return request.getfixturevalue("postgres").url()

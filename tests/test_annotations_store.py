@@ -1,4 +1,5 @@
-"""Reader-study database: durability, concurrency, accounts, isolation and faults."""
+"""Reader-study database: durability, concurrency, accounts, isolation and faults, each on
+SQLite and on PostgreSQL (the `study_db` fixture runs a test once per backend)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import json
 import multiprocessing
 import os
 import signal
+import sqlite3
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import text
@@ -17,6 +20,7 @@ from medattn.reader.errors import (AccessDeniedError, DatasetMovedError, Duplica
                                    LoginRateLimitedError, StudyConflictError, StudyError)
 from medattn.reader.presets import default_questions
 from medattn.store.annotations import MAX_FAILURES, AnnotationStore
+from medattn.store.annotations.schema import metadata
 
 FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # still argon2id, cheap for tests
 PANELS = [{"checkpoint": "checkpoints/densenet121_wildcat", "method": "gradcam"},
@@ -25,8 +29,13 @@ PANELS = [{"checkpoint": "checkpoints/densenet121_wildcat", "method": "gradcam"}
 
 
 @pytest.fixture
-def store(tmp_path) -> AnnotationStore:
-    return AnnotationStore(tmp_path / "study.db", password_hasher=FAST)
+def store(study_db) -> AnnotationStore:
+    return AnnotationStore(study_db, password_hasher=FAST)
+
+
+def sqlite_only(store: AnnotationStore) -> None:
+    if store.path is None:
+        pytest.skip("an SQLite file's property")
 
 
 def make_study(store: AnnotationStore, folder: Path, kind: str = "detection", n: int = 6, **extra) -> str:
@@ -49,17 +58,18 @@ def _submit_burst(path: str, study: str, reader: str, count: int | None, write_f
 
 def start_writer(store: AnnotationStore, study: str, reader: str, count: int | None = None):
     """A forked writer process (starts in milliseconds, unlike a fresh interpreter) and the read
-    end of its pipe. The parent's pool is emptied first: no SQLite connection crosses a fork."""
+    end of its pipe. The parent's pool is emptied first: no database connection crosses a fork."""
     store.engine.dispose()
     read_fd, write_fd = os.pipe()
     process = multiprocessing.get_context("fork").Process(
-        target=_submit_burst, args=(str(store.path), study, reader, count, write_fd), daemon=True)
+        target=_submit_burst, args=(store.target, study, reader, count, write_fd), daemon=True)
     process.start()
     os.close(write_fd)
     return process, os.fdopen(read_fd)
 
 
 def test_pragmas_wal_and_full_sync(store):
+    sqlite_only(store)
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
@@ -91,9 +101,10 @@ def test_sigkill_during_submit_burst_loses_no_acknowledged_event(store, tmp_path
             break
     process.join(timeout=30)
     assert len(acknowledged) == 60 and process.exitcode == -signal.SIGKILL
-    reopened = AnnotationStore(store.path, password_hasher=FAST)
-    with reopened.engine.connect() as conn:
-        assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+    reopened = AnnotationStore(store.target, password_hasher=FAST)
+    if reopened.path is not None:
+        with reopened.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
     events = reopened.events(study).set_index("id")
     for event_id, i in acknowledged:
         assert events.loc[event_id, "value"] == 1 + i % 5
@@ -120,6 +131,7 @@ def test_four_concurrent_writers_lose_and_duplicate_nothing(store, tmp_path):
 
 
 def test_database_is_readable_by_its_owner_only(store):
+    sqlite_only(store)
     assert store.path.stat().st_mode & 0o077 == 0
 
 
@@ -130,8 +142,12 @@ def test_database_holds_no_clear_text_password(store, tmp_path):
     store.add_reader(study, "ana", secrets_used[1])
     assert store.authenticate("ana", secrets_used[1])
     assert not store.authenticate("ana", secrets_used[0])  # a wrong password is not stored either
+    with store.engine.connect() as conn:  # every stored row, on either backend
+        blob = "".join(str(tuple(row)) for table in metadata.sorted_tables
+                       for row in conn.execute(table.select())).encode()
     store.engine.dispose()
-    blob = b"".join(p.read_bytes() for p in tmp_path.glob("study.db*"))
+    if store.path is not None:
+        blob += b"".join(p.read_bytes() for p in store.path.parent.glob("study.db*"))
     for secret in secrets_used:
         assert secret.encode() not in blob
     assert b"$argon2id$" in blob
@@ -184,7 +200,7 @@ def test_resume_at_first_unanswered_case_after_restart(store, tmp_path):
     store.submit_case(study, "ana", order[0], {"present": True, "confidence": 4,
                                                "boxes": [{"x": 1, "y": 2, "w": 3, "h": 4}]})
     store.submit(study, "ana", order[1], "present", False)  # incomplete: confidence, boxes missing
-    reopened = AnnotationStore(store.path, password_hasher=FAST)
+    reopened = AnnotationStore(store.target, password_hasher=FAST)
     assert reopened.cases_for(study, "ana") == order
     assert reopened.next_case(study, "ana") == order[1]
     assert reopened.progress_of(study, "ana") == {"n_cases": 6, "n_done": 1, "next_case": order[1], "position": 1}
@@ -205,7 +221,7 @@ def test_login_rate_limit_survives_restart(store, tmp_path):
     store.add_reader(study, "ana", "correct horse")
     for _ in range(MAX_FAILURES):
         assert not store.authenticate("ana", "wrong guess")
-    restarted = AnnotationStore(store.path, password_hasher=FAST)
+    restarted = AnnotationStore(store.target, password_hasher=FAST)
     with pytest.raises(LoginRateLimitedError) as error:
         restarted.authenticate("ana", "correct horse")
     assert error.value.retry_after > 0
@@ -337,3 +353,47 @@ def test_study_names_have_limits(store, tmp_path):
                           ("study\u202e", "control character"), ("  ", "non-empty")):
         with pytest.raises(StudyError, match=message):
             make_study(store, tmp_path, name=name)
+
+
+@pytest.mark.parametrize("name", ["studies?mode=ro.db", "50%20done.db", "a#b.db"])
+def test_a_database_path_is_a_path(tmp_path, monkeypatch, name):
+    """"?", "%" and "#" are characters of a file name: answers go to exactly that file (a URL
+    parser took "?mode=ro" as a query and "%20" as a space, and wrote another file)."""
+    monkeypatch.chdir(tmp_path)
+    store = AnnotationStore(name, password_hasher=FAST)
+    store.add_admin("admin", "long enough")
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))] == [name]
+    assert AnnotationStore(str(tmp_path / name), password_hasher=FAST).is_admin("admin")
+    with sqlite3.connect(tmp_path / name) as conn:  # the file itself holds the account
+        assert conn.execute("SELECT name FROM accounts").fetchall() == [("admin",)]
+
+
+def test_a_database_url_needs_a_scheme(tmp_path):
+    assert AnnotationStore(f"sqlite:///{tmp_path}/by-url.db", password_hasher=FAST).path == tmp_path / "by-url.db"
+
+
+def test_migrate_copies_a_study_between_sqlite_and_postgresql(tmp_path, postgres):
+    """`python -m medattn.reader migrate` there and back: the same study id, answers (latest
+    still current), reader order and password; a second copy is refused and writes nothing."""
+    from medattn.reader.__main__ import main
+
+    source = AnnotationStore(tmp_path / "site.db", password_hasher=FAST)
+    study = make_study(source, tmp_path, panels=PANELS[:1])
+    source.add_reader(study, "ana", "correct horse")
+    source.add_admin("admin", "admin password")
+    first = source.cases_for(study, "ana")[0]
+    source.mark_shown(study, "ana", first)
+    source.submit(study, "ana", first, "confidence", 2)
+    source.submit(study, "ana", first, "confidence", 5)
+    server = postgres.url()
+    assert main(["migrate", "--from", str(source.path), "--to", server]) == 0
+    copied = AnnotationStore(server, password_hasher=FAST)
+    assert copied.authenticate("ana", "correct horse") and copied.is_admin("admin")
+    assert copied.cases_for(study, "ana") == source.cases_for(study, "ana")
+    pd.testing.assert_frame_equal(copied.answers(study), source.answers(study))
+    assert copied.events(study)["seconds"].notna().all()
+    assert main(["migrate", "--from", server, "--to", str(source.path)]) == 2  # already there
+    back = AnnotationStore(tmp_path / "back.db", password_hasher=FAST)
+    back.add_admin("ana", "someone else's")
+    assert main(["migrate", "--from", server, "--to", str(back.path), "--study", study]) == 2  # another ana
+    assert back.list_studies().empty

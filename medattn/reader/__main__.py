@@ -3,6 +3,9 @@
     python -m medattn.reader add-admin --db DB --name NAME   (asks the password twice, never echoed)
     python -m medattn.reader export --db DB --study ID --format {csv,json,coco,mrmc,imrmc} --out FILE
     python -m medattn.reader import --db DB --json FILE
+    python -m medattn.reader migrate --from DB --to DB [--study ID ...]
+
+DB is an SQLite file's path or an SQLAlchemy URL (postgresql://user@host/medattn).
 """
 
 from __future__ import annotations
@@ -14,28 +17,40 @@ from pathlib import Path
 
 from medattn.errors import MedattnError
 
+DB_HELP = ("reader-study database: an SQLite file's path (made when missing), or an SQLAlchemy URL "
+           "such as postgresql://user@host/medattn (a URL only when it has a scheme)")
+
 
 def main(argv: list[str] | None = None) -> int:
     from medattn.reader.export import FORMATS, export_study, import_study
     from medattn.store.annotations import AnnotationStore
+    from medattn.store.annotations.engine import database_url, is_sqlite
 
     parser = argparse.ArgumentParser(prog="python -m medattn.reader", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     admin = commands.add_parser("add-admin", help="make a Study admin account (the first one, before `streamlit run`)")
-    admin.add_argument("--db", required=True, help="reader-study database (SQLite file; made when missing)")
+    admin.add_argument("--db", required=True, help=DB_HELP)
     admin.add_argument("--name", required=True)
     export = commands.add_parser("export", help="write one export of a study")
-    export.add_argument("--db", required=True, help="reader-study database (SQLite file)")
+    export.add_argument("--db", required=True, help=DB_HELP)
     export.add_argument("--study", required=True, help="study id")
     export.add_argument("--format", required=True, choices=FORMATS)
     export.add_argument("--out", required=True, help="file to write (written to a temporary file, then renamed)")
     export.add_argument("--with-key", action="store_true",
                         help="json only: include the case → image id key (a full backup; not for sharing)")
     restore = commands.add_parser("import", help="re-create a study from a JSON export")
-    restore.add_argument("--db", required=True)
+    restore.add_argument("--db", required=True, help=DB_HELP)
     restore.add_argument("--json", required=True)
+    migrate = commands.add_parser("migrate", help="copy studies as they are (ids, accounts, answers) to another "
+                                                  "database, e.g. an SQLite file to the site's PostgreSQL")
+    migrate.add_argument("--from", dest="source", required=True, help=DB_HELP)
+    migrate.add_argument("--to", dest="target", required=True, help=DB_HELP)
+    migrate.add_argument("--study", action="append", help="study id (repeatable; default every study and account)")
     args = parser.parse_args(argv)
-    if args.command == "export" and not Path(args.db).is_file():
+    if args.command == "migrate":
+        return _migrate(args)
+    url = database_url(args.db)
+    if args.command == "export" and is_sqlite(url) and not Path(url.database).is_file():
         print(f"error: no database at {args.db}", file=sys.stderr)
         return 2
     try:
@@ -55,6 +70,25 @@ def main(argv: list[str] | None = None) -> int:
     except MedattnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from medattn.store.annotations import AnnotationStore
+    from medattn.store.annotations.engine import database_url, is_sqlite
+    from medattn.store.annotations.migrate import copy_studies
+
+    url = database_url(args.source)
+    if is_sqlite(url) and not Path(url.database).is_file():
+        print(f"error: no database at {args.source}", file=sys.stderr)
+        return 2
+    try:
+        source, target = AnnotationStore(args.source), AnnotationStore(args.target)
+        copied = copy_studies(source, target, args.study)
+    except MedattnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"copied {len(copied)} stud{'y' if len(copied) == 1 else 'ies'} to {target.where}: {', '.join(copied)}")
     return 0
 
 

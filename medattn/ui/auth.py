@@ -24,6 +24,7 @@ import streamlit as st
 
 from medattn.reader.errors import LoginRateLimitedError
 from medattn.store.annotations import AnnotationStore
+from medattn.store.annotations.engine import database_url, is_sqlite
 
 STUDY_DB_ENV = "MEDATTN_STUDY_DB"
 USER_KEY = "study_user"
@@ -49,14 +50,17 @@ def study_mode() -> bool:
     return bool(os.environ.get(STUDY_DB_ENV, "").strip())
 
 
-def db_path() -> Path:
-    """The study database: `MEDATTN_STUDY_DB`, else studies.sqlite in the cache folder."""
+def db_target() -> str:
+    """The study database: `MEDATTN_STUDY_DB` (an SQLite file's path, or an SQLAlchemy URL such as
+    postgresql://user@host/db: a URL only when it has a scheme), else studies.sqlite in the cache
+    folder."""
     configured = os.environ.get(STUDY_DB_ENV, "").strip()
-    if configured:
-        return Path(configured).expanduser()
-    from medattn.pipeline import CACHE_DIR  # imports torch: only once a database is needed
+    if not configured:
+        from medattn.pipeline import CACHE_DIR  # imports torch: only once a database is needed
 
-    return CACHE_DIR / "studies.sqlite"
+        configured = str(CACHE_DIR / "studies.sqlite")
+    url = database_url(configured)
+    return str(Path(url.database).resolve()) if is_sqlite(url) else configured
 
 
 @st.cache_resource(show_spinner=False)
@@ -65,8 +69,8 @@ def _store(path: str) -> AnnotationStore:
 
 
 def store() -> AnnotationStore:
-    """The process's AnnotationStore for `db_path()` (opened once)."""
-    return _store(str(db_path().resolve()))
+    """The process's AnnotationStore for `db_target()` (opened once)."""
+    return _store(db_target())
 
 
 @st.cache_resource(show_spinner=False)
