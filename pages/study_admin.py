@@ -20,7 +20,7 @@ selection = current()
 admin = auth.require_admin()
 db = auth.store()
 st.title("Study admin")
-st.caption(f"Study database: {db.path}" + ("" if auth.study_mode() else
+st.caption(f"Study database: {db.where}" + ("" if auth.study_mode() else
            " (set MEDATTN_STUDY_DB to run studies on a shared server with sign-in)"))
 notice = st.session_state.pop("sa_notice", None)
 if notice:
