@@ -33,8 +33,8 @@ import pandas as pd
 
 from medattn import __version__
 from medattn.reader.analysis import case_truth, checkpoint_name, study_dataset
-from medattn.reader.arms import WITHOUT_AI
 from medattn.reader.errors import ImportFormatError, StudyError
+from medattn.reader.mrmc_study import mrmc_cases, mrmc_table
 from medattn.reader.questions import check_questions
 from medattn.store.annotations import KINDS, AnnotationStore
 
@@ -167,40 +167,6 @@ def to_coco(store: AnnotationStore, study_id: str, question_id: str = "boxes") -
                 "images": coco_images, "annotations": annotations,
                 "categories": [{"id": i, "name": label} for label, i in category.items()]}
     return json.dumps(document, indent=1)
-
-
-def mrmc_cases(store: AnnotationStore, study_id: str) -> pd.Series:
-    """case_id → MRMC case number (1, 2, …): the cases of one image in the two arms of a crossed
-    design share a number; numbers follow the study-local case order, not the image ids."""
-    key = store.case_key(study_id)
-    image = [json.dumps([r.image_id, {k: v for k, v in r.meta.items() if k != "arm"}], sort_keys=True)
-             for r in key.itertuples()]
-    number = {value: i + 1 for i, value in enumerate(dict.fromkeys(image))}
-    return pd.Series([number[value] for value in image], index=key["case_id"].to_numpy(), name="case")
-
-
-def mrmc_table(store: AnnotationStore, study_id: str, rating_question: str | None = None) -> pd.DataFrame:
-    """reader, modality, case, truth, rating: one row per reader × case with a rating, in a
-    detection study. `case` is the MRMC case number (`mrmc_cases`); `rating_question` defaults
-    to the spec's `rating_question`, else the first scale question not per panel; modality is
-    the arm ("without_ai" when the study has none)."""
-    spec = store.study(study_id)
-    if spec["kind"] != "detection":
-        raise StudyError(f"study {study_id} is a {spec['kind']} study; MRMC exports need a detection study")
-    scales = [q["id"] for q in spec["questions"] if q["type"] == "scale" and not q.get("per_panel")]
-    question = rating_question or spec.get("rating_question") or (scales[0] if scales else None)
-    if question is None:
-        raise StudyError(f"study {study_id} has no scale question to use as the MRMC rating")
-    truth = case_truth(store, study_id)
-    arms = _arms(store, study_id)
-    answers = store.answers(study_id)
-    answers = answers[answers["question_id"] == question]
-    return pd.DataFrame({
-        "reader": answers["reader"].to_numpy(),
-        "modality": [arms.get((r, c), WITHOUT_AI) for r, c in zip(answers["reader"], answers["case_id"])],
-        "case": mrmc_cases(store, study_id).loc[answers["case_id"]].to_numpy(),
-        "truth": truth.loc[answers["case_id"]].to_numpy(),
-        "rating": [float(v) for v in answers["value"]]}).sort_values(["reader", "modality", "case"]).reset_index(drop=True)
 
 
 def to_mrmc(store: AnnotationStore, study_id: str) -> str:
