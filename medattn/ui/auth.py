@@ -33,6 +33,7 @@ import streamlit as st
 from medattn.reader.errors import LoginRateLimitedError, SignInBusyError
 from medattn.store.annotations import AnnotationStore
 from medattn.store.annotations.engine import database_url, is_sqlite
+from medattn.ui.plain import plain
 
 STUDY_DB_ENV = "MEDATTN_STUDY_DB"
 PROXY_ENV = "MEDATTN_BEHIND_PROXY"  # "1": a local reverse proxy relays clients; their address is in X-Real-IP
@@ -203,7 +204,7 @@ def login_form(key: str = "login", title: str = "Sign in") -> User | None:
 def logout_button(container=st.sidebar) -> None:
     user = signed_in_reader()
     if user is not None:
-        container.caption(f"Signed in as **{user.name}** ({user.role})")
+        container.caption(f"Signed in as **{plain(user.name)}** ({user.role})")
         if container.button("Sign out", key="auth_sign_out"):
             sign_out()
             st.rerun()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+import unicodedata
 
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, insert, select, true, update
@@ -13,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from medattn.reader.errors import (AccessDeniedError, DuplicateReaderError, LoginRateLimitedError, SignInBusyError,
                                    StudyError)
-from medattn.reader.names import check_name
+from medattn.reader.names import check_account_name, skeleton
 from medattn.store.annotations.schema import accounts, logins, now
 
 MAX_READER_NAME = 64  # characters; names show in tables, exports and logs
@@ -75,12 +76,23 @@ class Accounts:
         except (VerificationError, InvalidHashError):
             return False
 
+    def _lookalike(self, conn: Connection, name: str) -> str | None:
+        """An existing account name other than `name` that looks like it (`skeleton`)."""
+        mine = skeleton(name)
+        return next((other for other in conn.execute(select(accounts.c.name)).scalars()
+                     if other != name and skeleton(other) == mine), None)
+
+    def _refuse_lookalike(self, conn: Connection, name: str) -> None:
+        other = self._lookalike(conn, name)
+        if other is not None:
+            raise DuplicateReaderError(f"account name {name!r} looks like the existing account {other!r}; "
+                                       "choose a name that reads differently")
+
     @staticmethod
     def _check_credentials(name: str, password: str) -> str:
-        name = name.strip() if isinstance(name, str) else name
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str) or not name.strip():
             raise StudyError("reader name must be non-empty text")
-        check_name("reader name", name, MAX_READER_NAME)
+        name = check_account_name("reader name", name, MAX_READER_NAME)
         if not isinstance(password, str) or len(password) < 8:
             raise StudyError(f"password for {name!r} must have at least 8 characters")
         if len(password) > MAX_PASSWORD:
@@ -93,6 +105,7 @@ class Accounts:
         password_hash = self.hasher.hash(password)  # outside the write lock: argon2 takes ~0.1 s
         try:
             with self._write() as conn:
+                self._refuse_lookalike(conn, name)
                 self._create_account(conn, name, password_hash, admin=True)
         except IntegrityError as error:
             raise DuplicateReaderError(f"account name {name!r} is taken") from error
@@ -108,6 +121,9 @@ class Accounts:
         the hash's 64 MiB). A password longer than MAX_PASSWORD is wrong without hashing.
         Unknown names cost one hash check too (no timing oracle)."""
         client = (client or "local")[:100]
+        if not isinstance(name, str) or len(name) > MAX_READER_NAME * 4:
+            return False  # no account has such a name: nothing to check or store
+        name = unicodedata.normalize("NFKC", name).strip()
         stamp = time.time()
         if not _CHECKS.acquire(timeout=CHECK_QUEUE_S):
             raise SignInBusyError("the server is checking many sign-ins at once: try again in a few seconds")
