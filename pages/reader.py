@@ -11,6 +11,7 @@ from medattn.reader.errors import AccessDeniedError, DatasetMovedError, InvalidA
 from medattn.ui import auth
 from medattn.ui import reader_flow as flow
 from medattn.ui.box_canvas import draw_boxes
+from medattn.ui.plain import plain
 from medattn.ui.reader_maps import PanelUnavailable, case_finding, panel_map
 from medattn.ui.reader_questions import missing_labels, name_finding, panel_rating, question_widget
 from medattn.ui.sidebar import _ensure_entrypoint
@@ -41,7 +42,7 @@ if studies.empty:
 # Progress stays out of the labels (study_picker says why): the caption carries it.
 study_id = study_picker({row.study_id: row.name for row in studies.itertuples()}, key="rd_study")
 if len(studies) > 1:
-    st.caption("Your studies: " + " · ".join(f"{row.name} {row.n_done}/{row.n_cases}" for row in studies.itertuples()))
+    st.caption("Your studies: " + " · ".join(f"{plain(row.name)} {row.n_done}/{row.n_cases}" for row in studies.itertuples()))
 kind = studies.set_index("study_id").at[study_id, "kind"]
 spec = db.study_for_reader(study_id, user.name)  # the questions and the finding's name; no cases or panels
 questions = spec["questions"]
@@ -110,7 +111,7 @@ if kind == "detection":
     left, right = st.columns([3, 2])
     with left:
         if boxes_question is not None:
-            st.markdown(f"**{boxes_question.get('label', 'Boxes')}**")
+            st.markdown(f"**{plain(boxes_question.get('label', 'Boxes'))}**")
             values[boxes_question["id"]] = draw_boxes(shown, prior.get(boxes_question["id"]), f"{key}_boxes",
                                                       label=(boxes_question.get("labels") or [spec.get("target_class") or "finding"])[0])
         else:
@@ -141,7 +142,7 @@ with form_place, st.form(f"{key}_form"):
             continue
         if question["type"] == "scale" and question.get("per_panel"):
             if codes:
-                st.markdown(f"**{question.get('label', qid)}**")
+                st.markdown(f"**{plain(question.get('label', qid))}**")
                 columns = st.columns(len(codes) + (0 if kind == "detection" else 1))[-len(codes):]
                 ratings = {}
                 for column, code in zip(columns, codes):
@@ -163,7 +164,7 @@ if submitted:
         try:
             db.submit_case(study_id, user.name, case_id, {q: v for q, v in values.items() if v is not None})
         except (InvalidAnswerError, AccessDeniedError) as error:
-            st.error(f"Not saved: {error}")
+            st.error(f"Not saved: {plain(error)}")
         else:
             following = flow.after_submit(db, study_id, user.name, cases, case_id)
             if following is None:
