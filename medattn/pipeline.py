@@ -33,6 +33,7 @@ units. Reference maps ("reference:blank", "reference:random", "reference:center"
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -251,6 +252,15 @@ class FaithfulnessSettings:
     def __post_init__(self) -> None:
         for name in self.metrics:
             faith.metric_info(name)  # unknown names fail here, listing the known ones
+
+    def fields(self) -> dict[str, Any]:
+        """The settings as JSON fields (a job spec): tuples as lists."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> "FaithfulnessSettings":
+        """`fields()` back to settings; unknown metric names raise ValueError."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
     def key(self) -> str:
         return (f"v1|{','.join(self.metrics)}|steps={self.steps}|road={','.join(map(str, self.percentages))}"
