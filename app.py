@@ -3,9 +3,10 @@
 Environment: MEDATTN_DATASET (folder opened first; default the embedded demo, built on first
 start), MEDATTN_CHECKPOINTS (checkpoint folder; default checkpoints/), MEDATTN_CACHE (heatmap
 cache and score tables; default .cache/), MEDATTN_PREFETCH (0: Compare does not compute the
-neighbouring images' maps ahead; default 1), MEDATTN_STUDY_DB (reader-study database: turns
-study mode on, see medattn.ui.auth; without it studies live in the cache folder and no one signs
-in but readers).
+neighbouring images' maps ahead; default 1), MEDATTN_STUDY_DB (reader-study database, a path or a
+PostgreSQL URL: everyone signs in, see medattn.ui.auth; without it, in the single-user loopback
+mode, studies live in the cache folder and no one signs in but readers), MEDATTN_BEHIND_PROXY (1:
+a local reverse proxy relays clients, deploy/nginx-medattn.conf).
 """
 
 # First: medattn sets the thread policy (medattn.threads: idle OpenMP threads sleep, thread
@@ -15,9 +16,10 @@ import medattn  # noqa: F401
 import streamlit as st  # noqa: E402
 
 from medattn.ui import auth  # noqa: E402
+from medattn.ui.icon import page_icon  # noqa: E402
 
 # 360 px: the sidebar's checkpoint choice shows every demo name whole (demo_densenet121_channel_attention).
-st.set_page_config(page_title="medattn", page_icon=":material/radiology:", layout="wide", initial_sidebar_state=360)
+st.set_page_config(page_title="medattn", page_icon=page_icon(), layout="wide", initial_sidebar_state=360)
 st.set_option("client.showErrorDetails", "none")
 
 

@@ -12,6 +12,7 @@ from medattn.ui import auth
 from medattn.ui import reader_flow as flow
 from medattn.ui.box_canvas import draw_boxes
 from medattn.ui.reader_maps import PanelUnavailable, case_finding, panel_map
+from medattn.ui.plain import plain
 from medattn.ui.reader_questions import missing_labels, name_finding, panel_rating, question_widget
 from medattn.ui.sidebar import _ensure_entrypoint
 from medattn.ui.study_picker import study_picker
@@ -56,7 +57,7 @@ case_col.selectbox("Case", cases, key="rd_case_select", format_func=lambda c: f"
 next_col.button("Next ▶", key="rd_next", on_click=flow.step, args=(study_id, cases, case_id, 1),
                 shortcut="alt+right", help="Next case (Alt+→); nothing is saved", width="stretch")
 progress = db.progress_of(study_id, user.name)
-others = (" · your studies: " + " · ".join(f"{row.name} {row.n_done}/{row.n_cases}" for row in studies.itertuples())
+others = (" · your studies: " + " · ".join(f"{plain(row.name)} {row.n_done}/{row.n_cases}" for row in studies.itertuples())
           if len(studies) > 1 else "")
 st.progress(progress["n_done"] / progress["n_cases"],
             text=f"{progress['n_done']} of {progress['n_cases']} cases done{others}")
@@ -117,7 +118,7 @@ with viewer_place:
         boxes_question = next((q for q in questions if q["type"] == "boxes"), None)
         if boxes_question is not None:
             labels = boxes_question.get("labels") or [spec.get("target_class") or "finding"]
-            st.markdown(f"**{boxes_question.get('label', 'Boxes')}**" + (f" · :gray[{arm_note}]" if arm_note else ""))
+            st.markdown(f"**{plain(boxes_question.get('label', 'Boxes'))}**" + (f" · :gray[{arm_note}]" if arm_note else ""))
             values[boxes_question["id"]] = draw_boxes(image, prior.get(boxes_question["id"]), f"{key}_boxes",
                                                       labels=labels, panels=panels)
         else:
@@ -135,7 +136,7 @@ with form_place, st.form(f"{key}_form"):
             continue
         if question["type"] == "scale" and question.get("per_panel"):
             if codes:  # one rating per map, in the viewports' order
-                st.markdown(f"**{question.get('label', qid)}**")
+                st.markdown(f"**{plain(question.get('label', qid))}**")
                 ratings = {code: panel_rating(question, f"{key}_{qid}", code, prior.get(qid)) for code in codes}
                 values[qid] = ratings if all(v is not None for v in ratings.values()) else None
             continue
@@ -153,7 +154,7 @@ if submitted:
         try:
             db.submit_case(study_id, user.name, case_id, {q: v for q, v in values.items() if v is not None})
         except (InvalidAnswerError, AccessDeniedError) as error:
-            st.error(f"Not saved: {error}")
+            st.error(f"Not saved: {plain(error)}")
         else:
             following = flow.after_submit(db, study_id, user.name, cases, case_id)
             if following is None:

@@ -68,6 +68,27 @@ def write_atomic(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def text_cell(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: text starting with = + - @, tab or carriage return
+    (a formula to Excel, LibreOffice and Google Sheets: OWASP "CSV injection") gets a leading
+    apostrophe; numbers, and text that reads as a number ("-2"), stay as they are."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_START):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
+def neutral_csv(frame: pd.DataFrame) -> str:
+    """`frame` as CSV with every text cell through `text_cell`."""
+    return frame.map(text_cell).to_csv(index=False)
+
+
 def _comment_header(info: dict) -> str:
     return "".join(f"# {key}: {json.dumps(value) if isinstance(value, dict) else value}\n" for key, value in info.items())
 
@@ -92,7 +113,7 @@ def to_csv(store: AnnotationStore, study_id: str) -> str:
         "arm": [arms.get((r, c), "") for r, c in zip(frame["reader"], frame["case_id"])],
         "shown_at": frame["shown_at"].map(_iso), "submitted_at": frame["submitted_at"].map(_iso),
         "seconds": frame["seconds"].round(3), "event_id": frame["id"]})
-    return _comment_header(provenance(store, study_id)) + out.to_csv(index=False)
+    return _comment_header(provenance(store, study_id)) + neutral_csv(out)
 
 
 def to_json(store: AnnotationStore, study_id: str, with_key: bool = False) -> str:
@@ -149,7 +170,7 @@ def to_coco(store: AnnotationStore, study_id: str, question_id: str = "boxes") -
 
 
 def to_mrmc(store: AnnotationStore, study_id: str) -> str:
-    return _comment_header(provenance(store, study_id)) + mrmc_table(store, study_id).to_csv(index=False)
+    return _comment_header(provenance(store, study_id)) + neutral_csv(mrmc_table(store, study_id))
 
 
 def to_imrmc(store: AnnotationStore, study_id: str) -> str:
@@ -159,7 +180,7 @@ def to_imrmc(store: AnnotationStore, study_id: str) -> str:
     readers = {name: i + 1 for i, name in enumerate(r for r in store.readers(study_id) if r in rated)}
     lines = [f"medattn reader study {study_id}"] + [line.rstrip() for line in
                                                    _comment_header(provenance(store, study_id)).splitlines()]
-    lines += [f"# reader {i}: {name}" for name, i in readers.items()]
+    lines += [f"# reader {i}: {text_cell(name)}" for name, i in readers.items()]
     lines += [f"NR: {len(readers)}", f"N0: {int((truth == 0).sum())}", f"N1: {int((truth == 1).sum())}",
               f"NM: {table['modality'].nunique()}", "BEGIN DATA:"]
     lines += [f"-1,{case},0,{int(t)}" for case, t in truth.items()]

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import streamlit as st
 
+from medattn.ui.plain import plain
 from medattn.ui.viewer import BoxState, ViewerPanel, case_viewer
 
 MIN_SIDE = 1.0
@@ -80,7 +81,7 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[dict] | None, key: str, labels
         if len(labels) > 1:
             label = cells[5].selectbox("finding", labels, index=labels.index(label), key=f"{key}__label{number}_v{version}")
         else:
-            cells[5].markdown(label or "—")
+            cells[5].markdown(plain(label) if label else "—")
         clipped = clip_box({**edited, "label": label}, shape)
         if clipped is not None and clipped != held.boxes[number - 1]:
             page_change([clipped if i == number - 1 else b for i, b in enumerate(held.boxes)])

@@ -15,6 +15,10 @@ const CHOSEN_COLOUR = "#00e5ff";
 
 function clamp(v, lo, hi) { return Math.min(hi, Math.max(lo, v)); }
 
+function esc(text) {  // names from studies are text, never markup
+  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
 async function inflate(b64) {
   const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
   const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
@@ -162,7 +166,7 @@ class Viewer {
     this.root.querySelector(".mv-tools").innerHTML = tools.map(([id, name, k]) =>
       `<button data-tool="${id}" class="${this.tool === id ? "on" : ""}" title="${name} (${k})">${name} <kbd>${k}</kbd></button>`).join("");
     this.root.querySelector(".mv-presets").innerHTML = d.presets.map((p, i) =>
-      `<button data-preset="${i}" class="${this.view.preset === i ? "on" : ""}" title="${p.name}: W ${p.width.toFixed(2)} L ${p.center.toFixed(2)} (${i + 1})"><kbd>${i + 1}</kbd> ${p.name}</button>`).join("");
+      `<button data-preset="${i}" class="${this.view.preset === i ? "on" : ""}" title="${esc(p.name)}: W ${p.width.toFixed(2)} L ${p.center.toFixed(2)} (${i + 1})"><kbd>${i + 1}</kbd> ${esc(p.name)}</button>`).join("");
     this.root.querySelector('[data-act="invert"]').classList.toggle("on", this.view.invert);
     const boxctl = this.root.querySelector(".mv-boxctl");
     boxctl.style.display = d.editable ? "" : "none";
@@ -170,7 +174,7 @@ class Viewer {
     const labels = d.labels || [];
     finding.parentElement.style.display = labels.length > 1 ? "" : "none";
     if (finding.dataset.labels !== JSON.stringify(labels)) {
-      finding.innerHTML = labels.map((l) => `<option>${l.replace(/</g, "&lt;")}</option>`).join("");
+      finding.innerHTML = labels.map((l) => `<option value="${esc(l)}">${esc(l)}</option>`).join("");
       finding.dataset.labels = JSON.stringify(labels);
     }
     const hasMap = d.panels.some((p) => p.map);
@@ -180,7 +184,7 @@ class Viewer {
     const cmap = this.root.querySelector(".mv-cmap");
     const names = Object.keys(d.colormaps);
     if (cmap.dataset.names !== names.join()) {
-      cmap.innerHTML = names.map((n) => `<option value="${n}">${n}</option>`).join("");
+      cmap.innerHTML = names.map((n) => `<option value="${esc(n)}">${esc(n)}</option>`).join("");
       cmap.dataset.names = names.join();
     }
     cmap.value = this.colormap;

@@ -26,7 +26,7 @@ from medattn.store.annotations.accounts import (FAILURE_WINDOW_S, MAX_FAILURES, 
                                                 Accounts)
 from medattn.store.annotations.answers import Answers
 from medattn.store.annotations.engine import database_url, describe, is_sqlite, open_engine
-from medattn.store.annotations.schema import metadata, now
+from medattn.store.annotations.schema import create_or_upgrade, now
 from medattn.store.annotations.studies import KINDS, MAX_STUDY_NAME, Studies, checkpoint_file_hash
 
 __all__ = ["AnnotationStore", "FAILURE_WINDOW_S", "KINDS", "MAX_FAILURES", "MAX_PASSWORD", "MAX_READER_NAME",
@@ -55,7 +55,7 @@ class AnnotationStore(Accounts, Studies, Answers):
         self._dummy_hash: str | None = None  # verified against for unknown names (made on first need)
         self.engine: Engine = open_engine(self.url)
         with self.engine.begin() as conn:  # a write transaction: concurrent first opens queue
-            metadata.create_all(conn)
+            create_or_upgrade(conn)
 
     @property
     def target(self) -> str:
