@@ -151,7 +151,7 @@ def answer_case(at: AppTest, reader_index: int, case_number: int) -> None:
     if add:
         if case_number == 0:
             add[0].click().run()  # one box, then edit it by its numbers
-            x = next(n for n in at.number_input if n.key.endswith("__x1_1"))
+            x = next(n for n in at.number_input if n.key.endswith("__x1_v1"))
             x.set_value(10.0).run()
         else:
             next(c for c in at.checkbox if c.key.endswith("_boxes__none")).check().run()
@@ -272,7 +272,7 @@ def test_readers_see_only_the_reader_page_and_their_own_work(world):
     ratings = [g.value for g in carol.button_group]
     assert ratings == [5, 5]  # her own stored answers prefill her form
     source = page_source(carol)
-    assert "Map " in source and len(carol.get("plotly_chart")) == 1
+    assert "Map " in source and len(carol.get("bidi_component")) == 1  # the case viewer
     for secret in ("tiny_wildcat", "tiny_linear", "saliency", "gradcam", "resnet", "wildcat", "linear head",
                    str(world.app.checkpoints), *ids):
         assert secret not in source, secret
@@ -339,7 +339,7 @@ def test_wrong_password_rate_limit_and_unreadable_case(world, tmp_path):
     assert "Case 1 is unavailable" in texts(reader.warning)
     assert str(copy) not in page_source(reader)  # no server path reaches a reader
     reader.button(key="rd_next").click().run()
-    assert not reader.warning and reader.get("plotly_chart")  # the other case works
+    assert not reader.warning and reader.get("bidi_component")  # the other case works
 
     shutil.rmtree(copy)
     reader.run()
