@@ -16,7 +16,9 @@ import medattn  # noqa: F401
 import streamlit as st  # noqa: E402
 
 from medattn.ui import auth  # noqa: E402
+from medattn.reader.errors import StudyError  # noqa: E402
 from medattn.ui.icon import page_icon  # noqa: E402
+from medattn.ui.plain import plain  # noqa: E402
 
 # 360 px: the sidebar's checkpoint choice shows every demo name whole (demo_densenet121_channel_attention).
 st.set_page_config(page_title="medattn", page_icon=page_icon(), layout="wide", initial_sidebar_state=360)
@@ -29,6 +31,12 @@ def sign_in_page() -> None:
     st.caption("A reload or a new tab asks you to sign in again; every answer you saved is kept.")
 
 
+if auth.study_mode():  # a damaged or unreachable study database says so before anyone signs in
+    try:
+        auth.store()
+    except StudyError as error:
+        st.error(f"The reader-study server cannot start: {plain(error)}")
+        st.stop()
 user = auth.current_user()
 if user is None:  # study mode, nobody signed in on this tab: nothing but the sign-in
     st.navigation([st.Page(sign_in_page, title="Sign in", icon=":material/login:", url_path="signin")],

@@ -7,7 +7,7 @@ their blinded codes only. Layout only: the rules live in medattn.reader and meda
 import streamlit as st
 
 from medattn.errors import ImageReadError
-from medattn.reader.errors import AccessDeniedError, DatasetMovedError, InvalidAnswerError, StudyError
+from medattn.reader.errors import AccessDeniedError, DatasetMovedError, InvalidAnswerError, StorageError, StudyError
 from medattn.ui import auth
 from medattn.ui import reader_flow as flow
 from medattn.ui.box_canvas import draw_boxes
@@ -156,6 +156,9 @@ if submitted:
             db.submit_case(study_id, user.name, case_id, {q: v for q, v in values.items() if v is not None})
         except (InvalidAnswerError, AccessDeniedError) as error:
             st.error(f"Not saved: {plain(error)}")
+        except StorageError:  # the form keeps every answer: nothing to type again
+            st.error("Not saved: the study database could not store this case just now. Your answers are still "
+                     "here: press Save and next again in a moment. If it keeps failing, tell the study coordinator.")
         else:
             following = flow.after_submit(db, study_id, user.name, cases, case_id)
             if following is None:

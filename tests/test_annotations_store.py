@@ -16,13 +16,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from argon2 import PasswordHasher
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import text
 
 from medattn.errors import MedattnError
 from medattn.reader.errors import (AccessDeniedError, DatasetMovedError, DuplicateReaderError, InvalidAnswerError,
-                                   LoginRateLimitedError, StudyConflictError, StudyError)
+                                   LoginRateLimitedError, StorageError, StudyConflictError, StudyError)
 from medattn.reader.presets import default_questions
 from medattn.store.annotations import MAX_FAILURES, AnnotationStore
+from medattn.store.annotations.backup import Backups
 from medattn.store.annotations.accounts import BACKOFF_S, CLIENT_BUDGET, MAX_CONCURRENT_CHECKS
 from medattn.store.annotations.schema import metadata
 
@@ -532,3 +534,50 @@ def test_sign_out_everywhere_ends_older_sessions(store):
     assert not store.session_valid("admin", before)
     assert store.session_valid("admin", time.time() + 0.001)
     assert not store.session_valid("nobody", time.time())
+
+
+def test_a_damaged_database_is_refused_at_start_with_a_clear_error(tmp_path):
+    store = AnnotationStore(tmp_path / "study.db", password_hasher=FAST)
+    store.add_admin("admin", "long enough")
+    store.engine.dispose()
+    (tmp_path / "study.db-wal").unlink(missing_ok=True)
+    raw = bytearray((tmp_path / "study.db").read_bytes())
+    raw[4096:8192] = b"\xa5" * 4096  # a page of garbage where a table's page was
+    (tmp_path / "study.db").write_bytes(bytes(raw))
+    with pytest.raises(StorageError, match=r"study\.db.*(damaged|malformed)"):
+        AnnotationStore(tmp_path / "study.db", password_hasher=FAST)
+    (tmp_path / "notes.db").write_text("these are not a database")
+    with pytest.raises(StorageError, match="notes.db cannot be opened"):
+        AnnotationStore(tmp_path / "notes.db", password_hasher=FAST)
+
+
+def test_a_database_that_cannot_be_written_says_not_saved_and_keeps_what_was_saved(store, tmp_path):
+    sqlite_only(store)
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    case = store.cases_for(study, "ana")[0]
+    kept = store.submit(study, "ana", case, "present", True)
+    store.engine.dispose()
+    sqlalchemy_event.listen(store.engine, "connect", lambda conn, _: conn.execute("PRAGMA query_only = ON"))
+    with pytest.raises(StorageError, match="not saved.*readonly"):  # as a read-only file or full disk reads
+        store.submit(study, "ana", case, "present", False)
+    assert store.events(study)["id"].tolist() == [kept]
+
+
+def test_online_backup_while_writing_and_on_a_schedule(store, tmp_path):
+    sqlite_only(store)
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    for case in store.cases_for(study, "ana"):
+        store.submit(study, "ana", case, "confidence", 3)
+    from medattn.reader.__main__ import main
+
+    assert main(["backup", "--db", str(store.path), "--out", str(tmp_path / "copy.db")]) == 0
+    copy = AnnotationStore(tmp_path / "copy.db", password_hasher=FAST)
+    pd.testing.assert_frame_equal(copy.answers(study), store.answers(study))
+    schedule = Backups(store.path, interval_s=0.05, keep=3).start()
+    time.sleep(1.5)
+    schedule.stop()
+    kept = sorted(schedule.folder.iterdir())
+    assert 1 <= len(kept) <= 3 and kept[-1].stat().st_mode & 0o077 == 0
+    assert AnnotationStore(kept[-1], password_hasher=FAST).answers(study)["value"].tolist() == [3] * 6

@@ -144,3 +144,19 @@ def test_the_nginx_example_serves_tls_with_frame_protection(proxied, browser):
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Reader").wait_for()
     context.close()
+
+
+def test_a_markdown_name_shows_as_text_and_fetches_nothing(server, browser, study):  # noqa: F811
+    """A reader named like a markdown image: the page shows the name as typed, with no image
+    fetched from the address in it (markdown in names made browsers load it)."""
+    store, study_id = study[2], study[3]
+    name = "![x](http://127.0.0.1:9/pixel.png) **b**"
+    store.add_reader(study_id, name, "markdown-password")
+    page = sign_in(browser, server, name, "markdown-password")
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    page.get_by_role("heading", name="Reader").wait_for(timeout=SLOW)
+    wait_idle(page)
+    assert page.get_by_text(name, exact=False).count() >= 1  # the caption "Signed in as …" holds it verbatim
+    assert page.locator("img[src*='pixel.png']").count() == 0 and not [u for u in fetched if "pixel" in u]
+    page.context.close()

@@ -32,10 +32,12 @@ import streamlit as st
 
 from medattn.reader.errors import LoginRateLimitedError, SignInBusyError
 from medattn.store.annotations import AnnotationStore
+from medattn.store.annotations.backup import BACKUP_EVERY_S, Backups
 from medattn.store.annotations.engine import database_url, is_sqlite
 from medattn.ui.plain import plain
 
 STUDY_DB_ENV = "MEDATTN_STUDY_DB"
+BACKUP_ENV = "MEDATTN_BACKUP_HOURS"
 PROXY_ENV = "MEDATTN_BEHIND_PROXY"  # "1": a local reverse proxy relays clients; their address is in X-Real-IP
 USER_KEY = "study_user"
 TAB_KEY = "study_tab"
@@ -114,11 +116,17 @@ def db_target() -> str:
 
 
 def store() -> AnnotationStore:
-    """The process's AnnotationStore for `db_target()` (opened once, outside Streamlit's caches)."""
+    """The process's AnnotationStore for `db_target()` (opened once, outside Streamlit's caches;
+    an SQLite file is checked, then backed up at once and every MEDATTN_BACKUP_HOURS, default 6).
+    StorageError when the database is damaged or cannot be opened."""
     target = db_target()
     with _LOCK:
         if target not in _STORES:
-            _STORES[target] = AnnotationStore(target)
+            opened = AnnotationStore(target)
+            if opened.path is not None:
+                hours = float(os.environ.get(BACKUP_ENV, "") or BACKUP_EVERY_S / 3600)
+                Backups(opened.path, interval_s=hours * 3600).start()
+            _STORES[target] = opened
         return _STORES[target]
 
 
