@@ -23,6 +23,7 @@ from medattn.data.preprocess import Preprocessing
 from medattn.data.skips import Skips
 from medattn.device import best_device
 from medattn.errors import CheckpointError
+from medattn.store.predictions import PredictionStore
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = Path(os.environ.get("MEDATTN_CHECKPOINTS", REPO / "checkpoints"))
@@ -190,3 +191,29 @@ def predict(
                 progress(min(start + batch_size, len(ids)), len(ids))
     scores = np.concatenate(rows) if rows else np.zeros((0, len(loaded.classes)), np.float32)
     return pd.DataFrame(scores, index=pd.Index(kept, name="image_id"), columns=loaded.classes)
+
+
+def stored_predictions(loaded: LoadedModel, image_ids: Sequence[str], store: PredictionStore) -> pd.DataFrame | None:
+    """The probabilities of these images stored in `store` for these weights, or None when any
+    of them is not stored; the model does not run (so no lock on it is needed)."""
+    stored = store.read(loaded.name, loaded.hash)
+    if stored is None or not pd.Index(list(image_ids)).isin(stored.index).all():
+        return None
+    return stored.reindex(list(image_ids))[loaded.classes]
+
+
+def cached_predictions(loaded: LoadedModel, dataset: Dataset, image_ids: Sequence[str], store: PredictionStore,
+                       skips: Skips | None = None) -> pd.DataFrame:
+    """Probabilities for these images (rows in `image_ids` order, one column per class),
+    computed once per checkpoint and kept in `store`. With `skips`, an unreadable image gets a
+    row of NaN (nothing stored, so a fixed file is read next time) and is named there; without,
+    its ImageReadError propagates."""
+    stored = store.read(loaded.name, loaded.hash)  # rows of older weights under this name are redone
+    missing = [i for i in image_ids if stored is None or i not in stored.index]
+    if missing:
+        fresh = predict(loaded, dataset, missing, skips=skips)
+        if len(fresh):
+            stored = store.add(loaded.name, loaded.hash, fresh)
+    if stored is None:
+        return pd.DataFrame(np.nan, index=pd.Index(list(image_ids), name="image_id"), columns=loaded.classes)
+    return stored.reindex(list(image_ids))[loaded.classes]

@@ -141,3 +141,40 @@ def _jpeg(pixels: np.ndarray, **options) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "JPEG", quality=95, **options)
     return buffer.getvalue()
+
+
+def multiframe(path: Path, frames: np.ndarray, bits: int = 12, photometric: str = "MONOCHROME2",
+               top: dict | None = None, shared: dict | None = None, per_frame: list[dict] | None = None) -> Path:
+    """An enhanced multi-frame file (PS3.3 C.7.6.16): `frames` (F, H, W); `top` attributes at the
+    top level; `shared` and each item of `per_frame` map a functional group sequence keyword
+    (PixelValueTransformationSequence, FrameVOILUTSequence) to the attributes of its one item."""
+    ds = dataset(*frames.shape[1:], 1, photometric, bits, signed=frames.dtype.kind == "i")
+    ds.NumberOfFrames = len(frames)
+    ds.PixelData = np.ascontiguousarray(frames).tobytes()
+    if shared:
+        ds.SharedFunctionalGroupsSequence = pydicom.Sequence([_groups_item(shared)])
+    if per_frame:
+        ds.PerFrameFunctionalGroupsSequence = pydicom.Sequence([_groups_item(groups) for groups in per_frame])
+    for key, value in (top or {}).items():
+        setattr(ds, key, value)
+    return write(ds, path)
+
+
+def _groups_item(groups: dict) -> pydicom.Dataset:
+    item = pydicom.Dataset()
+    for sequence, attributes in groups.items():
+        inner = pydicom.Dataset()
+        for key, value in attributes.items():
+            setattr(inner, key, value)
+        setattr(item, sequence, pydicom.Sequence([inner]))
+    return item
+
+
+def lut_item(descriptor: list[int], data, vr: str = "US") -> pydicom.Dataset:
+    """A Modality/VOI LUT Sequence item; the descriptor written US, as many devices write it."""
+    item = pydicom.Dataset()
+    item.LUTDescriptor = descriptor
+    item["LUTDescriptor"].VR = "US"
+    item.LUTData = data
+    item["LUTData"].VR = vr
+    return item

@@ -138,21 +138,12 @@ def test_unsupported_colour_space_names_the_file(tmp_path):
 # ------------------------------------------------------------ LUTs as devices write them
 
 
-def _lut_item(descriptor, data, vr="US"):
-    item = pydicom.Dataset()
-    item.LUTDescriptor = descriptor
-    item["LUTDescriptor"].VR = "US"  # as many devices write it, whatever the pixel representation
-    item.LUTData = data
-    item["LUTData"].VR = vr
-    return item
-
-
 STORED = np.arange(0, 64, dtype=np.uint16)  # a 12-bit detector's first values
 MODALITY_LUTS = {
-    "16-bit entries, US": (_lut_item([64, 0, 16], [int(v) for v in STORED * 1000]), STORED * 1000.0),
-    "16-bit entries, OW": (_lut_item([64, 0, 16], (STORED * 1000).astype("<u2").tobytes(), "OW"), STORED * 1000.0),
-    "8-bit entries": (_lut_item([64, 0, 8], [int(v) for v in 255 - STORED * 4]), 255.0 - STORED * 4),
-    "first value mapped 10": (_lut_item([54, 10, 16], list(range(100, 154))), np.clip(STORED, 10, 63) + 90.0),
+    "16-bit entries, US": (make.lut_item([64, 0, 16], [int(v) for v in STORED * 1000]), STORED * 1000.0),
+    "16-bit entries, OW": (make.lut_item([64, 0, 16], (STORED * 1000).astype("<u2").tobytes(), "OW"), STORED * 1000.0),
+    "8-bit entries": (make.lut_item([64, 0, 8], [int(v) for v in 255 - STORED * 4]), 255.0 - STORED * 4),
+    "first value mapped 10": (make.lut_item([54, 10, 16], list(range(100, 154))), np.clip(STORED, 10, 63) + 90.0),
 }
 
 
@@ -168,7 +159,7 @@ def test_modality_lut_sequence(tmp_path, name):
 def test_modality_lut_first_value_written_unsigned_for_signed_pixels(tmp_path):
     """CT with signed pixels: first value mapped -1024 written as US 64512 (C.11.1.1.1 allows SS)."""
     pixels = np.tile(np.arange(-1024, -960, dtype=np.int16), (2, 1))
-    item = _lut_item([64, 64512, 16], [int(v) for v in np.arange(64) * 10])
+    item = make.lut_item([64, 64512, 16], [int(v) for v in np.arange(64) * 10])
     path = make.mono(tmp_path / "signed.dcm", pixels, bits=16, ModalityLUTSequence=pydicom.Sequence([item]),
                      WindowCenter=315, WindowWidth=631)
     expected = np.clip((np.arange(64) * 10 - (315 - 0.5)) / 630 + 0.5, 0, 1)
@@ -189,7 +180,7 @@ VOI_LUTS = {
 def test_voi_lut_sequence(tmp_path, name):
     descriptor, data, vr, top = VOI_LUTS[name]
     pixels = np.tile(np.arange(16, dtype=np.uint16), (2, 1))
-    path = make.mono(tmp_path / "voi.dcm", pixels, bits=16, VOILUTSequence=pydicom.Sequence([_lut_item(descriptor, data, vr)]))
+    path = make.mono(tmp_path / "voi.dcm", pixels, bits=16, VOILUTSequence=pydicom.Sequence([make.lut_item(descriptor, data, vr)]))
     entries = np.frombuffer(data, np.uint8 if top == 255 and vr == "OW" and len(data) == 16 else "<u2") if isinstance(data, bytes) else np.array(data)
     np.testing.assert_allclose(read_image(path)[0], entries / top, atol=1e-6)
 
@@ -197,7 +188,7 @@ def test_voi_lut_sequence(tmp_path, name):
 def test_voi_lut_after_rescale_with_negative_first_value(tmp_path):
     """CT: rescale to HU, VOI LUT from -1024 HU written as US 64512; values outside the LUT clamp."""
     pixels = np.tile(np.arange(0, 2048, 32, dtype=np.uint16), (2, 1))
-    item = _lut_item([1024, 64512, 16], [int(v) for v in np.linspace(0, 65535, 1024)])
+    item = make.lut_item([1024, 64512, 16], [int(v) for v in np.linspace(0, 65535, 1024)])
     path = make.mono(tmp_path / "ct.dcm", pixels, bits=12, RescaleSlope=1, RescaleIntercept=-1024,
                      VOILUTSequence=pydicom.Sequence([item]))
     hu = pixels[0].astype(float) - 1024

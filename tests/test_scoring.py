@@ -6,6 +6,7 @@ polygons, mask images), the arun2021 protocol on hand-computed values, and one s
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import re
 import shutil
@@ -29,7 +30,9 @@ from medattn.metrics.localization import (
 from medattn.metrics.masks import image_mask, polygon_mask, rle_decode, truth_mask
 from medattn.metrics.protocols import PROTOCOLS, get_protocol, scale_coordinate, scaled_truth
 from medattn.pipeline import ground_truth, peak_of, score
-from medattn.precompute import Run, precompute, targets_for
+from medattn.jobs.precompute import precompute, targets_for
+from medattn.inference import cached_predictions
+from medattn.store import Run
 from medattn.store import HeatmapCache
 from medattn.ui.compare_grid import FLAT_NOTE, caption
 
@@ -253,6 +256,69 @@ def test_rle_polygon_and_mask_image_decode_by_hand(tmp_path):
         truth_mask(square, (7, 7))
 
 
+def chexlocalize_create_mask(polygons: list, img_dims: tuple[int, int]) -> np.ndarray:
+    """CheXlocalize's definition (create_mask, segmentation/annotation_to_segmentation.py):
+    every polygon [[x, y], ...] drawn with PIL ImageDraw, outline=1 and fill=1, on one mode "1"
+    image of width img_dims[1] and height img_dims[0]."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("1", (img_dims[1], img_dims[0]))
+    for polygon in polygons:
+        ImageDraw.Draw(canvas).polygon([(x, y) for x, y in polygon], outline=1, fill=1)
+    return np.array(canvas, dtype=int)
+
+
+def test_polygons_drawn_as_each_protocol_draws_them():
+    square = [1, 1, 5, 1, 5, 4, 1, 4]
+    # CheXlocalize: the outline is in, rows 1..4 × columns 1..5 (20 pixels); COCO: 4 × 3 = 12
+    assert polygon_mask(square, (6, 7), "chexlocalize").astype(int).tolist() == [
+        [0] * 7, *[[0, 1, 1, 1, 1, 1, 0]] * 4, [0] * 7]
+    assert polygon_mask(square, (6, 7), "coco").sum() == 12
+    rng = np.random.default_rng(3)
+    polygons = [[[float(x), float(y)] for x, y in rng.uniform(2, 60, (int(n), 2))] for n in (3, 5, 7, 9)]
+    union = np.zeros((48, 64), bool)
+    for polygon in polygons:
+        union |= polygon_mask([v for point in polygon for v in point], (48, 64), "chexlocalize")
+    expected = chexlocalize_create_mask(polygons, (48, 64))
+    assert np.array_equal(union, expected.astype(bool)) and expected.sum() > 100
+    coco = np.zeros((48, 64), bool)
+    for polygon in polygons:
+        coco |= polygon_mask([v for point in polygon for v in point], (48, 64), "coco")
+    assert not np.array_equal(coco, union)  # the rule the old code used differs on the boundary
+    with pytest.raises(ValueError, match="chexlocalise"):
+        polygon_mask(square, (6, 7), "chexlocalise")
+
+
+def test_chexlocalize_polygons_score_their_own_mask_at_iou_1(tiny_demo, tmp_path):
+    """masks.csv polygons of a dataset whose polygon_protocol is chexlocalize, in CheXlocalize's
+    [[x, y], ...] form: the ground truth is CheXlocalize's mask, so a map that is that mask
+    scores IoU 1 (drawn by pycocotools it scored less)."""
+    folder = tmp_path / "chexlocalize"
+    shutil.copytree(tiny_demo, folder)
+    images = pd.read_csv(folder / "images.csv", dtype={"image_id": str}).set_index("image_id")
+    image_id = images.index[0]
+    label = json.loads((folder / "dataset.json").read_text())["classes"][0]
+    polygon = [[10.4, 12.7], [40.2, 15.1], [33.6, 41.8], [14.9, 30.3]]
+    pd.DataFrame([{"image_id": image_id, "label": label, "polygon": json.dumps(polygon)}]).to_csv(
+        folder / "masks.csv", index=False)
+    boxes = pd.read_csv(folder / "boxes.csv", dtype={"image_id": str})
+    boxes[boxes["image_id"] != image_id].to_csv(folder / "boxes.csv", index=False)
+    meta = json.loads((folder / "dataset.json").read_text())
+    shape = (int(images.at[image_id, "height"]), int(images.at[image_id, "width"]))
+    theirs = chexlocalize_create_mask([polygon], shape).astype(bool)
+    for protocol, iou in (("chexlocalize", 1.0), ("coco", None)):
+        (folder / "dataset.json").write_text(json.dumps({**meta, "polygon_protocol": protocol}))
+        truth = ground_truth(load_dataset(folder), image_id, label)
+        got = score(theirs.astype(np.float32), "saliency", truth, shape)["miou"]
+        if iou is None:
+            assert got < 0.97
+        else:
+            assert np.array_equal(truth, theirs) and got == pytest.approx(iou)
+    (folder / "dataset.json").write_text(json.dumps({**meta, "polygon_protocol": "pil"}))
+    with pytest.raises(DatasetError, match="polygon_protocol"):
+        load_dataset(folder)
+
+
 def _masked_copy(tiny_demo: Path, tmp_path: Path) -> Path:
     """tiny_demo with its boxes turned into masks.csv rows (one RLE, one polygon, mask images)."""
     folder = tmp_path / "masked"
@@ -405,7 +471,7 @@ def test_precompute_under_arun2021_maps_the_predicted_class_into_its_own_run(tin
     loaded = load_model(tiny_checkpoint, "cpu")
     for row in frame.itertuples():
         image = dataset.read_image(row.image_id)
-        probabilities = Run(tmp_path / "run").predictions(loaded, dataset, [row.image_id]).iloc[0].to_numpy()
+        probabilities = cached_predictions(loaded, dataset, [row.image_id], Run(tmp_path / "run").prediction_store).iloc[0].to_numpy()
         assert int(row.target) == int(np.argmax(probabilities))
         raw = explain(loaded.model, loaded.to_input(image), int(row.target), "saliency", device="cpu", channels="sum_abs")
         expected = score(raw, "saliency", dataset.boxes_for(row.image_id), image.shape, "arun2021")

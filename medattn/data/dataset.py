@@ -4,8 +4,11 @@ validated on load.
 masks.csv carries segmentation ground truth, for datasets scored against masks rather than
 boxes (SIIM-ACR pneumothorax, CheXlocalize): columns `image_id`, `label` and, per row, exactly
 one of `rle` (a SIIM run-length string, "-1" for none), `polygon` (a JSON list
-[x1, y1, x2, y2, ...] in pixels of the stored image) or `mask` (a mask image's path relative to
-the dataset folder; non-zero pixels are in the mask). Rows of one image and label are united.
+[x1, y1, x2, y2, ...] or of [x, y] pairs, in pixels of the stored image) or `mask` (a mask
+image's path relative to the dataset folder; non-zero pixels are in the mask). Rows of one image
+and label are united. Polygons are drawn as the protocol that published them draws them:
+dataset.json's `polygon_protocol`, "coco" (pycocotools, the default) or "chexlocalize"
+(CheXlocalize's `create_mask`); see `medattn.metrics.masks`.
 
 Every problem found is reported at once, each naming the file, row and field, so a user
 can fix a manifest in one pass instead of one error at a time.
@@ -88,13 +91,14 @@ class Dataset:
         if rows.empty:
             return None
         shape = (int(self.images.at[image_id, "height"]), int(self.images.at[image_id, "width"]))
+        protocol = str(self.meta.get("polygon_protocol", "coco"))
         union = np.zeros(shape, dtype=bool)
         for index, row in rows.iterrows():
             try:
                 if _given(row.get("rle")):
                     union |= decode.rle_decode(str(row["rle"]), shape)
                 elif _given(row.get("polygon")):
-                    union |= decode.polygon_mask(decode.parse_polygon(str(row["polygon"])), shape)
+                    union |= decode.polygon_mask(decode.parse_polygon(str(row["polygon"])), shape, protocol)
                 else:
                     union |= decode.image_mask(self.root / str(row["mask"]), shape)
             except ValueError as exc:
@@ -248,6 +252,12 @@ def _read_meta(root: Path, problems: list[str]) -> dict[str, Any] | None:
         ok = False
     if "task" in meta and meta["task"] not in TASKS:
         problems.append(f"{path}: field 'task' is {meta['task']!r}, expected one of {', '.join(TASKS)}")
+        ok = False
+    from medattn.metrics.masks import POLYGON_PROTOCOLS
+
+    protocol = meta.get("polygon_protocol", "coco")
+    if protocol not in POLYGON_PROTOCOLS:
+        problems.append(f"{path}: field 'polygon_protocol' is {protocol!r}, expected one of {', '.join(POLYGON_PROTOCOLS)}")
         ok = False
     if ok and meta["task"] == "binary" and len(classes) != 1:
         problems.append(f"{path}: a binary task has exactly one class, got {len(classes)}")

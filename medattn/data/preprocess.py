@@ -36,7 +36,7 @@ of pixels the model saw, which displays use to show the rest as "not seen" rathe
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -280,3 +280,13 @@ def _resize(image: np.ndarray, shape: tuple[int, int], interpolation: str) -> np
     pil = Image.fromarray(np.ascontiguousarray(image, np.float32))  # deeper sources (16-bit, DICOM) keep their precision
     return np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR), np.float32)
 
+
+def to_input(
+    image: np.ndarray,
+    size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """One image as a (1, 3, size, size) float tensor ready for the model: stretched to the
+    square and z-normalised (`Preprocessing` with its defaults, which a checkpoint may change)."""
+    return Preprocessing(size=size, intensity="meanstd", mean=tuple(mean), std=tuple(std)).to_input(image)

@@ -2,8 +2,16 @@
 strings, polygons or mask images.
 
 Every localization metric takes its ground truth through `truth_mask`: boxes (see
-`medattn.metrics.boxes`) or a boolean (H, W) mask of the image. Segmentations are decoded with
-pycocotools (column-major run lengths and polygon rasterisation, the COCO mask API).
+`medattn.metrics.boxes`) or a boolean (H, W) mask of the image. Run lengths are decoded with
+pycocotools (column-major, the COCO mask API). A polygon is drawn as the protocol that published
+it draws it (`POLYGON_PROTOCOLS`, named by the dataset's `polygon_protocol`), because the two
+rules disagree on every boundary pixel:
+- "coco": pycocotools' `frPyObjects` (the COCO mask API: a pixel is in when the polygon's
+  upsampled boundary encloses it; a 4x3-pixel square from (1, 1) to (5, 4) covers 12 pixels);
+- "chexlocalize": CheXlocalize's `create_mask` (segmentation/annotation_to_segmentation.py,
+  Saporta et al. 2022): PIL `ImageDraw.polygon(points, outline=1, fill=1)` on a mode "1" image
+  of the image's size, the points as given, so the outline's pixels are in (the same square
+  covers 20 pixels, rows 1-4 by columns 1-5).
 """
 
 from __future__ import annotations
@@ -64,15 +72,32 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     return coco_mask.decode(encoded).astype(bool)
 
 
-def polygon_mask(points: Sequence[float], shape: tuple[int, int]) -> np.ndarray:
-    """A polygon [x1, y1, x2, y2, ...] in pixels of the stored image → boolean (H, W) mask,
-    rasterised as COCO polygon segmentations are (pycocotools)."""
+def polygon_mask(points: Sequence[float], shape: tuple[int, int], protocol: str = "coco") -> np.ndarray:
+    """A polygon [x1, y1, x2, y2, ...] in pixels of the stored image → boolean (H, W) mask, drawn
+    as `protocol` (a POLYGON_PROTOCOLS name) draws it. ValueError for fewer than 3 points or an
+    unknown protocol."""
     flat = [float(v) for v in points]
     if len(flat) < 6 or len(flat) % 2:
         raise ValueError(f"a polygon needs at least 3 (x, y) points as a flat list, got {len(flat)} numbers")
-    height, width = int(shape[0]), int(shape[1])
+    if protocol not in POLYGON_PROTOCOLS:
+        raise ValueError(f"polygon protocol {protocol!r} is not one of {', '.join(POLYGON_PROTOCOLS)}")
+    return POLYGON_PROTOCOLS[protocol](flat, int(shape[0]), int(shape[1]))
+
+
+def _coco_polygon(flat: list[float], height: int, width: int) -> np.ndarray:
     encoded = coco_mask.merge(coco_mask.frPyObjects([flat], height, width))
     return coco_mask.decode(encoded).astype(bool)
+
+
+def _chexlocalize_polygon(flat: list[float], height: int, width: int) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("1", (width, height))
+    ImageDraw.Draw(canvas).polygon(list(zip(flat[0::2], flat[1::2])), outline=1, fill=1)
+    return np.array(canvas, dtype=bool)
+
+
+POLYGON_PROTOCOLS = {"coco": _coco_polygon, "chexlocalize": _chexlocalize_polygon}
 
 
 def image_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
@@ -90,11 +115,14 @@ def image_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def parse_polygon(text: str) -> list[float]:
-    """A polygon as written in masks.csv: a JSON list [x1, y1, x2, y2, ...]."""
+    """A polygon as written in masks.csv: a JSON list [x1, y1, x2, y2, ...], or of [x, y] pairs
+    as CheXlocalize's gt_annotations json holds them; returned flat."""
     try:
         values = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"polygon is not a JSON list of numbers: {exc}") from None
-    if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
-        raise ValueError("polygon must be a flat JSON list of numbers [x1, y1, x2, y2, ...]")
+    if isinstance(values, list) and values and all(isinstance(p, list) and len(p) == 2 for p in values):
+        values = [v for pair in values for v in pair]
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ValueError("polygon must be a JSON list of numbers [x1, y1, x2, y2, ...] or of [x, y] pairs")
     return [float(v) for v in values]

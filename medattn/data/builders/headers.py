@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from medattn.data.io import DICOM_SUFFIXES
 from medattn.data.io.formats import bomb_error, check_pixels, sniff
+from medattn.data.io.orientation import displayed_size, orientation
 from medattn.data.skips import Skips
 from medattn.errors import ImageReadError
 
@@ -23,7 +24,8 @@ THREADS = 8
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) of a raster image or DICOM file, read from its header.
+    """(width, height) of a raster image or DICOM file as `read_image` returns it, read from its
+    header: a raster image's displayed size (its EXIF/TIFF Orientation 5-8 swap the stored sides).
 
     The format is taken from the content as `read_image` does; ImageReadError naming the file
     for an unreadable header or a size above the pixel limit (`formats.check_pixels`).
@@ -34,6 +36,11 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         width, height = _dicom_size(path)
         check_pixels(path, width, height)
         return width, height
+    stored = _tiff_size(path) if kind == "tiff" else _raster_size(path)
+    return displayed_size(*stored, orientation(path, kind))
+
+
+def _raster_size(path: Path) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -43,6 +50,21 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise bomb_error(path, exc) from exc
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ImageReadError(path, f"cannot read the image header ({exc})") from exc
+
+
+def _tiff_size(path: Path) -> tuple[int, int]:
+    """The stored size, as tifffile (the TIFF reader) sees it: Pillow 13 reports a TIFF's size
+    already turned by its Orientation tag, other formats' as stored."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            width, height = int(page.imagewidth), int(page.imagelength)
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
+        raise ImageReadError(path, f"cannot read the TIFF header ({exc})") from exc
+    check_pixels(path, width, height)
+    return width, height
 
 
 def stored_sizes(images: pd.DataFrame, root: Path, skips: Skips, desc: str = "reading image headers") -> pd.DataFrame:

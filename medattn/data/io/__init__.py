@@ -1,8 +1,11 @@
 """Image reading: every supported format becomes float32 (H, W) in [0, 1], air dark.
 
-`read_image` picks the reader by content, then suffix (`formats.py`): DICOM (`dicom.py`: LUTs, windows,
-MONOCHROME1, PALETTE COLOR, YBR colour spaces, files without File Meta) and raster formats
-(`raster.py`: PNG/JPEG/BMP through OpenCV, TIFF through tifffile with every photometric tag).
+`read_image` picks the reader by content, then suffix (`formats.py`): DICOM (`dicom.py`: the grey-scale
+pipeline in the standard's order, with LUTs and windows from the top level or the functional groups
+(`dicom_frame.py`, `dicom_luts.py`), pixel padding (`dicom_padding.py`), MONOCHROME1 and Presentation
+LUT Shape, PALETTE COLOR, YBR colour spaces, files without File Meta) and raster formats
+(`raster.py`: PNG/JPEG/BMP/WebP through OpenCV, TIFF through tifffile with every photometric tag,
+the EXIF/TIFF Orientation tag applied: `orientation.py`).
 Whatever fails inside a decoder comes out as ImageReadError naming the file and the reason.
 """
 
@@ -24,7 +27,7 @@ __all__ = ["DICOM_SUFFIXES", "RASTER_SUFFIXES", "read_image"]
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read PNG/JPEG/BMP/TIFF or DICOM as float32 (H, W) in [0, 1].
+    """Read PNG/JPEG/BMP/TIFF/WebP or DICOM as float32 (H, W) in [0, 1], as viewers show it.
 
     The content decides the format; the suffix only when the content names none. Raises
     ImageReadError naming the file and the reason when it cannot (a missing or empty file, an

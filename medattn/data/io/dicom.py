@@ -1,8 +1,23 @@
 """DICOM pixels to float32 (H, W) in [0, 1], as a display shows them (air dark).
 
-Grey (PS3.3 C.11, PS3.4 N.2.1): modality LUT (Rescale Slope/Intercept or Modality LUT
-Sequence), then VOI (VOI LUT Sequence, else Window Center/Width, else min-max), then
-MONOCHROME1 inverted. Colour: PALETTE COLOR through its palette (C.7.6.3.1.5); YBR_FULL,
+Grey, in the order of the standard's grey-scale pipeline (PS3.3 C.11, PS3.4 N.2.1):
+1. padding: Pixel Padding Value / Range Limit (C.7.5.1.1.2) mark stored values that are no image
+   (`dicom_padding`);
+2. Modality LUT: Rescale Slope/Intercept or the Modality LUT Sequence (C.11.1);
+3. VOI LUT: the VOI LUT Sequence, else the first Window Center/Width with its VOI LUT Function
+   (C.11.2), else min-max over the pixels that are not padding;
+4. presentation: MONOCHROME1 (C.7.6.3.1.2) or Presentation LUT Shape INVERSE (C.11.6) inverted,
+   once when both say so, then padding shown as background (0).
+Steps 2 and 3 read the attributes that apply to the frame: the top level, or the Shared or
+Per-frame Functional Groups of an enhanced multi-frame file (`dicom_frame`). Where pydicom's
+`apply_modality_lut`/`apply_voi_lut`/`apply_presentation_lut` are right this gives their numbers;
+it differs where they read the top level only, take a LUT descriptor at face value
+(`dicom_luts`), refuse a LINEAR window narrower than 1, or invert by the frame's own min/max.
+Presentation LUT Shape: MONOCHROME1 with INVERSE is one inversion (the DX/MG IODs require INVERSE
+with MONOCHROME1; Weasis 4.1 and DCMTK invert once); MONOCHROME1 with IDENTITY is still
+inverted (DCMTK would not: the combination breaks the IOD, and the photometric interpretation
+is what Cornerstone goes by).
+Colour: PALETTE COLOR through its palette (C.7.6.3.1.5); YBR_FULL,
 YBR_FULL_422, YBR_RCT and YBR_ICT become RGB exactly once, inside pydicom's decoder (natively
 stored YBR by pydicom, JPEG by the codec, JPEG 2000 by its inverse component transform; the
 decoder reports the colour space it returned), then ITU-R BT.601 luma. Only the first frame
@@ -20,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from medattn.data.io.dicom_frame import frame_attributes
 from medattn.data.io.dicom_luts import numbers, read_lut, window
+from medattn.data.io.dicom_padding import padding_mask
 from medattn.data.io.formats import check_pixels
 from medattn.data.io.grey import luma, minmax, scale, unit
 from medattn.errors import ImageReadError
@@ -112,34 +129,62 @@ def _palette(indices: np.ndarray, ds, path: Path) -> np.ndarray:
         raise ImageReadError(path, f"PALETTE COLOR without a usable palette ({exc})") from exc
     if bits == 16 and int(rgb.max()) <= 255:  # 8-bit entries declared as 16 (as DCMTK reads them)
         bits = 8
-    return scale(luma(rgb), 2**bits - 1)
+    return _background(scale(luma(rgb), 2**bits - 1), _padding(indices, ds, path))
 
 
 def _grey(pixels: np.ndarray, ds, photometric: str, path: Path) -> np.ndarray:
+    padding = _padding(pixels, ds, path)
+    inverse = photometric == "MONOCHROME1" or str(ds.get("PresentationLUTShape", "") or "").strip().upper() == "INVERSE"
     if pixels.dtype.kind == "f":
-        values = unit(pixels, path)
-        return 1.0 - values if photometric == "MONOCHROME1" else values
+        values = _unit_float(pixels, padding, path)
+        return _background(1.0 - values if inverse else values, padding)
     values = pixels.astype(np.float64)
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-    slope, intercept = rescale(ds, path)
+    attributes, source = frame_attributes(ds)
+    slope, intercept = rescale(attributes, path)
     try:
-        if ds.get("ModalityLUTSequence"):
-            values = read_lut(ds.ModalityLUTSequence[0], ds, signed).apply(values).astype(np.float64)
+        if attributes.get("ModalityLUTSequence"):
+            values = read_lut(attributes.ModalityLUTSequence[0], ds, signed).apply(values).astype(np.float64)
         else:
             values = values * slope + intercept
-        if ds.get("VOILUTSequence"):
+    except (AttributeError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ImageReadError(path, f"unusable Modality LUT ({source['modality']}: {exc})") from exc
+    try:
+        if attributes.get("VOILUTSequence"):
             # the VOI input is the modality output: signed with signed pixels or a negative intercept
-            negative = signed or intercept < 0
-            lut = read_lut(ds.VOILUTSequence[0], ds, negative)
+            lut = read_lut(attributes.VOILUTSequence[0], ds, signed or intercept < 0)
             shown = lut.apply(values) / float(2**lut.bits - 1)
         else:
-            shown = window(values, ds)
+            shown = window(values, attributes)
     except (AttributeError, ValueError, TypeError, KeyError, IndexError) as exc:
-        raise ImageReadError(path, f"unusable modality or VOI LUT ({exc})") from exc
-    shown = minmax(values) if shown is None else np.clip(shown, 0.0, 1.0)
-    if photometric == "MONOCHROME1":
+        raise ImageReadError(path, f"unusable VOI LUT ({source['voi']}: {exc})") from exc
+    shown = minmax(values, padding) if shown is None else np.clip(shown, 0.0, 1.0)
+    if inverse:
         shown = 1.0 - shown
-    return np.asarray(shown, np.float32)
+    return _background(np.asarray(shown, np.float32), padding)
+
+
+def _padding(stored: np.ndarray, ds, path: Path) -> np.ndarray | None:
+    try:
+        return padding_mask(stored, ds)
+    except ValueError as exc:
+        raise ImageReadError(path, f"unusable Pixel Padding Value ({exc})") from exc
+
+
+def _unit_float(pixels: np.ndarray, padding: np.ndarray | None, path: Path) -> np.ndarray:
+    """Float pixel data by min-max over the pixels that are not padding."""
+    if padding is None:
+        return unit(pixels, path)
+    if not np.all(np.isfinite(pixels[~padding])):
+        raise ImageReadError(path, "image holds NaN or infinite values")
+    return minmax(np.where(padding, 0.0, pixels), padding)
+
+
+def _background(shown: np.ndarray, padding: np.ndarray | None) -> np.ndarray:
+    """Padding shown as background (0, black)."""
+    if padding is None:
+        return shown
+    return np.where(padding, np.float32(0.0), shown).astype(np.float32)
 
 
 def rescale(ds, path: Path) -> tuple[float, float]:

@@ -8,8 +8,14 @@ files that do not, so the LUT is read here with the quirks readers such as DCMTK
   rescale below zero before a VOI LUT) or when unsigned it would run the table past 65535;
 - LUT Data as a US list, as OW words (16-bit) or as OW holding 8-bit entries packed;
 - an entry count that disagrees with the data (the data wins);
-- a declared output depth that disagrees with the entries: entries above 2^bits - 1 raise it,
-  a declared depth above 16 is taken from the entries, and a declared 16 whose entries all fit in 8 bits is read as 8 (DCMTK does the same);
+- a declared output depth (the descriptor's third value) that disagrees with the entries, in
+  either direction: Agfa CRs declare 16 for 12-bit entries (the image then fills the bottom
+  sixteenth of the range), others 16 for 8-bit entries or 8 for 10-bit ones. The depth is taken
+  from the entries as Cornerstone does ("we don't trust numBitsPerEntry": the bit length of the
+  largest entry), within the 8 to 16 bits C.11.2.1.1 allows, which is DCMTK's automatic depth
+  (ELM_IgnoreValue: `tobits(max)` clamped to 8..16). DCMTK's default instead trusts the
+  descriptor except for 16 declared over 8-bit entries, and masks wider entries to the declared
+  bits; pydicom's `apply_voi` trusts it and refuses 9 bits or more than 16;
 - Window Center/Width multi-valued (the first pair is the default view) or unusable (ignored).
 """
 
@@ -22,7 +28,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Lut:
-    """A lookup table: stored value `first` maps to `data[0]`; entries have `bits` bits."""
+    """A lookup table: stored value `first` maps to `data[0]`; entries have `bits` bits (the
+    output range is 0 to 2^bits - 1)."""
 
     first: int
     data: np.ndarray
@@ -40,18 +47,13 @@ def read_lut(item: object, ds: object, signed_input: bool) -> Lut:
     descriptor = [int(v) for v in item.LUTDescriptor]  # type: ignore[attr-defined]
     if len(descriptor) != 3:
         raise ValueError(f"LUT Descriptor needs 3 values, has {descriptor}")
-    entries, first, bits = descriptor[0] or 65536, descriptor[1], descriptor[2]
+    entries, first = descriptor[0] or 65536, descriptor[1]
     data = _entries(item.LUTData, entries, ds)  # type: ignore[attr-defined]
     if data.size == 0:
         raise ValueError("LUT Data is empty")
     if first >= 2**15 and (signed_input or first + data.size > 2**16):
         first -= 2**16
-    need = max(int(data.max()).bit_length(), 1)
-    if need > bits or bits > 16:  # entries are 8 to 16 bits (C.11.1.1.1): a larger depth is a typo
-        bits = need
-    elif bits == 16 and need <= 8:
-        bits = 8
-    return Lut(first, data, bits)
+    return Lut(first, data, min(max(int(data.max()).bit_length(), 8), 16))
 
 
 def _entries(raw: object, entries: int, ds: object) -> np.ndarray:

@@ -19,7 +19,7 @@ MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"II*\x00", 
 
 
 def sniff(path: Path) -> str | None:
-    """'dicom', 'png', 'jpeg', 'tiff' or 'bmp' from the file's first bytes; None when they name
+    """'dicom', 'png', 'jpeg', 'tiff', 'bmp' or 'webp' from the file's first bytes; None when they name
     none of these. DICOM: the DICM preamble, or a first element of group 0002 or 0008 in
     little-endian order (files written without preamble and File Meta)."""
     with open(path, "rb") as handle:
@@ -29,6 +29,8 @@ def sniff(path: Path) -> str | None:
     for magic, kind in MAGIC:
         if head.startswith(magic):
             return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
     if len(head) >= 8 and head[1] == 0 and head[0] in (0x02, 0x08) and head[3] == 0:
         return "dicom"
     return None

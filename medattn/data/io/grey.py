@@ -22,13 +22,15 @@ def scale(values: np.ndarray, top: float) -> np.ndarray:
     return np.clip(values.astype(np.float64) / float(top), 0.0, 1.0).astype(np.float32)
 
 
-def minmax(values: np.ndarray) -> np.ndarray:
-    """Stretch to [0, 1] (a constant image becomes 0): for data without a declared range."""
+def minmax(values: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Stretch to [0, 1] (a constant image becomes 0): for data without a declared range. Pixels
+    in the boolean mask `exclude` (DICOM padding) take no part in the minimum and maximum."""
     values = values.astype(np.float64)
-    low, high = float(values.min()), float(values.max())
+    native = values if exclude is None or exclude.all() else values[~exclude]
+    low, high = float(native.min()), float(native.max())
     if high <= low:
         return np.zeros(values.shape, np.float32)
-    return ((values - low) / (high - low)).astype(np.float32)
+    return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
 def unit(values: np.ndarray, path: Path, bits: int | None = None) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""PNG, JPEG, BMP and TIFF to float32 (H, W) in [0, 1], air dark.
+"""PNG, JPEG, BMP, WebP and TIFF to float32 (H, W) in [0, 1], air dark, as viewers show them
+(the EXIF/TIFF Orientation tag applied, `orientation.py`).
 
-PNG/JPEG/BMP decode through OpenCV (every PNG colour type at 1-16 bits: grey, grey+alpha,
+PNG/JPEG/BMP/WebP decode through OpenCV (every PNG colour type at 1-16 bits: grey, grey+alpha,
 palette, RGB, RGBA). TIFF decodes through tifffile, which returns the stored samples, so that
 every PhotometricInterpretation tag is honoured here the same way at every depth:
 MinIsBlack as is, MinIsWhite inverted (OpenCV and Pillow invert it only for some depths and
@@ -19,20 +20,27 @@ import numpy as np
 
 from medattn.data.io.formats import bomb_error, check_pixels
 from medattn.data.io.grey import luma, scale, unit
+from medattn.data.io.orientation import orientation, oriented
 from medattn.errors import ImageReadError
 
-SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
 
 
 def read_raster(path: Path, kind: str | None = None) -> np.ndarray:
-    """A raster image as float32 (H, W) in [0, 1]; ImageReadError naming the file.
+    """A raster image as float32 (H, W) in [0, 1], turned as its EXIF/TIFF Orientation tag says
+    (`orientation.py`); ImageReadError naming the file.
 
     `kind` is the format its content shows (`formats.sniff`); None: go by the suffix."""
     if kind is None and path.suffix.lower() not in SUFFIXES:
         raise ImageReadError(
-            path, f"unsupported file type {path.suffix or '(none)'}; expected PNG, JPEG, BMP, TIFF or DICOM"
+            path, f"unsupported file type {path.suffix or '(none)'}; expected PNG, JPEG, BMP, TIFF, WebP or DICOM"
         )
+    return oriented(_decode(path, kind), orientation(path, kind))
+
+
+def _decode(path: Path, kind: str | None) -> np.ndarray:
+    """The stored samples as grey in [0, 1], before any orientation."""
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise ImageReadError(path, "file is empty")
@@ -109,18 +117,23 @@ def _read_tiff(path: Path) -> np.ndarray:
 
 
 def _read_tiff_pillow(path: Path, photometric: str) -> np.ndarray:
-    """Pillow decodes what tifffile cannot; MinIsWhite is relabelled MinIsBlack in a copy first,
-    because Pillow inverts it or not depending on depth and codec, and then inverted here."""
+    """Pillow decodes what tifffile cannot. In a copy first, MinIsWhite is relabelled MinIsBlack,
+    because Pillow inverts it or not depending on depth and codec (inverted here afterwards), and
+    Orientation is set to 1, because Pillow turns TIFFs as it loads them (`read_raster` turns
+    every format once, the same way)."""
     import io
 
     import tifffile
     from PIL import Image
 
     buffer = io.BytesIO(path.read_bytes())
-    if photometric == "MINISWHITE":
-        with tifffile.TiffFile(buffer) as tif:
-            tif.pages.first.tags["PhotometricInterpretation"].overwrite(1)
-        buffer.seek(0)
+    with tifffile.TiffFile(buffer) as tif:
+        tags = tif.pages.first.tags
+        if photometric == "MINISWHITE":
+            tags["PhotometricInterpretation"].overwrite(1)
+        if "Orientation" in tags and tags["Orientation"].value != 1:
+            tags["Orientation"].overwrite(1)
+    buffer.seek(0)
     with Image.open(buffer) as image:
         mode = image.mode
         if mode in ("P", "CMYK", "YCbCr", "LA", "PA", "RGBA"):
