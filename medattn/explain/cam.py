@@ -77,11 +77,14 @@ def as_grid(layer: nn.Module, layout: FeatureLayout) -> Iterator[GridTap]:
     """For the duration, `layer`'s output is converted to a grid, passed through the returned
     `GridTap` and converted back (`FeatureLayout.to_grid` / `from_grid`): hooks on the tap see
     the grid, and a forward hook on the tap that returns another grid replaces the layer's
-    output. A layout without change (NCHW) still goes through the tap."""
+    output. A layout without change (NCHW) still goes through the tap. What goes on is a copy,
+    so an in-place operation after the layer never changes the grid the hooks saw."""
     tap = GridTap()
 
     def hook(_module: nn.Module, _inputs: Any, out: Tensor) -> Tensor:
-        return layout.from_grid(tap(layout.to_grid(out)), like=out)
+        # a copy goes on, so an in-place operation after the layer (DenseNet's F.relu(features,
+        # inplace=True)) cannot change the activations read here (pytorch/vision#4164)
+        return layout.from_grid(tap(layout.to_grid(out)), like=out).clone()
 
     handle = layer.register_forward_hook(hook)
     try:

@@ -104,7 +104,8 @@ def _cam_choice(net: nn.Module) -> tuple[str, FeatureLayout]:
             and hasattr(blocks[-1], "norm1"):  # timm vision transformers (ViT, DeiT, …)
         return f"blocks.{len(blocks) - 1}.norm1", FeatureLayout(prefix_tokens=prefix)
     if isinstance(net, torchvision.models.VisionTransformer):
-        return f"encoder.layers.{len(net.encoder.layers) - 1}.ln_1", FeatureLayout(prefix_tokens=1)
+        last = net.encoder.layers[-1].ln_1
+        return next(n for n, m in net.named_modules() if m is last), FeatureLayout(prefix_tokens=1)
     if isinstance(net, torchvision.models.SwinTransformer):
         return "features", FeatureLayout(channels_last=True)
     info = getattr(net, "feature_info", None)
