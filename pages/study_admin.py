@@ -9,8 +9,10 @@ import streamlit as st
 
 from medattn.reader.errors import StudyConflictError, StudyError
 from medattn.reader.export import import_study
+from medattn.reader.validity import study_warnings
 from medattn.ui import auth
 from medattn.ui.errors import guard, show_error
+from medattn.ui.plain import plain
 from medattn.ui.sidebar import current
 from medattn.ui.study_create import KIND_NAMES, new_study_form, study_table
 from medattn.ui.study_picker import study_picker
@@ -20,7 +22,7 @@ selection = current()
 admin = auth.require_admin()
 db = auth.store()
 st.title("Study admin")
-st.caption(f"Study database: {db.path}" + ("" if auth.study_mode() else
+st.caption(f"Study database: {db.where}" + ("" if auth.study_mode() else
            " (set MEDATTN_STUDY_DB to run studies on a shared server with sign-in)"))
 notice = st.session_state.pop("sa_notice", None)
 if notice:
@@ -45,13 +47,21 @@ with st.expander("New study", expanded=db.list_studies().empty):
     with guard("New study"):
         new_study_form(selection, create)
 
-with st.expander("Import a study (JSON export)"):
-    uploaded = st.file_uploader("Study JSON", type=["json"], key="sa_import_file")
+with st.expander("Import a study (JSON backup)"):
+    left, right = st.columns(2)
+    uploaded = left.file_uploader("Study JSON", type=["json"], key="sa_import_file")
+    key_file = right.file_uploader("Its case key CSV (only for a JSON exported without it)", type=["csv"],
+                                   key="sa_import_key")
     if uploaded is not None and st.button("Import", key="sa_import"):
         with tempfile.TemporaryDirectory() as folder, guard("Import"):
-            path = Path(folder) / uploaded.name
+            path = Path(folder) / "study.json"
             path.write_bytes(uploaded.getvalue())
-            study_id = import_study(db, path, name=uploaded.name)  # errors name the upload, not a server folder
+            key_path = None
+            if key_file is not None:
+                key_path = Path(folder) / "key.csv"
+                key_path.write_bytes(key_file.getvalue())
+            study_id = import_study(db, path, name=uploaded.name, key=key_path,  # errors name the uploads, not a
+                                    key_name=key_file.name if key_file else None)  # server folder
             st.session_state["sa_notice"] = f"Imported {uploaded.name} as study {study_id}."
             st.session_state["sa_study"] = study_id
             st.rerun()
@@ -66,6 +76,8 @@ if st.session_state.get("sa_study") not in names:
     st.session_state["sa_study"] = list(names)[-1]
 study_id = study_picker(names, key="sa_study")
 spec = db.study(study_id)
+for warning in study_warnings(spec, list(db.case_key(study_id)["image_id"])):
+    st.warning(f"This study's cases: {plain(warning)}. Every export says so in its provenance.")
 
 # Two admins: an edit is saved on top of the revision this admin was SHOWN (kept in the session),
 # not the one read when the button is pressed, so another admin's save in between is a conflict
@@ -84,7 +96,7 @@ if not Path(spec["dataset"]).is_dir():
             st.rerun()
         except StudyConflictError as error:
             st.session_state[seen_key] = spec["revision"]  # now shown: saving again is a deliberate overwrite
-            st.error(f"Not saved: {error}. The page now shows the study as saved; save again to replace it.")
+            st.error(f"Not saved: {plain(error)}. The page now shows the study as saved; save again to replace it.")
         except StudyError as error:
             show_error(error, "Not saved")
 elif st.session_state.pop(seen_key, spec["revision"]) != spec["revision"]:
@@ -100,9 +112,9 @@ with st.form(f"sa_reader_form_{study_id}", clear_on_submit=True):
 if added:
     try:
         db.add_reader(study_id, reader_name, password)
-        st.success(f"Added {reader_name.strip()} to the study.")
+        st.success(f"Added {plain(reader_name.strip())} to the study.")
     except StudyError as error:  # a taken name (DuplicateReaderError), a short password
-        st.error(f"Reader not added: {error}")
+        st.error(f"Reader not added: {plain(error)}")
 with guard("Progress"):
     progress_section(db, study_id)
 

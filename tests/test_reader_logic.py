@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from argon2 import PasswordHasher
+from statsmodels.stats.inter_rater import cohens_kappa
 
 from medattn.data import load_dataset
 from medattn.reader import agreement, analysis
@@ -105,6 +106,28 @@ def test_cohen_kappa_matches_hand_computation():
     # quadratic weights (i - j)^2: observed disagreement 1, chance 8/3 + 1 + 4/3 = 5 → 1 - 1/5
     weighted = agreement.cohen_pairs(_table({"a": [1, 2, 3], "b": [1, 3, 3]}), weights="quadratic")
     assert weighted.loc[0, "kappa"] == pytest.approx(0.8)
+
+
+def test_weighted_kappa_is_on_the_declared_scale_with_unused_levels():
+    # a 1-5 scale on which nobody answered 3 or 4: quadratic weights count scale steps, so 1 vs 5
+    # is 16 apart, not 4 (positions of the values used). Observed Σ w·O = 1 (one 1-vs-2 unit);
+    # chance Σ w·E = (2·(1·2 + 16·1) + (1·1 + 9·1) + (16·1 + 9·2)) / 4 = 20 → kappa = 1 − 1/20.
+    a, b = [1, 2, 5, 1], [2, 2, 5, 1]
+    answers = pd.DataFrame([{"reader": reader, "case_id": f"case-{i}", "question_id": "q", "value": v}
+                            for reader, values in (("a", a), ("b", b)) for i, v in enumerate(values)])
+    result = agreement.agreement(answers, SCALE)
+    assert result["pairs"].loc[0, "kappa"] == pytest.approx(0.95)  # the positions of {1, 2, 5} gave 0.8
+    assert result["categories"] == [1, 2, 3, 4, 5]
+    table = np.zeros((5, 5))
+    for x, y in zip(a, b):
+        table[x - 1, y - 1] += 1
+    assert result["pairs"].loc[0, "kappa"] == pytest.approx(cohens_kappa(table, wt="quadratic").kappa)
+    linear = agreement.cohen_pairs(agreement.rating_table(answers, SCALE), "linear", [1, 2, 3, 4, 5])
+    assert linear.loc[0, "kappa"] == pytest.approx(cohens_kappa(table, wt="linear").kappa)
+    rows = agreement.measures(SCALE, result).set_index("measure")
+    assert rows.loc["Cohen's kappa (mean over reader pairs)", "level"] == "ordinal: quadratic weights over 1–5"
+    assert rows.loc["Krippendorff's alpha", "level"] == "ordinal"
+    assert rows.loc["Fleiss' kappa", "level"].startswith("nominal")
 
 
 def test_fleiss_kappa_and_krippendorff_alpha_match_hand_computation():
@@ -208,8 +231,10 @@ def test_failure_review_tags_counted_per_model_and_method(tmp_path):
 def test_reader_boxes_against_ground_truth_and_as_ground_truth(tiny_demo, tmp_path):
     dataset = load_dataset(tiny_demo)
     with_box = dataset.boxes[dataset.boxes["label"] == "nodule"]["image_id"].unique()[:2].tolist()
+    without = next(i for i in dataset.images.index if not dataset.images.at[i, "nodule"])
     store = AnnotationStore(tmp_path / "s.db", password_hasher=FAST)
-    study = store.create_study({"name": "det", "kind": "detection", "dataset": str(tiny_demo), "cases": with_box,
+    study = store.create_study({"name": "det", "kind": "detection", "dataset": str(tiny_demo),
+                                "cases": with_box + [without],
                                 "target_class": "nodule", "questions": default_questions("detection")})
     store.add_reader(study, "ana", "correct horse")
     key = store.case_key(study).set_index("image_id")["case_id"]
@@ -221,10 +246,10 @@ def test_reader_boxes_against_ground_truth_and_as_ground_truth(tiny_demo, tmp_pa
     assert accuracy.loc[key[with_box[0]], "iou"] == pytest.approx(1.0) and accuracy.loc[key[with_box[0]], "hit"]
     assert accuracy.loc[key[with_box[1]], "iou"] == 0 and not accuracy.loc[key[with_box[1]], "hit"]
     boxes = analysis.reader_ground_truth(store, study)
-    assert list(boxes.columns) == ["image_id", "label", "x", "y", "w", "h"]
+    assert list(boxes.columns) == ["image_id", "label", "x", "y", "w", "h", "reader", "arm"]
     assert set(boxes["image_id"]) == set(with_box) and set(boxes["label"]) == {"nodule"}
     derived = load_dataset(analysis.write_reader_truth(store, study, tmp_path / "reader_truth"))
-    assert sorted(derived.images.index) == sorted(with_box) and derived.classes == dataset.classes
+    assert sorted(derived.images.index) == sorted(with_box + [without]) and derived.classes == dataset.classes
     assert derived.boxes[["x", "y", "w", "h"]].to_numpy().tolist() == boxes[["x", "y", "w", "h"]].to_numpy().tolist()
     assert derived.read_image(with_box[0]).shape == (64, 64)
 

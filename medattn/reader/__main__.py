@@ -1,9 +1,10 @@
 """Command line: make an admin account, export a study, or import a JSON export.
 
     python -m medattn.reader add-admin --db DB --name NAME   (asks the password twice, never echoed)
-    python -m medattn.reader export --db DB --study ID --format {csv,json,coco,mrmc,imrmc} --out FILE
-    python -m medattn.reader import --db DB --json FILE
+    python -m medattn.reader export --db DB --study ID --format {csv,json,coco,mrmc,imrmc,key,boxes} --out FILE
+    python -m medattn.reader import --db DB --json FILE [--key KEY.csv]
     python -m medattn.reader migrate --from DB --to DB [--study ID ...]
+    python -m medattn.reader backup --db FILE --out FILE   (SQLite's online backup, while readers save)
 
 DB is an SQLite file's path or an SQLAlchemy URL (postgresql://user@host/medattn).
 """
@@ -37,16 +38,31 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--format", required=True, choices=FORMATS)
     export.add_argument("--out", required=True, help="file to write (written to a temporary file, then renamed)")
     export.add_argument("--with-key", action="store_true",
-                        help="json only: include the case → image id key (a full backup; not for sharing)")
+                        help="json and boxes: include the image ids (json: a full backup that re-imports with its "
+                             "images; not for sharing)")
     restore = commands.add_parser("import", help="re-create a study from a JSON export")
     restore.add_argument("--db", required=True, help=DB_HELP)
     restore.add_argument("--json", required=True)
+    restore.add_argument("--key", help="the study's key export (--format key), for a JSON written without image ids")
     migrate = commands.add_parser("migrate", help="copy studies as they are (ids, accounts, answers) to another "
                                                   "database, e.g. an SQLite file to the site's PostgreSQL")
     migrate.add_argument("--from", dest="source", required=True, help=DB_HELP)
     migrate.add_argument("--to", dest="target", required=True, help=DB_HELP)
     migrate.add_argument("--study", action="append", help="study id (repeatable; default every study and account)")
+    backup = commands.add_parser("backup", help="a consistent copy of an SQLite study database, taken while it is in "
+                                                "use (the app also keeps copies in DB.backups/)")
+    backup.add_argument("--db", required=True, help="the SQLite file")
+    backup.add_argument("--out", required=True, help="the copy to write")
     args = parser.parse_args(argv)
+    if args.command == "backup":
+        from medattn.store.annotations.backup import backup_sqlite
+
+        try:
+            print(f"wrote {backup_sqlite(Path(args.db), Path(args.out))}")
+        except MedattnError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "migrate":
         return _migrate(args)
     url = database_url(args.db)
@@ -66,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             path = export_study(store, args.study, args.format, args.out, with_key=args.with_key)
             print(f"wrote {path}")
         else:
-            print(f"imported study {import_study(store, args.json)} from {args.json}")
+            print(f"imported study {import_study(store, args.json, key=args.key)} from {args.json}")
     except MedattnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
-"""Plotly charts for the Leaderboard and Data pages: metric bars with confidence intervals, PR and
-ROC curves, box size histograms and count bars."""
+"""Plotly charts for the Leaderboard, Compare and Data pages: metric bars with confidence
+intervals, PR and ROC curves, localization against faithfulness per method, deletion and
+insertion curves, box size histograms and count bars."""
 
 from __future__ import annotations
 
@@ -65,6 +66,51 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title
     return figure
 
 
+def reader_roc_figure(points: pd.DataFrame, aucs: Mapping[tuple, float] | None = None,
+                      title: str = "ROC per reader and arm") -> go.Figure:
+    """Empirical ROC curves of a reader study (`medattn.reader.mrmc.roc_points`: reader,
+    treatment, fpr, tpr): one colour per reader, one dash per treatment (solid first), and the
+    chance line; `aucs` {(reader, treatment): AUC} goes into the legend."""
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(dash="dot", color="grey")))
+    colors = model_colors(points["reader"].astype(str).unique())
+    dashes = dict(zip(pd.unique(points["treatment"]), ("solid", "dash", "dashdot", "longdash")))
+    for (reader, treatment), curve in points.groupby(["reader", "treatment"], sort=False):
+        auc = (aucs or {}).get((reader, treatment))
+        name = f"{reader} · {treatment}" + (f" (AUC {auc:.3f})" if auc is not None else "")
+        figure.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=name,
+                                    legendgroup=str(treatment),
+                                    line=dict(color=colors[str(reader)], dash=dashes[treatment], width=2)))
+    figure.update_layout(title=title, xaxis_title="false positive rate (1 − specificity)",
+                         yaxis_title="true positive rate (sensitivity)", xaxis_range=[0, 1], yaxis_range=[0, 1.02],
+                         **LAYOUT)
+    figure.update_xaxes(constrain="domain")
+    figure.update_yaxes(scaleanchor="x", scaleratio=1, constrain="domain")
+    return figure
+
+
+def reader_change_figure(per_reader: pd.DataFrame, per_treatment: pd.DataFrame, metric: str = "AUC",
+                         title: str | None = None) -> go.Figure:
+    """Each reader's figure of merit per treatment joined by a line (one colour per reader), and
+    the readers' mean with its 95% CI per treatment (black). `per_reader`: reader, treatment,
+    estimate; `per_treatment`: treatment, estimate, low, high (`obuchowski_rockette` tables)."""
+    figure = go.Figure()
+    colors = model_colors(per_reader["reader"].astype(str).unique())
+    order = list(per_treatment["treatment"])
+    for reader, rows in per_reader.groupby("reader", sort=False):
+        rows = rows.set_index("treatment").loc[order].reset_index()
+        figure.add_trace(go.Scatter(x=rows["treatment"], y=rows["estimate"], mode="lines+markers", name=str(reader),
+                                    line=dict(color=colors[str(reader)], width=1.5), marker=dict(size=7)))
+    estimate = per_treatment["estimate"].to_numpy(dtype=float)
+    figure.add_trace(go.Scatter(
+        x=per_treatment["treatment"], y=estimate, mode="markers", name="mean (95% CI)",
+        marker=dict(color="black", size=12, symbol="diamond"),
+        error_y=dict(type="data", symmetric=False, array=per_treatment["high"].to_numpy(dtype=float) - estimate,
+                     arrayminus=estimate - per_treatment["low"].to_numpy(dtype=float), color="black", width=8)))
+    figure.update_layout(title=title or f"{metric} per reader", yaxis_title=metric, **LAYOUT)
+    return figure
+
+
 def box_size_histogram(boxes: pd.DataFrame, bins: int = 30) -> go.Figure:
     """Distribution of box sizes (side of the equal-area square, √(w·h), in pixels) per label."""
     figure = go.Figure()
@@ -102,4 +148,47 @@ def cascading_figure(table: pd.DataFrame, metric: str = "ssim", colors: Mapping[
                                     text=group.get("layer"), hovertemplate="step %{x} (%{text}): %{y:.3f}<extra></extra>"))
     figure.update_layout(title=f"Cascading randomisation: {metric} to the trained model's map",
                          xaxis_title="blocks re-initialised (top down)", yaxis_title=metric, **LAYOUT)
+    return figure
+
+
+def agreement_scatter(localization: pd.DataFrame, faithfulness: pd.DataFrame, localization_metric: str,
+                      faithfulness_metric: str, title: str, colors: Mapping[str, str] | None = None) -> go.Figure:
+    """One point per checkpoint × method at (localization mean, faithfulness mean) with both
+    95% intervals as error bars; one colour per checkpoint; reference maps as open diamonds."""
+    keys = ["checkpoint", "method"]
+    joined = localization.merge(faithfulness, on=keys, suffixes=("", "_f"))
+    colors = colors or model_colors(joined["checkpoint"].astype(str))
+    figure = go.Figure()
+    for (checkpoint, reference), rows in joined.groupby(["checkpoint", joined["method"].str.startswith("reference:")],
+                                                        sort=True):
+        x, y = rows[localization_metric].to_numpy(float), rows[faithfulness_metric].to_numpy(float)
+        figure.add_trace(go.Scatter(
+            x=x, y=y, mode="markers+text", text=rows["method"].str.replace("reference:", "ref: ", regex=False),
+            textposition="top center", name=f"{checkpoint}" + (" · reference maps" if reference else ""),
+            marker=dict(color=colors.get(str(checkpoint)), size=10, symbol="diamond-open" if reference else "circle"),
+            error_x=dict(type="data", symmetric=False, array=rows[f"{localization_metric}_high"].to_numpy(float) - x,
+                         arrayminus=x - rows[f"{localization_metric}_low"].to_numpy(float), thickness=1),
+            error_y=dict(type="data", symmetric=False, array=rows[f"{faithfulness_metric}_high"].to_numpy(float) - y,
+                         arrayminus=y - rows[f"{faithfulness_metric}_low"].to_numpy(float), thickness=1),
+            hovertemplate=f"{checkpoint} · %{{text}}<br>{localization_metric} %{{x:.3f}}<br>"
+                          f"{faithfulness_metric} %{{y:.3f}}<extra></extra>"))
+    figure.update_layout(title=title, xaxis_title=localization_metric, yaxis_title=faithfulness_metric, **LAYOUT)
+    return figure
+
+
+def perturbation_curves_figure(curves: Mapping[str, Mapping[str, np.ndarray]], title: str,
+                               colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Deletion (solid) and insertion (dashed) curves, one colour per panel: panel name →
+    {"fraction", "deletion", "insertion"} (`pipeline.faithfulness_curves`), the areas in the legend."""
+    figure = go.Figure()
+    colors = colors or model_colors(curves)
+    for name, curve in curves.items():
+        x = np.asarray(curve["fraction"], dtype=float)
+        for kind, dash in (("deletion", "solid"), ("insertion", "dash")):
+            y = np.asarray(curve[kind], dtype=float)
+            area = float(np.trapezoid(y, x))
+            figure.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{name} · {kind} (AUC {area:.3f})",
+                                        line=dict(color=colors.get(name), dash=dash), legendgroup=name))
+    figure.update_layout(title=title, xaxis_title="fraction of pixels removed (deletion) or inserted (insertion)",
+                         yaxis_title="class score", xaxis_range=[0, 1], **LAYOUT)
     return figure
