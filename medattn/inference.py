@@ -23,6 +23,7 @@ from medattn.data.preprocess import Preprocessing
 from medattn.data.skips import Skips
 from medattn.device import best_device
 from medattn.errors import CheckpointError
+from medattn.store.predictions import PredictionStore
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = Path(os.environ.get("MEDATTN_CHECKPOINTS", REPO / "checkpoints"))
@@ -71,6 +72,12 @@ class LoadedModel:
         """A read image (H, W) in [0, 1] as the (1, C, S, S) input of this model on its device
         (its `preprocessing`: resize or crop, channels, intensity scale)."""
         return self.preprocessing.to_input(image).to(self.device)
+
+    def constant_input(self, value: float = 0.0) -> torch.Tensor:
+        """The (1, C, S, S) input, on this model's device, of a stored image of constant
+        intensity `value` (0 = its black) through this model's preprocessing
+        (`Preprocessing.constant_input`): the baseline and fill in the image's own terms."""
+        return self.preprocessing.constant_input(value).to(self.device)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, 1) if self.task == "multiclass" else torch.sigmoid(logits)
@@ -147,7 +154,12 @@ def _preprocessing_tag(meta: dict[str, Any]) -> str:
     prep = Preprocessing.from_meta(meta)
     if prep == Preprocessing.from_meta({k: v for k, v in meta.items() if k != "preprocessing"}):
         return ""
-    return "-" + hashlib.sha256(json.dumps(prep.to_meta(), sort_keys=True).encode()).hexdigest()[:8]
+    described: dict[str, Any] = {**prep.to_meta()}
+    if prep.intensity != "imagenet":
+        # their "black" baselines and fills were ImageNet's before they followed the
+        # preprocessing (`medattn.explain.fills`): maps cached before then are not these models'
+        described["fills"] = "stored-image"
+    return "-" + hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def predict(
@@ -179,3 +191,29 @@ def predict(
                 progress(min(start + batch_size, len(ids)), len(ids))
     scores = np.concatenate(rows) if rows else np.zeros((0, len(loaded.classes)), np.float32)
     return pd.DataFrame(scores, index=pd.Index(kept, name="image_id"), columns=loaded.classes)
+
+
+def stored_predictions(loaded: LoadedModel, image_ids: Sequence[str], store: PredictionStore) -> pd.DataFrame | None:
+    """The probabilities of these images stored in `store` for these weights, or None when any
+    of them is not stored; the model does not run (so no lock on it is needed)."""
+    stored = store.read(loaded.name, loaded.hash)
+    if stored is None or not pd.Index(list(image_ids)).isin(stored.index).all():
+        return None
+    return stored.reindex(list(image_ids))[loaded.classes]
+
+
+def cached_predictions(loaded: LoadedModel, dataset: Dataset, image_ids: Sequence[str], store: PredictionStore,
+                       skips: Skips | None = None) -> pd.DataFrame:
+    """Probabilities for these images (rows in `image_ids` order, one column per class),
+    computed once per checkpoint and kept in `store`. With `skips`, an unreadable image gets a
+    row of NaN (nothing stored, so a fixed file is read next time) and is named there; without,
+    its ImageReadError propagates."""
+    stored = store.read(loaded.name, loaded.hash)  # rows of older weights under this name are redone
+    missing = [i for i in image_ids if stored is None or i not in stored.index]
+    if missing:
+        fresh = predict(loaded, dataset, missing, skips=skips)
+        if len(fresh):
+            stored = store.add(loaded.name, loaded.hash, fresh)
+    if stored is None:
+        return pd.DataFrame(np.nan, index=pd.Index(list(image_ids), name="image_id"), columns=loaded.classes)
+    return stored.reindex(list(image_ids))[loaded.classes]

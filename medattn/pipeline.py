@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 
 from medattn.data.dataset import Dataset
@@ -193,3 +194,16 @@ def score(raw: np.ndarray, method: str, truth: GroundTruth, shape: tuple[int, ..
     else:
         mask = truth_mask(truth, mapped.shape)
     return localization_scores(mapped, mask, point=peak_of(raw, method, shape, protocol, place))
+
+
+def current_rows(frame: pd.DataFrame, hashes: Mapping[str, str]) -> pd.DataFrame:
+    """The rows of a score table that still hold: those of these checkpoints (name → hash of the
+    weights now under that name) and, for localization rows, scored under the current
+    definitions (`pipeline.SCORING`). Sanity-check rows compare maps and carry no version."""
+    if frame.empty:
+        return frame
+    # a missing column (tables older than that column) compares False everywhere
+    same_weights = frame["checkpoint"].map(hashes) == frame.get("checkpoint_hash")
+    current = frame.get("scoring") == SCORING
+    sanity = frame["method"].astype(str).str.startswith("sanity:")
+    return frame[same_weights & (current | sanity)].reset_index(drop=True)

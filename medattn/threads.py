@@ -4,7 +4,7 @@ PyTorch's CPU kernels run on an OpenMP pool (libgomp in the Linux wheels). By de
 OpenMP thread spins for a while before it sleeps; on a CPU shared with other work (a second
 process, a background job, other users) the spinning threads take the cores the working ones
 need, and a DenseNet-121 forward that takes 0.1 s took 0.8 s under load (issue 13;
-`python -m medattn.thread_bench` prints the figures on this machine). The policy:
+`python -m medattn.bench.threads` prints the figures on this machine). The policy:
 
 - `OMP_WAIT_POLICY=PASSIVE`: idle threads sleep at once (OpenMP 4.5 §4.8);
 - `OMP_NUM_THREADS` and `MKL_NUM_THREADS`: the CPUs this process may run on (its affinity mask,

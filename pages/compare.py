@@ -126,7 +126,7 @@ with guard("Computing the grid"):
     placeholder.plotly_chart(grid_figure(panels, display.colormap, display.opacity, display.side_by_side),
                              key="cmp_grid", config={"scrollZoom": True})
     # Says when this image's grid is complete (sent after the grid itself): the reader knows
-    # nothing is still computing, and the browser benchmark (medattn.bench_compare) stops its clock.
+    # nothing is still computing, and the browser benchmark (medattn.bench.compare) stops its clock.
     ready, total = sum(p.heatmap is not None for r in panels for p in r), sum(len(r) for r in panels)
     status.caption(f"{ready} of {total} maps ready ({int(numbers['cached'].sum())} from the cache) for {image_id}, "
                    f"target {target_name}" + (f" · {total - ready} failed: see the panels" if ready < total else ""))

@@ -46,7 +46,8 @@ def app_env(base: Path) -> AppEnv:
 def _build(env: AppEnv) -> None:
     from medattn.data import load_dataset
     from medattn.data.demo import build_demo
-    from medattn.precompute import Run, precompute
+    from medattn.jobs.precompute import precompute
+    from medattn.store import Run
     from medattn.store import HeatmapCache
     from medattn.train import TrainConfig, train
 

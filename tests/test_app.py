@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from medattn import inference, pipeline
 from medattn.data import load_dataset
-from medattn.precompute import Run
+from medattn.store import Run
 from tests.app_env import app_env
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

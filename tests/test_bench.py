@@ -12,7 +12,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from medattn.bench import FlopCount, PeakMemory, counting, main
+from medattn.bench.methods import FlopCount, PeakMemory, counting, main
 from medattn.explain import get_explainer
 from medattn.explain.base import BFloat16, ChannelsLast, counterpart, evaluation_copy, evaluation_model, frozen
 from medattn.models import build

@@ -1,4 +1,4 @@
-"""`python -m medattn.bench_compare` on the cheapest settings: the tiny app world, one model,
+"""`python -m medattn.bench.compare` on the cheapest settings: the tiny app world, one model,
 saliency and WILDCAT maps, one ▶ after a one-second look, then a new target class. The sidebar's
 first choice differs (four methods), so this also drives its widgets. Skipped without
 /usr/bin/chromium, as the other browser tests."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from medattn import bench_compare
+from medattn.bench import compare as bench_compare
 from tests.test_e2e import pytestmark, world  # noqa: F401 - the browser tests' skip and their app world
 
 

@@ -213,7 +213,7 @@ def test_import_state_dict_refuses_unsafe_or_unfit_files(tmp_path, model):
 
 
 def test_unique_checkpoints_names_each_checkpoint_once(tmp_path):
-    from medattn.models.checkpoint import unique_checkpoints
+    from medattn.models.files import unique_checkpoints
 
     a, b = tmp_path / "a", tmp_path / "b"
     given = [f"{a}.json", f"{a}.safetensors", b, f"{b}.json", a, "all"]

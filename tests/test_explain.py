@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medattn.data.preprocess import Preprocessing
 from medattn.errors import MedattnError
 from medattn.explain import DEFAULT_SIGN, METHODS, explain, get_explainer, method_params, normalize
 from medattn.explain.cam import cam_layer
@@ -144,12 +145,45 @@ def test_integrated_gradients_completeness():
         assert abs(out.sum() - delta) <= 0.02 * abs(delta) + 1e-3, baseline
 
 
+@pytest.mark.parametrize("intensity,channels,black", [
+    ("imagenet", 3, [-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225]),
+    ("xrv", 1, [-1024.0]), ("unit", 3, [0.0, 0.0, 0.0]), ("unit", 1, [0.0])])
+def test_black_is_the_stored_images_black_through_the_models_preprocessing(intensity, channels, black):
+    """A "unit" model's IG baseline was ImageNet's black (-2.12, -2.04, -1.80), and a 1-channel
+    model's crashed (issue 17): "black" is intensity 0 of the stored image, preprocessed."""
+    prep = Preprocessing(intensity=intensity, channels=channels, size=SIZE)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2))
+    model.preprocessing = prep
+    x = prep.to_input(np.random.default_rng(0).random((SIZE + 7, SIZE), dtype=np.float32))
+    expected = torch.tensor(black).view(1, -1, 1, 1).expand_as(x)
+    assert torch.allclose(ig_baseline(model, x, "black"), expected, atol=1e-5)
+    assert torch.allclose(prep.constant_input(0.0, like=x), expected, atol=1e-5)
+    assert torch.allclose(prep.constant_input(0.0), prep.to_input(np.zeros((SIZE, SIZE), np.float32)))
+    for method in ("integrated_gradients", "smoothgrad_ig", "occlusion"):
+        out = explain(model, x, 1, method, device="cpu", **FAST[method])
+        assert out.shape == (SIZE, SIZE) and np.isfinite(out).all(), method
+    # occlusion fills its windows with the same black: a window over a black region changes nothing
+    dark = prep.constant_input(0.0).clone()
+    dark[..., :, SIZE // 2:] = x[..., :, SIZE // 2:]
+    occluded = explain(model, dark, 1, "occlusion", device="cpu", window=8, stride=8)
+    assert np.abs(occluded[:, :SIZE // 2 - 8]).max() < 1e-5
+
+
+def test_black_needs_a_known_preprocessing_off_three_channels():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with pytest.raises(ValueError, match="records no preprocessing and takes 1-channel input"):
+        ig_baseline(model, torch.zeros(1, 1, 8, 8), "black")
+    assert torch.equal(ig_baseline(model, torch.ones(1, 1, 8, 8), "zeros"), torch.zeros(1, 1, 8, 8))
+
+
 def test_ig_baselines():
     model, x = TinyWildcat(), image(batch=2)
     black = ig_baseline(model, x, "black")
     expected = -torch.tensor([0.485, 0.456, 0.406]) / torch.tensor([0.229, 0.224, 0.225])
     assert torch.allclose(black[1, :, 5, 7], expected)
-    model.normalisation = {"mean": [0.5] * 3, "std": [0.25] * 3}
+    model.preprocessing = Preprocessing(intensity="meanstd", mean=(0.5,), std=(0.25,))
     assert torch.allclose(ig_baseline(model, x, "black"), torch.full_like(x, -2.0))
     assert torch.equal(ig_baseline(model, x, image(9)), image(9).expand_as(x))
     with pytest.raises(ValueError, match="does not match"):
@@ -200,7 +234,7 @@ def test_method_params_lists_defaults():
     assert method_params("smoothgrad") == {"n_samples": 25, "noise": 0.15, "seed": 0, "squared": False,
                                            "channels": "max_abs"}
     assert method_params("integrated_gradients") == {"steps": 50, "baseline": "black", "channels": "sum"}
-    assert method_params("occlusion") == {"window": None, "stride": None, "baseline": 0.0}
+    assert method_params("occlusion") == {"window": None, "stride": None, "baseline": "black"}
     assert method_params("attention") == {"which": "aggregate"}
     assert method_params("saliency") == {"channels": "max_abs"}
     method_params("gradcam")["layer"] = "changed"

@@ -15,7 +15,10 @@ import pytest
 
 from medattn.data import load_dataset
 from medattn.jobs import JobManager, JobRunning, job_id, precompute_spec
-from medattn.precompute import BATCH_SIZE, Run, precompute
+from medattn.jobs.batch import BATCH_SIZE
+from medattn.jobs.precompute import precompute
+from medattn.inference import cached_predictions
+from medattn.store import Run
 from medattn.store import HeatmapCache
 
 METHODS = ["saliency", "gradcam", "integrated_gradients"]  # IG keeps the job running long enough to stop and kill it
@@ -68,7 +71,7 @@ def test_job_stops_fast_reads_interrupted_after_a_kill_and_resumes(tiny_demo, ti
     def fail(*args, **kwargs):
         raise AssertionError("the resumed job left a row to compute")
 
-    monkeypatch.setattr("medattn.precompute.compute_map", fail)
+    monkeypatch.setattr("medattn.jobs.batch.compute_map", fail)
     frame = precompute(dataset, [tiny_checkpoint], METHODS, split="test", run=run, cache=cache, device="cpu")
     assert set(frame["method"]) == set(METHODS) and len(frame) == len(frame.drop_duplicates(["image_id", "method", "target"]))
 
@@ -81,7 +84,7 @@ def test_two_runs_over_the_same_work_share_it(tiny_demo, tiny_checkpoint, tmp_pa
     dataset = load_dataset(tiny_demo)
     ids = list(dataset.split("test").index[:8])
     run, cache = Run(tmp_path / "run"), HeatmapCache(tmp_path / "cache")
-    run.predictions(load_model(tiny_checkpoint, "cpu"), dataset, ids)
+    cached_predictions(load_model(tiny_checkpoint, "cpu"), dataset, ids, run.prediction_store)
     real, computed, lock = HeatmapCache.put, [], threading.Lock()
 
     def counting(self, key, heatmap):  # every freshly computed map is put into the cache once
@@ -165,7 +168,7 @@ def test_a_training_that_cannot_run_is_refused_at_start_not_in_the_background(ti
     failed in the background); and `jobs resume` of a finished training trained again into
     its checkpoint, to replace it at the end."""
     from medattn.errors import DatasetError
-    from medattn.jobs import main, train_spec
+    from medattn.jobs.cli import main, train_spec
 
     out = tmp_path / "checkpoints" / "new"
     for options, message in (({"epochs": 0}, "epochs must be 1 or more"), ({"epochs": -3}, "epochs must be 1 or more"),
@@ -195,7 +198,7 @@ def test_a_training_that_cannot_run_is_refused_at_start_not_in_the_background(ti
                                            ("checkpoint", "missing .*nothing_here.json"),
                                            ("method", "unknown method.*gradcamm")])
 def test_a_precompute_job_that_cannot_run_is_refused_at_start(tiny_demo, tiny_checkpoint, tmp_path, capsys, fault, message):
-    from medattn.jobs import main
+    from medattn.jobs.cli import main
 
     args = {"dataset": str(tiny_demo), "checkpoint": str(tiny_checkpoint), "method": "saliency"}
     args[fault] = {"dataset": str(tmp_path / "nowhere"), "checkpoint": str(tmp_path / "nothing_here"),

@@ -134,7 +134,7 @@ def test_train_from_the_models_page_runs_in_the_background_and_its_checkpoint_ap
     and can be used. Its own jobs folder: test_app waits for the jobs under the shared cache."""
     import time
 
-    from medattn import jobs
+    from medattn.jobs import manager as jobs
 
     env, folder = world
     monkeypatch.setattr(jobs, "default_root", lambda: tmp_path / "jobs")
@@ -185,7 +185,7 @@ def test_a_resume_that_is_refused_says_why(world, tmp_path, monkeypatch):
     """Resume of a training whose checkpoint exists (it finished, then was resumed and stopped
     from the CLI) is refused; the page reran right after the refusal, so the click did nothing
     visible."""
-    from medattn import jobs
+    from medattn.jobs import manager as jobs
 
     env, folder = world
     monkeypatch.setattr(jobs, "default_root", lambda: tmp_path / "jobs")

@@ -9,6 +9,7 @@ from captum import attr
 from torch import nn
 
 from medattn.explain.base import evaluation_model
+from medattn.explain.fills import image_fill
 from medattn.explain.gradients import Occlusion
 from medattn.explain.incremental import _reach_of, plan
 from medattn.models import build
@@ -18,7 +19,7 @@ def captum_map(model: nn.Module, x: torch.Tensor, target: int, window: int, stri
     with torch.no_grad():
         return attr.Occlusion(model.eval()).attribute(
             x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
-            baselines=0.0, target=target, perturbations_per_eval=16).mean(1)
+            baselines=image_fill(model, x, "black"), target=target, perturbations_per_eval=16).mean(1)
 
 
 @pytest.mark.parametrize("arch, head, size", [
@@ -35,7 +36,8 @@ def test_incremental_occlusion_equals_captums(arch, head, size):
     x = torch.randn(1, 3, *size)
     with torch.inference_mode(), evaluation_model(model, x) as fast:
         assert plan(fast, model, x, (16, 16), 0.0) is not None
-    ours = Occlusion(model, device="cpu").attribute(x, 2, window=16, stride=8)[0]
+        assert plan(fast, model, x, (16, 16), image_fill(model, x, "black")[0, :, :1, :1]) is not None
+    ours = Occlusion(model, device="cpu", precision="float32").attribute(x, 2, window=16, stride=8)[0]
     expected = captum_map(model, x, 2, 16, 8)[0]
     with torch.no_grad():
         logit = float(model(x)[0, 2].abs())

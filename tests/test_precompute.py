@@ -13,7 +13,10 @@ from medattn.data import load_dataset
 from medattn.inference import load_model
 from medattn.metrics.localization import box_auprc, hit_at, miou
 from medattn.pipeline import SCORING, compute_map
-from medattn.precompute import Run, current_rows, main, precompute, targets_for
+from medattn.pipeline import current_rows
+from medattn.jobs.precompute import main, precompute, targets_for
+from medattn.inference import cached_predictions
+from medattn.store import Run
 from medattn.store import HeatmapCache
 
 METHODS = ["saliency", "gradcam", "wildcat"]
@@ -31,7 +34,7 @@ def test_precompute_rows_resume_and_agree_with_direct_metrics(tiny_demo, tiny_ch
     frame = precompute(dataset, [tiny_checkpoint], METHODS, image_ids=ids, run=run, cache=cache, device="cpu")
     expected_rows = 0
     loaded = load_model(tiny_checkpoint, "cpu")
-    probabilities = run.predictions(loaded, dataset, ids)
+    probabilities = cached_predictions(loaded, dataset, ids, run.prediction_store)
     for image_id in ids:
         expected_rows += len(targets_for(dataset.labels(image_id), probabilities.loc[image_id].to_numpy())) * len(METHODS)
     assert len(frame) == expected_rows
@@ -55,7 +58,7 @@ def test_precompute_rows_resume_and_agree_with_direct_metrics(tiny_demo, tiny_ch
     def fail(*args, **kwargs):
         raise AssertionError("recomputed a finished row")
 
-    monkeypatch.setattr("medattn.precompute.compute_map", fail)
+    monkeypatch.setattr("medattn.jobs.batch.compute_map", fail)
     again = precompute(dataset, [tiny_checkpoint], METHODS, image_ids=ids, run=run, cache=cache, device="cpu")
     assert len(again) == len(frame)
 
@@ -101,7 +104,7 @@ def test_methods_a_model_lacks_are_skipped(tiny_demo, linear_checkpoint, tmp_pat
     an unknown method name fails before any work."""
     dataset = load_dataset(tiny_demo)
     ids = list(dataset.split("test").index[:3])
-    with caplog.at_level("WARNING", logger="medattn.precompute"):
+    with caplog.at_level("WARNING", logger="medattn.jobs"):
         frame = precompute(dataset, [linear_checkpoint], ["saliency", "wildcat"], image_ids=ids,
                            run=Run(tmp_path / "run"), cache=HeatmapCache(tmp_path / "cache"), device="cpu")
     assert set(frame["method"]) == {"saliency"}
@@ -121,11 +124,11 @@ def test_ray_engine_matches_local_writes_the_same_cache_and_resumes(tiny_demo, t
     ids = list(dataset.split("test").index[:4])
     checkpoints, methods = [tiny_checkpoint, linear_checkpoint], ["saliency", "wildcat"]
     local_cache, ray_cache = HeatmapCache(tmp_path / "local_cache"), HeatmapCache(tmp_path / "ray_cache")
-    with caplog.at_level("WARNING", logger="medattn.precompute"):
+    with caplog.at_level("WARNING", logger="medattn.jobs"):
         local = precompute(dataset, checkpoints, methods, image_ids=ids, run=Run(tmp_path / "local"), cache=local_cache, device="cpu")
     local_warnings, ticks = sorted(caplog.messages), []
     caplog.clear()
-    with caplog.at_level("WARNING", logger="medattn.precompute"):
+    with caplog.at_level("WARNING", logger="medattn.jobs"):
         remote = precompute(dataset, checkpoints, methods, image_ids=ids, run=Run(tmp_path / "ray"), cache=ray_cache,
                             device="cpu", engine="ray", progress=lambda done, total: ticks.append((done, total)))
     assert not ray.is_initialized()  # started here, so shut down here
@@ -164,7 +167,7 @@ def test_ray_engine_matches_local_writes_the_same_cache_and_resumes(tiny_demo, t
 
 
 def test_ray_engine_without_ray_says_what_to_install(tiny_demo, tiny_checkpoint, tmp_path, monkeypatch):
-    from medattn.ray_engine import RAY_VERSION
+    from medattn.jobs.ray_engine import RAY_VERSION
 
     pins = (Path(__file__).resolve().parents[1] / "requirements.txt").read_text().splitlines()
     assert any(line.split("#")[0].strip() == f"ray=={RAY_VERSION}" for line in pins)

@@ -13,7 +13,8 @@ from torchvision import transforms as T
 
 from medattn.data.io import read_image
 from medattn.data.preprocess import Preprocessing
-from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_input
+from medattn.data.preprocess import to_input
+from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 CHEXNET = Preprocessing(resize="shorter_side_center_crop", size=256, crop=224, interpolation="bilinear")
 
@@ -123,7 +124,8 @@ def test_chexnet_import_is_explained_and_scored_in_the_stored_frame(nih, tmp_pat
     from medattn.inference import load_model
     from medattn.models.importer import main
     from medattn.pipeline import compute_map
-    from medattn.precompute import Run, precompute
+    from medattn.jobs.precompute import precompute
+    from medattn.store import Run
     from medattn.store import HeatmapCache
 
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ from medattn.inference import load_model
 from medattn.metrics.sanity import (cascading_maps, first_test_positives, main,
                                     randomization_blocks, repeatability, run_sanity)
 from medattn.models import build
-from medattn.precompute import Run
+from medattn.store import Run
 from medattn.store import HeatmapCache
 
 LAYERS = ["none", "head", "backbone.stages.2", "backbone.stages.1", "backbone.stages.0"]

@@ -30,7 +30,9 @@ from medattn.metrics.localization import (
 from medattn.metrics.masks import image_mask, polygon_mask, rle_decode, truth_mask
 from medattn.metrics.protocols import PROTOCOLS, get_protocol, scale_coordinate, scaled_truth
 from medattn.pipeline import ground_truth, peak_of, score
-from medattn.precompute import Run, precompute, targets_for
+from medattn.jobs.precompute import precompute, targets_for
+from medattn.inference import cached_predictions
+from medattn.store import Run
 from medattn.store import HeatmapCache
 from medattn.ui.compare_grid import FLAT_NOTE, caption
 
@@ -469,7 +471,7 @@ def test_precompute_under_arun2021_maps_the_predicted_class_into_its_own_run(tin
     loaded = load_model(tiny_checkpoint, "cpu")
     for row in frame.itertuples():
         image = dataset.read_image(row.image_id)
-        probabilities = Run(tmp_path / "run").predictions(loaded, dataset, [row.image_id]).iloc[0].to_numpy()
+        probabilities = cached_predictions(loaded, dataset, [row.image_id], Run(tmp_path / "run").prediction_store).iloc[0].to_numpy()
         assert int(row.target) == int(np.argmax(probabilities))
         raw = explain(loaded.model, loaded.to_input(image), int(row.target), "saliency", device="cpu", channels="sum_abs")
         expected = score(raw, "saliency", dataset.boxes_for(row.image_id), image.shape, "arun2021")

@@ -16,7 +16,8 @@ from medattn.data import load_dataset
 from medattn.data.skips import Skips
 from medattn.errors import DatasetError, ImageReadError
 from medattn.inference import load_model
-from medattn.precompute import Run, main, precompute
+from medattn.jobs.precompute import main, precompute
+from medattn.store import Run
 from medattn.store import HeatmapCache
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from medattn import threads
-from medattn.ray_engine import WORKER_ENV
+from medattn.jobs.ray_engine import WORKER_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 # What `python -m medattn.<anything>` does first: import the package, then (through the module) torch.

@@ -20,6 +20,8 @@ two steps:
    `(2x - 1) · 1024` ∈ [-1024, 1024], `"unit"` [0, 1] as is, `"meanstd"` z-score with the given
    `mean`/`std` (one value, or one per channel). Grey is repeated to 3 channels when
    `channels=3`.
+   `constant_input(value)` is the model input of a constant stored image (value 0: its black),
+   the image-terms baseline and fill of the explainers and the faithfulness metrics.
 
 Maps come back with `Preprocessing.place(map, shape)`: a map on the (S, S) input is resized
 onto the region of the stored image that the input covers (the whole image for "stretch", the
@@ -34,7 +36,7 @@ of pixels the model saw, which displays use to show the rest as "not seen" rathe
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -100,6 +102,9 @@ class Preprocessing:
                 object.__setattr__(self, "crop", self.size)
             if not _positive_int(self.crop) or self.crop > self.size:
                 raise bad("crop", self.crop, f"a positive integer <= size ({self.size})")
+        if self.intensity == "imagenet" and self.channels != 3:
+            raise bad("intensity", self.intensity, "'xrv', 'unit' or 'meanstd' for 1-channel input "
+                      "(ImageNet's statistics are per colour channel)")
         if self.intensity in ("imagenet", "xrv", "unit"):  # fixed scales: mean/std are implied
             fixed = self.intensity == "imagenet"
             object.__setattr__(self, "mean", IMAGENET_MEAN if fixed else ())
@@ -200,6 +205,26 @@ class Preprocessing:
         std = torch.as_tensor(self.std, dtype=batch.dtype, device=batch.device).view(view)
         return (batch - mean) / std
 
+    def constant_input(self, value: float = 0.0, like: torch.Tensor | None = None) -> torch.Tensor:
+        """The model input of a stored image whose every pixel has intensity `value` (in the
+        stored image's [0, 1]; 0 is its black, 1 its white), carried through this intensity
+        scale and channel count: (1, channels, S, S) float32, or shaped, typed and placed like
+        `like` (B, channels, H, W). A constant image stays constant through any resize or crop,
+        so only the intensity step matters. This is what "black" means for baselines and fills
+        (integrated gradients, occlusion, deletion/insertion): ImageNet's z-score gives
+        (-2.12, -2.04, -1.80), xrv -1024, unit 0. ValueError when `like` has another channel
+        count than this preprocessing gives."""
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"constant_input: value is a stored-image intensity in [0, 1], got {value!r}")
+        if like is None:
+            grey = torch.full((1, 1, self.input_size, self.input_size), float(value))
+            return self.intensity_scale(grey)
+        if like.ndim != 4 or like.shape[1] != self.channels:
+            raise ValueError(f"constant_input: the model takes {self.channels}-channel input "
+                             f"({self.describe()}), got a tensor of shape {tuple(like.shape)}")
+        grey = torch.full((1, 1, 1, 1), float(value), dtype=like.dtype, device=like.device)
+        return self.intensity_scale(grey).expand_as(like)
+
     def to_input(self, image: np.ndarray) -> torch.Tensor:
         """One read image (H, W) in [0, 1] → the (1, channels, S, S) float32 model input."""
         square = torch.from_numpy(self.geometry(image))
@@ -255,3 +280,13 @@ def _resize(image: np.ndarray, shape: tuple[int, int], interpolation: str) -> np
     pil = Image.fromarray(np.ascontiguousarray(image, np.float32))  # deeper sources (16-bit, DICOM) keep their precision
     return np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR), np.float32)
 
+
+def to_input(
+    image: np.ndarray,
+    size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """One image as a (1, 3, size, size) float tensor ready for the model: stretched to the
+    square and z-normalised (`Preprocessing` with its defaults, which a checkpoint may change)."""
+    return Preprocessing(size=size, intensity="meanstd", mean=tuple(mean), std=tuple(std)).to_input(image)

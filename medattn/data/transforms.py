@@ -1,4 +1,5 @@
-"""From a read image (float32 (H, W) in [0, 1]) to a model input, and the training augmentation.
+"""Image and map resizing, z-normalisation and the training augmentation (the model input itself
+is made by `medattn.data.preprocess`).
 
 Grey radiographs are repeated to three channels and z-normalised with the checkpoint's
 mean/std (ImageNet by default, as in Gonçalves 2021), so ImageNet-shaped backbones apply as is.
@@ -34,19 +35,6 @@ def normalise(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     mean_t = torch.as_tensor(mean, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
     std_t = torch.as_tensor(std, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
     return (batch - mean_t) / std_t
-
-
-def to_input(
-    image: np.ndarray,
-    size: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> torch.Tensor:
-    """One image as a (1, 3, size, size) float tensor ready for the model: stretched to the
-    square and z-normalised (`Preprocessing` with its defaults, which a checkpoint may change)."""
-    from medattn.data.preprocess import Preprocessing
-
-    return Preprocessing(size=size, intensity="meanstd", mean=tuple(mean), std=tuple(std)).to_input(image)
 
 
 def training_augmentation(preset: str = "goncalves") -> v2.Transform:

@@ -36,9 +36,9 @@ from captum import attr
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
-from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from medattn.explain import incremental
 from medattn.explain.base import Explainer, as_batch, evaluation_model, positive_int, reduce_channels
+from medattn.explain.fills import FILLS, image_fill
 from medattn.explain.guided import guided, guided_unavailable
 
 BLUR_SIGMA_FRACTION = 1 / 16  # "blur" baseline: Gaussian sigma as a fraction of max(H, W)
@@ -88,11 +88,10 @@ class IntegratedGradients(Explainer):
     """Integrated gradients (Sundararajan et al. 2017), summed over channels, sign kept.
 
     steps: path steps (Gauss-Legendre), default 50.
-    baseline: "black" (default: pixel value 0 under the model's input normalisation, i.e.
-    −mean/std per channel, from `model.normalisation = {"mean": ..., "std": ...}` (as in the
-    checkpoint metadata) when set, else the ImageNet mean/std medattn trains with),
-    "zeros" (zeros in normalised space, i.e. the mean image), "blur" (the image blurred with a
-    Gaussian of sigma max(H, W)/16), or a tensor (3, H, W) / (B, 3, H, W) in normalised space.
+    baseline: "black" (default: intensity 0 of the stored image through the model's
+    preprocessing, `medattn.explain.fills`), "zeros" (zeros in model-input units, the mean
+    image under a z-score), "blur" (the image blurred with a Gaussian of sigma max(H, W)/16),
+    or a tensor (C, H, W) / (B, C, H, W) in model-input units.
     channels: "sum" (default), "sum_abs" or "max_abs" (see the module docstring).
     """
 
@@ -163,15 +162,16 @@ class Occlusion(Explainer):
     `baseline`, averaged over the windows covering each pixel.
 
     window, stride: pixels, int or (h, w); default None = 16 and 8 at a 224-pixel side, scaled
-    with the input size. baseline: the fill value in normalised space, default 0.0.
+    with the input size. baseline: the fill, "black" (default: the stored image's black through
+    the model's preprocessing, `medattn.explain.fills`) or a number in model-input units.
     """
 
     name = "occlusion"
-    defaults = {"window": None, "stride": None, "baseline": 0.0}
+    defaults = {"window": None, "stride": None, "baseline": "black"}
     needs_grad = False
 
     def _attribute(self, x: Tensor, targets: Tensor, window: Any, stride: Any,
-                   baseline: float) -> Tensor:
+                   baseline: Any) -> Tensor:
         size = x.shape[2:]
         win = _pair(self.name, "window", window, size, OCCLUSION_AT_224[0])
         step = _pair(self.name, "stride", stride, size, OCCLUSION_AT_224[1])
@@ -179,22 +179,24 @@ class Occlusion(Explainer):
             raise ValueError(f"{self.name}: need stride <= window <= image size, got stride "
                              f"{step}, window {win}, image {tuple(size)}")
         channels = x.shape[1]
+        fill = occlusion_fill(self.model, x, baseline)
+        # one value per channel (C, 1, 1): what a window is set to, in the copies and the plans
+        value = fill[0, :, :1, :1].clone() if isinstance(fill, Tensor) else fill
         with evaluation_model(self.model, x, self.precision == "auto") as fast:
-            plans = [incremental.plan(fast, self.model, x[i:i + 1], win, float(baseline))
+            plans = [incremental.plan(fast, self.model, x[i:i + 1], win, value)
                      for i in range(len(x))]
             if all(p is not None for p in plans):
-                return torch.stack([_occlusion_map(p, int(t), win, step, float(baseline),
-                                                   self.batch_size)
+                return torch.stack([_occlusion_map(p, int(t), win, step, value, self.batch_size)
                                     for p, t in zip(plans, targets)])
             a = attr.Occlusion(fast).attribute(
                 x, sliding_window_shapes=(channels, *win), strides=(channels, *step),
-                baselines=float(baseline), target=targets,
+                baselines=fill, target=targets,
                 perturbations_per_eval=max(1, self.batch_size // len(x)))
         return a.mean(dim=1)
 
 
 def _occlusion_map(plan: incremental.OcclusionPlan, target: int, window: tuple[int, int],
-                   stride: tuple[int, int], fill: float, batch_size: int) -> Tensor:
+                   stride: tuple[int, int], fill: float | Tensor, batch_size: int) -> Tensor:
     """Occlusion map (H, W) of one image through an incremental plan, with Captum's windows:
     corners at k·stride for k = 0 … ceil((side − window) / stride) (the last clipped to the
     image), each pixel the mean score drop over the windows that cover it."""
@@ -230,11 +232,8 @@ def ig_baseline(model: torch.nn.Module, x: Tensor, baseline: Any) -> Tensor:
             raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not match "
                              f"the images {tuple(x.shape)}")
         return b.expand_as(x)
-    if baseline == "black":
-        norm = getattr(model, "normalisation", None) or {}
-        mean = torch.as_tensor(norm.get("mean", IMAGENET_MEAN), dtype=x.dtype, device=x.device)
-        std = torch.as_tensor(norm.get("std", IMAGENET_STD), dtype=x.dtype, device=x.device)
-        return (-mean / std).view(1, -1, 1, 1).expand_as(x)
+    if baseline in FILLS:
+        return image_fill(model, x, baseline)
     if baseline == "zeros":
         return torch.zeros_like(x)
     if baseline == "blur":
@@ -242,6 +241,16 @@ def ig_baseline(model: torch.nn.Module, x: Tensor, baseline: Any) -> Tensor:
         kernel = min(2 * math.ceil(3 * sigma) + 1, 2 * (min(x.shape[2:]) // 2) - 1)
         return gaussian_blur(x, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
     raise ValueError(f"baseline must be 'black', 'zeros', 'blur' or a tensor, got {baseline!r}")
+
+
+def occlusion_fill(model: torch.nn.Module, x: Tensor, baseline: Any) -> float | Tensor:
+    """Occlusion's fill for batch x: "black" (the image's black in model-input units, a
+    tensor like x) or a float in model-input units."""
+    if isinstance(baseline, str):
+        return image_fill(model, x, baseline)
+    if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
+        raise ValueError(f"occlusion: baseline must be 'black' or a number in model-input units, got {baseline!r}")
+    return float(baseline)
 
 
 def _smooth(explainer: Explainer, method: attr.Attribution, x: Tensor, target: int,

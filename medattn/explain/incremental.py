@@ -72,8 +72,8 @@ class OcclusionPlan:
                fill: float | Tensor) -> Tensor:
         """Scores (n, K) of the model on the image with, for each corner (row, col), the
         window [row, row + window) × [col, col + window) (clipped to the image) set to `fill`:
-        a value, or each copy's window contents (n, C, window, window) (windows inside the
-        image)."""
+        a value, one value per channel (C, 1, 1), or each copy's window contents
+        (n, C, window, window) (windows inside the image)."""
         _, _, height, width = self.x.shape
         n = len(corners)
         # the changed region at each depth: a fixed size per batch, a start per copy
@@ -82,7 +82,7 @@ class OcclusionPlan:
         patch = torch.stack([self.x[0, :, r:r + size[0], c:c + size[1]] for r, c in starts]).clone()
         for i, ((r, c), (r0, c0)) in enumerate(zip(corners, starts)):
             patch[i, :, r - r0:r - r0 + window[0], c - c0:c - c0 + window[1]] = \
-                fill[i] if isinstance(fill, Tensor) else fill
+                fill[i] if isinstance(fill, Tensor) and fill.ndim == 4 else fill
         base, done = self.x, 0
         for unit in self.units:
             rows = _reach(size[0], [s[0] for s in starts], unit, 0)
@@ -111,10 +111,10 @@ class OcclusionPlan:
 
 
 def plan(fast: nn.Module, model: nn.Module, x: Tensor, window: tuple[int, int],
-         fill: float) -> OcclusionPlan | None:
+         fill: float | Tensor) -> OcclusionPlan | None:
     """An OcclusionPlan for image x (1, C, H, W) on `fast` (an `evaluation_model` copy of
-    `model`), checked against the full model for this window and fill; None where it does not
-    apply or the check fails."""
+    `model`), checked against the full model for this window and fill (a value, or one per
+    channel (C, 1, 1)); None where it does not apply or the check fails."""
     if fast is model:
         return None
     inner = fast.model if isinstance(fast, ChannelsLast) else fast

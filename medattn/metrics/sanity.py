@@ -62,11 +62,11 @@ from medattn.data.dataset import Dataset
 from medattn.data.transforms import resize
 from medattn.explain import DEFAULT_SIGN, explain, normalize
 from medattn.inference import LoadedModel, load_model
-from medattn.models.checkpoint import unique_checkpoints
+from medattn.models.files import unique_checkpoints
 from medattn.metrics.similarity import spearman, ssim
 from medattn.models.class_names import OutputSelect
-from medattn.pipeline import compute_map, resolved_params
-from medattn.precompute import Run
+from medattn.pipeline import CACHE_DIR, compute_map, resolved_params
+from medattn.store import Run
 from medattn.store import HeatmapCache
 
 log = logging.getLogger("medattn.sanity")
@@ -207,7 +207,7 @@ def run_sanity(dataset: Dataset, checkpoints: Sequence[str | Path | LoadedModel]
     unknown = sorted(set(checks) - {"cascading", "repeatability"})
     if unknown:
         raise ValueError(f"unknown check(s) {', '.join(unknown)}; choose cascading, repeatability")
-    run = run or Run.for_dataset(dataset)
+    run = run or Run.for_dataset(dataset, CACHE_DIR / "runs")
     # each answering the dataset's classes (its own, or through its class mapping), else CheckpointError
     # a checkpoint named twice (a glob's NAME.json and NAME.safetensors) is one: else repeatability
     # compares it with itself (a perfect 1.0) and cascading rows come twice
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ids = first_test_positives(dataset, args.images)
     if not ids:
         raise SystemExit(f"{dataset.root} has no test images with a positive class")
-    run = Run(args.out) if args.out else Run.for_dataset(dataset)
+    run = Run(args.out) if args.out else Run.for_dataset(dataset, CACHE_DIR / "runs")
     rows = run_sanity(dataset, args.checkpoints, args.methods, ids, run, args.checks,
                       args.seed, args.device)
     if rows.empty:

@@ -16,7 +16,8 @@ onto these backbones: `keymap`; TorchXRayVision, MONAI, timm models as they are:
 """
 
 from medattn.models.backbones import ARCHS
-from medattn.models.checkpoint import import_state_dict, load_checkpoint, save_checkpoint
+from medattn.models.checkpoint import load_checkpoint, save_checkpoint
+from medattn.models.importer import import_state_dict
 from medattn.models.registry import COMBINATIONS, HEADS, build, head_params
 
 __all__ = ["ARCHS", "COMBINATIONS", "HEADS", "build", "head_params", "import_state_dict",

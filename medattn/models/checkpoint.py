@@ -17,11 +17,10 @@ tools are read only by the importer (`python -m medattn.models.importer`) throug
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from torch import Tensor, nn
 import medattn
 from medattn.data.dataset import TASKS
 from medattn.errors import CheckpointError
+from medattn.models.files import brief, checkpoint_paths, file_sha256, sniff
 from medattn.models.quantize import dequantize, quantize
 from medattn.models.registry import build
 
@@ -43,30 +43,6 @@ RESERVED = ("format", "arch", "head", "num_classes", "params", "dtype", "sha256"
             "medattn_version", "created", "library", "constructor")
 IMPORT_HINT = ("import it once with: python -m medattn.models.importer {path} --arch ARCH "
                "--classes C1 C2 … --task TASK --input-size N --out checkpoints/NAME")
-
-
-def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """(NAME.safetensors, NAME.json) for NAME, NAME.json or NAME.safetensors."""
-    base = Path(path)
-    if base.suffix in (".json", ".safetensors"):
-        base = base.with_suffix("")
-    return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
-
-
-def unique_checkpoints(paths: Sequence[Any]) -> list[Any]:
-    """Each checkpoint once, in the order given: a shell glob `checkpoints/demo_*` names every
-    checkpoint twice (NAME.json, NAME.safetensors). Entries that are not paths (a loaded model)
-    are kept as they are."""
-    seen: set[Path] = set()
-    kept = []
-    for entry in paths:
-        if isinstance(entry, (str, os.PathLike)):
-            base = checkpoint_paths(entry)[1].with_suffix("").resolve()
-            if base in seen:
-                continue
-            seen.add(base)
-        kept.append(entry)
-    return kept
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, dtype: str = "float32",
@@ -146,27 +122,13 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
     if meta.get("dtype") == "int8":
         tensors = dequantize(tensors)
     _load_weights(model, tensors, str(weights), f"the model in {info_path.name}")
+    from medattn.data.preprocess import Preprocessing
+
+    try:  # how the model sees an image: explainers take their baselines and fills from it
+        model.preprocessing = Preprocessing.from_meta(meta)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{info_path}: invalid preprocessing: {e}") from None
     return model.eval(), meta
-
-
-def import_state_dict(pt_path: str | os.PathLike, arch: str, head: str, num_classes: int,
-                      **params: Any) -> nn.Module:
-    """A model built by `build(arch, head, num_classes, **params)` (eval mode) with the weights
-    of a file from another tool in medattn's own key names or torchvision's (any common wrapper
-    or prefix; see `medattn.models.importer.import_torchvision`). Raises CheckpointError when
-    the file cannot be read safely or its tensors do not fit the model."""
-    from medattn.models.importer import import_torchvision
-
-    return import_torchvision(pt_path, arch, head, num_classes, **params)[0]
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_meta(meta: dict[str, Any], num_classes: int) -> None:
@@ -243,18 +205,6 @@ def _check_safetensors_header(weights: Path) -> None:
     raise CheckpointError(_foreign_message(weights))
 
 
-def sniff(path: Path) -> str:
-    """What a weights file is, from its first bytes: "safetensors", "torch" (torch.save's zip
-    or legacy pickle format) or "unknown"."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
-        return "safetensors"
-    if head[:4] == b"PK\x03\x04" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
-        return "torch"
-    return "unknown"
-
-
 def _foreign_message(path: Path) -> str:
     kind = sniff(path)
     if kind == "torch":
@@ -275,7 +225,7 @@ def _load_weights(model: nn.Module, tensors: Mapping[str, Tensor], source: str, 
     unexpected = [k for k in tensors if k not in expected]
     misshaped = [f"{k} {list(tensors[k].shape)} vs {list(shape)}" for k, shape in expected.items()
                  if k in tensors and tuple(tensors[k].shape) != shape]
-    problems = [f"{len(keys)} {what}: {_brief(keys)}" for what, keys in
+    problems = [f"{len(keys)} {what}: {brief(keys)}" for what, keys in
                 (("mis-shaped (file vs model)", misshaped), ("missing", missing),
                  ("unexpected", unexpected)) if keys]
     if problems:
@@ -283,8 +233,3 @@ def _load_weights(model: nn.Module, tensors: Mapping[str, Tensor], source: str, 
                               f"head={model.head}, num_classes={model.num_classes}): "
                               + "; ".join(problems))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
-
-
-def _brief(items: list[str], shown: int = 4) -> str:
-    more = f", … ({len(items) - shown} more)" if len(items) > shown else ""
-    return ", ".join(items[:shown]) + more

@@ -92,7 +92,7 @@ class OutputSelect(nn.Module):
         super().__init__()
         self.inner = inner
         self.indices = list(indices)
-        for name in ("arch", "head", "params", "input_channels"):
+        for name in ("arch", "head", "params", "input_channels", "preprocessing"):
             if hasattr(inner, name):
                 setattr(self, name, getattr(inner, name))
         self.num_classes = len(self.indices)

@@ -43,7 +43,8 @@ from medattn.data.dataset import TASKS
 from medattn.data.preprocess import INTENSITIES, INTERPOLATIONS, RESIZE_MODES, Preprocessing
 from medattn.errors import CheckpointError
 from medattn.models.backbones import ARCHS
-from medattn.models.checkpoint import _brief, checkpoint_paths, file_sha256, save_checkpoint, sniff
+from medattn.models.checkpoint import save_checkpoint
+from medattn.models.files import brief, checkpoint_paths, file_sha256, sniff
 from medattn.models.external import LIBRARIES, ExternalModel, strip_unused
 from medattn.models.keymap import LINEAR_HEADS, normalise_keys, torchvision_to_medattn
 from medattn.models.registry import HEADS, build
@@ -119,10 +120,10 @@ def unwrap(loaded: Any, path: Path) -> tuple[dict[str, Tensor], list[str]]:
     if not isinstance(loaded, Mapping) or not loaded:
         raise CheckpointError(f"{path}: expected a state dict (names → tensors), or a dict with one "
                               f"under {', '.join(repr(k) for k in WRAPPERS)}; got {type(loaded).__name__}"
-                              + (f" with keys {_brief([str(k) for k in loaded])}" if isinstance(loaded, Mapping) else ""))
+                              + (f" with keys {brief([str(k) for k in loaded])}" if isinstance(loaded, Mapping) else ""))
     bad = [str(k) for k, v in loaded.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad:
-        raise CheckpointError(f"{path}: not a state dict: {_brief(bad)} do not map names to tensors")
+        raise CheckpointError(f"{path}: not a state dict: {brief(bad)} do not map names to tensors")
     return dict(loaded), notes
 
 
@@ -163,12 +164,12 @@ def load_into(target: nn.Module, tensors: Mapping[str, Tensor], source: str, des
     refused_unexpected = [k for k in unexpected if not any(fnmatch.fnmatchcase(k, p) for p in ignore)]
     problems = []
     if misshaped:
-        problems.append(f"{len(misshaped)} mis-shaped: {_brief(misshaped, 6)}")
+        problems.append(f"{len(misshaped)} mis-shaped: {brief(misshaped, 6)}")
     if refused_missing:
         problems.append(f"{len(refused_missing)} not in the file (would stay random): "
-                        f"{_brief([named(k) for k in refused_missing], 8)}")
+                        f"{brief([named(k) for k in refused_missing], 8)}")
     if refused_unexpected:
-        problems.append(f"{len(refused_unexpected)} in the file but not in the model: {_brief(refused_unexpected, 8)}")
+        problems.append(f"{len(refused_unexpected)} in the file but not in the model: {brief(refused_unexpected, 8)}")
     if problems:
         hint = (" Pass --allow-missing PATTERN… for target tensors that may stay random (e.g. "
                 "'classifier.*' for a new head) and --ignore PATTERN… for file tensors to drop."
@@ -187,6 +188,15 @@ def load_into(target: nn.Module, tensors: Mapping[str, Tensor], source: str, des
     if counters:
         report.notes.append(f"filled {len(counters)} BatchNorm num_batches_tracked counters (absent from the file)")
     return report
+
+
+def import_state_dict(pt_path: str | os.PathLike, arch: str, head: str, num_classes: int,
+                      **params: Any) -> nn.Module:
+    """A model built by `build(arch, head, num_classes, **params)` (eval mode) with the weights
+    of a file from another tool in medattn's own key names or torchvision's (any common wrapper
+    or prefix; see `medattn.models.importer.import_torchvision`). Raises CheckpointError when
+    the file cannot be read safely or its tensors do not fit the model."""
+    return import_torchvision(pt_path, arch, head, num_classes, **params)[0]
 
 
 def import_torchvision(path: str | os.PathLike, arch: str, head: str, num_classes: int,
@@ -415,9 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in report.notes:
         print(f"  {note}")
     if report.random:
-        print(f"  left random (allowed): {_brief(report.random, 8)}")
+        print(f"  left random (allowed): {brief(report.random, 8)}")
     if report.dropped:
-        print(f"  dropped (ignored): {_brief(report.dropped, 8)}")
+        print(f"  dropped (ignored): {brief(report.dropped, 8)}")
     if report.max_logit_difference is not None:
         print(f"  verified: max |Δlogit| = {report.max_logit_difference:.2g} against the source architecture")
     print(f"imported {report.loaded} tensors from {args.weights} → {path}.safetensors + {path.name}.json")

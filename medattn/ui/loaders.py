@@ -14,11 +14,12 @@ import streamlit as st
 
 from medattn.data.dataset import Dataset, dataset_hash, load_dataset
 from medattn.data.skips import Skips
-from medattn.inference import LoadedModel, load_model
+from medattn.inference import LoadedModel, cached_predictions, load_model, stored_predictions as stored_rows
 from medattn.metrics.classification import correct_images
 from medattn.metrics.fair_set import fair_comparison_set
 from medattn import pipeline
-from medattn.precompute import Run, current_rows
+from medattn.pipeline import current_rows
+from medattn.store import Run
 
 
 def run_for(data: Dataset) -> Run:
@@ -64,11 +65,11 @@ def predictions(loaded: LoadedModel, data: Dataset, image_ids: Sequence[str], sk
     """Class probabilities of these images, stored with the dataset's run (computed once); with
     `skips`, unreadable images get NaN rows and are named there."""
     run = run_for(data)
-    stored = run.stored_predictions(loaded, list(image_ids))  # no lock: a map computing with this model
+    stored = stored_rows(loaded, list(image_ids), run.prediction_store)  # no lock: a map computing with this model
     if stored is not None:  # must not hold up probabilities that are already stored
         return stored
     with model_lock(loaded.name):
-        return run.predictions(loaded, data, list(image_ids), skips)
+        return cached_predictions(loaded, data, list(image_ids), run.prediction_store, skips)
 
 
 def _stamp(folder: Path) -> tuple:

@@ -12,7 +12,7 @@ import streamlit as st
 from medattn import pipeline
 from medattn.explain import METHODS
 from medattn.jobs import JobManager, JobRunning, job_id, precompute_spec
-from medattn.precompute import FAST_METHODS
+from medattn.jobs.precompute import FAST_METHODS
 from medattn.ui import loaders
 from medattn.ui.errors import guard
 from medattn.ui.job_view import job_view, jobs_list  # noqa: F401 - jobs_list: the pages import it from here

@@ -1,4 +1,4 @@
-"""Compare-page benchmark in headless Chromium: `python -m medattn.bench_compare --help`.
+"""Compare-page benchmark in headless Chromium: `python -m medattn.bench.compare --help`.
 
 Starts `streamlit run app.py` on a dataset (default: the embedded demo) with a fresh, empty cache
 folder (MEDATTN_CACHE in a temporary folder: no map, prediction or score from before) and a
@@ -36,7 +36,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from medattn.bench_reader import ARGS, CHROMIUM, REPO, start_app
+from medattn.bench.reader import ARGS, CHROMIUM, REPO, start_app
 
 DEFAULT_MODELS = ("demo_resnet18_wildcat", "demo_resnet18_linear")
 DEFAULT_METHODS = ("saliency", "integrated_gradients", "pda", "wildcat")
@@ -363,7 +362,7 @@ def _commit() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medattn.bench_compare", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python -m medattn.bench.compare", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="checkpoint names in --checkpoints")

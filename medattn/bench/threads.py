@@ -1,4 +1,4 @@
-"""Forward-pass time idle and under load, with and without the thread policy: `python -m medattn.thread_bench`.
+"""Forward-pass time idle and under load, with and without the thread policy: `python -m medattn.bench.threads`.
 
 For each wait policy (libgomp's default, with none set; `medattn.threads.WAIT_POLICY`) a fresh
 Python process times `--repeats` forward passes of a torchvision model (random weights, batch 1,
@@ -84,7 +84,7 @@ def measure(arch: str = "densenet121", size: int = 224, repeats: int = 10) -> li
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medattn.thread_bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m medattn.bench.threads", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="densenet121", help="torchvision model name (random weights)")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=10)

@@ -1,4 +1,4 @@
-"""Batch heatmaps and scores over a dataset split: `python -m medattn.precompute --help`.
+"""Batch heatmaps and scores over a dataset split: `python -m medattn.jobs.precompute --help`.
 
 Writes, under the output folder (default `.cache/runs/<dataset>-<hash>`):
 - `predictions/<checkpoint>.parquet`: class probabilities per image;
@@ -16,7 +16,7 @@ per image are its positive classes plus the classes the model predicts (so false
 maps too); an image with neither is explained for its top-scoring class.
 
 The jobs are cut into batches that `score_batch` computes and scores: in this process
-(`--engine local`), or on one Ray actor per checkpoint (`--engine ray`, `medattn.ray_engine`),
+(`--engine local`), or on one Ray actor per checkpoint (`--engine ray`, `medattn.jobs.ray_engine`),
 with the same cache and rows.
 """
 
@@ -26,7 +26,6 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -39,82 +38,17 @@ from medattn.data.dataset import Dataset
 from medattn.data.skips import Skips
 from medattn.errors import MedattnError
 from medattn.explain import unavailable
-from medattn.inference import LoadedModel, load_model, predict
+from medattn.inference import LoadedModel, cached_predictions, load_model
+from medattn.jobs.batch import Job, batches, score_batch
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
-from medattn.pipeline import (
-    CACHE_DIR, PDA_METHODS, SCORING, MapResult, compute_map, default_cache, ground_truth, reference_images,
-    resolved_params, score,
-)
-from medattn.store import Claims, HeatmapCache, PredictionStore, ScoreTable, canonical_params
+from medattn.pipeline import CACHE_DIR, current_rows, default_cache
+from medattn.store import Claims, HeatmapCache, Run, ScoreTable
 
-log = logging.getLogger("medattn.precompute")
+log = logging.getLogger("medattn.jobs.precompute")
 FAST_METHODS = ("saliency", "integrated_gradients", "gradcam", "wildcat", "attention")
 ENGINES = ("local", "ray")
-BATCH_SIZE = 16  # jobs per batch, the unit stored at once: a kill loses at most one batch
 WAIT_S = 0.5  # how often a run waiting on work another run claimed looks again
 Params = Mapping[str, dict] | Callable[[LoadedModel], Mapping[str, dict]]  # per method, or per model
-
-
-@dataclass
-class Run:
-    """Where one dataset's predictions and scores live."""
-
-    root: Path
-
-    @classmethod
-    def for_dataset(cls, dataset: Dataset, base: Path = CACHE_DIR / "runs", protocol: str = DEFAULT_PROTOCOL) -> "Run":
-        suffix = "" if protocol == DEFAULT_PROTOCOL else f"-{get_protocol(protocol).name}"
-        return cls(base / f"{dataset.name}-{dataset.hash}{suffix}")
-
-    @property
-    def scores(self) -> ScoreTable:
-        return ScoreTable(self.root / "scores")
-
-    @property
-    def prediction_store(self) -> PredictionStore:
-        return PredictionStore(self.root / "predictions")
-
-    @property
-    def claims(self) -> Claims:
-        """A fresh claimant (one per run) on this run folder's work units."""
-        return Claims(self.root / "claims")
-
-    def stored_predictions(self, loaded: LoadedModel, image_ids: Sequence[str]) -> pd.DataFrame | None:
-        """The stored probabilities of these images, or None when any of them is not stored;
-        the model does not run."""
-        stored = self.prediction_store.read(loaded.name, loaded.hash)
-        if stored is None or not pd.Index(list(image_ids)).isin(stored.index).all():
-            return None
-        return stored.reindex(list(image_ids))[loaded.classes]
-
-    def predictions(self, loaded: LoadedModel, dataset: Dataset, image_ids: Sequence[str],
-                    skips: Skips | None = None) -> pd.DataFrame:
-        """Probabilities for these images, computed once per checkpoint and stored. With `skips`,
-        an unreadable image gets a row of NaN (nothing stored, so a fixed file is read next time)
-        and is named there; without, its ImageReadError propagates."""
-        store = self.prediction_store
-        stored = store.read(loaded.name, loaded.hash)  # rows of older weights under this name are redone
-        missing = [i for i in image_ids if stored is None or i not in stored.index]
-        if missing:
-            fresh = predict(loaded, dataset, missing, skips=skips)
-            if len(fresh):
-                stored = store.add(loaded.name, loaded.hash, fresh)
-        if stored is None:
-            return pd.DataFrame(np.nan, index=pd.Index(list(image_ids), name="image_id"), columns=loaded.classes)
-        return stored.reindex(list(image_ids))[loaded.classes]
-
-
-def current_rows(frame: pd.DataFrame, hashes: Mapping[str, str]) -> pd.DataFrame:
-    """The rows of a score table that still hold: those of these checkpoints (name → hash of the
-    weights now under that name) and, for localization rows, scored under the current
-    definitions (`pipeline.SCORING`). Sanity-check rows compare maps and carry no version."""
-    if frame.empty:
-        return frame
-    # a missing column (tables older than that column) compares False everywhere
-    same_weights = frame["checkpoint"].map(hashes) == frame.get("checkpoint_hash")
-    current = frame.get("scoring") == SCORING
-    sanity = frame["method"].astype(str).str.startswith("sanity:")
-    return frame[same_weights & (current | sanity)].reset_index(drop=True)
 
 
 def targets_for(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5,
@@ -125,101 +59,6 @@ def targets_for(labels: np.ndarray, probabilities: np.ndarray, threshold: float 
         return [int(np.argmax(probabilities))]
     chosen = sorted(set(np.flatnonzero(labels > 0)) | set(np.flatnonzero(probabilities >= threshold)))
     return [int(c) for c in chosen] or [int(np.argmax(probabilities))]
-
-
-class Interrupted(BaseException):
-    """Raised (by a job's SIGTERM handler) to end the map in progress at once: `score_batch`
-    returns the rows finished before it, and precompute stores them and returns when its
-    `stop()` says so. A BaseException, so that no `except Exception` swallows it."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One map to compute and score; plain values, so batches travel to Ray actors as they are."""
-
-    checkpoint: str
-    image_id: str
-    target: int
-    method: str
-    probability: float
-    label: int
-
-
-def batches(jobs: Sequence[Job], size: int = BATCH_SIZE) -> list[list[Job]]:
-    """Consecutive jobs in batches of about `size`: one checkpoint per batch (it goes to that
-    model), and one checkpoint × image never split (its maps share the read image)."""
-    out: list[list[Job]] = []
-    for job in jobs:
-        last = out[-1] if out else None
-        same_image = last is not None and (last[-1].checkpoint, last[-1].image_id) == (job.checkpoint, job.image_id)
-        if last is not None and last[-1].checkpoint == job.checkpoint and (same_image or len(last) < size):
-            last.append(job)
-        else:
-            out.append([job])
-    return out
-
-
-def score_batch(
-    loaded: LoadedModel,
-    dataset: Dataset,
-    jobs: Sequence[Job],
-    cache: HeatmapCache,
-    params: dict[str, dict] | None = None,
-    tick: Callable[[], None] | None = None,
-    protocol: str = DEFAULT_PROTOCOL,
-    stop: Callable[[], bool] | None = None,
-) -> tuple[list[dict], list[str]]:
-    """Maps (from the cache when present) and score rows for a batch of one checkpoint's jobs.
-
-    The unit of work of both engines: run in a loop locally, and inside one actor per checkpoint
-    under Ray. Returns the rows and one warning per job that failed (an unreadable image, a
-    parameter the image does not allow), so that one bad input never stops a long run; `tick` is
-    called after every job, and `stop` before each: when it returns True, or `Interrupted` is
-    raised during a map, the rows so far are returned (a Stop in the app). Each image is read
-    once per batch, and the PDA reference images once.
-    """
-    rows: list[dict] = []
-    skipped: list[str] = []
-    image_id, image, reference = None, None, None
-    try:
-        for job in jobs:
-            if stop is not None and stop():
-                break
-            method_args = get_protocol(protocol).params(job.method, (params or {}).get(job.method))
-            try:
-                if job.image_id != image_id:
-                    image_id, image = job.image_id, dataset.read_image(job.image_id)
-                if job.method in PDA_METHODS and method_args.get("reference") is None:
-                    reference = reference_images(loaded, dataset) if reference is None else reference
-                    method_args = {**method_args, "reference": reference}
-                result = compute_map(loaded, dataset, job.image_id, job.method, job.target, method_args, cache, image=image)
-            except (ValueError, MedattnError) as exc:  # methods a model lacks were left out when planning
-                skipped.append(f"{job.method} on {loaded.name}: {exc}")
-            else:
-                rows.append(_row(loaded, dataset, job, method_args, result, image.shape, protocol))
-            if tick is not None:
-                tick()
-    except Interrupted:  # Stop during a map: that map is dropped, the finished ones returned
-        pass
-    return rows, skipped
-
-
-def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, result: MapResult,
-         shape: tuple[int, ...], protocol: str) -> dict:
-    label = None if get_protocol(protocol).targets == "predicted" else dataset.classes[job.target]
-    truth = ground_truth(dataset, job.image_id, label)
-    boxes = dataset.boxes_for(job.image_id, label)
-    predicted = job.probability >= 0.5
-    return {
-        "image_id": job.image_id, "checkpoint": loaded.name, "checkpoint_hash": loaded.hash,
-        "model": loaded.label, "method": job.method, "target": str(job.target),
-        "target_class": dataset.classes[job.target], "label": job.label,
-        "probability": job.probability, "predicted": int(predicted),
-        "correct": int(predicted == bool(job.label)), "n_boxes": len(boxes),
-        "split": str(dataset.images.at[job.image_id, "split"]), "seconds": result.seconds,
-        "cached": result.cached, "params": canonical_params({k: v for k, v in resolved_params(job.method, method_args).items() if k != "reference"}),
-        "scoring": SCORING, "protocol": protocol, **score(result.raw, job.method, truth, shape, protocol, loaded.preprocessing.place),
-    }
 
 
 def precompute(
@@ -249,17 +88,17 @@ def precompute(
     `Skips(strict=True)` fails on the first one instead); the rest of the run goes on.
     `protocol` (`medattn.metrics.protocols`) sets the explainer parameters, the targets and the
     scoring; its rows go to their own run folder unless `run` is given.
-    `engine="ray"` runs the same batches on Ray actors (`medattn.ray_engine`), joining the
+    `engine="ray"` runs the same batches on Ray actors (`medattn.jobs.ray_engine`), joining the
     cluster at `ray_address` or starting Ray on this machine.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "ray":
-        from medattn.ray_engine import require_ray
+        from medattn.jobs.ray_engine import require_ray
 
         require_ray()  # fail before the predictions, not after
     get_protocol(protocol)  # an unknown name fails before any work
-    run = run or Run.for_dataset(dataset, protocol=protocol)
+    run = run or Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=protocol)
     cache = cache or default_cache()
     ids = list(image_ids) if image_ids is not None else list(dataset.split(split).index if split else dataset.images.index)
     unknown = [i for i in ids if i not in dataset.images.index]
@@ -282,7 +121,7 @@ def precompute(
                 usable.append(method)
             else:  # e.g. wildcat maps asked of a linear model: said once, not once per image
                 log.warning("skipping %s on %s: %s", method, loaded.name, reason)
-        probabilities = run.predictions(loaded, dataset, ids, skips)
+        probabilities = cached_predictions(loaded, dataset, ids, run.prediction_store, skips)
         for image_id in ids:
             labels = dataset.labels(image_id)
             probs = probabilities.loc[image_id].to_numpy(dtype=float)
@@ -307,7 +146,7 @@ def precompute(
     todo = jobs
     while todo and not stopped():
         if engine == "ray":
-            from medattn.ray_engine import run_batches
+            from medattn.jobs.ray_engine import run_batches
 
             run_batches(models, dataset, batches(todo), cache, model_params, table, advance, address=ray_address,
                         device=device, take=shared.take, release=shared.release, stop=stopped, protocol=protocol)
@@ -383,7 +222,7 @@ class _SharedWork:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medattn.precompute", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m medattn.jobs.precompute", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="dataset folder")
     parser.add_argument("--checkpoints", nargs="+", required=True, help="checkpoint paths (NAME, NAME.json or NAME.safetensors)")
     parser.add_argument("--methods", nargs="+", default=list(FAST_METHODS))
@@ -402,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     dataset = load_dataset(args.dataset)
-    run = Run(args.out) if args.out else Run.for_dataset(dataset, protocol=args.protocol)
+    run = Run(args.out) if args.out else Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=args.protocol)
     split = None if args.split == "all" else args.split
     skips = Skips("images", strict=args.strict)
     try:

@@ -64,17 +64,17 @@ from torch.utils.flop_counter import flop_registry
 
 from medattn.data import load_dataset
 from medattn.data.dataset import Dataset
-from medattn.data.transforms import to_input
+from medattn.data.preprocess import to_input
 from medattn.device import best_device, describe
 from medattn.explain import METHODS, get_explainer, unavailable
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
 from medattn.explain.cam import cam_layer
 from medattn.explain.gradients import OCCLUSION_AT_224, ig_baseline, quiet_relu_hooks
 from medattn.inference import CHECKPOINT_DIR, list_checkpoints, load_model
-from medattn.models.checkpoint import unique_checkpoints
+from medattn.models.files import unique_checkpoints
 from medattn.metrics.similarity import spearman
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "artifacts" / "bench.json"
 DEFAULT_ARCHS = ("demo", "resnet50", "densenet121")
 DEMO_PREFERENCE = ("demo_resnet18_wildcat", "demo_resnet18_linear")

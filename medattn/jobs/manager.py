@@ -29,7 +29,6 @@ cluster uses `precompute --engine ray`.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import json
@@ -43,9 +42,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
-from medattn.errors import MedattnError
 from medattn.store.files import read_or_set_aside, write_atomic
 
 log = logging.getLogger("medattn.jobs")
@@ -53,6 +51,7 @@ STATES = ("queued", "running", "done", "failed", "stopped", "interrupted")
 ACTIVE = ("queued", "running")
 STATUS_EVERY_S = 0.5
 STOP_GRACE_S = 1.5  # after SIGTERM, how long a map in progress may take before the job is killed
+UNITS = {"precompute": "maps", "train": "batches"}  # what a job's progress counts
 START_TIMEOUT_S = 120.0  # a queued job whose worker never took its lock by then is interrupted
 
 
@@ -107,7 +106,7 @@ class JobStatus:
 def precompute_spec(dataset: str | os.PathLike, checkpoints: list[str | os.PathLike], methods: list[str],
                     image_ids: list[str] | None = None, split: str | None = "test", run_root: str | os.PathLike | None = None,
                     cache_root: str | os.PathLike | None = None, device: str = "auto", app_params: bool = False) -> dict:
-    """The spec of a precompute job (arguments of `medattn.precompute.precompute`, as paths).
+    """The spec of a precompute job (arguments of `medattn.jobs.precompute.precompute`, as paths).
     `app_params`: the app's explainer settings per model (`medattn.ui.methods.precompute_params`),
     so that the pages find these maps in the cache. Raises ValueError for a missing dataset
     folder or checkpoint file, or an unknown method: at start, not in the background."""
@@ -224,7 +223,7 @@ class JobManager:
                 out.flush()
                 process = subprocess.Popen([sys.executable, "-m", "medattn.jobs", "run", str(folder)],
                                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                           start_new_session=True, cwd=str(Path(__file__).resolve().parents[1]))
+                                           start_new_session=True, cwd=str(Path(__file__).resolve().parents[2]))
             threading.Thread(target=process.wait, daemon=True).start()  # reap it: no zombie in a long-lived app
             status = JobStatus(job, spec["kind"], _title(spec), "queued", process.pid, message="starting its process",
                                unit=UNITS[spec["kind"]])
@@ -378,224 +377,3 @@ def _signal_group(pid: int | None, sig: signal.Signals) -> None:
         os.killpg(pid, sig)  # the worker leads its own session: this reaches its children too
     except (ProcessLookupError, PermissionError):
         pass
-
-
-# --- the worker: `python -m medattn.jobs run FOLDER` ---------------------------------------------
-
-
-class _Reporter:
-    """Turns progress calls (precompute's maps, training's batches) into status.json updates with
-    the rate and ETA."""
-
-    def __init__(self, folder: Path, status: JobStatus):
-        self.folder, self.status = folder, status
-        self.first: tuple[float, int] | None = None  # (time, done) at the first map: loading is not throughput
-        self.written = 0.0
-
-    def __call__(self, done: int, total: int, stage: str | None = None) -> None:
-        now = time.monotonic()
-        if self.first is None:
-            self.first = (now, done)  # a resumed job starts at what it kept
-            self.status.message = f"computing {self.status.unit}" if self.status.unit == "maps" else "training"
-        self.status.done, self.status.total = done, total
-        if stage is not None:
-            self.status.stage = stage
-        elapsed, counted = now - self.first[0], done - self.first[1]
-        if elapsed > 0 and counted > 0:
-            self.status.rate = counted / elapsed
-            self.status.eta_s = (total - done) / self.status.rate
-        if now - self.written >= STATUS_EVERY_S or done == total:
-            self.write()
-
-    def write(self, state: str | None = None, message: str | None = None) -> None:
-        if state is not None:
-            self.status.state = state
-        if message is not None:
-            self.status.message = message
-        _write_status(self.folder, self.status)
-        self.written = time.monotonic()
-
-
-def _run_precompute(spec: dict, progress: Callable[[int, int], None], stop: Callable[[], bool]) -> str:
-    from medattn.data import load_dataset
-    from medattn.data.skips import Skips
-    from medattn.precompute import Run, precompute
-    from medattn.store import HeatmapCache
-
-    dataset = load_dataset(spec["dataset"])
-    run = Run(Path(spec["run_root"])) if spec.get("run_root") else Run.for_dataset(dataset)
-    cache = HeatmapCache(spec["cache_root"]) if spec.get("cache_root") else None
-    params = None
-    if spec.get("app_params"):
-        from medattn.ui.methods import precompute_params
-
-        params = precompute_params
-    skips = Skips("images")
-    frame = precompute(dataset, spec["checkpoints"], spec["methods"], spec.get("split"), spec.get("image_ids"), run,
-                       cache, spec.get("device", "auto"), params, progress=progress, skips=skips, stop=stop)
-    if stop():
-        raise Stopped("finished rows are stored")
-    done = f"{len(frame)} rows in {run.root / 'scores'}"
-    return f"{done}; {skips.summary()}" if len(skips) else done
-
-
-def _run_train(spec: dict, progress: Callable[..., None], stop: Callable[[], bool]) -> str:
-    """`medattn.train.train` itself, with the job's progress and stop; its log lines (one per
-    epoch) go to the job's log."""
-    from medattn import train as training
-
-    config = training.TrainConfig(**spec["config"])
-
-    def log_line(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    try:
-        out = training.train(config, log=log_line, progress=progress, stop=stop)
-    except training.Stopped as exc:
-        raise Stopped(f"{exc.epoch}/{exc.epochs} epochs finished and kept; Resume continues from there") from None
-    except SystemExit as exc:  # train's own "needs images in both splits" refusal: a failure, not an exit
-        raise ValueError(str(exc)) from None
-    return f"saved {out.name} in {out.parent}"
-
-
-class Stopped(Exception):
-    """A job's work ended early because it was asked to stop; the message says what was kept."""
-
-
-KINDS: dict[str, Callable[[dict, Callable[..., None], Callable[[], bool]], str]] = {
-    "precompute": _run_precompute, "train": _run_train}
-UNITS = {"precompute": "maps", "train": "batches"}
-INTERRUPTIBLE = {"precompute"}  # kinds whose work SIGTERM may end mid-step (training checks between batches)
-
-
-def work(folder: Path) -> int:
-    """Run the job in `folder` in this process (the worker's body)."""
-    from medattn import threads
-    from medattn.precompute import Interrupted
-
-    threads.background()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    with open(folder / "lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("another worker already runs %s", folder.name)
-            return 0
-        spec = json.loads((folder / "spec.json").read_text())
-        previous = read_or_set_aside(folder / "status.json", lambda p: json.loads(p.read_text())) or {}
-        loading = "loading the models and predicting" if spec["kind"] == "precompute" else "loading the data and the model"
-        status = JobStatus(folder.name, spec["kind"], _title(spec), "running", os.getpid(), message=loading,
-                           created=previous.get("created", time.time()), unit=UNITS[spec["kind"]])
-        reporter = _Reporter(folder, status)
-        reporter.write()
-        stopping = threading.Event()
-
-        def on_sigterm(*_: object) -> None:
-            from medattn.precompute import Interrupted
-
-            first = not stopping.is_set()
-            stopping.set()
-            if first and spec["kind"] in INTERRUPTIBLE:
-                raise Interrupted  # ends the map in progress; the finished rows are stored
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-
-        def stop() -> bool:
-            return stopping.is_set() or (folder / "cancel").exists()
-
-        try:
-            summary = KINDS[spec["kind"]](spec, reporter, stop)
-        except (Interrupted, Stopped) as exc:  # Interrupted outside a map (loading, storing): what was stored stays
-            kept = str(exc) if isinstance(exc, Stopped) else "finished rows are stored"
-            reporter.write("stopped", f"stopped at {status.done}/{status.total} {status.unit}; {kept}")
-        except Exception as exc:  # noqa: BLE001 - the job's failure is its status, the trace its log
-            log.exception("job %s failed", folder.name)
-            reporter.write("failed", f"{type(exc).__name__}: {exc}")
-            return 1
-        else:
-            reporter.write("done", summary)
-        log.info("%s: %s", status.state, status.message)
-        return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medattn.jobs", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, help="jobs folder (default .cache/jobs)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    start = commands.add_parser("start", help="start a precompute job in the background")
-    start.add_argument("--dataset", required=True)
-    start.add_argument("--checkpoints", nargs="+", required=True)
-    start.add_argument("--methods", nargs="+", default=["saliency", "integrated_gradients", "gradcam", "wildcat", "attention"])
-    start.add_argument("--split", default="test", help="train, val, test or all")
-    start.add_argument("--images", nargs="*", help="only these image ids")
-    start.add_argument("--out", help="run folder (default .cache/runs/<dataset>-<hash>)")
-    start.add_argument("--device", default="auto")
-    start.add_argument("--app-params", action="store_true", help="the app's explainer settings (fast PDA)")
-    trainer = commands.add_parser("start-train", help="start a training (medattn.train) in the background")
-    trainer.add_argument("--dataset", required=True)
-    trainer.add_argument("--arch", required=True, help="backbone, e.g. resnet18, densenet121, mobilenet_v2")
-    trainer.add_argument("--head", default="linear")
-    trainer.add_argument("--out", required=True, help="new checkpoint path without suffix, e.g. checkpoints/NAME")
-    trainer.add_argument("--preset", default="goncalves", help="goncalves, wang or aggarwal (medattn.train PRESETS)")
-    trainer.add_argument("--epochs", type=int)
-    trainer.add_argument("--input-size", type=int, default=224)
-    trainer.add_argument("--batch-size", type=int)
-    trainer.add_argument("--lr", type=float)
-    trainer.add_argument("--device", default="auto")
-    commands.add_parser("list", help="every job with its state and progress")
-    for name in ("stop", "resume", "log"):
-        commands.add_parser(name).add_argument("job")
-    commands.add_parser("run", help=argparse.SUPPRESS).add_argument("folder", type=Path)
-    args = parser.parse_args(argv)
-    if args.command == "run":
-        return work(args.folder)
-    manager = JobManager(args.root)
-    if args.command == "start":
-        try:
-            status = manager.start(precompute_spec(args.dataset, args.checkpoints, args.methods, args.images,
-                                                   None if args.split == "all" else args.split, args.out, None,
-                                                   args.device, args.app_params))
-        except (JobRunning, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print(f"started {status.id} (pid {status.pid}); follow it with: python -m medattn.jobs log {status.id}")
-    elif args.command == "start-train":
-        options = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
-        try:
-            status = manager.start(train_spec(args.dataset, args.arch, args.head, args.out, args.preset, args.epochs,
-                                              args.input_size, args.device, **options))
-        except (JobRunning, ValueError, MedattnError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print(f"started {status.id} (pid {status.pid}); follow it with: python -m medattn.jobs log {status.id}")
-    elif args.command == "list":
-        for s in manager.list():
-            rate = f"{s.rate:.2f} {s.unit}/s" if s.rate else "–"
-            eta = f"ETA {s.eta_s:.0f} s" if s.eta_s is not None and s.active else ""
-            print(f"{s.id}  {s.state:<11} {s.stage + ' ' if s.stage else ''}{s.done}/{s.total} {s.unit}  {rate}  {eta}  {s.title}")
-    else:
-        try:
-            known = manager.folder(args.job).is_dir() and (manager.status(args.job) or manager.spec(args.job))
-            if not known:
-                raise ValueError(f"no job {args.job} in {manager.root} (`python -m medattn.jobs list` shows them)")
-            if args.command == "stop":
-                print(f"stopped in {manager.stop(args.job):.2f} s")
-            elif args.command == "resume":
-                print(f"resumed {manager.resume(args.job).id}")
-            else:
-                print(manager.log_tail(args.job, 40))
-        except (JobRunning, ValueError, MedattnError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    return 0
-
-
-if __name__ == "__main__":
-    code = main()
-    # Skip the interpreter's teardown: with torch loaded it took ~1 s after the job's last status
-    # was written, so a stopped worker outlived STOP_GRACE_S and was killed. Everything the job
-    # keeps is written (temporary + rename) and closed by now.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

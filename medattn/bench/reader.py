@@ -1,4 +1,4 @@
-"""Reader-study benchmark: `python -m medattn.bench_reader --help`.
+"""Reader-study benchmark: `python -m medattn.bench.reader --help`.
 
 Starts `streamlit run app.py` in study mode on a fresh database holding one detection study,
 and has `--readers` readers (default 4) read at once, each in its own context of one headless
@@ -30,7 +30,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync"]
@@ -123,7 +123,7 @@ def serve(db: Path, dataset: Path, log) -> tuple[subprocess.Popen, str]:
 
 def start_app(env: dict[str, str], log) -> tuple[subprocess.Popen, str]:
     """`streamlit run app.py` on a free port with `env` over this environment, its output to
-    `log`; (process, URL) once healthy. Also used by medattn.bench_compare."""
+    `log`; (process, URL) once healthy. Also used by medattn.bench.compare."""
     port = _free_port()
     env = {**os.environ, **env}
     process = subprocess.Popen(
@@ -160,7 +160,7 @@ def direct_answers(folder: Path, dataset: Path, answers: int) -> tuple[float, in
 
 def main(argv: list[str] | None = None) -> int:
     # the module docstring says what is measured and how (the first line alone only repeated the command)
-    parser = argparse.ArgumentParser(prog="python -m medattn.bench_reader", description=__doc__.split("\n", 2)[2],
+    parser = argparse.ArgumentParser(prog="python -m medattn.bench.reader", description=__doc__.split("\n", 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--readers", type=int, default=4, help="readers reading at once (default 4)")
     parser.add_argument("--cases", type=int, default=10, help="cases each reader answers (default 10)")

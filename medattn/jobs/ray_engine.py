@@ -1,4 +1,4 @@
-"""Precompute under Ray (`python -m medattn.precompute --engine ray`): one actor per checkpoint.
+"""Precompute under Ray (`python -m medattn.jobs.precompute --engine ray`): one actor per checkpoint.
 
 Each actor loads its checkpoint and the dataset once, from the same paths as the driver (a
 shared file system on a cluster), and runs `precompute.score_batch` over batches of jobs, writing
@@ -22,10 +22,11 @@ from medattn.data import load_dataset
 from medattn.data.dataset import Dataset
 from medattn.errors import CheckpointError, DatasetError
 from medattn.inference import LoadedModel, load_model
-from medattn.precompute import Job, log, score_batch
+from medattn.jobs.batch import Job, score_batch
 from medattn.store import HeatmapCache, ScoreTable
 from medattn.threads import worker_env
 
+log = logging.getLogger(__name__)
 RAY_VERSION = "2.60.0"  # as pinned in requirements.txt
 IN_FLIGHT = 2  # batches queued per actor: one running, one ready, so a GPU never waits on the driver
 OBJECT_STORE_BYTES = 100 * 1024**2  # only jobs and score rows go through it, never maps

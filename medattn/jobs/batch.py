@@ -1,0 +1,115 @@
+"""The unit of work of precompute, whichever engine runs it: a `Job` is one map to compute and
+score; `batches` cuts a run's jobs into batches of one checkpoint; `score_batch` computes (or
+reads from the cache) and scores one batch. Locally precompute calls it in a loop; under Ray
+each checkpoint's actor calls it (`medattn.jobs.ray_engine`), so both write the same rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from medattn.data.dataset import Dataset
+from medattn.errors import MedattnError
+from medattn.inference import LoadedModel
+from medattn.metrics.protocols import DEFAULT_PROTOCOL, get_protocol
+from medattn.pipeline import (
+    PDA_METHODS, SCORING, MapResult, compute_map, ground_truth, reference_images, resolved_params, score,
+)
+from medattn.store import HeatmapCache, canonical_params
+
+BATCH_SIZE = 16  # jobs per batch, the unit stored at once: a kill loses at most one batch
+
+
+class Interrupted(BaseException):
+    """Raised (by a job's SIGTERM handler) to end the map in progress at once: `score_batch`
+    returns the rows finished before it, and precompute stores them and returns when its
+    `stop()` says so. A BaseException, so that no `except Exception` swallows it."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One map to compute and score; plain values, so batches travel to Ray actors as they are."""
+
+    checkpoint: str
+    image_id: str
+    target: int
+    method: str
+    probability: float
+    label: int
+
+
+def batches(jobs: Sequence[Job], size: int = BATCH_SIZE) -> list[list[Job]]:
+    """Consecutive jobs in batches of about `size`: one checkpoint per batch (it goes to that
+    model), and one checkpoint × image never split (its maps share the read image)."""
+    out: list[list[Job]] = []
+    for job in jobs:
+        last = out[-1] if out else None
+        same_image = last is not None and (last[-1].checkpoint, last[-1].image_id) == (job.checkpoint, job.image_id)
+        if last is not None and last[-1].checkpoint == job.checkpoint and (same_image or len(last) < size):
+            last.append(job)
+        else:
+            out.append([job])
+    return out
+
+
+def score_batch(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    jobs: Sequence[Job],
+    cache: HeatmapCache,
+    params: dict[str, dict] | None = None,
+    tick: Callable[[], None] | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
+    stop: Callable[[], bool] | None = None,
+) -> tuple[list[dict], list[str]]:
+    """Maps (from the cache when present) and score rows for a batch of one checkpoint's jobs.
+
+    The unit of work of both engines: run in a loop locally, and inside one actor per checkpoint
+    under Ray. Returns the rows and one warning per job that failed (an unreadable image, a
+    parameter the image does not allow), so that one bad input never stops a long run; `tick` is
+    called after every job, and `stop` before each: when it returns True, or `Interrupted` is
+    raised during a map, the rows so far are returned (a Stop in the app). Each image is read
+    once per batch, and the PDA reference images once.
+    """
+    rows: list[dict] = []
+    skipped: list[str] = []
+    image_id, image, reference = None, None, None
+    try:
+        for job in jobs:
+            if stop is not None and stop():
+                break
+            method_args = get_protocol(protocol).params(job.method, (params or {}).get(job.method))
+            try:
+                if job.image_id != image_id:
+                    image_id, image = job.image_id, dataset.read_image(job.image_id)
+                if job.method in PDA_METHODS and method_args.get("reference") is None:
+                    reference = reference_images(loaded, dataset) if reference is None else reference
+                    method_args = {**method_args, "reference": reference}
+                result = compute_map(loaded, dataset, job.image_id, job.method, job.target, method_args, cache, image=image)
+            except (ValueError, MedattnError) as exc:  # methods a model lacks were left out when planning
+                skipped.append(f"{job.method} on {loaded.name}: {exc}")
+            else:
+                rows.append(_row(loaded, dataset, job, method_args, result, image.shape, protocol))
+            if tick is not None:
+                tick()
+    except Interrupted:  # Stop during a map: that map is dropped, the finished ones returned
+        pass
+    return rows, skipped
+
+
+def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, result: MapResult,
+         shape: tuple[int, ...], protocol: str) -> dict:
+    label = None if get_protocol(protocol).targets == "predicted" else dataset.classes[job.target]
+    truth = ground_truth(dataset, job.image_id, label)
+    boxes = dataset.boxes_for(job.image_id, label)
+    predicted = job.probability >= 0.5
+    return {
+        "image_id": job.image_id, "checkpoint": loaded.name, "checkpoint_hash": loaded.hash,
+        "model": loaded.label, "method": job.method, "target": str(job.target),
+        "target_class": dataset.classes[job.target], "label": job.label,
+        "probability": job.probability, "predicted": int(predicted),
+        "correct": int(predicted == bool(job.label)), "n_boxes": len(boxes),
+        "split": str(dataset.images.at[job.image_id, "split"]), "seconds": result.seconds,
+        "cached": result.cached, "params": canonical_params({k: v for k, v in resolved_params(job.method, method_args).items() if k != "reference"}),
+        "scoring": SCORING, "protocol": protocol, **score(result.raw, job.method, truth, shape, protocol, loaded.preprocessing.place),
+    }
