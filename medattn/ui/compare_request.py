@@ -8,6 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from medattn.data.dataset import Dataset
+from medattn.ui import url_state
 
 REQUEST_KEY = "compare_request"
 COMPARE_PAGE = "pages/compare.py"
@@ -21,10 +22,10 @@ def open_in_compare(image_id: str, target_class: str) -> None:
 
 def follow_link(data: Dataset) -> str | None:
     """On a session's first run of Compare, a link's `?image=ID` (any image of the dataset)
-    becomes a request; later runs leave the URL to the image chooser bound to it. Returns the
+    becomes a request; later runs write the chosen image to the URL (`url_state`). Returns the
     linked id when the dataset has no such image (the page says so instead of silently
     showing another one)."""
-    linked = st.query_params.get("image")
+    linked = url_state.linked_image()
     if linked is None or "image" in st.session_state or REQUEST_KEY in st.session_state:
         return None
     if linked not in data.images.index:
