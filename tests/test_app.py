@@ -209,12 +209,14 @@ def test_build_real_rsna_on_the_data_page_and_compare_without_matching_checkpoin
     at.selectbox(key="data_kind").set_value("rsna").run()
     at.text_input(key="data_source").input(str(shared_data / "rsna-pneumonia-sample"))
     at.text_input(key="data_out_rsna").input(str(tmp_path / "rsna"))
+    at.toggle(key="data_all_test").set_value(True)  # an external model's evaluation: every image in test
     at.button(key="data_build").click().run()
     assert not at.exception and "Built" in texts(at.success)
     at.button(key="data_use").click().run()
     assert at.text_input(key="sb_dataset_path").value == str(tmp_path / "rsna")
     counts = at.dataframe[0].value
     assert counts.loc["total", "images"] == 100 and counts.loc["total", "boxes"] == 172
+    assert counts.loc["test", "images"] == 100
     warnings = texts(at.sidebar.warning)
     assert ("**tiny_linear**, **tiny_wildcat** not used: predicts nodule, opacity, effusion, but the dataset has "
             "Pneumonia; map or import on the Models page") in warnings
