@@ -1,6 +1,7 @@
 """Precompute as a background job (`medattn.jobs`): the panel that starts one over a split (test
-first; a dataset built with `--split train` has none) for the selected checkpoints and methods and follows it (progress, maps/s, ETA, log tail,
-Stop, Resume: `medattn.ui.job_view`, shared with training), and the list of every job. The job
+first; a dataset built with `--split train` has none) for the selected checkpoints and methods
+and follows it (progress, maps/s, ETA, log tail, Stop, Resume: `medattn.ui.job_view`, shared
+with training), and the list of every job. The job
 runs in its own process, so it goes on when the reader switches pages, closes the tab or the
 server restarts (then it reads as interrupted and Resume continues it); the Leaderboard and
 Failure cases pages read the rows it stores."""
@@ -13,6 +14,7 @@ from medattn import pipeline
 from medattn.explain import METHODS
 from medattn.jobs import JobManager, JobRunning, job_id, precompute_spec
 from medattn.jobs.precompute import FAST_METHODS
+from medattn.metrics.faithfulness import REFERENCE_MAPS, reference_name
 from medattn.ui import loaders
 from medattn.ui.errors import guard
 from medattn.ui.job_view import job_view, jobs_list  # noqa: F401 - jobs_list: the pages import it from here
@@ -37,9 +39,15 @@ def precompute_panel(selection: Selection, key: str, expanded: bool) -> None:
                                 step=10, key=f"{key}_limit")
         st.caption(f"{len(images)} {split} images × {len(selection.models)} checkpoint(s). Runs as a background job: "
                    "it goes on when you leave this page; finished rows are kept, so a rerun only computes what is missing.")
+        faithful = st.checkbox("Faithfulness metrics and reference maps", value=False, key=f"{key}_faithfulness",
+                               help="Deletion, insertion, ROAD (MoRF, LeRF), sparseness and complexity in every row "
+                                    "(about 160 more forward passes per map), and the blank, random, centre and "
+                                    "box-prior reference maps scored beside the methods.")
         ids = list(images[: int(limit)] if limit else images)
-        spec = precompute_spec(data.root, checkpoints, methods, ids, None, loaders.run_for(data).root,
-                               pipeline.CACHE_DIR / "heatmaps", selection.device, app_params=True)
+        references = [reference_name(kind) for kind in REFERENCE_MAPS] if faithful else []
+        spec = precompute_spec(data.root, checkpoints, [*methods, *references], ids, None, loaders.run_for(data).root,
+                               pipeline.CACHE_DIR / "heatmaps", selection.device, app_params=True,
+                               faithfulness=pipeline.FaithfulnessSettings().fields() if faithful else None)
         job = job_id(spec)
         status = manager.status(job)
         if st.button("Run precompute", key=f"{key}_run", type="primary",
