@@ -40,8 +40,12 @@ from medattn.errors import MedattnError
 from medattn.explain import unavailable
 from medattn.inference import LoadedModel, cached_predictions, load_model
 from medattn.jobs.batch import Job, batches, score_batch
+from medattn.jobs.options import add_metric_options
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
-from medattn.pipeline import CACHE_DIR, current_rows, default_cache
+from medattn.metrics.faithfulness import REFERENCE_MAPS, is_reference, reference_name
+from medattn.pipeline import (
+    CACHE_DIR, DEFAULT_FAITHFULNESS, FaithfulnessSettings, current_rows, default_cache,
+)
 from medattn.store import Claims, HeatmapCache, Run, ScoreTable
 
 log = logging.getLogger("medattn.jobs.precompute")
@@ -77,6 +81,7 @@ def precompute(
     skips: Skips | None = None,
     protocol: str = DEFAULT_PROTOCOL,
     stop: Callable[[], bool] | None = None,
+    faithfulness: FaithfulnessSettings | None = None,
 ) -> pd.DataFrame:
     """Compute every missing row and return the full score table of the run.
 
@@ -90,6 +95,9 @@ def precompute(
     scoring; its rows go to their own run folder unless `run` is given.
     `engine="ray"` runs the same batches on Ray actors (`medattn.jobs.ray_engine`), joining the
     cluster at `ray_address` or starting Ray on this machine.
+    `methods` may name reference maps ("reference:blank", … `metrics.faithfulness.REFERENCE_MAPS`),
+    scored like methods. With `faithfulness`, every row carries those metrics, and rows
+    computed without them (or under other settings) are computed again from the cached maps.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -108,7 +116,7 @@ def precompute(
     skips = skips if skips is not None else Skips("images")
     models = {loaded.name: loaded for loaded in (load_model(path, device, dataset) for path in checkpoints)}
     hashes = {name: loaded.hash for name, loaded in models.items()}
-    done = table.done_keys(current_rows(table.read(), hashes))
+    done = table.done_keys(_complete(current_rows(table.read(), hashes), faithfulness))
     for loaded in models.values():
         loaded.check_classes(dataset)
     model_params = {name: dict(params(loaded) if callable(params) else params or {}) for name, loaded in models.items()}
@@ -116,7 +124,7 @@ def precompute(
     for loaded in models.values():
         usable = []
         for method in methods:  # an unknown name fails here, before any work
-            reason = unavailable(loaded.model, method)
+            reason = None if is_reference(method) and reference_name(method) else unavailable(loaded.model, method)
             if reason is None:
                 usable.append(method)
             else:  # e.g. wildcat maps asked of a linear model: said once, not once per image
@@ -149,7 +157,8 @@ def precompute(
             from medattn.jobs.ray_engine import run_batches
 
             run_batches(models, dataset, batches(todo), cache, model_params, table, advance, address=ray_address,
-                        device=device, take=shared.take, release=shared.release, stop=stopped, protocol=protocol)
+                        device=device, take=shared.take, release=shared.release, stop=stopped, protocol=protocol,
+                        faithfulness=faithfulness)
         else:
             for batch in batches(todo):
                 if stopped():
@@ -159,16 +168,26 @@ def precompute(
                     continue
                 rows, skipped = score_batch(models[batch[0].checkpoint], dataset, mine, cache,
                                             model_params[batch[0].checkpoint], tick=advance, protocol=protocol,
-                                            stop=stopped)
+                                            stop=stopped, faithfulness=faithfulness)
                 for message in skipped:
                     log.warning(message)
                 table.append(rows)  # every batch, so that a kill loses at most this one
                 shared.release(mine)
-        todo = shared.wait_for_others(table, hashes, advance, stopped)
+        todo = shared.wait_for_others(table, hashes, advance, stopped, faithfulness)
     bar.close()
     if not stopped():
         table.compact()
     return table.read()
+
+
+def _complete(frame: pd.DataFrame, faithfulness: FaithfulnessSettings | None) -> pd.DataFrame:
+    """The rows that need no more work: all of them, or with `faithfulness` those that carry
+    its metrics under its settings (`faithfulness` column = its key)."""
+    if faithfulness is None or frame.empty:
+        return frame
+    if "faithfulness" not in frame:  # a table scored before any --metrics run
+        return frame.iloc[0:0]
+    return frame[frame["faithfulness"] == faithfulness.key()]
 
 
 def _key(job: Job) -> tuple[str, str, str, str]:
@@ -199,7 +218,7 @@ class _SharedWork:
             self.claims.release(unit)
 
     def wait_for_others(self, table: ScoreTable, hashes: Mapping[str, str], advance: Callable[[int], None],
-                        stop: Callable[[], bool]) -> list[Job]:
+                        stop: Callable[[], bool], faithfulness: FaithfulnessSettings | None = None) -> list[Job]:
         """Block until some deferred unit is no longer held elsewhere; return the deferred jobs
         whose rows are still missing then (counting the others as done)."""
         if not self.deferred:
@@ -213,12 +232,26 @@ class _SharedWork:
             log.info("waiting for %d maps that another run is computing", len(self.deferred))
         while not stop() and all_held():
             time.sleep(WAIT_S)
-        done = table.done_keys(current_rows(table.read(), hashes))
+        done = table.done_keys(_complete(current_rows(table.read(), hashes), faithfulness))
         left = [job for job in self.deferred if _key(job) not in done]
         if len(left) < len(self.deferred):
             advance(len(self.deferred) - len(left))
         self.deferred = []
         return left
+
+
+def metric_choices(args: argparse.Namespace) -> tuple[list[str], FaithfulnessSettings | None]:
+    """The methods with the reference maps asked for, and the faithfulness settings (None
+    without --metrics), from `jobs.options.add_metric_options`' arguments (unset ones take
+    `FaithfulnessSettings`' defaults). ValueError names an unknown metric or reference map."""
+    faithfulness = None
+    if args.metrics is not None:
+        given = {"steps": args.metric_steps, "percentages": args.road_percentages and tuple(args.road_percentages),
+                 "samples": args.metric_samples}
+        faithfulness = FaithfulnessSettings(tuple(args.metrics or DEFAULT_FAITHFULNESS),
+                                            **{k: v for k, v in given.items() if v is not None})
+    kinds = REFERENCE_MAPS if args.references is None and faithfulness is not None else (args.references or [])
+    return [*args.methods, *(reference_name(k) for k in kinds if k != "none")], faithfulness
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,20 +271,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default=DEFAULT_PROTOCOL,
                         help="scoring protocol: medattn (default), chexlocalize (Saporta et al. 2022) or arun2021 "
                              "(Arun et al. 2021); see medattn/metrics/protocols.py")
+    add_metric_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        methods, faithfulness = metric_choices(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     dataset = load_dataset(args.dataset)
     run = Run(args.out) if args.out else Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=args.protocol)
     split = None if args.split == "all" else args.split
     skips = Skips("images", strict=args.strict)
     try:
-        frame = precompute(dataset, args.checkpoints, args.methods, split, args.images, run, device=args.device,
-                           engine=args.engine, ray_address=args.ray_address, skips=skips, protocol=args.protocol)
+        frame = precompute(dataset, args.checkpoints, methods, split, args.images, run, device=args.device,
+                           engine=args.engine, ray_address=args.ray_address, skips=skips, protocol=args.protocol,
+                           faithfulness=faithfulness)
     except MedattnError as exc:  # --strict: the first unreadable image, named
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = frame[frame["auprc"].notna()].groupby(["checkpoint", "method"])[["auprc", "hit", "miou", "degenerate"]].mean()
     print(summary.round(3).to_string() if len(summary) else "no rows with ground truth")
+    if faithfulness is not None:
+        chosen = _complete(frame, faithfulness)
+        means = chosen.groupby(["checkpoint", "method"])[list(faithfulness.metrics)].mean()
+        print(means.round(3).to_string() if len(means) else "no rows with faithfulness metrics")
     print(f"{len(frame)} rows in {run.root / 'scores'}")
     if len(skips):
         print(skips.summary(limit=50))
