@@ -66,8 +66,9 @@ RUNTIME_ONLY = ("device", "batch_size", "progress")
 # Version of the scoring definitions in `score`: score rows of another version are recomputed
 # (from the cached maps). 2: the pointing game at the maximum before clipping. 3: flat maps at
 # chance (AUPRC = p, no hit) with a `degenerate` column; IoU on CheXlocalize's Otsu segmentation
-# (uint8, OpenCV, filled contours); a `protocol` column.
-SCORING = 3
+# (uint8, OpenCV, filled contours); a `protocol` column. 4: `predicted`/`correct` by the task's
+# decision rule (argmax for multiclass, where rows said p >= 0.5).
+SCORING = 4
 
 
 @dataclass
