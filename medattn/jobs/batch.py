@@ -128,5 +128,5 @@ def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, res
         "cached": result.cached,
         "params": "{}" if is_reference(job.method) else canonical_params(
             {k: v for k, v in resolved_params(job.method, method_args).items() if k != "reference"}),
-        "scoring": SCORING, "protocol": protocol, **score(result.raw, job.method, truth, shape, protocol, loaded.preprocessing.place),
+        "scoring": SCORING, "protocol": protocol, **score(result.raw, job.method, truth, shape, loaded.preprocessing, protocol),
     }
