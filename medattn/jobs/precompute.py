@@ -299,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default=DEFAULT_PROTOCOL,
                         help="scoring protocol: medattn (default), chexlocalize (Saporta et al. 2022) or arun2021 "
                              "(Arun et al. 2021); see medattn/metrics/protocols.py")
+    parser.add_argument("--app-params", action="store_true",
+                        help="the app's explainer settings (PDA with a window of an eighth of the input side), "
+                             "as `python -m medattn.jobs start --app-params`")
     add_metric_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -311,9 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     split = None if args.split == "all" else args.split
     skips = Skips("images", strict=args.strict)
     try:
+        params = None
+        if args.app_params:
+            from medattn.ui.methods import precompute_params as params
         frame = precompute(dataset, args.checkpoints, methods, split, args.images, run, device=args.device,
-                           engine=args.engine, ray_address=args.ray_address, skips=skips, protocol=args.protocol,
-                           faithfulness=faithfulness)
+                           params=params, engine=args.engine, ray_address=args.ray_address, skips=skips,
+                           protocol=args.protocol, faithfulness=faithfulness)
     except MedattnError as exc:  # --strict: the first unreadable image, named
         print(f"error: {exc}", file=sys.stderr)
         return 2
