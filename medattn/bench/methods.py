@@ -67,6 +67,7 @@ from medattn.data.dataset import Dataset
 from medattn.data.preprocess import to_input
 from medattn.device import best_device, describe
 from medattn.explain import METHODS, get_explainer, unavailable
+from medattn.explain.base import PRECISIONS
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
 from medattn.explain.cam import cam_layer
 from medattn.explain.gradients import OCCLUSION_AT_224, ig_baseline, quiet_relu_hooks
@@ -116,6 +117,7 @@ class Row:
     captum_gflop_per_image: float | None = None
     captum_peak_memory_mb: float | None = None
     spearman_vs_captum: float | None = None
+    precision: str = "float32"  # what our maps were computed in (Explainer.used_precision)
     note: str = ""
 
 
@@ -314,7 +316,7 @@ def _captum(call: Callable[[], Tensor]) -> Tensor:
 
 
 def bench_method(subject: Subject, method: str, device: torch.device, repeats: int, batch: int,
-                 rate: float, max_seconds: float, precision: str = "auto", protocol: str = DEFAULT_PROTOCOL) -> Row:
+                 rate: float, max_seconds: float, precision: str = "float32", protocol: str = DEFAULT_PROTOCOL) -> Row:
     """One row: our explainer and, where Captum has the method, Captum's default call."""
     params = method_params(method, subject, protocol)
     ours = get_explainer(method)(subject.model, device=device, precision=precision)
@@ -366,7 +368,8 @@ def bench_method(subject: Subject, method: str, device: torch.device, repeats: i
         seconds_per_image=per_image, seconds_all=times, images_per_second=ips,
         batch=min(batch, len(subject.images)), peak_memory_mb=peak.mb,
         gflop_per_image=flops / 1e9, gflop_per_second=flops / 1e9 / per_image,
-        fraction_of_conv_rate=flops / 1e9 / per_image / rate, note="; ".join(notes))
+        fraction_of_conv_rate=flops / 1e9 / per_image / rate,
+        precision=ours.used_precision(ours.model, ours.device, precision), note="; ".join(notes))
     if theirs is not None:
         row.captum_seconds_per_image = statistics.median(captum_times)
         row.captum_seconds_all = captum_times
@@ -427,7 +430,7 @@ def _subject(name: str, model: nn.Module, size: int, dataset: Dataset, batch: in
 
 
 def run_bench(subjects: Sequence[Subject], methods: Sequence[str], device: torch.device,
-              repeats: int = 3, batch: int = 4, max_seconds: float = 120.0, precision: str = "auto",
+              repeats: int = 3, batch: int = 4, max_seconds: float = 120.0, precision: str = "float32",
               skip: Callable[[Subject, str], bool] | None = None,
               log: Callable[[str], None] = print, protocol: str = DEFAULT_PROTOCOL) -> dict[str, Any]:
     """Benchmark every applicable method on every subject; the JSON-ready result."""
@@ -513,8 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=120.0,
                         help="time a method by its warm-up call alone when that took longer")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=["auto", "float32"],
-                        help="the explainers' precision option (float32: no bfloat16 anywhere)")
+    parser.add_argument("--precision", default="float32", choices=list(PRECISIONS),
+                        help="the explainers' precision (bfloat16: the later ResNet/DenseNet stages of the methods "
+                             "that allow it, on CPUs with native bfloat16; each row says what it used)")
     parser.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=list(PROTOCOLS),
                         help="explainer parameters of a scoring protocol (arun2021: 10 IG steps, squared "
                              "SmoothGrad, |gradient| summed over channels); see medattn/metrics/protocols.py")

@@ -13,12 +13,12 @@ Channel aggregation (the map is per pixel, the attribution per channel), paramet
 Scores are the model's logits for the target class.
 
 Speed: every method here runs on `base.evaluation_model`, a copy of the model built once per
-model and input shape (BatchNorm folded into the convolutions, channels-last); with the
-explainer's `precision="auto"` (the default) the two path methods and occlusion also run the
-later backbone stages of ResNet/DenseNet models in bfloat16 on CPUs that have it (maps agree
-with float32 to a Spearman correlation >= 0.99; occlusion on the demo WILDCAT model: 1.0 on three
-test images, 1.2x faster; bfloat16 throughout would be 1.85x at 0.995, not used);
-`precision="float32"` keeps them exact. Occlusion computes each occluded copy's first backbone
+model and input shape (BatchNorm folded into the convolutions, channels-last), in float32 by
+default. With the explainer's `precision="bfloat16"` (an explicit choice, keyed and recorded
+apart by the pipeline) the two path methods and occlusion also run the later backbone stages of
+ResNet/DenseNet models in bfloat16 on CPUs that have it (maps agree with float32 to a Spearman
+correlation >= 0.99; occlusion on the demo WILDCAT model: 1.0 on three test images, 1.2x faster;
+bfloat16 throughout would be 1.85x at 0.995, not used). Occlusion computes each occluded copy's first backbone
 stage only where its window reaches (`incremental`, Krypton's incremental inference): on the demo
 ResNet-18 at 192 px about 1.7x fewer operations per copy, maps equal to Captum's to rounding.
 """
@@ -97,11 +97,12 @@ class IntegratedGradients(Explainer):
 
     name = "integrated_gradients"
     defaults = {"steps": 50, "baseline": "black", "channels": "sum"}
+    bfloat16_stages = True
     keyless = ("channels",)
 
     def _attribute(self, x: Tensor, targets: Tensor, steps: int, baseline: Any, channels: str) -> Tensor:
         steps = positive_int(self.name, "steps", steps)
-        with evaluation_model(self.model, x, self.precision == "auto") as fast:
+        with evaluation_model(self.model, x, self.mixed) as fast:
             a = attr.IntegratedGradients(fast).attribute(
                 x, baselines=ig_baseline(self.model, x, baseline), target=targets, n_steps=steps,
                 internal_batch_size=max(self.batch_size, len(x)))
@@ -119,13 +120,14 @@ class SmoothGradIG(Explainer):
 
     name = "smoothgrad_ig"
     defaults = {"n_samples": 10, "noise": 0.15, "steps": 20, "baseline": "black", "seed": 0, "channels": "sum"}
+    bfloat16_stages = True
     keyless = ("channels",)
 
     def _attribute(self, x: Tensor, targets: Tensor, n_samples: int, noise: float, steps: int,
                    baseline: Any, seed: int, channels: str) -> Tensor:
         steps = positive_int(self.name, "steps", steps)
         base = ig_baseline(self.model, x, baseline)
-        with evaluation_model(self.model, x, self.precision == "auto") as fast:
+        with evaluation_model(self.model, x, self.mixed) as fast:
             ig = attr.IntegratedGradients(fast)
             a = [_smooth(self, ig, x[i:i + 1], int(targets[i]), n_samples, noise, seed,
                          per_sample_cost=steps, baselines=base[i:i + 1], n_steps=steps,
@@ -168,6 +170,7 @@ class Occlusion(Explainer):
 
     name = "occlusion"
     defaults = {"window": None, "stride": None, "baseline": "black"}
+    bfloat16_stages = True
     needs_grad = False
 
     def _attribute(self, x: Tensor, targets: Tensor, window: Any, stride: Any,
@@ -182,7 +185,7 @@ class Occlusion(Explainer):
         fill = occlusion_fill(self.model, x, baseline)
         # one value per channel (C, 1, 1): what a window is set to, in the copies and the plans
         value = fill[0, :, :1, :1].clone() if isinstance(fill, Tensor) else fill
-        with evaluation_model(self.model, x, self.precision == "auto") as fast:
+        with evaluation_model(self.model, x, self.mixed) as fast:
             plans = [incremental.plan(fast, self.model, x[i:i + 1], win, value)
                      for i in range(len(x))]
             if all(p is not None for p in plans):

@@ -61,6 +61,7 @@ def score_batch(
     tick: Callable[[], None] | None = None,
     protocol: str = DEFAULT_PROTOCOL,
     stop: Callable[[], bool] | None = None,
+    precision: str = "float32",
 ) -> tuple[list[dict], list[str]]:
     """Maps (from the cache when present) and score rows for a batch of one checkpoint's jobs.
 
@@ -69,7 +70,8 @@ def score_batch(
     parameter the image does not allow), so that one bad input never stops a long run; `tick` is
     called after every job, and `stop` before each: when it returns True, or `Interrupted` is
     raised during a map, the rows so far are returned (a Stop in the app). Each image is read
-    once per batch, and the PDA reference images once.
+    once per batch, and the PDA reference images once. `precision` is the explainers' (each
+    row records the one its map was computed in).
     """
     rows: list[dict] = []
     skipped: list[str] = []
@@ -85,7 +87,8 @@ def score_batch(
                 if job.method in PDA_METHODS and method_args.get("reference") is None:
                     reference = reference_images(loaded, dataset) if reference is None else reference
                     method_args = {**method_args, "reference": reference}
-                result = compute_map(loaded, dataset, job.image_id, job.method, job.target, method_args, cache, image=image)
+                result = compute_map(loaded, dataset, job.image_id, job.method, job.target, method_args, cache, image=image,
+                                     precision=precision)
             except (ValueError, MedattnError) as exc:  # methods a model lacks were left out when planning
                 skipped.append(f"{job.method} on {loaded.name}: {exc}")
             else:
@@ -111,5 +114,5 @@ def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, res
         "correct": int(predicted == bool(job.label)), "n_boxes": len(boxes),
         "split": str(dataset.images.at[job.image_id, "split"]), "seconds": result.seconds,
         "cached": result.cached, "params": canonical_params({k: v for k, v in resolved_params(job.method, method_args).items() if k != "reference"}),
-        "scoring": SCORING, "protocol": protocol, **score(result.raw, job.method, truth, shape, protocol, loaded.preprocessing.place),
+        "scoring": SCORING, "protocol": protocol, "precision": result.precision, **score(result.raw, job.method, truth, shape, protocol, loaded.preprocessing.place),
     }

@@ -38,6 +38,7 @@ from medattn.data.dataset import Dataset
 from medattn.data.skips import Skips
 from medattn.errors import MedattnError
 from medattn.explain import unavailable
+from medattn.explain.base import PRECISIONS
 from medattn.inference import LoadedModel, cached_predictions, load_model
 from medattn.jobs.batch import Job, batches, score_batch
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
@@ -77,6 +78,7 @@ def precompute(
     skips: Skips | None = None,
     protocol: str = DEFAULT_PROTOCOL,
     stop: Callable[[], bool] | None = None,
+    precision: str = "float32",
 ) -> pd.DataFrame:
     """Compute every missing row and return the full score table of the run.
 
@@ -89,7 +91,9 @@ def precompute(
     `protocol` (`medattn.metrics.protocols`) sets the explainer parameters, the targets and the
     scoring; its rows go to their own run folder unless `run` is given.
     `engine="ray"` runs the same batches on Ray actors (`medattn.jobs.ray_engine`), joining the
-    cluster at `ray_address` or starting Ray on this machine.
+    cluster at `ray_address` or starting Ray on this machine. `precision` is the explainers'
+    ("float32", or "bfloat16" where `Explainer.used_precision` allows it): bfloat16 rows go to
+    their own run folder unless `run` is given, and every row records its map's precision.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -98,7 +102,7 @@ def precompute(
 
         require_ray()  # fail before the predictions, not after
     get_protocol(protocol)  # an unknown name fails before any work
-    run = run or Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=protocol)
+    run = run or Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=protocol, precision=precision)
     cache = cache or default_cache()
     ids = list(image_ids) if image_ids is not None else list(dataset.split(split).index if split else dataset.images.index)
     unknown = [i for i in ids if i not in dataset.images.index]
@@ -149,7 +153,8 @@ def precompute(
             from medattn.jobs.ray_engine import run_batches
 
             run_batches(models, dataset, batches(todo), cache, model_params, table, advance, address=ray_address,
-                        device=device, take=shared.take, release=shared.release, stop=stopped, protocol=protocol)
+                        device=device, take=shared.take, release=shared.release, stop=stopped, protocol=protocol,
+                        precision=precision)
         else:
             for batch in batches(todo):
                 if stopped():
@@ -159,7 +164,7 @@ def precompute(
                     continue
                 rows, skipped = score_batch(models[batch[0].checkpoint], dataset, mine, cache,
                                             model_params[batch[0].checkpoint], tick=advance, protocol=protocol,
-                                            stop=stopped)
+                                            stop=stopped, precision=precision)
                 for message in skipped:
                     log.warning(message)
                 table.append(rows)  # every batch, so that a kill loses at most this one
@@ -238,15 +243,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default=DEFAULT_PROTOCOL,
                         help="scoring protocol: medattn (default), chexlocalize (Saporta et al. 2022) or arun2021 "
                              "(Arun et al. 2021); see medattn/metrics/protocols.py")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
+                        help="float32 (default: the same maps on every CPU) or bfloat16 (faster on CPUs with native "
+                             "bfloat16 for integrated gradients, SmoothGrad-IG, occlusion and PDA on ResNet/DenseNet; "
+                             "maps differ slightly, stored in their own run folder)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     dataset = load_dataset(args.dataset)
-    run = Run(args.out) if args.out else Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=args.protocol)
+    run = Run(args.out) if args.out else Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=args.protocol,
+                                                         precision=args.precision)
     split = None if args.split == "all" else args.split
     skips = Skips("images", strict=args.strict)
     try:
         frame = precompute(dataset, args.checkpoints, args.methods, split, args.images, run, device=args.device,
-                           engine=args.engine, ray_address=args.ray_address, skips=skips, protocol=args.protocol)
+                           engine=args.engine, ray_address=args.ray_address, skips=skips, protocol=args.protocol,
+                           precision=args.precision)
     except MedattnError as exc:  # --strict: the first unreadable image, named
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -46,7 +46,8 @@ class Scorer:
     """Actor body: one checkpoint and the dataset, loaded once; scores batches of its jobs."""
 
     def __init__(self, checkpoint: str, checkpoint_hash: str, dataset_root: str, dataset_hash: str,
-                 cache_root: str, device: str, params: dict[str, dict] | None, protocol: str = "medattn"):
+                 cache_root: str, device: str, params: dict[str, dict] | None, protocol: str = "medattn",
+                 precision: str = "float32"):
         self.dataset = load_dataset(dataset_root)
         if self.dataset.hash != dataset_hash:
             raise DatasetError(dataset_root, [f"manifests on this node hash to {self.dataset.hash}, the driver's to {dataset_hash}"])
@@ -56,9 +57,11 @@ class Scorer:
         self.cache = HeatmapCache(cache_root)
         self.params = params
         self.protocol = protocol
+        self.precision = precision
 
     def score(self, jobs: list[Job]) -> tuple[list[dict], list[str]]:
-        return score_batch(self.loaded, self.dataset, jobs, self.cache, self.params, protocol=self.protocol)
+        return score_batch(self.loaded, self.dataset, jobs, self.cache, self.params, protocol=self.protocol,
+                           precision=self.precision)
 
 
 def start(ray: ModuleType, address: str | None) -> bool:
@@ -86,6 +89,7 @@ def run_batches(
     address: str | None = None,
     device: str = "auto",
     protocol: str = "medattn",
+    precision: str = "float32",
     take: Callable[[list[Job]], list[Job]] = list,
     release: Callable[[list[Job]], None] = lambda jobs: None,
     stop: Callable[[], bool] = lambda: False,
@@ -108,7 +112,8 @@ def run_batches(
         for name in queues:
             loaded = models[name]
             actors[name] = actor_class.remote(str(loaded.path.resolve()), loaded.hash, str(dataset.root.resolve()),
-                                              dataset.hash, str(cache.root.resolve()), device, params[name], protocol)
+                                              dataset.hash, str(cache.root.resolve()), device, params[name], protocol,
+                                              precision)
         running: dict[Any, tuple[str, list[Job]]] = {}  # result ref → (checkpoint, its batch)
 
         def feed(name: str) -> None:

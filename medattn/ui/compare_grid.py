@@ -42,7 +42,7 @@ SLOW = ("integrated_gradients", "smoothgrad", "smoothgrad_ig", "occlusion", "pda
 POLL_SECONDS = 0.2
 MIN_SHOW_SECONDS = 1.0  # panels finishing closer together wait for the next update: each resends the figure
 NUMBER_COLUMNS = ["image_id", "target_class", "checkpoint", "model", "method", "probability", "auprc", "hit", "miou",
-                  "degenerate", "n_boxes", "seconds", "cached"]
+                  "degenerate", "n_boxes", "seconds", "cached", "precision"]
 FLAT_NOTE = "flat map: no evidence"
 
 
@@ -155,7 +155,8 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
         cell.caption, cell.note = caption(probability[loaded.name], scores, class_name), ""
         rows.append({"image_id": image_id, "target_class": class_name, "checkpoint": loaded.name, "model": loaded.label,
                      "method": method, "probability": probability[loaded.name], **scores, "n_boxes": len(boxes),
-                     "seconds": float("nan") if result.cached else round(result.seconds, 3), "cached": result.cached})
+                     "seconds": float("nan") if result.cached else round(result.seconds, 3), "cached": result.cached,
+                     "precision": result.precision})
         return not result.cached
 
     def cached(loaded: LoadedModel, method: str) -> MapResult | None:
