@@ -53,19 +53,27 @@ class Worker:
         self._waiting = 0  # reader jobs queued, not started
         self._lock = threading.RLock()
         self._stopping = False
-        # Not a daemon: one killed inside a torch call aborts the interpreter at exit. Stopped at
-        # exit the way concurrent.futures stops its workers (before non-daemon threads are joined).
+        # Not a daemon, said explicitly: a thread inherits daemon from the thread that starts it,
+        # and Streamlit's script threads (AppTest's too) are daemons. A daemon worker still inside
+        # torch or pyarrow when the interpreter finalises aborted it (SIGABRT, "terminate called
+        # without an active exception") or hung it in pyarrow's exit handlers. Stopped at exit the
+        # way concurrent.futures stops its workers: before non-daemon threads are joined.
         threading._register_atexit(self.stop)
-        threading.Thread(target=self._serve, name="medattn-maps").start()
+        self._thread = threading.Thread(target=self._serve, name="medattn-maps", daemon=False)
+        self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
         """Cancel the queued jobs, stop the one at work at its next progress tick (or let it
-        finish), end the thread."""
+        finish), end the thread and wait up to `timeout` seconds (None: until it ends) for it;
+        whether it has ended."""
         with self._lock:
             self._stopping = True
             for job in self._jobs.values():
                 job.future.cancel()
             self._queue.put((-1, -1, None))  # wakes the thread
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def submit(self, key: Hashable, work: Callable[[Progress], Any], prefetch: bool = False,
                owner: Hashable = None) -> Job:
@@ -133,8 +141,11 @@ class Worker:
         try:
             result = job.work(tick)
         except Preempted:
-            with self._lock:  # back in the queue, behind the reader's job; its future stays pending
-                job.started, job.future = False, Future()
+            with self._lock:
+                if self._stopping:  # no one will run it again
+                    job.future.set_exception(Preempted("the app is shutting down"))
+                    return
+                job.started, job.future = False, Future()  # back in the queue, behind the reader's job
                 self._put(key, job)
             return
         except BaseException as exc:  # noqa: BLE001 - the waiting page shows it on the panel
