@@ -3,9 +3,10 @@
 Environment: MEDATTN_DATASET (folder opened first; default the embedded demo, built on first
 start), MEDATTN_CHECKPOINTS (checkpoint folder; default checkpoints/), MEDATTN_CACHE (heatmap
 cache and score tables; default .cache/), MEDATTN_PREFETCH (0: Compare does not compute the
-neighbouring images' maps ahead; default 1), MEDATTN_STUDY_DB (reader-study database: turns
-study mode on, see medattn.ui.auth; without it studies live in the cache folder and no one signs
-in but readers).
+neighbouring images' maps ahead; default 1), MEDATTN_STUDY_DB (reader-study database, a path or a
+PostgreSQL URL: everyone signs in, see medattn.ui.auth; without it, in the single-user loopback
+mode, studies live in the cache folder and no one signs in but readers), MEDATTN_BEHIND_PROXY (1:
+a local reverse proxy relays clients, deploy/nginx-medattn.conf).
 """
 
 # First: medattn sets the thread policy (medattn.threads: idle OpenMP threads sleep, thread
@@ -15,9 +16,12 @@ import medattn  # noqa: F401
 import streamlit as st  # noqa: E402
 
 from medattn.ui import auth  # noqa: E402
+from medattn.reader.errors import StudyError  # noqa: E402
+from medattn.ui.icon import page_icon  # noqa: E402
+from medattn.ui.plain import plain  # noqa: E402
 
 # 360 px: the sidebar's checkpoint choice shows every demo name whole (demo_densenet121_channel_attention).
-st.set_page_config(page_title="medattn", page_icon=":material/radiology:", layout="wide", initial_sidebar_state=360)
+st.set_page_config(page_title="medattn", page_icon=page_icon(), layout="wide", initial_sidebar_state=360)
 st.set_option("client.showErrorDetails", "none")
 
 
@@ -27,6 +31,12 @@ def sign_in_page() -> None:
     st.caption("A reload or a new tab asks you to sign in again; every answer you saved is kept.")
 
 
+if auth.study_mode():  # a damaged or unreachable study database says so before anyone signs in
+    try:
+        auth.store()
+    except StudyError as error:
+        st.error(f"The reader-study server cannot start: {plain(error)}")
+        st.stop()
 user = auth.current_user()
 if user is None:  # study mode, nobody signed in on this tab: nothing but the sign-in
     st.navigation([st.Page(sign_in_page, title="Sign in", icon=":material/login:", url_path="signin")],

@@ -11,6 +11,7 @@ from medattn.reader.errors import StudyConflictError, StudyError
 from medattn.reader.export import import_study
 from medattn.ui import auth
 from medattn.ui.errors import guard, show_error
+from medattn.ui.plain import plain
 from medattn.ui.sidebar import current
 from medattn.ui.study_create import KIND_NAMES, new_study_form, study_table
 from medattn.ui.study_picker import study_picker
@@ -20,7 +21,7 @@ selection = current()
 admin = auth.require_admin()
 db = auth.store()
 st.title("Study admin")
-st.caption(f"Study database: {db.path}" + ("" if auth.study_mode() else
+st.caption(f"Study database: {db.where}" + ("" if auth.study_mode() else
            " (set MEDATTN_STUDY_DB to run studies on a shared server with sign-in)"))
 notice = st.session_state.pop("sa_notice", None)
 if notice:
@@ -84,7 +85,7 @@ if not Path(spec["dataset"]).is_dir():
             st.rerun()
         except StudyConflictError as error:
             st.session_state[seen_key] = spec["revision"]  # now shown: saving again is a deliberate overwrite
-            st.error(f"Not saved: {error}. The page now shows the study as saved; save again to replace it.")
+            st.error(f"Not saved: {plain(error)}. The page now shows the study as saved; save again to replace it.")
         except StudyError as error:
             show_error(error, "Not saved")
 elif st.session_state.pop(seen_key, spec["revision"]) != spec["revision"]:
@@ -100,9 +101,9 @@ with st.form(f"sa_reader_form_{study_id}", clear_on_submit=True):
 if added:
     try:
         db.add_reader(study_id, reader_name, password)
-        st.success(f"Added {reader_name.strip()} to the study.")
+        st.success(f"Added {plain(reader_name.strip())} to the study.")
     except StudyError as error:  # a taken name (DuplicateReaderError), a short password
-        st.error(f"Reader not added: {error}")
+        st.error(f"Reader not added: {plain(error)}")
 with guard("Progress"):
     progress_section(db, study_id)
 

@@ -8,18 +8,24 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from argon2 import PasswordHasher
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import text
 
 from medattn.errors import MedattnError
 from medattn.reader.errors import (AccessDeniedError, DatasetMovedError, DuplicateReaderError, InvalidAnswerError,
-                                   LoginRateLimitedError, StudyConflictError, StudyError)
+                                   LoginRateLimitedError, StorageError, StudyConflictError, StudyError)
 from medattn.reader.presets import default_questions
 from medattn.store.annotations import MAX_FAILURES, AnnotationStore
+from medattn.store.annotations.backup import Backups
+from medattn.store.annotations.accounts import BACKOFF_S, CLIENT_BUDGET, MAX_CONCURRENT_CHECKS
 from medattn.store.annotations.schema import metadata
 
 FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # still argon2id, cheap for tests
@@ -397,3 +403,147 @@ def test_migrate_copies_a_study_between_sqlite_and_postgresql(tmp_path, postgres
     back.add_admin("ana", "someone else's")
     assert main(["migrate", "--from", server, "--to", str(back.path), "--study", study]) == 2  # another ana
     assert back.list_studies().empty
+
+
+class CountingHasher(PasswordHasher):
+    """FAST, counting password checks and the most running at once (`delay` s each)."""
+
+    def __init__(self, delay: float = 0.0):
+        super().__init__(time_cost=1, memory_cost=1024, parallelism=1)
+        self.delay, self.checks, self.running, self.most = delay, 0, 0, 0
+        self.lock = threading.Lock()
+
+    def verify(self, hash, password):
+        with self.lock:
+            self.checks += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(self.delay)
+            return super().verify(hash, password)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def _attempt(store, name, password, client):
+    try:
+        return store.authenticate(name, password, client=client)
+    except LoginRateLimitedError:
+        return "limited"
+
+
+def test_simultaneous_wrong_sign_ins_check_at_most_the_limit(study_db, tmp_path):
+    """16 sign-ins at once on one name: each is counted before any password is checked, so at
+    most MAX_FAILURES are checked (all 16 were, and the right password among them got in)."""
+    hasher = CountingHasher(delay=0.2)
+    store = AnnotationStore(study_db, password_hasher=hasher)
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    hasher.checks = 0
+    passwords = [f"guess {i}" for i in range(15)] + ["correct horse"]
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(lambda p: _attempt(store, "ana", p, "203.0.113.9"), passwords))
+    assert hasher.checks <= MAX_FAILURES
+    assert outcomes.count("limited") >= 16 - MAX_FAILURES
+    assert hasher.most <= MAX_CONCURRENT_CHECKS
+
+
+def test_a_strangers_wrong_guesses_do_not_keep_a_reader_out(store, tmp_path):
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    assert store.authenticate("ana", "correct horse", client="10.0.0.7")  # ana's workstation
+    for i in range(40):  # a stranger on another machine, as fast as he can
+        _attempt(store, "ana", f"guess {i}", "198.51.100.66")
+    with pytest.raises(LoginRateLimitedError):
+        store.authenticate("ana", "correct horse", client="198.51.100.66")
+    assert store.authenticate("ana", "correct horse", client="10.0.0.7")
+    assert store.authenticate("ana", "correct horse", client="10.0.0.7")
+
+
+def test_failures_back_off_instead_of_locking_out(store, tmp_path, monkeypatch):
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    clock = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    for _ in range(MAX_FAILURES):
+        assert store.authenticate("ana", "wrong guess", client="10.0.0.7") is False
+    with pytest.raises(LoginRateLimitedError) as error:
+        store.authenticate("ana", "correct horse", client="10.0.0.7")
+    assert 0 < error.value.retry_after <= BACKOFF_S
+    clock[0] += BACKOFF_S + 0.01  # seconds, not the five minutes a stranger could impose
+    assert store.authenticate("ana", "correct horse", client="10.0.0.7")
+
+
+def test_one_client_spraying_names_is_throttled(store, tmp_path):
+    outcomes = [_attempt(store, f"reader{i}", "spring2026", "198.51.100.66") for i in range(CLIENT_BUDGET + 5)]
+    assert outcomes[:CLIENT_BUDGET] == [False] * CLIENT_BUDGET
+    assert set(outcomes[CLIENT_BUDGET:]) == {"limited"}
+    assert _attempt(store, "reader99", "spring2026", "192.0.2.1") is False  # another client still may
+
+
+def test_a_too_long_password_at_sign_in_is_wrong_without_hashing(study_db, tmp_path):
+    hasher = CountingHasher()
+    store = AnnotationStore(study_db, password_hasher=hasher)
+    store.add_admin("admin", "long enough")
+    hasher.checks = 0
+    assert store.authenticate("admin", "x" * 10_000_000) is False
+    assert hasher.checks == 0
+
+
+def test_sign_out_everywhere_ends_older_sessions(store):
+    store.add_admin("admin", "long enough")
+    before = time.time()
+    assert store.session_valid("admin", before)
+    time.sleep(0.01)
+    store.sign_out_everywhere("admin")
+    assert not store.session_valid("admin", before)
+    assert store.session_valid("admin", time.time() + 0.001)
+    assert not store.session_valid("nobody", time.time())
+
+
+def test_a_damaged_database_is_refused_at_start_with_a_clear_error(tmp_path):
+    store = AnnotationStore(tmp_path / "study.db", password_hasher=FAST)
+    store.add_admin("admin", "long enough")
+    store.engine.dispose()
+    (tmp_path / "study.db-wal").unlink(missing_ok=True)
+    raw = bytearray((tmp_path / "study.db").read_bytes())
+    raw[4096:8192] = b"\xa5" * 4096  # a page of garbage where a table's page was
+    (tmp_path / "study.db").write_bytes(bytes(raw))
+    with pytest.raises(StorageError, match=r"study\.db.*(damaged|malformed)"):
+        AnnotationStore(tmp_path / "study.db", password_hasher=FAST)
+    (tmp_path / "notes.db").write_text("these are not a database")
+    with pytest.raises(StorageError, match="notes.db cannot be opened"):
+        AnnotationStore(tmp_path / "notes.db", password_hasher=FAST)
+
+
+def test_a_database_that_cannot_be_written_says_not_saved_and_keeps_what_was_saved(store, tmp_path):
+    sqlite_only(store)
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    case = store.cases_for(study, "ana")[0]
+    kept = store.submit(study, "ana", case, "present", True)
+    store.engine.dispose()
+    sqlalchemy_event.listen(store.engine, "connect", lambda conn, _: conn.execute("PRAGMA query_only = ON"))
+    with pytest.raises(StorageError, match="not saved.*readonly"):  # as a read-only file or full disk reads
+        store.submit(study, "ana", case, "present", False)
+    assert store.events(study)["id"].tolist() == [kept]
+
+
+def test_online_backup_while_writing_and_on_a_schedule(store, tmp_path):
+    sqlite_only(store)
+    study = make_study(store, tmp_path)
+    store.add_reader(study, "ana", "correct horse")
+    for case in store.cases_for(study, "ana"):
+        store.submit(study, "ana", case, "confidence", 3)
+    from medattn.reader.__main__ import main
+
+    assert main(["backup", "--db", str(store.path), "--out", str(tmp_path / "copy.db")]) == 0
+    copy = AnnotationStore(tmp_path / "copy.db", password_hasher=FAST)
+    pd.testing.assert_frame_equal(copy.answers(study), store.answers(study))
+    schedule = Backups(store.path, interval_s=0.05, keep=3).start()
+    time.sleep(1.5)
+    schedule.stop()
+    kept = sorted(schedule.folder.iterdir())
+    assert 1 <= len(kept) <= 3 and kept[-1].stat().st_mode & 0o077 == 0
+    assert AnnotationStore(kept[-1], password_hasher=FAST).answers(study)["value"].tolist() == [3] * 6

@@ -44,16 +44,21 @@ def world(tmp_path_factory):
     return app_env(tmp_path_factory.getbasetemp() / "app_env")
 
 
+# Pinned here too, so a change of .streamlit/config.toml cannot make the browser tests reach out.
+TEST_FLAGS = ("--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+              "--browser.gatherUsageStats", "false")
+
+
 @contextmanager
-def streamlit_server(env: dict[str, str], log_dir: Path) -> Iterator[str]:
-    """`streamlit run app.py` with `env` on a free port; yields its URL once healthy, stops it
-    after. Fails the test with the server's log when it does not start within a minute."""
-    port = free_port()
+def streamlit_server(env: dict[str, str], log_dir: Path, flags: tuple[str, ...] = TEST_FLAGS,
+                     port: int | None = None) -> Iterator[str]:
+    """`streamlit run app.py` with `env` and `flags` on `port` (default a free one); yields its
+    URL once healthy, stops it after. Fails the test with the server's log when it does not
+    start within a minute."""
+    port = port or free_port()
     log = open(log_dir / "streamlit.log", "w+")
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-         "--browser.gatherUsageStats", "false"],
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port), *flags],
         cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"

@@ -23,7 +23,9 @@ from medattn.data import load_dataset
 from medattn.reader.export import import_study, read_study_json
 from medattn.reader.presets import default_questions
 from medattn.store.annotations import AnnotationStore
+from medattn.reader.mrmc_study import study_mrmc
 from tests.app_env import AppEnv, app_env
+from tests.reader_sim import simulate_ai_study
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 300
@@ -149,7 +151,7 @@ def answer_case(at: AppTest, reader_index: int, case_number: int) -> None:
     if add:
         if case_number == 0:
             add[0].click().run()  # one box, then edit it by its numbers
-            x = next(n for n in at.number_input if n.key.endswith("__x1_1"))
+            x = next(n for n in at.number_input if n.key.endswith("__x1_v1"))
             x.set_value(10.0).run()
         else:
             next(c for c in at.checkbox if c.key.endswith("_boxes__none")).check().run()
@@ -201,8 +203,9 @@ def test_study_from_creation_to_exports(world, downloads, kind, source):
     assert not admin.exception
     progress = next(d.value for d in admin.dataframe if "n_done" in d.value.columns)
     assert progress.set_index("reader")["n_done"].to_dict() == {"alice": 2, "bob": 2}
-    agreement = next(d.value for d in admin.dataframe if "Fleiss' kappa" in d.value.columns)
+    agreement = next(d.value for d in admin.dataframe if "measure" in d.value.columns)
     assert set(agreement["question"]) >= {"rating"} if kind == "heatmap_rating" else len(agreement) >= 1
+    assert "Fleiss' kappa" in set(agreement["measure"]) and agreement["level"].str.len().gt(0).all()
     charts = [c.proto.spec for c in admin.get("plotly_chart")]
     assert any("Cases done per reader" in c for c in charts)
     if kind == "heatmap_rating":
@@ -269,10 +272,29 @@ def test_readers_see_only_the_reader_page_and_their_own_work(world):
     ratings = [g.value for g in carol.button_group]
     assert ratings == [5, 5]  # her own stored answers prefill her form
     source = page_source(carol)
-    assert "Map " in source and len(carol.get("plotly_chart")) == 1
+    assert "Map " in source and len(carol.get("bidi_component")) == 1  # the case viewer
     for secret in ("tiny_wildcat", "tiny_linear", "saliency", "gradcam", "resnet", "wildcat", "linear head",
                    str(world.app.checkpoints), *ids):
         assert secret not in source, secret
+
+
+def test_admin_sees_the_mrmc_analysis_and_roc_curves_of_an_ai_study(world):
+    study_id = simulate_ai_study(world.store, world.app.dataset, str(world.app.checkpoints / "tiny_wildcat"),
+                                 readers=3, images=16)
+    expected = study_mrmc(world.store, study_id)
+    admin = sign_in(*ADMIN, page="study_admin")
+    admin.selectbox(key="sa_study").set_value(study_id).run()
+    assert not admin.exception, [e.value for e in admin.exception]
+    metrics = {m.label: m.value for m in admin.metric}
+    assert metrics["AUC with AI"] == f"{expected['auc']['with_ai']:.3f}"
+    assert metrics["AUC without AI"] == f"{expected['auc']['without_ai']:.3f}"
+    assert metrics["AUC difference (with AI − without AI)"] == f"{expected['difference']:+.3f}"
+    assert metrics["p (AUC)"] == f"{expected['p']:.4f}"
+    charts = [c.proto.spec for c in admin.get("plotly_chart")]
+    assert any("ROC per reader and arm" in c for c in charts)
+    admin.selectbox(key=f"sa_mrmc_q_{study_id}").set_value("present").run()  # yes/no: sensitivity, specificity
+    labels = {m.label for m in admin.metric}
+    assert {"sensitivity with AI", "specificity without AI"} <= labels
 
 
 def test_studies_of_the_same_name_can_each_be_opened(world):
@@ -317,7 +339,7 @@ def test_wrong_password_rate_limit_and_unreadable_case(world, tmp_path):
     assert "Case 1 is unavailable" in texts(reader.warning)
     assert str(copy) not in page_source(reader)  # no server path reaches a reader
     reader.button(key="rd_next").click().run()
-    assert not reader.warning and reader.get("plotly_chart")  # the other case works
+    assert not reader.warning and reader.get("bidi_component")  # the other case works
 
     shutil.rmtree(copy)
     reader.run()

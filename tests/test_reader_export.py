@@ -138,11 +138,11 @@ def test_imrmc_file_parses(study, tmp_path):
     assert "NR: 2" in lines and not any("carol" in line for line in lines)
 
 
-def test_mrmc_needs_a_detection_study(tiny_demo, tmp_path):
+def test_mrmc_needs_a_detection_or_rating_study(tiny_demo, tmp_path):
     store = AnnotationStore(tmp_path / "s.db", password_hasher=FAST)
     study_id = store.create_study({"name": "r", "kind": "failure_review", "dataset": str(tiny_demo),
                                    "cases": ["demo_00000"], "questions": default_questions("failure_review")})
-    with pytest.raises(StudyError, match="detection study"):
+    with pytest.raises(StudyError, match="detection or heatmap-rating study"):
         export_study(store, study_id, "mrmc", tmp_path / "m.csv")
     assert not (tmp_path / "m.csv").exists()
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from argon2 import PasswordHasher
+from statsmodels.stats.inter_rater import cohens_kappa
 
 from medattn.data import load_dataset
 from medattn.reader import agreement, analysis
@@ -105,6 +106,28 @@ def test_cohen_kappa_matches_hand_computation():
     # quadratic weights (i - j)^2: observed disagreement 1, chance 8/3 + 1 + 4/3 = 5 → 1 - 1/5
     weighted = agreement.cohen_pairs(_table({"a": [1, 2, 3], "b": [1, 3, 3]}), weights="quadratic")
     assert weighted.loc[0, "kappa"] == pytest.approx(0.8)
+
+
+def test_weighted_kappa_is_on_the_declared_scale_with_unused_levels():
+    # a 1-5 scale on which nobody answered 3 or 4: quadratic weights count scale steps, so 1 vs 5
+    # is 16 apart, not 4 (positions of the values used). Observed Σ w·O = 1 (one 1-vs-2 unit);
+    # chance Σ w·E = (2·(1·2 + 16·1) + (1·1 + 9·1) + (16·1 + 9·2)) / 4 = 20 → kappa = 1 − 1/20.
+    a, b = [1, 2, 5, 1], [2, 2, 5, 1]
+    answers = pd.DataFrame([{"reader": reader, "case_id": f"case-{i}", "question_id": "q", "value": v}
+                            for reader, values in (("a", a), ("b", b)) for i, v in enumerate(values)])
+    result = agreement.agreement(answers, SCALE)
+    assert result["pairs"].loc[0, "kappa"] == pytest.approx(0.95)  # the positions of {1, 2, 5} gave 0.8
+    assert result["categories"] == [1, 2, 3, 4, 5]
+    table = np.zeros((5, 5))
+    for x, y in zip(a, b):
+        table[x - 1, y - 1] += 1
+    assert result["pairs"].loc[0, "kappa"] == pytest.approx(cohens_kappa(table, wt="quadratic").kappa)
+    linear = agreement.cohen_pairs(agreement.rating_table(answers, SCALE), "linear", [1, 2, 3, 4, 5])
+    assert linear.loc[0, "kappa"] == pytest.approx(cohens_kappa(table, wt="linear").kappa)
+    rows = agreement.measures(SCALE, result).set_index("measure")
+    assert rows.loc["Cohen's kappa (mean over reader pairs)", "level"] == "ordinal: quadratic weights over 1–5"
+    assert rows.loc["Krippendorff's alpha", "level"] == "ordinal"
+    assert rows.loc["Fleiss' kappa", "level"].startswith("nominal")
 
 
 def test_fleiss_kappa_and_krippendorff_alpha_match_hand_computation():

@@ -17,7 +17,9 @@ A job is a folder `<jobs root>/<id>/` (default `.cache/jobs/`, under MEDATTN_CAC
 
 The id is made from the kind and its identity: dataset × set of checkpoints for precompute,
 dataset × output checkpoint for training, so each has one job at a time; starting it again while
-it runs raises `JobRunning`. `stop` signals the worker's process group (SIGTERM: precompute
+it runs raises `JobRunning`. `stop` signals the worker's process group, and only a worker it
+can prove (`_worker_pid`: the lock's holder in the kernel's /proc/locks, or before the lock the
+process running this very job folder), never a pid that status.json merely claims (SIGTERM: precompute
 stores finished rows and exits after the map in progress; training stops before its next batch)
 and kills it after `STOP_GRACE_S` if a long map (PDA) or batch is still running. A job whose
 process died (server restart, kill, power loss) reads as `interrupted`; `resume` starts it again:
@@ -267,7 +269,8 @@ class JobManager:
         status = read_or_set_aside(folder / "status.json", lambda p: JobStatus.from_json(p.read_text()))
         if status is None or not status.active or _locked_by_worker(folder):
             return status
-        starting = status.state == "queued" and _pid_alive(status.pid) and time.time() - status.created < START_TIMEOUT_S
+        starting = (status.state == "queued" and _worker_pid(folder, status.pid) is not None
+                    and time.time() - status.created < START_TIMEOUT_S)
         if not starting:
             status.state, status.message = "interrupted", "its process ended without finishing (resume to continue)"
         return status
@@ -285,13 +288,14 @@ class JobManager:
         if status is None or not status.active:
             return 0.0
         (folder / "cancel").touch()
-        _signal_group(status.pid, signal.SIGTERM)
+        pid = _worker_pid(folder, status.pid)
+        _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while _running(folder, status.pid) and time.monotonic() < deadline:
+        while _running(folder, pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _running(folder, status.pid):
-            _signal_group(status.pid, signal.SIGKILL)  # a long map in progress: its rows were stored before it
-            while _running(folder, status.pid) and time.monotonic() < deadline + 5:
+        if _running(folder, pid):
+            _signal_group(pid, signal.SIGKILL)  # a long map in progress: its rows were stored before it
+            while _running(folder, pid) and time.monotonic() < deadline + 5:
                 time.sleep(0.05)
         final = self.status(job)
         if final is not None and final.state in (*ACTIVE, "interrupted"):
@@ -370,10 +374,43 @@ def _running(folder: Path, pid: int | None) -> bool:
     return _locked_by_worker(folder) or _pid_alive(pid)
 
 
+def _lock_holder(folder: Path) -> int | None:
+    """The pid holding the job's lock by the kernel's own record (/proc/locks: "FLOCK ... pid
+    major:minor:inode"), which no file in the job folder can forge; None when nobody holds it."""
+    try:
+        stat = os.stat(folder / "lock")
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    key = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == key:  # waiters ("->") shift the fields
+            return int(fields[4])
+    return None
+
+
+def _worker_pid(folder: Path, claimed: int | None) -> int | None:
+    """This job's worker, proved: the holder of its lock, or (before the worker takes the lock)
+    the `claimed` process if its command line runs this very job folder. None otherwise: a
+    forged or stale status.json names no process to signal."""
+    holder = _lock_holder(folder)
+    if holder is not None:
+        return holder
+    try:
+        command = Path(f"/proc/{claimed}/cmdline").read_bytes().split(b"\0") if claimed else []
+    except OSError:
+        return None
+    return claimed if command[1:5] == [b"-m", b"medattn.jobs", b"run", str(folder).encode()] else None
+
+
 def _signal_group(pid: int | None, sig: signal.Signals) -> None:
+    """Signal `pid`'s process group if `pid` leads it (the worker starts its own session), so
+    its children get it too; nothing otherwise."""
     if not pid:
         return
     try:
-        os.killpg(pid, sig)  # the worker leads its own session: this reaches its children too
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass

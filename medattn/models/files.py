@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,30 @@ def sniff(path: Path) -> str:
     if head[:4] == b"PK\x03\x04" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
         return "torch"
     return "unknown"
+
+
+# torch.save writes its zip members stored, not compressed: what a torch file unpacks to is about
+# its own size. A member that inflates far beyond that is a decompression bomb.
+MAX_INFLATION = 4.0  # unpacked bytes per byte of file, all members together
+UNPACK_SLACK = 16 * 2**20
+
+
+def check_unpacked_size(path: Path) -> None:
+    """ValueError naming the file when a zip (torch.save's format) would unpack to more than
+    MAX_INFLATION × its size (+ 16 MiB): read from the zip's central directory, before any
+    member is inflated (a 1 MB file that inflates to 1 GiB is refused at once)."""
+    if not zipfile.is_zipfile(path):
+        return
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ValueError(f"{path}: unreadable zip archive: {error}") from None
+    if unpacked > MAX_INFLATION * size + UNPACK_SLACK:
+        raise ValueError(f"{path}: its members would unpack to {unpacked / 2**20:.0f} MiB from a "
+                         f"{size / 2**20:.1f} MiB file (torch.save stores them uncompressed): refused as a "
+                         "decompression bomb")
 
 
 def brief(items: list[str], shown: int = 4) -> str:

@@ -44,7 +44,7 @@ from medattn.data.preprocess import INTENSITIES, INTERPOLATIONS, RESIZE_MODES, P
 from medattn.errors import CheckpointError
 from medattn.models.backbones import ARCHS
 from medattn.models.checkpoint import save_checkpoint
-from medattn.models.files import brief, checkpoint_paths, file_sha256, sniff
+from medattn.models.files import brief, check_unpacked_size, checkpoint_paths, file_sha256, sniff
 from medattn.models.external import LIBRARIES, ExternalModel, strip_unused
 from medattn.models.keymap import LINEAR_HEADS, normalise_keys, torchvision_to_medattn
 from medattn.models.registry import HEADS, build
@@ -92,6 +92,10 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor], list[st
     if kind != "torch":
         raise CheckpointError(f"{path}: unreadable: neither a safetensors file nor a PyTorch file "
                               "(torch.save); nothing else can hold weights")
+    try:
+        check_unpacked_size(path)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch.load raises many types; all mean "not plain tensors"

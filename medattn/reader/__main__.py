@@ -4,6 +4,7 @@
     python -m medattn.reader export --db DB --study ID --format {csv,json,coco,mrmc,imrmc} --out FILE
     python -m medattn.reader import --db DB --json FILE
     python -m medattn.reader migrate --from DB --to DB [--study ID ...]
+    python -m medattn.reader backup --db FILE --out FILE   (SQLite's online backup, while readers save)
 
 DB is an SQLite file's path or an SQLAlchemy URL (postgresql://user@host/medattn).
 """
@@ -46,7 +47,20 @@ def main(argv: list[str] | None = None) -> int:
     migrate.add_argument("--from", dest="source", required=True, help=DB_HELP)
     migrate.add_argument("--to", dest="target", required=True, help=DB_HELP)
     migrate.add_argument("--study", action="append", help="study id (repeatable; default every study and account)")
+    backup = commands.add_parser("backup", help="a consistent copy of an SQLite study database, taken while it is in "
+                                                "use (the app also keeps copies in DB.backups/)")
+    backup.add_argument("--db", required=True, help="the SQLite file")
+    backup.add_argument("--out", required=True, help="the copy to write")
     args = parser.parse_args(argv)
+    if args.command == "backup":
+        from medattn.store.annotations.backup import backup_sqlite
+
+        try:
+            print(f"wrote {backup_sqlite(Path(args.db), Path(args.out))}")
+        except MedattnError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "migrate":
         return _migrate(args)
     url = database_url(args.db)

@@ -29,6 +29,15 @@ class LoginRateLimitedError(StudyError):
         super().__init__(f"too many failed logins for {name!r}: try again in {int(retry_after) + 1} s")
 
 
+class StorageError(StudyError):
+    """The study database cannot be read or written (damaged, read-only, disk full, server
+    unreachable): nothing was saved; the message says so and what to do."""
+
+
+class SignInBusyError(StudyError):
+    """Too many password checks are running at once on the server: try again in seconds."""
+
+
 class StudyConflictError(StudyError):
     """The study changed since the editor read it (two admins editing): reload and redo the edit."""
 

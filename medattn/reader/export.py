@@ -33,8 +33,8 @@ import pandas as pd
 
 from medattn import __version__
 from medattn.reader.analysis import case_truth, checkpoint_name, study_dataset
-from medattn.reader.arms import WITHOUT_AI
 from medattn.reader.errors import ImportFormatError, StudyError
+from medattn.reader.mrmc_study import mrmc_cases, mrmc_table
 from medattn.reader.questions import check_questions
 from medattn.store.annotations import KINDS, AnnotationStore
 
@@ -68,6 +68,27 @@ def write_atomic(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def text_cell(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: text starting with = + - @, tab or carriage return
+    (a formula to Excel, LibreOffice and Google Sheets: OWASP "CSV injection") gets a leading
+    apostrophe; numbers, and text that reads as a number ("-2"), stay as they are."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_START):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
+def neutral_csv(frame: pd.DataFrame) -> str:
+    """`frame` as CSV with every text cell through `text_cell`."""
+    return frame.map(text_cell).to_csv(index=False)
+
+
 def _comment_header(info: dict) -> str:
     return "".join(f"# {key}: {json.dumps(value) if isinstance(value, dict) else value}\n" for key, value in info.items())
 
@@ -92,7 +113,7 @@ def to_csv(store: AnnotationStore, study_id: str) -> str:
         "arm": [arms.get((r, c), "") for r, c in zip(frame["reader"], frame["case_id"])],
         "shown_at": frame["shown_at"].map(_iso), "submitted_at": frame["submitted_at"].map(_iso),
         "seconds": frame["seconds"].round(3), "event_id": frame["id"]})
-    return _comment_header(provenance(store, study_id)) + out.to_csv(index=False)
+    return _comment_header(provenance(store, study_id)) + neutral_csv(out)
 
 
 def to_json(store: AnnotationStore, study_id: str, with_key: bool = False) -> str:
@@ -148,42 +169,8 @@ def to_coco(store: AnnotationStore, study_id: str, question_id: str = "boxes") -
     return json.dumps(document, indent=1)
 
 
-def mrmc_cases(store: AnnotationStore, study_id: str) -> pd.Series:
-    """case_id → MRMC case number (1, 2, …): the cases of one image in the two arms of a crossed
-    design share a number; numbers follow the study-local case order, not the image ids."""
-    key = store.case_key(study_id)
-    image = [json.dumps([r.image_id, {k: v for k, v in r.meta.items() if k != "arm"}], sort_keys=True)
-             for r in key.itertuples()]
-    number = {value: i + 1 for i, value in enumerate(dict.fromkeys(image))}
-    return pd.Series([number[value] for value in image], index=key["case_id"].to_numpy(), name="case")
-
-
-def mrmc_table(store: AnnotationStore, study_id: str, rating_question: str | None = None) -> pd.DataFrame:
-    """reader, modality, case, truth, rating: one row per reader × case with a rating, in a
-    detection study. `case` is the MRMC case number (`mrmc_cases`); `rating_question` defaults
-    to the spec's `rating_question`, else the first scale question not per panel; modality is
-    the arm ("without_ai" when the study has none)."""
-    spec = store.study(study_id)
-    if spec["kind"] != "detection":
-        raise StudyError(f"study {study_id} is a {spec['kind']} study; MRMC exports need a detection study")
-    scales = [q["id"] for q in spec["questions"] if q["type"] == "scale" and not q.get("per_panel")]
-    question = rating_question or spec.get("rating_question") or (scales[0] if scales else None)
-    if question is None:
-        raise StudyError(f"study {study_id} has no scale question to use as the MRMC rating")
-    truth = case_truth(store, study_id)
-    arms = _arms(store, study_id)
-    answers = store.answers(study_id)
-    answers = answers[answers["question_id"] == question]
-    return pd.DataFrame({
-        "reader": answers["reader"].to_numpy(),
-        "modality": [arms.get((r, c), WITHOUT_AI) for r, c in zip(answers["reader"], answers["case_id"])],
-        "case": mrmc_cases(store, study_id).loc[answers["case_id"]].to_numpy(),
-        "truth": truth.loc[answers["case_id"]].to_numpy(),
-        "rating": [float(v) for v in answers["value"]]}).sort_values(["reader", "modality", "case"]).reset_index(drop=True)
-
-
 def to_mrmc(store: AnnotationStore, study_id: str) -> str:
-    return _comment_header(provenance(store, study_id)) + mrmc_table(store, study_id).to_csv(index=False)
+    return _comment_header(provenance(store, study_id)) + neutral_csv(mrmc_table(store, study_id))
 
 
 def to_imrmc(store: AnnotationStore, study_id: str) -> str:
@@ -193,7 +180,7 @@ def to_imrmc(store: AnnotationStore, study_id: str) -> str:
     readers = {name: i + 1 for i, name in enumerate(r for r in store.readers(study_id) if r in rated)}
     lines = [f"medattn reader study {study_id}"] + [line.rstrip() for line in
                                                    _comment_header(provenance(store, study_id)).splitlines()]
-    lines += [f"# reader {i}: {name}" for name, i in readers.items()]
+    lines += [f"# reader {i}: {text_cell(name)}" for name, i in readers.items()]
     lines += [f"NR: {len(readers)}", f"N0: {int((truth == 0).sum())}", f"N1: {int((truth == 1).sum())}",
               f"NM: {table['modality'].nunique()}", "BEGIN DATA:"]
     lines += [f"-1,{case},0,{int(t)}" for case, t in truth.items()]

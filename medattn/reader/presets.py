@@ -42,7 +42,8 @@ def default_questions(kind: str, regions: list[str] | None = None, finding: str 
 
     `finding` (the study's target class) is named in the detection and rating questions
     ("Is effusion present?"); without one, `classes` are: a detection reader is asked about
-    any finding of the list, a rater about the image's labelled finding."""
+    any finding of the list, a rater about the image's labelled finding. A detection study's
+    boxes carry the finding's name (`labels`: the finding, else the classes to choose from)."""
     if kind not in PRESETS:
         raise ValueError(f"study kind {kind!r} is not one of {', '.join(PRESETS)}")
     questions = copy.deepcopy(PRESETS[kind])
@@ -60,6 +61,8 @@ def default_questions(kind: str, regions: list[str] | None = None, finding: str 
         if named and kind != "failure_review":
             label = question["label"].replace("each finding", f"each {finding}") if finding else question["label"]
             question["label"] = label.replace("the finding", named)
+        if question["type"] == "boxes" and (finding or classes):
+            question["labels"] = [finding] if finding else list(classes)
     return questions
 
 

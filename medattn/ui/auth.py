@@ -1,35 +1,51 @@
-"""Who is using the app: study mode, sign-in, sign-out and the one-tab-per-reader rule.
+"""Who is using the app: sign-in, sign-out, the one-tab-per-reader rule, and when to ask.
 
-Study mode is on when `MEDATTN_STUDY_DB` names a reader-study database: everyone signs in
-first, readers get the Reader page only and admins every page (app.py builds the page list from
-the role, so a page not offered cannot be opened by its URL). Without it the app is a
-single-user workbench: the user is the local admin (research pages and Study admin without a
-sign-in) and the Reader page asks a reader to sign in; studies then live in
-`<MEDATTN_CACHE>/studies.sqlite`.
+Everyone signs in first (readers get the Reader page only, admins every page; app.py builds the
+page list from the role, so a page not offered cannot be opened by its URL) unless the app runs
+in the single-user loopback mode: no `MEDATTN_STUDY_DB`, the server listening on loopback only
+(the default: .streamlit/config.toml) and the request not relayed by a proxy. There the user is
+the local admin and only the Reader page asks a reader to sign in; studies live in
+`<MEDATTN_CACHE>/studies.sqlite`. Anything else (`--server.address 0.0.0.0`, a proxy in front)
+asks for an admin sign-in before research pages and Study admin.
 
-Passwords go straight to `AnnotationStore.authenticate` (argon2id hashes, a rate limit kept in
-the database); they are never stored in the session or logged. A reader signed in on a second
-tab or after a reload takes the study over there; the older tab then says so and waits.
+Passwords go straight to `AnnotationStore.authenticate` (argon2id hashes; limits kept in the
+database, per name × client, client, name and server); they are never stored in the session or
+logged. A session is bound to the account and to the client that signed in (address and
+browser): it ends when either changes, when the account is signed out everywhere or gets a new
+password. A reader signed in on a second tab or after a reload takes the study over there; the
+older tab then says so and waits. The registries of stores and tabs are plain process globals,
+not Streamlit caches: Streamlit's "clear cache" message, which any client can send, empties
+those caches for everyone and must sign nobody out.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
-from medattn.reader.errors import LoginRateLimitedError
+from medattn.reader.errors import LoginRateLimitedError, SignInBusyError
 from medattn.store.annotations import AnnotationStore
+from medattn.store.annotations.backup import BACKUP_EVERY_S, Backups
 from medattn.store.annotations.engine import database_url, is_sqlite
+from medattn.ui.plain import plain
 
 STUDY_DB_ENV = "MEDATTN_STUDY_DB"
+BACKUP_ENV = "MEDATTN_BACKUP_HOURS"
+PROXY_ENV = "MEDATTN_BEHIND_PROXY"  # "1": a local reverse proxy relays clients; their address is in X-Real-IP
 USER_KEY = "study_user"
 TAB_KEY = "study_tab"
+SESSION_KEY = "study_session"  # (signed_in_at, client) of this tab's sign-in
 ADMIN, READER = "admin", "reader"
+_LOCK = threading.Lock()
+_STORES: dict[str, AnnotationStore] = {}
+_HOLDERS: dict[str, str] = {}  # reader name → token of the tab that holds their session (latest sign-in wins)
 
 
 @dataclass(frozen=True)
@@ -46,8 +62,44 @@ LOCAL_ADMIN = User("local", ADMIN)
 
 
 def study_mode() -> bool:
-    """Whether the server runs with reader studies on (`MEDATTN_STUDY_DB` set)."""
-    return bool(os.environ.get(STUDY_DB_ENV, "").strip())
+    """Whether everyone signs in: `MEDATTN_STUDY_DB` is set, or the app is reachable from other
+    machines (see the module docstring)."""
+    return bool(os.environ.get(STUDY_DB_ENV, "").strip()) or not single_user_loopback()
+
+
+def single_user_loopback() -> bool:
+    """The documented single-user mode: no study database configured, the server bound to a
+    loopback address, and this request straight from this machine (no proxy headers)."""
+    address = (st.get_option("server.address") or "").strip("[]")
+    try:
+        loopback = address == "localhost" or ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        loopback = False
+    relayed = any(_header(h) for h in ("X-Forwarded-For", "X-Real-IP", "Forwarded"))
+    return loopback and _peer() is None and not relayed and os.environ.get(PROXY_ENV) != "1"
+
+
+def _peer() -> str | None:
+    """The TCP peer's address; None for this machine (and outside a browser session)."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) else None
+
+
+def _header(name: str) -> str:
+    value = (st.context.headers or {}).get(name)
+    return value if isinstance(value, str) else ""
+
+
+def client() -> str:
+    """The address of this session's client as sign-in limits count it: the TCP peer, or behind
+    a trusted local proxy (`MEDATTN_BEHIND_PROXY=1`) the X-Real-IP it sets; "local" for this machine."""
+    if os.environ.get(PROXY_ENV) == "1" and _peer() is None and _header("X-Real-IP"):
+        return _header("X-Real-IP")[:64]
+    return _peer() or "local"
+
+
+def _fingerprint() -> str:
+    return f"{client()} {_header('User-Agent')[:200]}"
 
 
 def db_target() -> str:
@@ -63,39 +115,46 @@ def db_target() -> str:
     return str(Path(url.database).resolve()) if is_sqlite(url) else configured
 
 
-@st.cache_resource(show_spinner=False)
-def _store(path: str) -> AnnotationStore:
-    return AnnotationStore(path)
-
-
 def store() -> AnnotationStore:
-    """The process's AnnotationStore for `db_target()` (opened once)."""
-    return _store(db_target())
-
-
-@st.cache_resource(show_spinner=False)
-def _tabs() -> tuple[dict[str, str], threading.Lock]:
-    """Reader name → token of the tab that holds their session (latest sign-in wins)."""
-    return {}, threading.Lock()
+    """The process's AnnotationStore for `db_target()` (opened once, outside Streamlit's caches;
+    an SQLite file is checked, then backed up at once and every MEDATTN_BACKUP_HOURS, default 6).
+    StorageError when the database is damaged or cannot be opened."""
+    target = db_target()
+    with _LOCK:
+        if target not in _STORES:
+            opened = AnnotationStore(target)
+            if opened.path is not None:
+                hours = float(os.environ.get(BACKUP_ENV, "") or BACKUP_EVERY_S / 3600)
+                Backups(opened.path, interval_s=hours * 3600).start()
+            _STORES[target] = opened
+        return _STORES[target]
 
 
 def _claim(name: str) -> None:
     token = secrets.token_hex(8)
-    holders, lock = _tabs()
-    with lock:
-        holders[name] = token
+    with _LOCK:
+        _HOLDERS[name] = token
     st.session_state[TAB_KEY] = token
 
 
 def current_user() -> User | None:
-    """Who the app serves on this tab: in study mode the signed-in user (None before sign-in),
-    otherwise the local admin (a reader signed in on the Reader page only answers there)."""
-    return st.session_state.get(USER_KEY) if study_mode() else LOCAL_ADMIN
+    """Who the app serves on this tab: the signed-in user (None before sign-in), or the local
+    admin in the single-user loopback mode (a reader signed in on the Reader page only answers
+    there)."""
+    return signed_in_reader() if study_mode() else LOCAL_ADMIN
 
 
 def signed_in_reader() -> User | None:
-    """The reader (or study-mode admin) signed in on this tab; None for the local admin."""
-    return st.session_state.get(USER_KEY)
+    """The reader (or admin) signed in on this tab, None for none. A session whose client
+    changed, or whose account was signed out everywhere since, is signed out here."""
+    user = st.session_state.get(USER_KEY)
+    if user is None:
+        return None
+    signed_in_at, fingerprint = st.session_state.get(SESSION_KEY, (0.0, None))
+    if fingerprint != _fingerprint() or not store().session_valid(user.name, signed_in_at):
+        sign_out()
+        return None
+    return user
 
 
 def sign_in(name: str, password: str) -> User | None:
@@ -103,17 +162,27 @@ def sign_in(name: str, password: str) -> User | None:
     LoginRateLimitedError passes through (after too many failures)."""
     db = store()
     name = name.strip()
-    if not name or not password or not db.authenticate(name, password):
+    stamp = time.time()
+    if not name or not password or not db.authenticate(name, password, client=client()):
         return None
     user = User(name, ADMIN if db.is_admin(name) else READER)
     st.session_state[USER_KEY] = user
+    st.session_state[SESSION_KEY] = (stamp, _fingerprint())
     _claim(name)
     return user
 
 
 def sign_out() -> None:
-    st.session_state.pop(USER_KEY, None)
-    st.session_state.pop(TAB_KEY, None)
+    for key in (USER_KEY, TAB_KEY, SESSION_KEY):
+        st.session_state.pop(key, None)
+
+
+def sign_out_everywhere() -> None:
+    """End every session of this tab's user, on every tab and machine."""
+    user = st.session_state.get(USER_KEY)
+    if user is not None:
+        store().sign_out_everywhere(user.name)
+    sign_out()
 
 
 def login_form(key: str = "login", title: str = "Sign in") -> User | None:
@@ -129,7 +198,10 @@ def login_form(key: str = "login", title: str = "Sign in") -> User | None:
     try:
         user = sign_in(name, password)
     except LoginRateLimitedError as error:
-        st.error(f"Too many failed sign-ins for this name: try again in {int(error.retry_after) + 1} seconds.")
+        st.error(f"Too many failed sign-ins: try again in {int(error.retry_after) + 1} seconds.")
+        return None
+    except SignInBusyError:
+        st.error("The server is checking many sign-ins at once: try again in a few seconds.")
         return None
     if user is None:
         st.error("Wrong name or password.")
@@ -140,17 +212,21 @@ def login_form(key: str = "login", title: str = "Sign in") -> User | None:
 def logout_button(container=st.sidebar) -> None:
     user = signed_in_reader()
     if user is not None:
-        container.caption(f"Signed in as **{user.name}** ({user.role})")
+        container.caption(f"Signed in as **{plain(user.name)}** ({user.role})")
         if container.button("Sign out", key="auth_sign_out"):
             sign_out()
+            st.rerun()
+        if container.button("End all my sessions", key="auth_sign_out_all",
+                            help="Signs you out on every tab and machine, this one included"):
+            sign_out_everywhere()
             st.rerun()
 
 
 def holds_tab(user: User) -> bool:
     """Whether this tab is the one the user signed in on last (else another tab or window took
     the session over)."""
-    holders, _ = _tabs()
-    return holders.get(user.name) == st.session_state.get(TAB_KEY)
+    with _LOCK:
+        return _HOLDERS.get(user.name) == st.session_state.get(TAB_KEY)
 
 
 def take_over_tab(user: User) -> None:

@@ -1,5 +1,6 @@
 """Errors reach the page as short messages, never as a stack trace, and the rest of the page
-keeps running: wrap each independent part of a page in `guard`."""
+keeps running: wrap each independent part of a page in `guard`. Messages quote names and
+files, so they are shown as plain text (`medattn.ui.plain`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Iterator
 import streamlit as st
 
 from medattn.errors import DatasetError, MedattnError
+from medattn.ui.plain import plain
 
 log = logging.getLogger("medattn.ui")
 
@@ -24,11 +26,11 @@ def message(exc: BaseException) -> str:
 def show_error(exc: BaseException, what: str, container=st) -> None:
     """An error box for `exc`; a dataset's problems are listed one per line."""
     if isinstance(exc, DatasetError):
-        shown = "\n".join(f"- {p}" for p in exc.problems[:30])
+        shown = "\n".join(f"- {plain(p)}" for p in exc.problems[:30])
         more = f"\n- … and {len(exc.problems) - 30} more" if len(exc.problems) > 30 else ""
-        container.error(f"{what}: dataset {exc.path} has {len(exc.problems)} problem(s)\n\n{shown}{more}")
+        container.error(f"{what}: dataset {plain(exc.path)} has {len(exc.problems)} problem(s)\n\n{shown}{more}")
     else:
-        container.error(f"{what}: {message(exc)}")
+        container.error(f"{what}: {plain(message(exc))}")
 
 
 @contextlib.contextmanager

@@ -8,17 +8,21 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from medattn.reader import analysis
-from medattn.reader.agreement import agreement
+from medattn.reader.agreement import agreement, measures
+from medattn.reader.errors import StudyError
 from medattn.reader.export import FORMATS, export_study
+from medattn.reader.mrmc import COVARIANCES, roc_points
+from medattn.reader.mrmc_study import study_mrmc
 from medattn.store.annotations import AnnotationStore
 from medattn.ui import loaders
 from medattn.ui.errors import guard
-from medattn.viz import interval_bars
+from medattn.viz import interval_bars, reader_change_figure, reader_roc_figure
 
 EXPORTS = {  # format → (button label, file suffix, MIME type)
     "csv": ("Answers CSV (long)", "csv", "text/csv"),
@@ -28,6 +32,13 @@ EXPORTS = {  # format → (button label, file suffix, MIME type)
     "imrmc": ("iMRMC input", "imrmc", "text/plain"),
 }
 AGREEMENT_TYPES = ("yes_no", "scale", "choice")
+ARM_NAMES = {"with_ai": "with AI", "without_ai": "without AI"}
+FACTOR_CHOICES = {  # label → (readers, cases)
+    "random readers and cases": ("random", "random"),
+    "fixed readers (these readers), random cases": ("fixed", "random"),
+    "random readers, fixed cases (these cases)": ("random", "fixed"),
+}
+COVARIANCE_NAMES = {"jackknife": "jackknife", "delong": "DeLong", "unbiased": "unbiased (Gallas)"}
 
 
 def formats_for(spec: dict) -> list[str]:
@@ -62,20 +73,21 @@ def agreement_section(spec: dict, answers: pd.DataFrame) -> None:
         if question["type"] not in AGREEMENT_TYPES:
             continue
         result = agreement(answers, question)
-        rows.append({"question": question["id"], "Fleiss' kappa": result["fleiss_kappa"], "units (all readers)":
-                     result["fleiss_n"], "Krippendorff's alpha": result["alpha"], "alpha level": result["level"],
-                     "kappa weights": result["weights"] or "none"})
-        pairs.append(result["pairs"].assign(question=question["id"]))
+        rows.append(measures(question, result))
+        weights = f"{result['weights']} weights" if result["weights"] else "unweighted"
+        pairs.append(result["pairs"].assign(question=question["id"], weights=weights))
     if not rows:
         st.caption("No yes/no, scale or choice question to compare readers on.")
         return
-    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
-        c: st.column_config.NumberColumn(format="%.3f") for c in ("Fleiss' kappa", "Krippendorff's alpha")})
+    summary = pd.concat(rows, ignore_index=True)
+    st.caption("Agreement per question; 'level' is each measure's level of measurement (a scale's weights count "
+               "steps over its declared levels, used or not)")
+    st.dataframe(summary, hide_index=True, column_config={"value": st.column_config.NumberColumn(format="%.3f")})
     table = pd.concat(pairs, ignore_index=True)
-    st.caption("Cohen's kappa per reader pair (quadratic weights for scales)")
-    st.dataframe(table[["question", "reader_a", "reader_b", "n", "kappa"]], hide_index=True,
+    st.caption("Cohen's kappa per reader pair")
+    st.dataframe(table[["question", "reader_a", "reader_b", "n", "kappa", "weights"]], hide_index=True,
                  column_config={"kappa": st.column_config.NumberColumn(format="%.3f")})
-    if pd.DataFrame(rows)[["Fleiss' kappa", "Krippendorff's alpha"]].isna().any(axis=None) or table["kappa"].isna().any():
+    if summary["value"].isna().any() or table["kappa"].isna().any():
         st.caption("None: not defined yet (fewer than two units answered by the readers compared, or every answer "
                    "the same).")
 
@@ -134,6 +146,92 @@ def box_section(store: AnnotationStore, study_id: str) -> None:
                        f"{study_id}_reader_boxes.csv", "text/csv", key=f"sa_truth_{study_id}")
 
 
+def _arm(name) -> str:
+    return ARM_NAMES.get(name, str(name))
+
+
+def mrmc_questions(spec: dict) -> list[dict]:
+    """The questions an MRMC analysis can rate by: a detection study's scale and yes/no questions
+    (not per panel) when it has arms; a rating study's per-panel scales when it has 2+ maps."""
+    if spec["kind"] == "detection" and spec.get("arms"):  # scales (AUC, the headline) first
+        return sorted((q for q in spec["questions"] if q["type"] in ("scale", "yes_no") and not q.get("per_panel")),
+                      key=lambda q: q["type"] != "scale")
+    if spec["kind"] == "heatmap_rating" and len(spec.get("panels") or []) >= 2:
+        return [q for q in spec["questions"] if q["type"] == "scale" and q.get("per_panel")]
+    return []
+
+
+def _interval(row) -> str:
+    return f"{row['estimate']:.3f} ({row['low']:.3f} to {row['high']:.3f})"
+
+
+def mrmc_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
+    """Obuchowski–Rockette MRMC analysis of the arms (or maps) with ROC curves per reader × arm."""
+    questions = mrmc_questions(spec)
+    if not questions:
+        return
+    st.markdown("**Reader performance: MRMC analysis** (Obuchowski–Rockette, Hillis degrees of freedom)")
+    a, b, c = st.columns(3)
+    labels = {q["id"]: f"{q['id']} ({'scale → AUC' if q['type'] == 'scale' else 'yes/no → sensitivity, specificity'})"
+              for q in questions}
+    question = a.selectbox("Rating", list(labels), format_func=labels.get, key=f"sa_mrmc_q_{study_id}")
+    chosen = next(q for q in questions if q["id"] == question)
+    cov = b.selectbox("Covariance", COVARIANCES, format_func=COVARIANCE_NAMES.get, key=f"sa_mrmc_cov_{study_id}",
+                      disabled=chosen["type"] == "yes_no", help="Of the AUCs over cases; binary answers use the jackknife")
+    factors = c.selectbox("Generalise to", list(FACTOR_CHOICES), key=f"sa_mrmc_factors_{study_id}",
+                          help="Random readers and cases: to other readers and cases like these (the standard).")
+    readers, cases = FACTOR_CHOICES[factors]
+    try:
+        result = study_mrmc(store, study_id, question, cov=cov, readers=readers, cases=cases)
+    except StudyError as error:
+        st.info(str(error))
+        return
+    used = result["table"]
+    note = (f"{used['reader'].nunique()} readers × {used['case'].nunique()} cases "
+            f"({int(used.groupby('case')['truth'].first().sum())} with the finding) read under every modality")
+    if result["readers_dropped"] or result["cases_dropped"]:
+        note += (f"; left out until complete: {result['cases_dropped']} case(s)"
+                 + (f", reader(s) {', '.join(map(str, result['readers_dropped']))}" if result["readers_dropped"] else ""))
+    st.caption(note)
+    results = {m: result[m] for m in ("sensitivity", "specificity")} if chosen["type"] == "yes_no" else {"AUC": result}
+    for metric, one in results.items():
+        treatments = one["per_treatment"].assign(treatment=lambda f: f["treatment"].map(_arm))
+        diff = one["differences"].iloc[0]
+        columns = st.columns(len(treatments) + 2)
+        for column, row in zip(columns, treatments.itertuples()):
+            column.metric(f"{metric} {row.treatment}", f"{row.estimate:.3f}", help=f"95% CI {row.low:.3f} to {row.high:.3f}")
+        columns[-2].metric(f"{metric} difference ({_arm(diff['treatment_a'])} − {_arm(diff['treatment_b'])})",
+                           f"{diff['estimate']:+.3f}", help=f"95% CI {diff['low']:+.3f} to {diff['high']:+.3f}")
+        columns[-1].metric(f"p ({metric})", f"{one['p']:.4f}", help=(f"F = {one['f']:.3f} on ({one['df1']}, {one['df2']:.2f}) df"
+                                                        if np.isfinite(one["df2"]) else f"χ² = {one['f'] * one['df1']:.3f} on {one['df1']} df"))
+        table = pd.DataFrame({
+            "": [f"{metric} {t}" for t in treatments["treatment"]] + [f"difference {_arm(d.treatment_a)} − {_arm(d.treatment_b)}"
+                                                                     for d in one["differences"].itertuples()],
+            "estimate (95% CI)": [_interval(r) for _, r in treatments.iterrows()]
+                                 + [_interval(r) for _, r in one["differences"].iterrows()],
+            "SE": list(treatments["se"]) + list(one["differences"]["se"]),
+            "df": list(treatments["df"]) + list(one["differences"]["df"])})
+        st.dataframe(table, hide_index=True, column_config={"SE": st.column_config.NumberColumn(format="%.4f"),
+                                                            "df": st.column_config.NumberColumn(format="%.2f")})
+        with st.expander(f"{metric}: test and variance components"):
+            st.dataframe(pd.DataFrame([{
+                "F" if np.isfinite(one["df2"]) else "χ²/df": one["f"], "df1": one["df1"], "df2": one["df2"], "p": one["p"],
+                "MS(T)": one["ms_t"], "MS(T:R)": one["ms_tr"], "Var(error)": one["var_error"], "Cov1": one["cov1"],
+                "Cov2": one["cov2"], "Cov3": one["cov3"], "σ²(R)": one["var_reader"], "σ²(T:R)": one["var_treatment_reader"],
+                "covariance": one["cov_method"], "readers": one["readers"], "cases": one["cases"]}]), hide_index=True)
+    if chosen["type"] == "scale":
+        left, right = st.columns([3, 2])
+        points = roc_points(used).assign(treatment=lambda f: f["treatment"].map(_arm))
+        aucs = {(r.reader, _arm(r.treatment)): r.estimate for r in result["per_reader"].itertuples()}
+        figure = reader_roc_figure(points, aucs)
+        figure.update_layout(height=560, legend=dict(orientation="v", x=1.02, y=0.5))
+        left.plotly_chart(figure, key=f"sa_roc_{study_id}")
+        change = reader_change_figure(result["per_reader"].assign(treatment=lambda f: f["treatment"].map(_arm)),
+                                      result["per_treatment"].iloc[::-1].assign(treatment=lambda f: f["treatment"].map(_arm)))
+        change.update_layout(height=560)
+        right.plotly_chart(change, key=f"sa_reader_auc_{study_id}")
+
+
 def analysis_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
     answers = store.answers(study_id)
     if answers.empty:
@@ -141,6 +239,8 @@ def analysis_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
         return
     with guard("Agreement"):
         agreement_section(spec, answers)
+    with guard("MRMC analysis"):
+        mrmc_section(store, study_id, spec)
     if spec["kind"] == "heatmap_rating":
         with guard("Map ratings"):
             rating_section(store, study_id, spec)

@@ -1,7 +1,8 @@
 """Figures without Streamlit: heatmap overlays (OpenCV), panel grids and charts (Plotly), and the
 grid PNG export (composited with OpenCV, so no browser or kaleido is needed)."""
 
-from medattn.viz.charts import box_size_histogram, cascading_figure, count_bars, interval_bars, pr_figure, roc_figure
+from medattn.viz.charts import (box_size_histogram, cascading_figure, count_bars, interval_bars, pr_figure,
+                                reader_change_figure, reader_roc_figure, roc_figure)
 from medattn.viz.colormaps import COLORMAPS, colorize, overlay, to_rgb, window_level
 from medattn.viz.grid import Panel, grid_figure, grid_png, render_panel
 from medattn.viz.palette import model_colors
@@ -19,6 +20,8 @@ __all__ = [
     "model_colors",
     "overlay",
     "pr_figure",
+    "reader_change_figure",
+    "reader_roc_figure",
     "render_panel",
     "roc_figure",
     "to_rgb",

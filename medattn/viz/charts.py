@@ -65,6 +65,51 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title
     return figure
 
 
+def reader_roc_figure(points: pd.DataFrame, aucs: Mapping[tuple, float] | None = None,
+                      title: str = "ROC per reader and arm") -> go.Figure:
+    """Empirical ROC curves of a reader study (`medattn.reader.mrmc.roc_points`: reader,
+    treatment, fpr, tpr): one colour per reader, one dash per treatment (solid first), and the
+    chance line; `aucs` {(reader, treatment): AUC} goes into the legend."""
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(dash="dot", color="grey")))
+    colors = model_colors(points["reader"].astype(str).unique())
+    dashes = dict(zip(pd.unique(points["treatment"]), ("solid", "dash", "dashdot", "longdash")))
+    for (reader, treatment), curve in points.groupby(["reader", "treatment"], sort=False):
+        auc = (aucs or {}).get((reader, treatment))
+        name = f"{reader} · {treatment}" + (f" (AUC {auc:.3f})" if auc is not None else "")
+        figure.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=name,
+                                    legendgroup=str(treatment),
+                                    line=dict(color=colors[str(reader)], dash=dashes[treatment], width=2)))
+    figure.update_layout(title=title, xaxis_title="false positive rate (1 − specificity)",
+                         yaxis_title="true positive rate (sensitivity)", xaxis_range=[0, 1], yaxis_range=[0, 1.02],
+                         **LAYOUT)
+    figure.update_xaxes(constrain="domain")
+    figure.update_yaxes(scaleanchor="x", scaleratio=1, constrain="domain")
+    return figure
+
+
+def reader_change_figure(per_reader: pd.DataFrame, per_treatment: pd.DataFrame, metric: str = "AUC",
+                         title: str | None = None) -> go.Figure:
+    """Each reader's figure of merit per treatment joined by a line (one colour per reader), and
+    the readers' mean with its 95% CI per treatment (black). `per_reader`: reader, treatment,
+    estimate; `per_treatment`: treatment, estimate, low, high (`obuchowski_rockette` tables)."""
+    figure = go.Figure()
+    colors = model_colors(per_reader["reader"].astype(str).unique())
+    order = list(per_treatment["treatment"])
+    for reader, rows in per_reader.groupby("reader", sort=False):
+        rows = rows.set_index("treatment").loc[order].reset_index()
+        figure.add_trace(go.Scatter(x=rows["treatment"], y=rows["estimate"], mode="lines+markers", name=str(reader),
+                                    line=dict(color=colors[str(reader)], width=1.5), marker=dict(size=7)))
+    estimate = per_treatment["estimate"].to_numpy(dtype=float)
+    figure.add_trace(go.Scatter(
+        x=per_treatment["treatment"], y=estimate, mode="markers", name="mean (95% CI)",
+        marker=dict(color="black", size=12, symbol="diamond"),
+        error_y=dict(type="data", symmetric=False, array=per_treatment["high"].to_numpy(dtype=float) - estimate,
+                     arrayminus=estimate - per_treatment["low"].to_numpy(dtype=float), color="black", width=8)))
+    figure.update_layout(title=title or f"{metric} per reader", yaxis_title=metric, **LAYOUT)
+    return figure
+
+
 def box_size_histogram(boxes: pd.DataFrame, bins: int = 30) -> go.Figure:
     """Distribution of box sizes (side of the equal-area square, √(w·h), in pixels) per label."""
     figure = go.Figure()

@@ -21,12 +21,16 @@ from typing import Iterator
 
 from argon2 import PasswordHasher
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from medattn.reader.errors import StorageError
 
 from medattn.store.annotations.accounts import (FAILURE_WINDOW_S, MAX_FAILURES, MAX_PASSWORD, MAX_READER_NAME,
                                                 Accounts)
 from medattn.store.annotations.answers import Answers
-from medattn.store.annotations.engine import database_url, describe, is_sqlite, open_engine
-from medattn.store.annotations.schema import metadata, now
+from medattn.store.annotations.engine import (check_integrity, database_url, describe, is_sqlite, open_engine,
+                                              storage_failure)
+from medattn.store.annotations.schema import create_or_upgrade, now
 from medattn.store.annotations.studies import KINDS, MAX_STUDY_NAME, Studies, checkpoint_file_hash
 
 __all__ = ["AnnotationStore", "FAILURE_WINDOW_S", "KINDS", "MAX_FAILURES", "MAX_PASSWORD", "MAX_READER_NAME",
@@ -54,8 +58,13 @@ class AnnotationStore(Accounts, Studies, Answers):
         self.hasher = password_hasher or PasswordHasher()
         self._dummy_hash: str | None = None  # verified against for unknown names (made on first need)
         self.engine: Engine = open_engine(self.url)
-        with self.engine.begin() as conn:  # a write transaction: concurrent first opens queue
-            metadata.create_all(conn)
+        try:
+            check_integrity(self.engine)
+            with self.engine.begin() as conn:  # a write transaction: concurrent first opens queue
+                create_or_upgrade(conn)
+        except DBAPIError as error:
+            raise StorageError(f"the study database {self.where} cannot be opened ({error.orig}): if it is "
+                               "damaged, restore its latest backup (python -m medattn.reader backup)") from error
 
     @property
     def target(self) -> str:
@@ -64,11 +73,25 @@ class AnnotationStore(Accounts, Studies, Answers):
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
+        """A serialised write transaction; StorageError when the database cannot take it."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except DBAPIError as error:
+            if not storage_failure(error):
+                raise
+            raise StorageError(f"not saved: the study database {self.where} cannot be written "
+                               f"({error.orig}); try again in a moment, and tell the study coordinator "
+                               "if it keeps failing") from error
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self.engine.connect().execution_options(readonly=True) as conn:
-            with conn.begin():
-                yield conn
+        try:
+            with self.engine.connect().execution_options(readonly=True) as conn:
+                with conn.begin():
+                    yield conn
+        except DBAPIError as error:
+            if not storage_failure(error):
+                raise
+            raise StorageError(f"the study database {self.where} cannot be read ({error.orig}); try again "
+                               "in a moment") from error

@@ -21,6 +21,9 @@ from medattn.reader.questions import check_answer
 from medattn.store.annotations.schema import answer_events, assignments, cases, now, panels, views
 
 
+MAX_SAVES_PER_CASE = 500  # answer events of one reader on one case: every save appends, so bound them
+
+
 class Answers:
     """Reader side of `AnnotationStore`."""
 
@@ -185,6 +188,12 @@ class Answers:
                 if question_id not in questions:
                     raise InvalidAnswerError(f"study {study_id} has no question {question_id!r}")
                 clean[question_id] = check_answer(questions[question_id], value, shown)
+            saves = conn.execute(select(func.count()).select_from(answer_events).where(
+                (answer_events.c.study_id == study_id) & (answer_events.c.reader == reader)
+                & (answer_events.c.case_id == case_id))).scalar_one()
+            if saves + len(clean) > MAX_SAVES_PER_CASE:
+                raise InvalidAnswerError(f"case {case_id}: {saves} answers saved already, at most {MAX_SAVES_PER_CASE} "
+                                         "per case; ask the study coordinator")
             if require_complete:
                 have = set(self._current(conn, study_id, reader, case_id)) | set(clean)
                 missing = missing_answers(spec["questions"], shown, have)

@@ -21,6 +21,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
+
+from medattn.reader.errors import StorageError
 
 BUSY_TIMEOUT_MS = 30_000
 # PostgreSQL advisory lock key that every write transaction takes ("medattn" in the key's bits).
@@ -59,6 +62,25 @@ def open_engine(url: URL) -> Engine:
         engine = create_engine(url, pool_pre_ping=True)
     event.listen(engine, "begin", _on_begin)
     return engine
+
+
+def check_integrity(engine: Engine) -> None:
+    """StorageError unless an SQLite file passes `PRAGMA quick_check` (every page and record
+    well-formed; the index cross-check of integrity_check is skipped to keep starts fast). A
+    server checks its own storage."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        problems = [row[0] for row in conn.exec_driver_sql("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise StorageError(f"the study database {engine.url.database} is damaged ({'; '.join(problems[:3])}): "
+                           "restore its latest backup (python -m medattn.reader backup)")
+
+
+def storage_failure(error: DBAPIError) -> bool:
+    """Whether a database error is the storage's (read-only, locked, full, damaged, gone) rather
+    than the statement's (a constraint or a bug, which the caller handles)."""
+    return not isinstance(error, (IntegrityError, ProgrammingError, DataError))
 
 
 def _sqlite_on_connect(dbapi_connection, _record) -> None:

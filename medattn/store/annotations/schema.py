@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, Boolean, Column, Float, ForeignKey, Integer, MetaData, String, Table, Text,
-                        UniqueConstraint)
+                        UniqueConstraint, inspect)
+from sqlalchemy.engine import Connection
 
 metadata = MetaData()
 studies = Table(
@@ -51,6 +52,8 @@ accounts = Table(
     Column("password_hash", String, nullable=False),
     Column("is_admin", Boolean, nullable=False, default=False),
     Column("created_at", String, nullable=False),
+    # Sessions signed in before this time (epoch seconds) are over: "sign out everywhere", or a new password.
+    Column("signed_out_at", Float),
 )
 assignments = Table(
     "assignments", metadata,
@@ -87,8 +90,10 @@ logins = Table(
     "login_attempts", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String, nullable=False, index=True),
-    Column("at", Float, nullable=False),
+    Column("at", Float, nullable=False, index=True),
+    # Recorded as a failure before the password is checked; set true once it matched.
     Column("ok", Boolean, nullable=False),
+    Column("client", String, index=True),  # the client's address, as the app saw it
 )
 
 
@@ -97,3 +102,16 @@ def now() -> str:
     """UTC time as ISO 8601 with microseconds: what every stored time uses."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
+
+
+def create_or_upgrade(conn: Connection) -> None:
+    """Create missing tables, and add the nullable columns a database made by an older version
+    lacks (`signed_out_at`, `client`): an existing study file keeps working."""
+    metadata.create_all(conn)
+    inspector = inspect(conn)
+    for table in metadata.sorted_tables:
+        have = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have and column.nullable:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')

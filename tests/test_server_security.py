@@ -1,0 +1,162 @@
+"""The reader server against a hostile visitor, at the socket, HTTP and WebSocket level: a
+default start listens on loopback only and its pages contact no outside server; Streamlit's
+"clear cache" message from a second client signs no reader out; the shipped nginx example
+(deploy/nginx-medattn.conf) serves the app over TLS with frame-ancestors and X-Frame-Options
+and relays the WebSocket. Needs Debian's chromium (and nginx for the proxy test)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.test_e2e import CHROMIUM, REPO, SLOW, browser, free_port, streamlit_server, wait_idle  # noqa: F401 - fixture
+from tests.test_reader_e2e import READER, server, sign_in, study  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="browser tests need Debian's chromium: apt-get install -y chromium chromium-driver"
+)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket in LISTEN state on `port`, from /proc/net/tcp{,6}."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                raw = bytes.fromhex(address)
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # host-order words
+                found.add(socket.inet_ntop(socket.AF_INET if width == 8 else socket.AF_INET6, raw))
+    return found
+
+
+def test_a_default_start_listens_on_loopback_only_and_contacts_no_outside_server(browser, study, tmp_path):
+    """`streamlit run app.py` with the repository's config and no flags (the README's command)."""
+    world = study[0]
+    port = free_port()
+    with streamlit_server({**world.environ(), "OMP_NUM_THREADS": "1"}, tmp_path, flags=(), port=port) as url:
+        assert listening_addresses(port) == {"127.0.0.1"}
+        context = browser.new_context()
+        requests: list[str] = []
+        context.on("request", lambda request: requests.append(request.url))
+        page = context.new_page()
+        page.set_default_timeout(SLOW)
+        page.goto(url)
+        page.get_by_role("link", name="Reader").wait_for()  # the single-user mode: research pages open
+        wait_idle(page)
+        context.close()
+    outside = [u for u in requests if not u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:"))]
+    assert requests and outside == []
+
+
+def test_clear_cache_from_a_second_client_leaves_readers_signed_in(server, browser, study):  # noqa: F811
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from websockets.sync.client import connect
+
+    page = sign_in(browser, server, *READER)
+    page.get_by_role("heading", name="Reader").wait_for(timeout=SLOW)
+    wait_idle(page)
+    clear = BackMsg()
+    clear.clear_cache = True
+    with connect(server.replace("http://", "ws://") + "/_stcore/stream", subprotocols=["streamlit"]) as stranger:
+        stranger.send(clear.SerializeToString())  # what the toolbar's "Clear cache" sends, from anyone
+        time.sleep(2)
+    page.get_by_role("button", name="Next ▶").click()
+    wait_idle(page)
+    assert "signed in on another tab" not in page.content()
+    assert page.get_by_role("button", name="Sign out").count() == 1
+    page.context.close()
+
+
+@pytest.fixture
+def proxied(study, tmp_path):
+    """The app in study mode behind deploy/nginx-medattn.conf on a free TLS port; yields its URL."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        if os.environ.get("CI"):
+            pytest.fail("nginx is missing: .ci/run installs it")
+        pytest.skip("the proxy example needs Debian's nginx: apt-get install -y nginx")
+    world, db = study[0], study[1]
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    app_port, tls_port, plain_port = free_port(), free_port(), free_port()
+    example = (REPO / "deploy" / "nginx-medattn.conf").read_text()
+    site = (example.replace("listen 443 ssl", f"listen 127.0.0.1:{tls_port} ssl")
+            .replace("listen 80", f"listen 127.0.0.1:{plain_port}")
+            .replace("127.0.0.1:8501", f"127.0.0.1:{app_port}")
+            .replace("/etc/ssl/certs/medattn.pem", str(cert)).replace("/etc/ssl/private/medattn.key", str(key)))
+    assert not any(original in site for original in ("listen 443", "listen 80;", ":8501", "/etc/ssl/"))
+    (tmp_path / "site.conf").write_text(site)
+    (tmp_path / "nginx.conf").write_text(
+        f"daemon off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;\n"
+        f"events {{}}\nhttp {{ access_log off; client_body_temp_path {tmp_path}; proxy_temp_path {tmp_path};\n"
+        f"include {tmp_path}/site.conf; }}\n")
+    env = {**world.environ(), "MEDATTN_STUDY_DB": str(db), "MEDATTN_BEHIND_PROXY": "1", "OMP_NUM_THREADS": "1"}
+    with streamlit_server(env, tmp_path, flags=(), port=app_port):
+        proxy = subprocess.Popen([nginx, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(50):
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", tls_port)) == 0:
+                        break
+                time.sleep(0.1)
+            yield f"https://127.0.0.1:{tls_port}", f"http://127.0.0.1:{plain_port}"
+        finally:
+            proxy.terminate()
+            proxy.wait(timeout=20)
+
+
+def test_the_nginx_example_serves_tls_with_frame_protection(proxied, browser):
+    url, plain = proxied
+    insecure = ssl.create_default_context()
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+    with urllib.request.urlopen(url + "/", context=insecure, timeout=30) as response:
+        headers = response.headers
+    assert headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert "max-age" in headers["Strict-Transport-Security"]
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    with pytest.raises(urllib.error.HTTPError) as redirect:
+        urllib.request.build_opener(NoRedirect).open(plain + "/", timeout=30)
+    assert redirect.value.code == 301 and redirect.value.headers["Location"].startswith("https://")
+
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    page.set_default_timeout(SLOW)
+    page.goto(url)
+    page.get_by_role("textbox", name="Name").fill(READER[0])  # a sign-in over the relayed WebSocket
+    page.get_by_role("textbox", name="Password").fill(READER[1])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Reader").wait_for()
+    context.close()
+
+
+def test_a_markdown_name_shows_as_text_and_fetches_nothing(server, browser, study):  # noqa: F811
+    """A reader named like a markdown image: the page shows the name as typed, with no image
+    fetched from the address in it (markdown in names made browsers load it)."""
+    store, study_id = study[2], study[3]
+    name = "![x](http://127.0.0.1:9/pixel.png) **b**"
+    store.add_reader(study_id, name, "markdown-password")
+    page = sign_in(browser, server, name, "markdown-password")
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    page.get_by_role("heading", name="Reader").wait_for(timeout=SLOW)
+    wait_idle(page)
+    assert page.get_by_text(name, exact=False).count() >= 1  # the caption "Signed in as …" holds it verbatim
+    assert page.locator("img[src*='pixel.png']").count() == 0 and not [u for u in fetched if "pixel" in u]
+    page.context.close()
