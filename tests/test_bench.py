@@ -208,3 +208,26 @@ def test_bench_cli_a_checkpoint_glob_benches_each_once_and_no_pda_prints_no_nan(
     assert len(json.loads(out.read_text())["results"]) == 1
     printed = capsys.readouterr().out
     assert "all methods but PDA" in printed and "nan" not in printed
+
+
+def test_bench_prints_the_cpu_and_times_the_opt_in_bfloat16_path_beside_float32(tiny_demo, tmp_path, capsys, monkeypatch):
+    """The figures depend on the CPU's instruction sets: the bench names them, times the stored
+    (float32) maps and, with --bfloat16, the faster path beside them where it applies."""
+    from medattn.explain import base
+
+    monkeypatch.setattr(base, "native_bfloat16", lambda: True)  # as on a CPU with AVX512-BF16
+    out = tmp_path / "bench.json"
+    assert main(["--archs", "resnet18", "--size", "32", "--dataset", str(tiny_demo), "--methods", "saliency",
+                 "integrated_gradients", "--repeats", "1", "--batch", "1", "--device", "cpu", "--bfloat16",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert f"CPU: {result['machine']['cpu']}\n" in printed
+    assert "native bfloat16: yes" in result["machine"]["cpu"] and result["machine"]["native_bfloat16"]
+    rows = {r["method"]: r for r in result["results"]}
+    assert {r["precision"] for r in rows.values()} == {"float32"}
+    assert rows["saliency"]["bfloat16_seconds_per_image"] is None  # no bfloat16 stages
+    ig = rows["integrated_gradients"]
+    assert ig["bfloat16_seconds_per_image"] > 0 and ig["bfloat16_spearman_vs_float32"] > 0.9
+    assert ig["bfloat16_captum_ratio"] > 0 and result["summary"]["versus_captum"]["resnet18 (random weights)"]["bfloat16_set_ratio"]
+    assert " bf16 " in printed and "opt-in bfloat16 ×Captum integrated_gradients" in printed
