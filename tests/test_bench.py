@@ -181,6 +181,8 @@ def test_bench_cli_smoke(tiny_demo, tmp_path, capsys):
     assert rows["pda"]["captum_ratio"] is None and rows["pda"]["params"]["window"] == 16
     ig = rows["integrated_gradients"]
     assert ig["captum_ratio"] > 0 and ig["spearman_vs_captum"] > 0.99
+    assert ig["steps"] == 50 and ig["completeness"] >= 0 and ig["captum_completeness"] >= 0  # same rule, 50 steps
+    assert ig["completeness"] == pytest.approx(ig["captum_completeness"], rel=0.05, abs=1e-3)
     # 50 steps of forward + input-gradient passes, both ways, within the copy's checks
     assert ig["gflop_per_image"] == pytest.approx(ig["captum_gflop_per_image"], rel=0.1)
     assert "integrated_gradients" in capsys.readouterr().out

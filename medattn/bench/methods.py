@@ -126,6 +126,10 @@ class Row:
     bfloat16_seconds_per_image: float | None = None
     bfloat16_captum_ratio: float | None = None
     bfloat16_spearman_vs_float32: float | None = None
+    # integrated gradients: steps used and completeness error |Σ map − (f(x) − f(baseline))| / |f(x) − f(baseline)|
+    steps: int | None = None
+    completeness: float | None = None
+    captum_completeness: float | None = None
     note: str = ""
 
 
@@ -324,11 +328,14 @@ def _captum(call: Callable[[], Tensor]) -> Tensor:
 
 
 def bench_method(subject: Subject, method: str, device: torch.device, repeats: int, batch: int,
-                 rate: float, max_seconds: float, bfloat16: bool = False, protocol: str = DEFAULT_PROTOCOL) -> Row:
+                 rate: float, max_seconds: float, bfloat16: bool = False, protocol: str = DEFAULT_PROTOCOL,
+                 overrides: dict[str, Any] | None = None) -> Row:
     """One row: our explainer in float32 (the maps that are stored) and, where Captum has the
     method, Captum's default call; with `bfloat16`, also our opt-in bfloat16 path where it
-    applies on this CPU (`Explainer.used_precision`), timed in the same alternation."""
-    params = method_params(method, subject, protocol)
+    applies on this CPU (`Explainer.used_precision`), timed in the same alternation.
+    `overrides`: our call's parameters over the benchmark's (e.g. integrated gradients'
+    steps="auto"); Captum's call keeps its defaults."""
+    params = {**method_params(method, subject, protocol), **(overrides or {})}
     ours = get_explainer(method)(subject.model, device=device)
     fast = get_explainer(method)(subject.model, device=device, precision="bfloat16")
     with_bfloat16 = bfloat16 and fast.mixed
@@ -367,6 +374,7 @@ def bench_method(subject: Subject, method: str, device: torch.device, repeats: i
         if with_bfloat16:
             quick, seconds = _timed(run_fast, device)
             fast_times.append(seconds)
+    checks = list(getattr(ours, "completeness", []))  # of the last timed call on the one image
     with PeakMemory(device) as peak:
         run_ours()
     captum_peak = None
@@ -403,6 +411,14 @@ def bench_method(subject: Subject, method: str, device: torch.device, repeats: i
         row.spearman_vs_captum = None if np.isnan(rho) else rho
         if row.bfloat16_seconds_per_image:
             row.bfloat16_captum_ratio = row.captum_seconds_per_image / row.bfloat16_seconds_per_image
+    if checks:
+        [check] = checks
+        row.steps, row.completeness = check.steps, check.relative
+        if other is not None:
+            with torch.no_grad():
+                logits = reference_model(torch.cat([x, ig_baseline(reference_model, x, "black")]))[:, target]
+            rise = float(logits[0] - logits[1])
+            row.captum_completeness = abs(float(other[0].sum()) - rise) / abs(rise) if rise else None
     return row
 
 
@@ -457,7 +473,8 @@ def _subject(name: str, model: nn.Module, size: int, dataset: Dataset, batch: in
 def run_bench(subjects: Sequence[Subject], methods: Sequence[str], device: torch.device,
               repeats: int = 3, batch: int = 4, max_seconds: float = 120.0, bfloat16: bool = False,
               skip: Callable[[Subject, str], bool] | None = None,
-              log: Callable[[str], None] = print, protocol: str = DEFAULT_PROTOCOL) -> dict[str, Any]:
+              log: Callable[[str], None] = print, protocol: str = DEFAULT_PROTOCOL,
+              overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Benchmark every applicable method on every subject; the JSON-ready result."""
     rate = conv_rate(device)
     cpu = cpu_line()
@@ -472,7 +489,8 @@ def run_bench(subjects: Sequence[Subject], methods: Sequence[str], device: torch
         for method in methods:
             if unavailable(subject.model, method) is not None or (skip is not None and skip(subject, method)):
                 continue
-            row = bench_method(subject, method, device, repeats, batch, rate, max_seconds, bfloat16, protocol)
+            row = bench_method(subject, method, device, repeats, batch, rate, max_seconds, bfloat16, protocol,
+                               (overrides or {}).get(method))
             rows.append(row)
             log(format_row(row))
     demo_name = next((s.name for s in subjects if s.demo), None)
@@ -536,11 +554,24 @@ def format_row(r: Row) -> str:
             f"{100 * r.fraction_of_conv_rate:6.0f} {num(r.captum_seconds_per_image, '9.2f')} "
             f"{num(r.captum_ratio, '8.2f')} {num(r.spearman_vs_captum, '6.3f')}"
             + (f"  ({r.note})" if r.note else ""))
+    if r.completeness is not None:
+        line += (f"  completeness error {100 * r.completeness:.2f}% at {r.steps} steps"
+                 + (f" (Captum's 50: {100 * r.captum_completeness:.2f}%)" if r.captum_completeness is not None else ""))
     if r.bfloat16_seconds_per_image is not None:  # the opt-in path, ρ against our float32 map
         line += (f"\n{r.model[:32]:32s} {r.method:20s} {'bf16':>5s} {r.bfloat16_seconds_per_image:8.2f} "
                  f"{'':>7s} {'':>8s} {'':>8s} {'':>8s} {'':>6s} {'':>9s} {num(r.bfloat16_captum_ratio, '8.2f')} "
                  f"{num(r.bfloat16_spearman_vs_float32, '6.3f')}  (ρ vs float32)")
     return line
+
+
+def _ig_overrides(steps: str | None, tolerance: float | None) -> dict[str, Any]:
+    """--ig-steps / --ig-tolerance as integrated-gradients parameters."""
+    chosen: dict[str, Any] = {}
+    if steps is not None:
+        chosen["steps"] = steps if steps == "auto" else int(steps)
+    if tolerance is not None:
+        chosen["tolerance"] = tolerance
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -557,6 +588,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=120.0,
                         help="time a method by its warm-up call alone when that took longer")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--ig-steps", default=None,
+                        help="integrated gradients' steps for our call: a number, or auto (the fewest passing the "
+                             "completeness check within --ig-tolerance); Captum's call keeps its 50")
+    parser.add_argument("--ig-tolerance", type=float, default=None, help="relative completeness error for --ig-steps auto")
     parser.add_argument("--bfloat16", action="store_true",
                         help="also time the opt-in bfloat16 path (later ResNet/DenseNet stages of integrated gradients, "
                              "SmoothGrad-IG, occlusion and PDA, on CPUs with native bfloat16) beside the float32 maps")
@@ -584,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     skip = (lambda s, m: m.startswith("pda") and not s.demo) if args.quick else None
     print(HEADER, flush=True)
     result = run_bench(subjects, args.methods, device, args.repeats, args.batch, args.max_seconds,
-                       args.bfloat16, skip, log=lambda line: print(line, flush=True), protocol=args.protocol)
+                       args.bfloat16, skip, log=lambda line: print(line, flush=True), protocol=args.protocol,
+                       overrides={"integrated_gradients": _ig_overrides(args.ig_steps, args.ig_tolerance)})
     summary = result["summary"]
     for model, versus in summary["versus_captum"].items():
         print(format_versus_captum(model, versus))
