@@ -9,6 +9,11 @@
 - Paired differences between two (checkpoint, method) pairs over the pairs both scored.
 - Sanity checks: rows whose method starts with "sanity:" (written by the sanity-check runner)
   are kept apart from the leaderboard and summarised on their own.
+- Faithfulness per checkpoint × method (`faithfulness_table`): the mean of each faithfulness
+  metric precompute stored (`--metrics`) over every scored (image, class) pair, with bootstrap
+  95% CIs; reference maps ("reference:…") are rows like methods, flagged `reference`.
+- Rank agreement (`rank_agreement`): per checkpoint, Kendall's τ-b between the methods' order by
+  a localization metric and by a faithfulness metric, each in its better direction.
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from scipy.stats import kendalltau
+
 from medattn.metrics.bootstrap import bootstrap_ci, paired_difference
 from medattn.metrics.classification import classification_report
+from medattn.metrics.faithfulness import HIGHER, METRICS as FAITHFULNESS_METRICS, is_reference
 
 METRICS = ("auprc", "hit", "miou")
 SANITY_PREFIX = "sanity:"
@@ -177,3 +185,73 @@ def sanity_table(scores: pd.DataFrame) -> pd.DataFrame:
     table.insert(0, "images", grouped.size())
     order = [k for k in ("checkpoint", "check", "explainer", "step", "method") if k in keys]
     return table.reset_index().sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def faithfulness_metrics(scores: pd.DataFrame) -> list[str]:
+    """The faithfulness metrics a score table holds values of, in `METRICS` order."""
+    return [m for m in FAITHFULNESS_METRICS if m in scores.columns and scores[m].notna().any()]
+
+
+def faithfulness_table(
+    scores: pd.DataFrame,
+    metrics: Sequence[str] | None = None,
+    target_class: str | None = None,
+    image_ids: Sequence[str] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per checkpoint × method with faithfulness values: `reference` (a reference map),
+    `n` (scored (image, class) pairs with any of the metrics) and, per metric, the mean over the
+    pairs where it is defined with its bootstrap 95% interval (`{m}`, `{m}_low`, `{m}_high`).
+    Unlike localization, every pair counts, with or without boxes."""
+    rows, _ = split_sanity(scores)
+    metrics = list(metrics) if metrics is not None else faithfulness_metrics(rows)
+    columns = ["checkpoint", "model", "method", "reference", "n"] + [f"{m}{s}" for m in metrics for s in ("", "_low", "_high")]
+    if rows.empty or not metrics:
+        return pd.DataFrame(columns=columns)
+    rows = rows[rows[metrics].notna().any(axis=1)]
+    if target_class is not None:
+        rows = rows[rows["target_class"] == target_class]
+    if image_ids is not None:
+        rows = rows[rows["image_id"].isin(set(image_ids))]
+    out = []
+    for (checkpoint, method), group in rows.groupby(["checkpoint", "method"], sort=True):
+        record = {"checkpoint": checkpoint, "model": group["model"].iloc[0], "method": method,
+                  "reference": is_reference(method), "n": len(group)}
+        for metric in metrics:
+            values = group[metric].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            estimate, low, high = bootstrap_ci(values, n_resamples, seed) if len(values) else (np.nan,) * 3
+            record.update({metric: estimate, f"{metric}_low": low, f"{metric}_high": high})
+        out.append(record)
+    table = pd.DataFrame(out, columns=columns)
+    return table.sort_values(["checkpoint", "reference", "method"], kind="stable").reset_index(drop=True)
+
+
+def rank_agreement(localization: pd.DataFrame, faithfulness: pd.DataFrame, localization_metric: str = "auprc",
+                   faithfulness_metric: str = "deletion", references: bool = False) -> pd.DataFrame:
+    """Do localization and faithfulness rank methods alike? Per checkpoint (and "all": every
+    checkpoint × method pair pooled), Kendall's τ-b between the methods' means under
+    `localization_metric` (higher is better) and under `faithfulness_metric` taken in its better
+    direction (`METRICS[...].better`), over the methods both tables hold (reference maps only
+    with `references`). τ = 1: the same order; -1: reversed; NaN with fewer than 3 methods or
+    a tie everywhere. Columns: checkpoint, methods, tau, p_value, best_localization,
+    best_faithfulness."""
+    sign = 1.0 if FAITHFULNESS_METRICS[faithfulness_metric].better == HIGHER else -1.0
+    keys = ["checkpoint", "method"]
+    joined = localization[keys + [localization_metric]].merge(faithfulness[keys + [faithfulness_metric]], on=keys)
+    if not references:
+        joined = joined[~joined["method"].map(is_reference)]
+    joined = joined.dropna(subset=[localization_metric, faithfulness_metric])
+    groups = [(str(c), g) for c, g in joined.groupby("checkpoint", sort=True)]
+    if len(groups) > 1:
+        groups.append(("all", joined))
+    out = []
+    for name, group in groups:
+        a, b = group[localization_metric].to_numpy(float), sign * group[faithfulness_metric].to_numpy(float)
+        tau, p = (kendalltau(a, b) if len(group) >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0 else (np.nan, np.nan))
+        label = group["method"] if name != "all" else group["checkpoint"] + " · " + group["method"]
+        out.append({"checkpoint": name, "methods": len(group), "tau": float(tau), "p_value": float(p),
+                    "best_localization": label.iloc[int(np.argmax(a))] if len(group) else None,
+                    "best_faithfulness": label.iloc[int(np.argmax(b))] if len(group) else None})
+    return pd.DataFrame(out, columns=["checkpoint", "methods", "tau", "p_value", "best_localization", "best_faithfulness"])

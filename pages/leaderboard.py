@@ -1,11 +1,13 @@
-"""Leaderboard: localization per model × method with bootstrap 95% CIs, classification per model,
-paired differences, PR and ROC curves, and sanity checks when present."""
+"""Leaderboard: localization per model × method with bootstrap 95% CIs, faithfulness beside it with
+reference maps and rank agreement, classification per model, paired differences, PR and ROC
+curves, and sanity checks when present."""
 
 import streamlit as st
 
 from medattn import leaderboard as lb
 from medattn.ui import loaders
 from medattn.ui.errors import guard
+from medattn.ui.faithfulness_view import faithfulness_section
 from medattn.ui.precompute_panel import jobs_list, precompute_panel
 from medattn.ui.sidebar import current
 from medattn.viz import cascading_figure, interval_bars, model_colors, pr_figure, roc_figure
@@ -48,6 +50,10 @@ with guard("Localization table"):
         st.plotly_chart(interval_bars(table, metric, group="method", color="checkpoint", colors=colors), key="lb_bars")
         st.download_button("Download localization CSV", table.to_csv(index=False), f"{data.name}_localization.csv",
                            "text/csv", key="lb_csv")
+
+with guard("Faithfulness"):
+    faithfulness_section(scores, lb.localization_table(scores, target_class=target_class, n_resamples=resamples),
+                         target_class, resamples, colors, data.name)
 
 st.header("Paired difference")
 with guard("Paired difference"):

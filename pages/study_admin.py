@@ -9,6 +9,7 @@ import streamlit as st
 
 from medattn.reader.errors import StudyConflictError, StudyError
 from medattn.reader.export import import_study
+from medattn.reader.validity import study_warnings
 from medattn.ui import auth
 from medattn.ui.errors import guard, show_error
 from medattn.ui.plain import plain
@@ -46,13 +47,21 @@ with st.expander("New study", expanded=db.list_studies().empty):
     with guard("New study"):
         new_study_form(selection, create)
 
-with st.expander("Import a study (JSON export)"):
-    uploaded = st.file_uploader("Study JSON", type=["json"], key="sa_import_file")
+with st.expander("Import a study (JSON backup)"):
+    left, right = st.columns(2)
+    uploaded = left.file_uploader("Study JSON", type=["json"], key="sa_import_file")
+    key_file = right.file_uploader("Its case key CSV (only for a JSON exported without it)", type=["csv"],
+                                   key="sa_import_key")
     if uploaded is not None and st.button("Import", key="sa_import"):
         with tempfile.TemporaryDirectory() as folder, guard("Import"):
-            path = Path(folder) / uploaded.name
+            path = Path(folder) / "study.json"
             path.write_bytes(uploaded.getvalue())
-            study_id = import_study(db, path, name=uploaded.name)  # errors name the upload, not a server folder
+            key_path = None
+            if key_file is not None:
+                key_path = Path(folder) / "key.csv"
+                key_path.write_bytes(key_file.getvalue())
+            study_id = import_study(db, path, name=uploaded.name, key=key_path,  # errors name the uploads, not a
+                                    key_name=key_file.name if key_file else None)  # server folder
             st.session_state["sa_notice"] = f"Imported {uploaded.name} as study {study_id}."
             st.session_state["sa_study"] = study_id
             st.rerun()
@@ -67,6 +76,8 @@ if st.session_state.get("sa_study") not in names:
     st.session_state["sa_study"] = list(names)[-1]
 study_id = study_picker(names, key="sa_study")
 spec = db.study(study_id)
+for warning in study_warnings(spec, list(db.case_key(study_id)["image_id"])):
+    st.warning(f"This study's cases: {plain(warning)}. Every export says so in its provenance.")
 
 # Two admins: an edit is saved on top of the revision this admin was SHOWN (kept in the session),
 # not the one read when the button is pressed, so another admin's save in between is a conflict

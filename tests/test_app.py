@@ -441,3 +441,42 @@ def test_prefetch_waits_behind_readers_and_yields_to_them():
     assert order[:3] == ["blocker", "next-pda@0", "current"] and "next-saliency" not in order
     assert order[-1] == "next-pda"
     worker.stop()
+
+
+def test_leaderboard_faithfulness_columns_reference_rows_and_compare_curves(env, tmp_path, monkeypatch):
+    """Rows precompute stored with faithfulness metrics and reference maps fill the Leaderboard's
+    faithfulness table (reference maps as rows of their own) and its rank-agreement view; Compare
+    draws a panel's deletion and insertion curves on demand. On a copy of the app's cache, so
+    the other tests see the rows they expect."""
+    from medattn.jobs.precompute import precompute
+    from medattn.store import HeatmapCache
+
+    cache = tmp_path / "cache"
+    shutil.copytree(env.cache, cache)
+    monkeypatch.setattr(pipeline, "CACHE_DIR", cache)
+    dataset = load_dataset(env.dataset)
+    settings = pipeline.FaithfulnessSettings(steps=5, percentages=(50,))
+    methods = ["saliency", "gradcam", "reference:blank", "reference:center", "reference:box_prior"]
+    for name in ("tiny_linear", "tiny_wildcat"):
+        precompute(dataset, [env.checkpoints / name], methods, image_ids=list(dataset.split("test").index[:4]),
+                   run=Run.for_dataset(dataset, cache / "runs"), cache=HeatmapCache(cache / "heatmaps"), device="cpu",
+                   progress=lambda *_: None, faithfulness=settings)
+    at = start("leaderboard")
+    assert "Faithfulness" in [h.value for h in at.header]
+    faith = next(d.value for d in at.dataframe if "Deletion AUC ↓" in d.value.columns)
+    assert {"reference · blank", "reference · box_prior", "saliency", "gradcam"} <= set(faith["method"])
+    assert faith["Insertion AUC ↑"].str.match(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]").all()
+    agreement = next(d.value for d in at.dataframe if "tau" in d.value.columns)
+    assert set(agreement["checkpoint"]) == {"tiny_linear", "tiny_wildcat", "all"}
+    localization = at.dataframe[0].value
+    assert "reference:box_prior" in set(localization["method"])  # AUPRC beside the methods'
+    at.checkbox(key="lb_agree_refs").check().run()
+    assert not at.exception
+
+    at = start("compare")
+    at.multiselect(key="cmp_curve_panels").set_value(at.multiselect(key="cmp_curve_panels").options[:1])
+    at.select_slider(key="cmp_curve_steps").set_value(10)
+    at.button(key="cmp_curves_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    figure = at.get("plotly_chart")[-1].proto.spec
+    assert "deletion (AUC" in figure and "insertion (AUC" in figure

@@ -41,8 +41,12 @@ from medattn.explain import unavailable
 from medattn.explain.base import PRECISIONS
 from medattn.inference import LoadedModel, cached_predictions, load_model
 from medattn.jobs.batch import Job, batches, score_batch
+from medattn.jobs.options import add_metric_options
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
-from medattn.pipeline import CACHE_DIR, current_rows, default_cache
+from medattn.metrics.faithfulness import REFERENCE_MAPS, is_reference, reference_name
+from medattn.pipeline import (
+    CACHE_DIR, DEFAULT_FAITHFULNESS, FaithfulnessSettings, current_rows, default_cache,
+)
 from medattn.store import Claims, HeatmapCache, Run, ScoreTable
 
 log = logging.getLogger("medattn.jobs.precompute")
@@ -79,6 +83,7 @@ def precompute(
     protocol: str = DEFAULT_PROTOCOL,
     stop: Callable[[], bool] | None = None,
     precision: str = "float32",
+    faithfulness: FaithfulnessSettings | None = None,
 ) -> pd.DataFrame:
     """Compute every missing row and return the full score table of the run.
 
@@ -94,6 +99,9 @@ def precompute(
     cluster at `ray_address` or starting Ray on this machine. `precision` is the explainers'
     ("float32", or "bfloat16" where `Explainer.used_precision` allows it): bfloat16 rows go to
     their own run folder unless `run` is given, and every row records its map's precision.
+    `methods` may name reference maps ("reference:blank", … `metrics.faithfulness.REFERENCE_MAPS`),
+    scored like methods. With `faithfulness`, every row carries those metrics, and rows
+    computed without them (or under other settings) are computed again from the cached maps.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -112,7 +120,7 @@ def precompute(
     skips = skips if skips is not None else Skips("images")
     models = {loaded.name: loaded for loaded in (load_model(path, device, dataset) for path in checkpoints)}
     hashes = {name: loaded.hash for name, loaded in models.items()}
-    done = table.done_keys(current_rows(table.read(), hashes))
+    done = table.done_keys(_complete(current_rows(table.read(), hashes), faithfulness))
     for loaded in models.values():
         loaded.check_classes(dataset)
     model_params = {name: dict(params(loaded) if callable(params) else params or {}) for name, loaded in models.items()}
@@ -120,7 +128,7 @@ def precompute(
     for loaded in models.values():
         usable = []
         for method in methods:  # an unknown name fails here, before any work
-            reason = unavailable(loaded.model, method)
+            reason = None if is_reference(method) and reference_name(method) else unavailable(loaded.model, method)
             if reason is None:
                 usable.append(method)
             else:  # e.g. wildcat maps asked of a linear model: said once, not once per image
@@ -154,7 +162,7 @@ def precompute(
 
             run_batches(models, dataset, batches(todo), cache, model_params, table, advance, address=ray_address,
                         device=device, take=shared.take, release=shared.release, stop=stopped, protocol=protocol,
-                        precision=precision)
+                        precision=precision, faithfulness=faithfulness)
         else:
             for batch in batches(todo):
                 if stopped():
@@ -164,16 +172,26 @@ def precompute(
                     continue
                 rows, skipped = score_batch(models[batch[0].checkpoint], dataset, mine, cache,
                                             model_params[batch[0].checkpoint], tick=advance, protocol=protocol,
-                                            stop=stopped, precision=precision)
+                                            stop=stopped, precision=precision, faithfulness=faithfulness)
                 for message in skipped:
                     log.warning(message)
                 table.append(rows)  # every batch, so that a kill loses at most this one
                 shared.release(mine)
-        todo = shared.wait_for_others(table, hashes, advance, stopped)
+        todo = shared.wait_for_others(table, hashes, advance, stopped, faithfulness)
     bar.close()
     if not stopped():
         table.compact()
     return table.read()
+
+
+def _complete(frame: pd.DataFrame, faithfulness: FaithfulnessSettings | None) -> pd.DataFrame:
+    """The rows that need no more work: all of them, or with `faithfulness` those that carry
+    its metrics under its settings (`faithfulness` column = its key)."""
+    if faithfulness is None or frame.empty:
+        return frame
+    if "faithfulness" not in frame:  # a table scored before any --metrics run
+        return frame.iloc[0:0]
+    return frame[frame["faithfulness"] == faithfulness.key()]
 
 
 def _key(job: Job) -> tuple[str, str, str, str]:
@@ -204,7 +222,7 @@ class _SharedWork:
             self.claims.release(unit)
 
     def wait_for_others(self, table: ScoreTable, hashes: Mapping[str, str], advance: Callable[[int], None],
-                        stop: Callable[[], bool]) -> list[Job]:
+                        stop: Callable[[], bool], faithfulness: FaithfulnessSettings | None = None) -> list[Job]:
         """Block until some deferred unit is no longer held elsewhere; return the deferred jobs
         whose rows are still missing then (counting the others as done)."""
         if not self.deferred:
@@ -218,12 +236,26 @@ class _SharedWork:
             log.info("waiting for %d maps that another run is computing", len(self.deferred))
         while not stop() and all_held():
             time.sleep(WAIT_S)
-        done = table.done_keys(current_rows(table.read(), hashes))
+        done = table.done_keys(_complete(current_rows(table.read(), hashes), faithfulness))
         left = [job for job in self.deferred if _key(job) not in done]
         if len(left) < len(self.deferred):
             advance(len(self.deferred) - len(left))
         self.deferred = []
         return left
+
+
+def metric_choices(args: argparse.Namespace) -> tuple[list[str], FaithfulnessSettings | None]:
+    """The methods with the reference maps asked for, and the faithfulness settings (None
+    without --metrics), from `jobs.options.add_metric_options`' arguments (unset ones take
+    `FaithfulnessSettings`' defaults). ValueError names an unknown metric or reference map."""
+    faithfulness = None
+    if args.metrics is not None:
+        given = {"steps": args.metric_steps, "percentages": args.road_percentages and tuple(args.road_percentages),
+                 "samples": args.metric_samples}
+        faithfulness = FaithfulnessSettings(tuple(args.metrics or DEFAULT_FAITHFULNESS),
+                                            **{k: v for k, v in given.items() if v is not None})
+    kinds = REFERENCE_MAPS if args.references is None and faithfulness is not None else (args.references or [])
+    return [*args.methods, *(reference_name(k) for k in kinds if k != "none")], faithfulness
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,22 +279,31 @@ def main(argv: list[str] | None = None) -> int:
                         help="float32 (default: the same maps on every CPU) or bfloat16 (faster on CPUs with native "
                              "bfloat16 for integrated gradients, SmoothGrad-IG, occlusion and PDA on ResNet/DenseNet; "
                              "maps differ slightly, stored in their own run folder)")
+    add_metric_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        methods, faithfulness = metric_choices(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     dataset = load_dataset(args.dataset)
     run = Run(args.out) if args.out else Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=args.protocol,
                                                          precision=args.precision)
     split = None if args.split == "all" else args.split
     skips = Skips("images", strict=args.strict)
     try:
-        frame = precompute(dataset, args.checkpoints, args.methods, split, args.images, run, device=args.device,
+        frame = precompute(dataset, args.checkpoints, methods, split, args.images, run, device=args.device,
                            engine=args.engine, ray_address=args.ray_address, skips=skips, protocol=args.protocol,
-                           precision=args.precision)
+                           precision=args.precision, faithfulness=faithfulness)
     except MedattnError as exc:  # --strict: the first unreadable image, named
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = frame[frame["auprc"].notna()].groupby(["checkpoint", "method"])[["auprc", "hit", "miou", "degenerate"]].mean()
     print(summary.round(3).to_string() if len(summary) else "no rows with ground truth")
+    if faithfulness is not None:
+        chosen = _complete(frame, faithfulness)
+        means = chosen.groupby(["checkpoint", "method"])[list(faithfulness.metrics)].mean()
+        print(means.round(3).to_string() if len(means) else "no rows with faithfulness metrics")
     print(f"{len(frame)} rows in {run.root / 'scores'}")
     if len(skips):
         print(skips.summary(limit=50))

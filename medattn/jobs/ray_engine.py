@@ -23,6 +23,7 @@ from medattn.data.dataset import Dataset
 from medattn.errors import CheckpointError, DatasetError
 from medattn.inference import LoadedModel, load_model
 from medattn.jobs.batch import Job, score_batch
+from medattn.pipeline import FaithfulnessSettings
 from medattn.store import HeatmapCache, ScoreTable
 from medattn.threads import worker_env
 
@@ -47,7 +48,7 @@ class Scorer:
 
     def __init__(self, checkpoint: str, checkpoint_hash: str, dataset_root: str, dataset_hash: str,
                  cache_root: str, device: str, params: dict[str, dict] | None, protocol: str = "medattn",
-                 precision: str = "float32"):
+                 precision: str = "float32", faithfulness: FaithfulnessSettings | None = None):
         self.dataset = load_dataset(dataset_root)
         if self.dataset.hash != dataset_hash:
             raise DatasetError(dataset_root, [f"manifests on this node hash to {self.dataset.hash}, the driver's to {dataset_hash}"])
@@ -58,10 +59,11 @@ class Scorer:
         self.params = params
         self.protocol = protocol
         self.precision = precision
+        self.faithfulness = faithfulness
 
     def score(self, jobs: list[Job]) -> tuple[list[dict], list[str]]:
         return score_batch(self.loaded, self.dataset, jobs, self.cache, self.params, protocol=self.protocol,
-                           precision=self.precision)
+                           precision=self.precision, faithfulness=self.faithfulness)
 
 
 def start(ray: ModuleType, address: str | None) -> bool:
@@ -93,6 +95,7 @@ def run_batches(
     take: Callable[[list[Job]], list[Job]] = list,
     release: Callable[[list[Job]], None] = lambda jobs: None,
     stop: Callable[[], bool] = lambda: False,
+    faithfulness: FaithfulnessSettings | None = None,
 ) -> None:
     """Score `batches` (each of one checkpoint, named by `Job.checkpoint`) on Ray actors, appending
     each finished batch's rows to `table` and calling `advance(jobs in it)`. `params` maps each
@@ -113,7 +116,7 @@ def run_batches(
             loaded = models[name]
             actors[name] = actor_class.remote(str(loaded.path.resolve()), loaded.hash, str(dataset.root.resolve()),
                                               dataset.hash, str(cache.root.resolve()), device, params[name], protocol,
-                                              precision)
+                                              precision, faithfulness)
         running: dict[Any, tuple[str, list[Job]]] = {}  # result ref → (checkpoint, its batch)
 
         def feed(name: str) -> None:

@@ -13,6 +13,7 @@ from medattn import pipeline
 from medattn.explain import METHODS
 from medattn.jobs import JobManager, JobRunning, job_id, precompute_spec
 from medattn.jobs.precompute import FAST_METHODS
+from medattn.metrics.faithfulness import REFERENCE_MAPS, reference_name
 from medattn.ui import loaders
 from medattn.ui.errors import guard
 from medattn.ui.job_view import job_view, jobs_list  # noqa: F401 - jobs_list: the pages import it from here
@@ -36,9 +37,15 @@ def precompute_panel(selection: Selection, key: str, expanded: bool) -> None:
                                 key=f"{key}_limit")
         st.caption(f"{len(test)} test images × {len(selection.models)} checkpoint(s). Runs as a background job: "
                    "it goes on when you leave this page; finished rows are kept, so a rerun only computes what is missing.")
+        faithful = st.checkbox("Faithfulness metrics and reference maps", value=False, key=f"{key}_faithfulness",
+                               help="Deletion, insertion, ROAD (MoRF, LeRF), sparseness and complexity in every row "
+                                    "(about 160 more forward passes per map), and the blank, random, centre and "
+                                    "box-prior reference maps scored beside the methods.")
         ids = list(test.index[: int(limit)] if limit else test.index)
-        spec = precompute_spec(data.root, checkpoints, methods, ids, None, loaders.run_for(data).root,
-                               pipeline.CACHE_DIR / "heatmaps", selection.device, app_params=True)
+        references = [reference_name(kind) for kind in REFERENCE_MAPS] if faithful else []
+        spec = precompute_spec(data.root, checkpoints, [*methods, *references], ids, None, loaders.run_for(data).root,
+                               pipeline.CACHE_DIR / "heatmaps", selection.device, app_params=True,
+                               faithfulness=pipeline.FaithfulnessSettings().fields() if faithful else None)
         job = job_id(spec)
         status = manager.status(job)
         if st.button("Run precompute", key=f"{key}_run", type="primary",
