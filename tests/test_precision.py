@@ -113,3 +113,20 @@ def test_maps_are_cached_and_scored_by_the_precision_they_were_computed_in(tiny_
     assert Run.for_dataset(dataset, tmp_path).root.name == f"{dataset.name}-{dataset.hash}"
     with pytest.raises(SystemExit):
         main(["--dataset", str(tiny_demo), "--checkpoints", str(tiny_checkpoint), "--precision", "auto"])
+
+
+def test_faithfulness_scores_are_float32_unless_asked(subject, cpu):
+    """Deletion's forward passes followed the CPU too (precision 'auto'): a row's faithfulness
+    scores differed between CPUs with and without bfloat16."""
+    from medattn.metrics.faithfulness import deletion
+
+    model, x = subject
+    saliency = _map(subject, "saliency")[None]
+    cpu(True)
+    with_bf16 = deletion(model, x, saliency, [1], steps=16)
+    fast = deletion(model, x, saliency, [1], steps=16, precision="bfloat16")
+    cpu(False)
+    np.testing.assert_array_equal(with_bf16, deletion(model, x, saliency, [1], steps=16))
+    assert not np.array_equal(fast, with_bf16)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        deletion(model, x, saliency, [1], steps=16, precision="auto")
