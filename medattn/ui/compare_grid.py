@@ -235,28 +235,36 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
         if kept is not None:
             sketch(m, method, kept, None)
             fresh = True
-    coarse = [(m, method) for m, method in todo if _preview_params(m, method, protocol) is not None
-              and cells[(m.name, method)].heatmap is None]
-    # quick maps and previews first (cheapest first), then the slow methods' final maps
-    previews = {(m.name, method): worker.submit(_job_key(m, data, image_id, method, target, protocol, preview=True),
-                                                partial(_map, m, data, image_id, method, target, image,
-                                                        protocol=protocol, preview=True), first=True)
-                for m, method in coarse}
-    finals = {(m.name, method): worker.submit(_job_key(m, data, image_id, method, target, protocol),
-                                              partial(_map, m, data, image_id, method, target, image, protocol=protocol),
-                                              first=_preview_params(m, method, protocol) is None)
-              for m, method in todo}
-    keys = [_job_key(m, data, image_id, method, target, protocol, preview=(m.name, method) in previews)
-            for m, method in coarse] + [_job_key(m, data, image_id, method, target, protocol) for m, method in todo]
+    coarse = {(m.name, method) for m, method in todo if _preview_params(m, method, protocol) is not None
+              and cells[(m.name, method)].heatmap is None}  # slow panels without a preview in memory
+    # quick maps and previews first, then the slow methods' final maps, each cheapest first
+    previews, finals = {}, {}
+    for m, method in todo:
+        quick = _preview_params(m, method, protocol) is None
+        if quick or (m.name, method) in coarse:
+            jobs, preview = (finals, False) if quick else (previews, True)
+            jobs[(m.name, method)] = worker.submit(
+                _job_key(m, data, image_id, method, target, protocol, preview=preview),
+                partial(_map, m, data, image_id, method, target, image, protocol=protocol, preview=preview), first=True)
+    for m, method in todo:
+        if (m.name, method) not in finals:
+            finals[(m.name, method)] = worker.submit(_job_key(m, data, image_id, method, target, protocol),
+                                                     partial(_map, m, data, image_id, method, target, image,
+                                                             protocol=protocol))
+    keys = [_job_key(m, data, image_id, method, target, protocol, preview=True) for m, method in todo
+            if (m.name, method) in previews] + [_job_key(m, data, image_id, method, target, protocol) for m, method in todo]
     by_name = {(m.name, method): m for m, method in todo}
     bar = status.progress(0.0, text="Maps") if todo else None
-    shown_at = 0.0  # when the grid was last sent
+    shown_at, mapped = 0.0, False  # when the grid was last sent; whether it showed a map yet
 
     def update(now: bool = False) -> None:
-        """Send the grid when panels wait to be shown, at most every MIN_SHOW_SECONDS."""
-        nonlocal fresh, shown_at
-        if (fresh or now) and (now or time.monotonic() - shown_at >= MIN_SHOW_SECONDS):
+        """Send the grid when panels wait to be shown, at most every MIN_SHOW_SECONDS (the first
+        map at once)."""
+        nonlocal fresh, shown_at, mapped
+        first_map = fresh and not mapped
+        if (fresh or now) and (now or first_map or time.monotonic() - shown_at >= MIN_SHOW_SECONDS):
             show(grid())
+            mapped |= any(cell.heatmap is not None for cell in cells.values())
             fresh, shown_at = False, time.monotonic()
 
     if fresh or show_first:
