@@ -9,6 +9,8 @@
 - Paired differences between two (checkpoint, method) pairs over the pairs both scored.
 - Sanity checks: rows whose method starts with "sanity:" (written by the sanity-check runner)
   are kept apart from the leaderboard and summarised on their own.
+- Which rows: one split at a time (`split_choices`, `rows_of_split`), and how much of it the
+  table covers per checkpoint × method (`coverage_table`): a stopped job's means are partial.
 - Faithfulness per checkpoint × method (`faithfulness_table`): the mean of each faithfulness
   metric precompute stored (`--metrics`) over every scored (image, class) pair, with bootstrap
   95% CIs; reference maps ("reference:…") are rows like methods, flagged `reference`.
@@ -29,6 +31,7 @@ from scipy.stats import kendalltau
 
 from medattn.metrics.bootstrap import bootstrap_ci, paired_difference
 from medattn.metrics.classification import classification_report
+from medattn.metrics.decision import DecisionRule, decision_rule
 from medattn.metrics.faithfulness import HIGHER, METRICS as FAITHFULNESS_METRICS, is_reference
 
 METRICS = ("auprc", "hit", "miou")
@@ -36,6 +39,7 @@ SANITY_PREFIX = "sanity:"
 SANITY_KEYS = ("check", "explainer", "step", "layer", "other_checkpoint")
 SANITY_VALUES = ("ssim", "spearman")
 PAIR_KEY = ["image_id", "target"]
+SPLIT_ORDER = ("test", "val", "train")
 
 
 def split_sanity(scores: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -44,6 +48,39 @@ def split_sanity(scores: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         return scores, scores.iloc[0:0]
     sanity = scores["method"].astype(str).str.startswith(SANITY_PREFIX)
     return scores[~sanity], scores[sanity]
+
+
+def split_choices(scores: pd.DataFrame) -> list[str]:
+    """The splits a score table holds rows of (test, val, train order), then "all"."""
+    present = set(scores["split"].dropna().astype(str)) if "split" in scores else set()
+    return [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER)) + ["all"]
+
+
+def rows_of_split(scores: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The rows of images of `split` ("all": every row); sanity-check rows, which compare maps
+    and name no split, are kept with every split."""
+    if split == "all" or "split" not in scores:
+        return scores
+    sanity = scores["method"].astype(str).str.startswith(SANITY_PREFIX)
+    return scores[(scores["split"].astype(str) == split) | sanity]
+
+
+def coverage_table(scores: pd.DataFrame, image_ids: Sequence[str]) -> pd.DataFrame:
+    """How much of a split the score table covers, per checkpoint × method: `images` with rows,
+    `of` the images of the split (`image_ids`), `share` and `complete`. A stopped precompute job
+    leaves means over the images it reached: pages show this beside them so that they are never
+    taken for the split's."""
+    rows, _ = split_sanity(scores)
+    wanted = set(map(str, image_ids))
+    columns = ["checkpoint", "method", "images", "of", "share", "complete"]
+    if rows.empty or not wanted:
+        return pd.DataFrame(columns=columns)
+    rows = rows[rows["image_id"].astype(str).isin(wanted)]
+    counts = rows.groupby(["checkpoint", "method"])["image_id"].nunique().rename("images").reset_index()
+    counts["of"] = len(wanted)
+    counts["share"] = counts["images"] / counts["of"]
+    counts["complete"] = counts["images"] == counts["of"]
+    return counts[columns]
 
 
 def _scored(scores: pd.DataFrame, target_class: str | None, image_ids: Sequence[str] | None) -> pd.DataFrame:
@@ -122,10 +159,12 @@ def stored_predictions(run_root: str | Path) -> dict[str, pd.DataFrame]:
 
 
 def classification_table(
-    predictions: Mapping[str, pd.DataFrame], labels: pd.DataFrame, classes: Sequence[str], task: str
+    predictions: Mapping[str, pd.DataFrame], labels: pd.DataFrame, classes: Sequence[str], task: str,
+    rules: Mapping[str, DecisionRule] | None = None,
 ) -> pd.DataFrame:
     """One row per checkpoint: n images, accuracy, binary accuracy, macro F1, mean ROC AUC and
-    the ROC AUC of each class, on the images present in both its predictions and `labels`."""
+    the ROC AUC of each class, on the images present in both its predictions and `labels`;
+    predictions decided by the checkpoint's rule in `rules` (default: `task`'s, at 0.5)."""
     out = []
     for name, frame in predictions.items():
         if not set(classes) <= set(frame.columns):
@@ -133,8 +172,9 @@ def classification_table(
         ids = frame.index.intersection(labels.index)
         if len(ids) == 0:
             continue
+        thresholds = (rules or {}).get(name, decision_rule(task, classes)).thresholds
         report = classification_report(labels.loc[ids, list(classes)].to_numpy(), frame.loc[ids, list(classes)].to_numpy(),
-                                       task, classes)
+                                       task, classes, thresholds)
         record = {"checkpoint": name, "n": report["n_images"], "accuracy": report["accuracy"],
                   "binary_accuracy": report["binary_accuracy"], "f1_macro": report["f1_macro"],
                   "roc_auc_mean": report["roc_auc_mean"]}

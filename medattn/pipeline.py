@@ -66,10 +66,12 @@ RUNTIME_ONLY = ("device", "batch_size", "progress")
 # Version of the scoring definitions in `score`: score rows of another version are recomputed
 # (from the cached maps). 2: the pointing game at the maximum before clipping. 3: flat maps at
 # chance (AUPRC = p, no hit) with a `degenerate` column; IoU on CheXlocalize's Otsu segmentation
-# (uint8, OpenCV, filled contours); a `protocol` column. 4: a `precision` column (the precision
-# the map was computed in); maps float32 unless bfloat16 is asked for, where before the methods
-# with bfloat16 stages used it by default on CPUs that have it.
-SCORING = 4
+# (uint8, OpenCV, filled contours); a `protocol` column. 4: `predicted`/`correct` by the task's
+# decision rule (argmax for multiclass, where rows said p >= 0.5).
+# 5: a `precision` column (the precision the map was computed in); maps float32 unless bfloat16
+# is asked for, where before the methods with bfloat16 stages used it by default on CPUs that
+# have it.
+SCORING = 5
 
 
 @dataclass
@@ -159,7 +161,7 @@ def _lookup(loaded: LoadedModel, dataset: Dataset, image_id: str, method: str, t
             precision: str) -> tuple[HeatmapCache, dict[str, Any], np.ndarray, str, str]:
     """The cache, the resolved parameters, the image, the map's cache key and the precision the
     map is computed in. Methods with bfloat16 stages key their maps by that precision, float32
-    too: before SCORING 4 their unkeyed maps were bfloat16 on CPUs that have it."""
+    too: before SCORING 5 their unkeyed maps were bfloat16 on CPUs that have it."""
     cache = cache or default_cache()
     params = resolved_params(method, params)
     if method in PDA_METHODS and params.get("reference") is None:

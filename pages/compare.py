@@ -4,7 +4,7 @@ import streamlit as st
 
 from medattn.data.skips import Skips
 from medattn.metrics.protocols import PROTOCOLS
-from medattn.ui import compare_request
+from medattn.ui import compare_request, url_state
 from medattn.ui.chooser import LABELS, OUTCOMES, SPLITS, filtered_ids
 from medattn.ui.compare_grid import Display, compute_grid, layout, panel_curves, prefetch
 from medattn.ui.errors import guard
@@ -58,7 +58,8 @@ def step(delta: int) -> None:
 
 previous_col, image_col, next_col, target_col = st.columns([0.5, 3, 0.5, 2], vertical_alignment="bottom")
 previous_col.button("◀", on_click=step, args=(-1,), help="Previous image", key="cmp_previous")
-image_id = image_col.selectbox(f"Image ({len(ids)} match)", ids, key="image", bind="query-params")
+image_id = image_col.selectbox(f"Image ({len(ids)} match)", ids, key="image")
+url_state.record_image(image_id)  # a reload, a bookmark or a new tab opens this image
 next_col.button("▶", on_click=step, args=(1,), help="Next image", key="cmp_next")
 compare_request.default_target(data, image_id)
 target_name = target_col.selectbox("Target class", data.classes, key="cmp_target", **SESSION)

@@ -123,6 +123,7 @@ with guard("Analysis"):
     analysis_section(db, study_id, spec)
 
 st.subheader("Exports")
-st.caption("Cases appear under study-local ids only; each file starts with its provenance (study, app version, "
-           "checkpoint hashes, time).")
+st.caption("Cases appear under study-local ids only, except in the admin's files that hold image ids: the backup "
+           "JSON (it re-imports with its images), the case → image key and the boxes CSV. Each file starts with its "
+           "provenance (study, app version, checkpoint hashes, time, and any warning about the cases).")
 export_section(db, study_id, spec)

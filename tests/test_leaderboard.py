@@ -110,6 +110,27 @@ def test_sanity_rows_are_kept_apart_and_summarised(scores):
     assert len(figure.data) == 1 and list(figure.data[0].x) == [0, 2, 10]
 
 
+def test_split_scope_and_coverage_of_a_stopped_run(scores):
+    """Rows of train and test images in one table: each split listed apart, named, and a
+    model × method that reached part of a split said to be partial."""
+    scores = scores.assign(split=["test" if int(i[2:]) < 20 else "train" for i in scores["image_id"]])
+    assert lb.split_choices(scores) == ["test", "train", "all"]
+    test = lb.rows_of_split(scores, "test")
+    assert set(test["split"]) == {"test"} and len(lb.rows_of_split(scores, "all")) == len(scores)
+    stopped = test[~((test["checkpoint"] == "b") & (test["image_id"].isin([f"im{i}" for i in range(5, 20)])))]
+    coverage = lb.coverage_table(stopped, [f"im{i}" for i in range(20)]).set_index(["checkpoint", "method"])
+    assert coverage.loc[("a", "saliency"), "images"] == 20 and coverage.loc[("a", "saliency"), "complete"]
+    assert coverage.loc[("b", "saliency"), "images"] == 5 and not coverage.loc[("b", "saliency"), "complete"]
+    assert coverage.loc[("b", "saliency"), "share"] == pytest.approx(0.25)
+    assert ("a", "sanity:cascading") not in coverage.index
+
+
+def test_a_difference_over_one_pair_has_no_p_value(scores):
+    one = scores[scores["image_id"] == "im1"]
+    result = lb.paired_comparison(one, ("a", "gradcam"), ("a", "saliency"), "auprc", target_class="nodule")
+    assert result["n"] == 1 and np.isnan(result["p_value"])
+
+
 def _with_faithfulness(scores: pd.DataFrame) -> pd.DataFrame:
     """Deletion (lower is better) and sparseness per row, a reference map's rows, NaN where undefined."""
     rng = np.random.default_rng(1)

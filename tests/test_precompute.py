@@ -65,6 +65,24 @@ def test_precompute_rows_resume_and_agree_with_direct_metrics(tiny_demo, tiny_ch
     assert len(again) == len(frame)
 
 
+def test_a_resumed_run_counts_the_whole_plan_and_a_finished_one_leaves_one_part(tiny_demo, tiny_checkpoint, tmp_path):
+    """Progress after a resume read 2/271 instead of 67/336, and part files stayed beside the
+    merged table the README promises."""
+    dataset = load_dataset(tiny_demo)
+    ids = list(dataset.split("test").index[:4])
+    run, cache = Run(tmp_path / "run"), HeatmapCache(tmp_path / "cache")
+    first: list[tuple[int, int]] = []
+    precompute(dataset, [tiny_checkpoint], ["saliency", "gradcam"], image_ids=ids, run=run, cache=cache, device="cpu",
+               progress=lambda done, total: first.append((done, total)), stop=lambda: len(first) >= 3)
+    stored, planned = len(run.scores.read()), first[-1][1]
+    assert 3 <= stored < planned and len(run.scores.parts()) >= 1
+    second: list[tuple[int, int]] = []
+    precompute(dataset, [tiny_checkpoint], ["saliency", "gradcam"], image_ids=ids, run=run, cache=cache, device="cpu",
+               progress=lambda done, total: second.append((done, total)))
+    assert second[0] == (stored, planned) and second[-1] == (planned, planned)
+    assert len(run.scores.parts()) == 1 and len(run.scores.read()) == planned
+
+
 def test_rows_of_older_scoring_or_other_weights_are_redone(tiny_demo, tiny_checkpoint, tmp_path):
     """A row scored under older definitions (no `scoring`, or another version) or for other
     weights under the same checkpoint name is redone, from the cached map; the rest are kept."""

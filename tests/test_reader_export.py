@@ -121,6 +121,31 @@ def test_one_class_studies_are_refused_or_warned_in_every_export(tiny_demo, tmp_
     assert json.loads((tmp_path / "out.json").read_text())["provenance"]["warnings"][0].startswith("all 3 images")
 
 
+def test_maps_are_the_modalities_of_a_rating_study_mrmc(tiny_demo, tmp_path):
+    from medattn.reader.mrmc_study import study_mrmc
+
+    data = load_dataset(tiny_demo)
+    images = data.images.index[:10].tolist()  # with and without nodules
+    store = AnnotationStore(tmp_path / "s.db", password_hasher=FAST)
+    panels = [{"checkpoint": "ckpt/good.safetensors", "method": "gradcam"}, {"checkpoint": "ckpt/bad", "method": "saliency"}]
+    study_id = store.create_study({"name": "r", "kind": "heatmap_rating", "dataset": str(tiny_demo), "cases": images,
+                                   "target_class": "nodule", "panels": panels, "seed": 3,
+                                   "questions": default_questions("heatmap_rating", "nodule")})
+    names = {r.code: r.method for r in store.panel_key(study_id).itertuples()}
+    for k, reader in enumerate(("ana", "ben", "cy")):
+        store.add_reader(study_id, reader, "correct horse")
+        for i, case in enumerate(store.cases_for(study_id, reader)):
+            truth = int(data.images.at[store.case_key(study_id).set_index("case_id").at[case, "image_id"], "nodule"])
+            # gradcam's ratings follow the finding, saliency's do not
+            store.submit(study_id, reader, case, "rating", {c: (4 + truth if names[c] == "gradcam" else 1 + (i + k) % 5)
+                                                            for c in store.panels_for(study_id, reader, case)})
+    result = study_mrmc(store, study_id)
+    assert set(result["auc"]) == {"good · gradcam", "bad · saliency"}
+    assert result["auc"]["good · gradcam"] == 1.0 and result["auc"]["bad · saliency"] < 0.8
+    table = pd.read_csv(export_study(store, study_id, "mrmc", tmp_path / "maps.mrmc.csv"), comment="#")
+    assert len(table) == 3 * 10 * 2 and set(table["modality"]) == set(result["auc"])
+
+
 def test_boxes_export_has_reader_arm_and_finding(study, tmp_path):
     store, study_id, images = study
     table = pd.read_csv(export_study(store, study_id, "boxes", tmp_path / "boxes.csv", with_key=True), comment="#")

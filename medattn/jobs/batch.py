@@ -38,6 +38,7 @@ class Job:
     method: str
     probability: float
     label: int
+    predicted: int  # the model's decision for the target class (`medattn.metrics.decision`)
 
 
 def batches(jobs: Sequence[Job], size: int = BATCH_SIZE) -> list[list[Job]]:
@@ -118,7 +119,7 @@ def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, res
     label = None if get_protocol(protocol).targets == "predicted" else dataset.classes[job.target]
     truth = ground_truth(dataset, job.image_id, label)
     boxes = dataset.boxes_for(job.image_id, label)
-    predicted = job.probability >= 0.5
+    predicted = bool(job.predicted)
     return {
         "image_id": job.image_id, "checkpoint": loaded.name, "checkpoint_hash": loaded.hash,
         "model": loaded.label, "method": job.method, "target": str(job.target),

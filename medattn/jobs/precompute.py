@@ -12,8 +12,10 @@ Finished rows are stored after every batch and skipped on a rerun, so an interru
 resumes where it stopped and a kill loses at most the batch in progress. Runs over the same
 work share it: each batch's checkpoint × image units are claimed (`store.Claims`, under the
 run folder's `claims/`) and another run skips them and comes back for what is left. Targets
-per image are its positive classes plus the classes the model predicts (so false positives get
-maps too); an image with neither is explained for its top-scoring class.
+per image are its positive classes plus the classes the model predicts by its decision rule
+(`medattn.metrics.decision`: argmax for multiclass, the stated thresholds otherwise; so false
+positives get maps too); an image with neither is explained for its top-scoring class. Each row's
+`predicted` is that rule's decision, the one the metrics use.
 
 The jobs are cut into batches that `score_batch` computes and scores: in this process
 (`--engine local`), or on one Ray actor per checkpoint (`--engine ray`, `medattn.jobs.ray_engine`),
@@ -42,6 +44,7 @@ from medattn.explain.base import PRECISIONS
 from medattn.inference import LoadedModel, cached_predictions, load_model
 from medattn.jobs.batch import Job, batches, score_batch
 from medattn.jobs.options import add_metric_options
+from medattn.metrics.decision import DecisionRule, decision_rule
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
 from medattn.metrics.faithfulness import REFERENCE_MAPS, is_reference, reference_name
 from medattn.pipeline import (
@@ -56,13 +59,16 @@ WAIT_S = 0.5  # how often a run waiting on work another run claimed looks again
 Params = Mapping[str, dict] | Callable[[LoadedModel], Mapping[str, dict]]  # per method, or per model
 
 
-def targets_for(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5,
-                protocol: str = DEFAULT_PROTOCOL) -> list[int]:
-    """Positive classes ∪ predicted classes; the top class when both are empty. Under a protocol
-    that maps the predicted class only (arun2021): the top class."""
+def targets_for(labels: np.ndarray, probabilities: np.ndarray, protocol: str = DEFAULT_PROTOCOL,
+                rule: DecisionRule | None = None) -> list[int]:
+    """Positive classes ∪ predicted classes (by `rule`, the model's decision rule; default
+    p >= 0.5 per class); the top class when both are empty. Under a protocol that maps the
+    predicted class only (arun2021): the top class."""
     if get_protocol(protocol).targets == "predicted":
         return [int(np.argmax(probabilities))]
-    chosen = sorted(set(np.flatnonzero(labels > 0)) | set(np.flatnonzero(probabilities >= threshold)))
+    rule = rule or decision_rule("multilabel", [str(c) for c in range(len(probabilities))])
+    predicted = rule.decide(np.asarray(probabilities, float)[None])[0]
+    chosen = sorted(set(np.flatnonzero(labels > 0)) | set(np.flatnonzero(predicted)))
     return [int(c) for c in chosen] or [int(np.argmax(probabilities))]
 
 
@@ -89,8 +95,10 @@ def precompute(
 
     `params` are per-method explainer parameters, or a function of the loaded model giving them
     (the app's PDA window follows each model's input size). `progress(done, total)` is called
-    after every map, including maps another run computed meanwhile. `stop()` is asked between
-    maps; when it returns True the finished rows are stored and the table returned early.
+    after every map, including maps another run computed meanwhile; both count the whole plan,
+    so a resumed run starts at the maps stored before (67 of 336, not 0 of 269). `stop()` is
+    asked between maps; when it returns True the finished rows are stored and the table
+    returned early.
     An image that cannot be read is skipped and named in `skips` (a fresh report when None;
     `Skips(strict=True)` fails on the first one instead); the rest of the run goes on.
     `protocol` (`medattn.metrics.protocols`) sets the explainer parameters, the targets and the
@@ -124,7 +132,7 @@ def precompute(
     for loaded in models.values():
         loaded.check_classes(dataset)
     model_params = {name: dict(params(loaded) if callable(params) else params or {}) for name, loaded in models.items()}
-    jobs = []
+    jobs, already = [], 0  # `already`: maps of this run's plan stored before (a resume counts them done)
     for loaded in models.values():
         usable = []
         for method in methods:  # an unknown name fails here, before any work
@@ -134,24 +142,32 @@ def precompute(
             else:  # e.g. wildcat maps asked of a linear model: said once, not once per image
                 log.warning("skipping %s on %s: %s", method, loaded.name, reason)
         probabilities = cached_predictions(loaded, dataset, ids, run.prediction_store, skips)
+        rule = loaded.decision(dataset.task)
         for image_id in ids:
             labels = dataset.labels(image_id)
             probs = probabilities.loc[image_id].to_numpy(dtype=float)
             if np.isnan(probs).any():  # unreadable: named in skips
                 continue
-            for target in targets_for(labels, probs, protocol=protocol):
+            predicted = rule.decide(probs[None])[0]
+            for target in targets_for(labels, probs, protocol=protocol, rule=rule):
                 for method in usable:
-                    if (image_id, loaded.name, method, str(target)) not in done:
-                        jobs.append(Job(loaded.name, image_id, target, method, float(probs[target]), int(labels[target])))
-    bar = tqdm(total=len(jobs), desc="heatmaps", file=sys.stderr, disable=progress is not None)
-    finished = 0
+                    if (image_id, loaded.name, method, str(target)) in done:
+                        already += 1
+                    else:
+                        jobs.append(Job(loaded.name, image_id, target, method, float(probs[target]), int(labels[target]),
+                                        int(predicted[target])))
+    total = already + len(jobs)
+    bar = tqdm(total=total, initial=already, desc="heatmaps", file=sys.stderr, disable=progress is not None)
+    finished = already
+    if progress is not None and already:
+        progress(finished, total)
 
     def advance(count: int = 1) -> None:
         nonlocal finished
         finished += count
         bar.update(count)
         if progress is not None:
-            progress(finished, len(jobs))
+            progress(finished, total)
 
     stopped = stop or (lambda: False)
     shared = _SharedWork(run.claims)
@@ -180,7 +196,7 @@ def precompute(
         todo = shared.wait_for_others(table, hashes, advance, stopped, faithfulness)
     bar.close()
     if not stopped():
-        table.compact()
+        table.compact()  # a finished run leaves one part: the table the README describes
     return table.read()
 
 

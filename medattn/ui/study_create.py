@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from medattn.failures import CATEGORIES, failure_cases
+from medattn.failures import CATEGORIES, failure_cases, sort_failures
 from medattn.reader.presets import FAILURE_REGIONS, default_questions, failure_review_cases
 from medattn.reader.validity import MEASURED_KINDS, balance_problem, image_truth
 from medattn.store.annotations import KINDS
@@ -95,7 +95,7 @@ def new_study_form(selection: Selection, create) -> None:
         count = int(st.number_input("At most this many cases (most confident first)", 1, 10_000, 20,
                                     key="sa_new_fail_count"))
         failures = failure_cases(scores, method, checkpoint=checkpoint, target_class=target_class)
-        failures = failures.sort_values("probability", ascending=False, key=lambda p: (p - 0.5).abs()).head(count)
+        failures = sort_failures(failures, "confidence").head(count)  # the Failure cases page's order
         loaded = selection.model(checkpoint)
         failures = failures.assign(checkpoint=str(loaded.path) if loaded else checkpoint)
         chosen = failure_review_cases(failures, tuple(categories))

@@ -26,7 +26,7 @@ from medattn.viz import interval_bars, reader_change_figure, reader_roc_figure
 
 EXPORTS = {  # format → (button label, file suffix, MIME type)
     "csv": ("Answers CSV (long)", "csv", "text/csv"),
-    "json": ("Study backup JSON (with the case key; re-imports with its images)", "json", "application/json"),
+    "json": ("Study backup JSON (with image ids)", "json", "application/json"),
     "key": ("Case → image key CSV", "key.csv", "text/csv"),
     "coco": ("Reader boxes COCO JSON", "coco.json", "application/json"),
     "boxes": ("Reader boxes CSV (reader, arm, finding)", "boxes.csv", "text/csv"),
@@ -49,7 +49,8 @@ def formats_for(spec: dict) -> list[str]:
     detection and for a rating study with 2+ maps (maps as modalities)."""
     has_boxes = any(q["type"] == "boxes" for q in spec["questions"])
     mrmc = spec["kind"] == "detection" or (spec["kind"] == "heatmap_rating" and len(spec.get("panels") or []) >= 2)
-    return [f for f in FORMATS if (f not in ("coco", "boxes") or has_boxes) and (f not in ("mrmc", "imrmc") or mrmc)]
+    return [f for f in EXPORTS if f in FORMATS and (f not in ("coco", "boxes") or has_boxes)
+            and (f not in ("mrmc", "imrmc") or mrmc)]
 
 
 def export_bytes(store: AnnotationStore, study_id: str, fmt: str) -> bytes:
