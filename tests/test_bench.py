@@ -233,3 +233,39 @@ def test_bench_prints_the_cpu_and_times_the_opt_in_bfloat16_path_beside_float32(
     assert ig["bfloat16_seconds_per_image"] > 0 and ig["bfloat16_spearman_vs_float32"] > 0.9
     assert ig["bfloat16_captum_ratio"] > 0 and result["summary"]["versus_captum"]["resnet18 (random weights)"]["bfloat16_set_ratio"]
     assert " bf16 " in printed and "opt-in bfloat16 ×Captum integrated_gradients" in printed
+
+
+def test_gpu_report_runs_in_its_reduced_form_on_the_cpu(tiny_demo, tiny_checkpoint, tmp_path):
+    """`python -m medattn.bench --gpu-report` must run in one command on the first GPU machine at
+    hand; its three sections (throughput against the peak, precompute, Compare through AppTest)
+    run here in a reduced form on tiny models."""
+    from medattn.bench import gpu
+
+    out, lines = tmp_path / "gpu.json", []
+    result = gpu.report(torch.device("cpu"), quick=True, dataset_root=tiny_demo, checkpoints=tiny_checkpoint.parent,
+                        out=out, log=lines.append, names=[tiny_checkpoint.name], archs=["resnet18"], size=32, steps=4)
+    assert json.loads(out.read_text())["machine"]["conv_math"] == "float32"
+    assert {(r["model"], r["method"]) for r in result["throughput"]} == {
+        (tiny_checkpoint.name, "integrated_gradients"), (tiny_checkpoint.name, "gradcam"),
+        ("resnet18 (random weights)", "integrated_gradients"), ("resnet18 (random weights)", "gradcam")}
+    assert all(r["images_per_second"] > 0 and r["gflop_per_image"] > 0 and r["fraction_of_peak"] > 0
+               for r in result["throughput"])
+    assert result["precompute"]["maps"] > 0 and result["precompute"]["checkpoints"] == [tiny_checkpoint.name]
+    assert result["compare"]["errors"] == [] and " maps ready (" in result["compare"]["status"]
+    assert "| model | method | images/s |" in lines[-2] and lines[0].startswith("# GPU report: cpu")
+    assert gpu.dense_peak(torch.device("cpu"))[1].endswith("(no datasheet peak)")
+
+
+@pytest.mark.parametrize("name, capability, tf32, expected", [
+    ("NVIDIA H100 80GB HBM3", (9, 0), True, 494_500), ("NVIDIA H100 PCIe", (9, 0), True, 378_000),
+    ("NVIDIA H100 NVL", (9, 0), True, 417_500), ("NVIDIA H200", (9, 0), True, 494_500),
+    ("NVIDIA H100 80GB HBM3", (9, 0), False, 67_000), ("NVIDIA A100-SXM4-80GB", (8, 0), True, 156_000)])
+def test_the_dense_peak_is_the_datasheet_figure_of_the_math_the_convolutions_run_in(monkeypatch, name, capability, tf32,
+                                                                                      expected):
+    from medattn.bench import gpu
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+    peak, source = gpu.dense_peak(torch.device("cuda"))
+    assert peak == pytest.approx(expected) and ("TF32" if tf32 else "FLOAT32") in source

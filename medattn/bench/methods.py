@@ -611,8 +611,20 @@ def main(argv: list[str] | None = None) -> int:
                              "against Quantus on the demo checkpoint (medattn.bench.metrics)")
     parser.add_argument("--metrics", nargs="+", help="the faithfulness metrics of the metrics section (default: all)")
     parser.add_argument("--metric-repeats", type=int, default=2, help="timed calls per metric, each side")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--gpu-report", action="store_true",
+                        help="the GPU report instead (medattn.bench.gpu): throughput and fraction of the card's dense "
+                             "peak, the demo precompute, the Compare grid through AppTest; with --quick a reduced form "
+                             "that runs anywhere")
+    parser.add_argument("--checkpoints", type=Path, help="--gpu-report: the checkpoint folder (default checkpoints/)")
+    parser.add_argument("--out", type=Path, help=f"JSON to write (default {DEFAULT_OUT}, or gpu_report.json beside it)")
     args = parser.parse_args(argv)
+    if args.gpu_report:
+        from medattn.bench import gpu
+
+        gpu.report(best_device(args.device), quick=args.quick, dataset_root=args.dataset,
+                   checkpoints=args.checkpoints, out=args.out or gpu.DEFAULT_REPORT, log=lambda line: print(line, flush=True))
+        return 0
+    args.out = args.out or DEFAULT_OUT
     if args.quick:
         args.repeats, args.batch = 1, 2
     device = best_device(args.device)
