@@ -233,7 +233,7 @@ def test_unknown_method_and_parameter_are_rejected_clearly():
 def test_method_params_lists_defaults():
     assert method_params("smoothgrad") == {"n_samples": 25, "noise": 0.15, "seed": 0, "squared": False,
                                            "channels": "max_abs"}
-    assert method_params("integrated_gradients") == {"steps": 50, "baseline": "black", "channels": "sum"}
+    assert method_params("integrated_gradients") == {"steps": 50, "baseline": "black", "channels": "sum", "tolerance": 0.05}
     assert method_params("occlusion") == {"window": None, "stride": None, "baseline": "black"}
     assert method_params("attention") == {"which": "aggregate"}
     assert method_params("saliency") == {"channels": "max_abs"}
