@@ -611,13 +611,22 @@ def main(argv: list[str] | None = None) -> int:
                              "against Quantus on the demo checkpoint (medattn.bench.metrics)")
     parser.add_argument("--metrics", nargs="+", help="the faithfulness metrics of the metrics section (default: all)")
     parser.add_argument("--metric-repeats", type=int, default=2, help="timed calls per metric, each side")
+    parser.add_argument("--zoo", nargs="*", metavar="GLOB",
+                        help="instead: the model-zoo conformance matrix at full size (medattn.bench.zoo), every zoo "
+                             "model or those matching the globs, e.g. --zoo 'timm/*'")
+    parser.add_argument("--zoo-tiny", action="store_true", help="with --zoo: the test suite's tiny configurations")
     parser.add_argument("--gpu-report", action="store_true",
-                        help="the GPU report instead (medattn.bench.gpu): throughput and fraction of the card's dense "
+                        help="instead: the GPU report (medattn.bench.gpu): throughput and fraction of the card's dense "
                              "peak, the demo precompute, the Compare grid through AppTest; with --quick a reduced form "
                              "that runs anywhere")
     parser.add_argument("--checkpoints", type=Path, help="--gpu-report: the checkpoint folder (default checkpoints/)")
-    parser.add_argument("--out", type=Path, help=f"JSON to write (default {DEFAULT_OUT}, or gpu_report.json beside it)")
+    parser.add_argument("--out", type=Path, help=f"JSON to write (default {DEFAULT_OUT}, or bench_zoo.json / "
+                                                 "gpu_report.json beside it)")
     args = parser.parse_args(argv)
+    if args.zoo is not None:
+        from medattn.bench.zoo import main as zoo_main
+
+        return zoo_main(args.zoo, args.zoo_tiny, args.out or DEFAULT_OUT.with_name("bench_zoo.json"))
     if args.gpu_report:
         from medattn.bench import gpu
 
