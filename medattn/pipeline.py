@@ -67,7 +67,10 @@ RUNTIME_ONLY = ("device", "batch_size", "progress")
 # chance (AUPRC = p, no hit) with a `degenerate` column; IoU on CheXlocalize's Otsu segmentation
 # (uint8, OpenCV, filled contours); a `protocol` column. 4: `predicted`/`correct` by the task's
 # decision rule (argmax for multiclass, where rows said p >= 0.5).
-SCORING = 4
+# 5: a `precision` column (the precision the map was computed in); maps float32 unless bfloat16
+# is asked for, where before the methods with bfloat16 stages used it by default on CPUs that
+# have it.
+SCORING = 5
 
 
 @dataclass
@@ -78,6 +81,7 @@ class MapResult:
     seconds: float        # compute time; 0 when it came from the cache
     cached: bool
     support: np.ndarray | None = None  # (H, W) bool: pixels the model saw; None = all of them
+    precision: str = "float32"  # what the map was computed in (`Explainer.used_precision`)
 
 
 def sign_of(method: str) -> str:
@@ -114,18 +118,22 @@ def compute_map(
     cache: HeatmapCache | None = None,
     progress: Callable[[int, int], None] | None = None,
     image: np.ndarray | None = None,
+    precision: str = "float32",
 ) -> MapResult:
-    """The map of `method` for class `target` on one dataset image, cached by content."""
-    cache, params, image, key = _lookup(loaded, dataset, image_id, method, target, params, cache, image)
+    """The map of `method` for class `target` on one dataset image, cached by content and by
+    the precision it is computed in (`precision` as the explainers take it: "float32", or
+    "bfloat16" where `Explainer.used_precision` allows it)."""
+    cache, params, image, key, used = _lookup(loaded, dataset, image_id, method, target, params, cache, image,
+                                              precision)
     raw = cache.get(key)
     if raw is not None:
-        return _result(loaded, raw, method, image, 0.0, cached=True)
+        return _result(loaded, raw, method, image, 0.0, cached=True, precision=used)
     started = time.perf_counter()
     raw = explain(loaded.model, loaded.to_input(image), int(target), method, device=loaded.device,
-                  progress=progress, **params)
+                  progress=progress, precision=used, **params)
     seconds = time.perf_counter() - started
     cache.put(key, raw)
-    return _result(loaded, raw, method, image, seconds, cached=False)
+    return _result(loaded, raw, method, image, seconds, cached=False, precision=used)
 
 
 def cached_map(
@@ -137,34 +145,41 @@ def cached_map(
     params: Mapping[str, Any] | None = None,
     cache: HeatmapCache | None = None,
     image: np.ndarray | None = None,
+    precision: str = "float32",
 ) -> MapResult | None:
     """`compute_map`'s result when the map is in the cache, else None. The model does not run,
     so a page may call this while another thread explains with the same model."""
-    cache, params, image, key = _lookup(loaded, dataset, image_id, method, target, params, cache, image)
+    cache, params, image, key, used = _lookup(loaded, dataset, image_id, method, target, params, cache, image,
+                                              precision)
     raw = cache.get(key)
-    return None if raw is None else _result(loaded, raw, method, image, 0.0, cached=True)
+    return None if raw is None else _result(loaded, raw, method, image, 0.0, cached=True, precision=used)
 
 
 def _lookup(loaded: LoadedModel, dataset: Dataset, image_id: str, method: str, target: int,
-            params: Mapping[str, Any] | None, cache: HeatmapCache | None,
-            image: np.ndarray | None) -> tuple[HeatmapCache, dict[str, Any], np.ndarray, str]:
-    """The cache, the resolved parameters, the image and the map's cache key."""
+            params: Mapping[str, Any] | None, cache: HeatmapCache | None, image: np.ndarray | None,
+            precision: str) -> tuple[HeatmapCache, dict[str, Any], np.ndarray, str, str]:
+    """The cache, the resolved parameters, the image, the map's cache key and the precision the
+    map is computed in. Methods with bfloat16 stages key their maps by that precision, float32
+    too: before SCORING 5 their unkeyed maps were bfloat16 on CPUs that have it."""
     cache = cache or default_cache()
     params = resolved_params(method, params)
     if method in PDA_METHODS and params.get("reference") is None:
         params["reference"] = reference_images(loaded, dataset)
     image = dataset.read_image(image_id) if image is None else image
-    key = cache.key(loaded.hash, file_hash(dataset.image_path(image_id)), method, params, target)
-    return cache, params, image, key
+    explainer = get_explainer(method)
+    used = explainer.used_precision(loaded.model, loaded.device, precision)
+    keyed = {**params, "precision": used} if explainer.bfloat16_stages else params
+    key = cache.key(loaded.hash, file_hash(dataset.image_path(image_id)), method, keyed, target)
+    return cache, params, image, key, used
 
 
 def _result(loaded: LoadedModel, raw: np.ndarray, method: str, image: np.ndarray, seconds: float,
-            cached: bool) -> MapResult:
+            cached: bool, precision: str = "float32") -> MapResult:
     """A raw map with its display map and peak in the stored image's frame."""
     prep = loaded.preprocessing
     return MapResult(raw=raw, display=scored_map(raw, method, image.shape, prep),
                      peak=peak_of(raw, method, image.shape, prep), seconds=seconds, cached=cached,
-                     support=loaded.preprocessing.support(image.shape))
+                     support=loaded.preprocessing.support(image.shape), precision=precision)
 
 
 def ground_truth(dataset: Dataset, image_id: str, label: str | None = None) -> GroundTruth:

@@ -134,7 +134,7 @@ with guard("Computing the grid"):
     said_once = layout(selection)[1]
     if said_once:
         notes.caption(" ".join(said_once))
-    shown_numbers = numbers.drop(columns=["image_id", "target_class", "cached"])
+    shown_numbers = numbers.drop(columns=["image_id", "target_class", "cached", "precision"])  # precision: in the CSV
     shown_numbers["seconds"] = [("cached" if cached else f"{seconds:.2f}")
                                 for seconds, cached in zip(numbers["seconds"], numbers["cached"])]
     table.dataframe(shown_numbers, hide_index=True, column_config={

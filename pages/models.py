@@ -20,7 +20,7 @@ from medattn.models.importer import DEFAULT_INTENSITY, import_checkpoint
 from medattn.models.registry import HEADS
 from medattn.ui.errors import guard
 from medattn.ui.sidebar import current, use_checkpoint
-from medattn.ui.train_panel import train_panel
+from medattn.ui.train_panel import running_trainings, train_panel
 
 LIBRARIES = {"torchvision key names → medattn backbone": None, "TorchXRayVision": "torchxrayvision",
              "MONAI": "monai", "timm": "timm", "torchvision with its own head": "torchvision"}
@@ -44,6 +44,7 @@ with guard("Listing the checkpoints"):
     else:
         st.info("No checkpoints yet: import one or train one below.")
 
+running_trainings(folder)
 listing, importing, training, classes_tab, manage = st.tabs(
     ["Details", "Import a model", "Train a model", "Class names", "Rename or delete"])
 

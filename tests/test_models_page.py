@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from medattn import inference, pipeline
 from medattn.data import load_dataset
 from tests.app_env import app_env
+from tests.sight import in_sight
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 300
@@ -206,6 +207,25 @@ def test_a_resume_that_is_refused_says_why(world, tmp_path, monkeypatch):
     finally:
         for suffix in (".json", ".safetensors"):
             (folder / f"finished_meanwhile{suffix}").unlink()
+
+
+def test_coming_back_to_the_page_shows_a_running_training_with_its_stop(world, tmp_path, monkeypatch):
+    """The page opens on its Details tab: a running training's progress and Stop were in the
+    Train tab, out of sight."""
+    from medattn.jobs import manager as jobs
+
+    env, folder = world
+    monkeypatch.setattr(jobs, "default_root", lambda: tmp_path / "jobs")
+    spec = jobs.train_spec(env.dataset, "resnet18", "linear", tmp_path / "long_training", "wang", epochs=500,
+                           input_size=32, device="cpu")
+    job = jobs.JobManager().start(spec).id
+    try:
+        at = start()  # a reader coming back to the page
+        assert in_sight(at, f"models_train_{job}_stop")
+        at.button(key=f"models_train_{job}_stop").click().run()
+        assert not at.exception and jobs.JobManager().status(job).state in ("stopped", "interrupted")
+    finally:
+        jobs.JobManager().stop(job)
 
 
 def test_imports_and_trainings_go_to_the_users_models_folder_never_the_repository(world, tmp_path, monkeypatch, capsys):

@@ -64,6 +64,7 @@ def score_batch(
     tick: Callable[[], None] | None = None,
     protocol: str = DEFAULT_PROTOCOL,
     stop: Callable[[], bool] | None = None,
+    precision: str = "float32",
     faithfulness: FaithfulnessSettings | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Maps (from the cache when present) and score rows for a batch of one checkpoint's jobs.
@@ -76,7 +77,8 @@ def score_batch(
     raised during a map, the rows so far are returned (a Stop in the app). Each image is read
     once per batch, and the PDA reference images once. Reference maps ("reference:…") are made,
     not explained. With `faithfulness`, each row also carries those metrics
-    (`pipeline.faithfulness_scores`).
+    (`pipeline.faithfulness_scores`). `precision` is the explainers'
+    (each row records the one its map was computed in).
     """
     rows: list[dict] = []
     skipped: list[str] = []
@@ -97,7 +99,7 @@ def score_batch(
                     result = reference_result(loaded, dataset, job.image_id, job.method, job.target, image)
                 else:
                     result = compute_map(loaded, dataset, job.image_id, job.method, job.target, method_args, cache,
-                                         image=image)
+                                         image=image, precision=precision)
                 row = _row(loaded, dataset, job, method_args, result, image.shape, protocol)
                 if faithfulness is not None:
                     row.update(faithfulness_scores(loaded, image, result.raw, job.method, job.target, faithfulness,
@@ -131,5 +133,5 @@ def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, res
         "cached": result.cached,
         "params": "{}" if is_reference(job.method) else canonical_params(
             {k: v for k, v in resolved_params(job.method, method_args).items() if k != "reference"}),
-        "scoring": SCORING, "protocol": protocol, **score(result.raw, job.method, truth, shape, loaded.preprocessing, protocol),
+        "scoring": SCORING, "protocol": protocol, "precision": result.precision, **score(result.raw, job.method, truth, shape, loaded.preprocessing, protocol),
     }

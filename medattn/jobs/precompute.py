@@ -40,6 +40,7 @@ from medattn.data.dataset import Dataset
 from medattn.data.skips import Skips
 from medattn.errors import MedattnError
 from medattn.explain import unavailable
+from medattn.explain.base import PRECISIONS
 from medattn.inference import LoadedModel, cached_predictions, load_model
 from medattn.jobs.batch import Job, batches, score_batch
 from medattn.jobs.options import add_metric_options
@@ -87,6 +88,7 @@ def precompute(
     skips: Skips | None = None,
     protocol: str = DEFAULT_PROTOCOL,
     stop: Callable[[], bool] | None = None,
+    precision: str = "float32",
     faithfulness: FaithfulnessSettings | None = None,
 ) -> pd.DataFrame:
     """Compute every missing row and return the full score table of the run.
@@ -102,7 +104,9 @@ def precompute(
     `protocol` (`medattn.metrics.protocols`) sets the explainer parameters, the targets and the
     scoring; its rows go to their own run folder unless `run` is given.
     `engine="ray"` runs the same batches on Ray actors (`medattn.jobs.ray_engine`), joining the
-    cluster at `ray_address` or starting Ray on this machine.
+    cluster at `ray_address` or starting Ray on this machine. `precision` is the explainers'
+    ("float32", or "bfloat16" where `Explainer.used_precision` allows it): bfloat16 rows go to
+    their own run folder unless `run` is given, and every row records its map's precision.
     `methods` may name reference maps ("reference:blank", … `metrics.faithfulness.REFERENCE_MAPS`),
     scored like methods. With `faithfulness`, every row carries those metrics, and rows
     computed without them (or under other settings) are computed again from the cached maps.
@@ -118,7 +122,7 @@ def precompute(
 
         require_ray()  # fail before the predictions, not after
     get_protocol(protocol)  # an unknown name fails before any work
-    run = run or Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=protocol)
+    run = run or Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=protocol, precision=precision)
     cache = cache or default_cache()
     ids = list(image_ids) if image_ids is not None else list(dataset.split(split).index if split else dataset.images.index)
     unknown = [i for i in ids if i not in dataset.images.index]
@@ -181,7 +185,7 @@ def precompute(
 
             run_batches(models, dataset, batches(todo), cache, model_params, table, advance, address=ray_address,
                         device=device, take=shared.take, release=shared.release, stop=stopped, protocol=protocol,
-                        faithfulness=faithfulness)
+                        precision=precision, faithfulness=faithfulness)
         else:
             for batch in batches(todo):
                 if stopped():
@@ -191,7 +195,7 @@ def precompute(
                     continue
                 rows, skipped = score_batch(models[batch[0].checkpoint], dataset, mine, cache,
                                             model_params[batch[0].checkpoint], tick=advance, protocol=protocol,
-                                            stop=stopped, faithfulness=faithfulness)
+                                            stop=stopped, precision=precision, faithfulness=faithfulness)
                 for message in skipped:
                     log.warning(message)
                 failed += skipped
@@ -299,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default=DEFAULT_PROTOCOL,
                         help="scoring protocol: medattn (default), chexlocalize (Saporta et al. 2022) or arun2021 "
                              "(Arun et al. 2021); see medattn/metrics/protocols.py")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
+                        help="float32 (default: the same maps on every CPU) or bfloat16 (faster on CPUs with native "
+                             "bfloat16 for integrated gradients, SmoothGrad-IG, occlusion and PDA on ResNet/DenseNet; "
+                             "maps differ slightly, stored in their own run folder)")
     parser.add_argument("--app-params", action="store_true",
                         help="the app's explainer settings (PDA with a window of an eighth of the input side), "
                              "as `python -m medattn.jobs start --app-params`")
@@ -310,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     dataset = load_dataset(args.dataset)
-    run = Run(args.out) if args.out else Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=args.protocol)
+    run = Run(args.out) if args.out else Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=args.protocol,
+                                                         precision=args.precision)
     split = None if args.split == "all" else args.split
     skips = Skips("images", strict=args.strict)
     try:
@@ -319,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             from medattn.ui.methods import precompute_params as params
         frame = precompute(dataset, args.checkpoints, methods, split, args.images, run, device=args.device,
                            params=params, engine=args.engine, ray_address=args.ray_address, skips=skips,
-                           protocol=args.protocol, faithfulness=faithfulness)
+                           protocol=args.protocol, precision=args.precision, faithfulness=faithfulness)
     except MedattnError as exc:  # --strict: the first unreadable image, named
         print(f"error: {exc}", file=sys.stderr)
         return 2

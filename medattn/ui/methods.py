@@ -6,6 +6,11 @@ cost in model evaluations (901) are then the same at every input size, and the w
 the same share of the anatomy; the authors' window 10, stride 1, 10 samples needs ~150 000
 evaluations at 128 pixels. Precompute started from the app uses the same settings, so its maps
 are the ones the pages read back from the cache.
+
+Slow methods show a preview first on Compare (`preview_params`): the same method with less work
+(fewer path steps or noise samples, windows that do not overlap, one PDA sample), 4-14 times
+cheaper, shown labelled "preview" until the final map replaces it; previews are never scored or
+stored.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from medattn.explain import get_explainer
+from medattn.explain.gradients import OCCLUSION_AT_224
 from medattn.inference import LoadedModel
 
 PDA_SAMPLES = 4
@@ -30,6 +36,26 @@ def app_params(method: str, input_size: int) -> dict[str, Any]:
     if method == "pda_features":
         return {"samples": PDA_SAMPLES}
     return {}
+
+
+def preview_params(method: str, input_size: int) -> dict[str, Any] | None:
+    """The coarse settings of `method`'s preview on a model with this input side, over
+    `app_params`; None for a method quick enough to show at once."""
+    if method == "integrated_gradients":
+        return {"steps": 8}  # of 50
+    if method == "smoothgrad":
+        return {"n_samples": 5}  # of 25
+    if method == "smoothgrad_ig":
+        return {"n_samples": 2, "steps": 8}  # 16 evaluations of 200
+    if method == "occlusion":
+        window = max(1, round(OCCLUSION_AT_224[0] * input_size / 224))
+        return {"window": window, "stride": window}  # a quarter of the windows
+    if method == "pda":
+        window = app_params(method, input_size)["window"]
+        return {**app_params(method, input_size), "stride": window, "samples": 1}  # a sixteenth of the evaluations
+    if method == "pda_features":
+        return {**app_params(method, input_size), "samples": 1}
+    return None
 
 
 def precompute_params(loaded: LoadedModel) -> dict[str, dict[str, Any]]:
