@@ -160,3 +160,83 @@ def test_a_markdown_name_shows_as_text_and_fetches_nothing(server, browser, stud
     assert page.get_by_text(name, exact=False).count() >= 1  # the caption "Signed in as …" holds it verbatim
     assert page.locator("img[src*='pixel.png']").count() == 0 and not [u for u in fetched if "pixel" in u]
     page.context.close()
+
+
+def own_xsrf_cookie(url: str) -> str:
+    """The `_streamlit_xsrf` cookie the server gives a fresh visitor (the page asks /_stcore/health)."""
+    with urllib.request.urlopen(url + "/_stcore/health", timeout=30) as response:
+        for header in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = header.partition("=")
+            if name.strip() == "_streamlit_xsrf":
+                return rest.split(";")[0]
+    raise AssertionError("the server set no XSRF cookie")
+
+
+def rerun_as(url: str, session_id: str, user_agent: str, seconds: float = 20) -> bytes:
+    """A script run in the session `session_id` asked for by a second client (its own XSRF cookie,
+    the given User-Agent, this machine's address: what a stranger behind the same NAT or proxy as
+    the victim presents): every frame the server sends back, concatenated."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from websockets.sync.client import connect
+
+    cookie = own_xsrf_cookie(url)
+    rerun = BackMsg()
+    rerun.rerun_script.query_string = ""
+    received = b""
+    with connect(url.replace("http://", "ws://") + "/_stcore/stream", proxy=None, origin=url,
+                 subprotocols=["streamlit", cookie, session_id], user_agent_header=user_agent,
+                 additional_headers={"Cookie": f"_streamlit_xsrf={cookie}"}) as stranger:
+        stranger.send(rerun.SerializeToString())
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                frame = stranger.recv(timeout=max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            received += frame
+            message = ForwardMsg.FromString(frame)
+            if message.WhichOneof("type") == "script_finished":
+                break
+    return received
+
+
+def test_a_session_id_presented_by_another_client_does_not_get_the_signed_in_session(server, browser, study):  # noqa: F811
+    """Streamlit resumes a session for any client that presents its id on the WebSocket (the id
+    travels in upload URLs and the page's messages). A second browser that knows the id, comes
+    from the same address and copies the User-Agent gets the sign-in form, never the reader's
+    study; the reader stays signed in."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1800})
+    page = context.new_page()
+    page.set_default_timeout(SLOW)
+    session_ids: list[str] = []
+
+    def watch(socket) -> None:
+        def received(payload) -> None:
+            if isinstance(payload, bytes):
+                message = ForwardMsg.FromString(payload)
+                if message.WhichOneof("type") == "new_session":
+                    session_ids.append(message.new_session.initialize.session_id)
+        socket.on("framereceived", received)
+
+    page.on("websocket", watch)
+    page.goto(server)
+    page.get_by_role("textbox", name="Name").fill(READER[0])
+    page.get_by_role("textbox", name="Password").fill(READER[1])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Reader").wait_for()
+    wait_idle(page)
+    assert session_ids, "no session id seen on the WebSocket"
+    user_agent = page.evaluate("navigator.userAgent")
+
+    seen = rerun_as(server, session_ids[-1], user_agent)
+    assert b"Password" in seen  # the sign-in form
+    assert b"Signed in as" not in seen and READER[0].encode() not in seen and b"Nodule detection" not in seen
+
+    page.wait_for_timeout(3000)  # the reader's browser reconnects to its session and goes on
+    page.get_by_role("button", name="Next ▶").click()
+    wait_idle(page)
+    assert page.get_by_role("button", name="Sign out").count() == 1
+    context.close()

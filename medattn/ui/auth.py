@@ -10,9 +10,11 @@ asks for an admin sign-in before research pages and Study admin.
 
 Passwords go straight to `AnnotationStore.authenticate` (argon2id hashes; limits kept in the
 database, per name × client, client, name and server); they are never stored in the session or
-logged. A session is bound to the account and to the client that signed in (address and
-browser): it ends when either changes, when the account is signed out everywhere or gets a new
-password. A reader signed in on a second tab or after a reload takes the study over there; the
+logged. A session is bound to the account and to the browser that signed in (its address,
+User-Agent and the secret token of its Streamlit XSRF cookie): another client presenting the
+session's id (Streamlit resumes a session for whoever presents it) gets the sign-in form, the
+session staying signed in for its own browser; it ends when the account is signed out
+everywhere or gets a new password. A reader signed in on a second tab or after a reload takes the study over there; the
 older tab then says so and waits. The registries of stores and tabs are plain process globals,
 not Streamlit caches: Streamlit's "clear cache" message, which any client can send, empties
 those caches for everyone and must sign nobody out.
@@ -20,6 +22,8 @@ those caches for everyone and must sign nobody out.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import os
 import secrets
@@ -41,7 +45,8 @@ BACKUP_ENV = "MEDATTN_BACKUP_HOURS"
 PROXY_ENV = "MEDATTN_BEHIND_PROXY"  # "1": a local reverse proxy relays clients; their address is in X-Real-IP
 USER_KEY = "study_user"
 TAB_KEY = "study_tab"
-SESSION_KEY = "study_session"  # (signed_in_at, client) of this tab's sign-in
+SESSION_KEY = "study_session"  # (signed_in_at, fingerprint) of this tab's sign-in
+XSRF_COOKIE = "_streamlit_xsrf"
 ADMIN, READER = "admin", "reader"
 _LOCK = threading.Lock()
 _STORES: dict[str, AnnotationStore] = {}
@@ -98,8 +103,21 @@ def client() -> str:
     return _peer() or "local"
 
 
+def _browser_secret() -> str:
+    """A digest of the secret token in this browser's Streamlit XSRF cookie (`_streamlit_xsrf`:
+    random per browser, kept across reloads, sent with the WebSocket handshake); "" without one.
+    Streamlit resumes a session for any client that presents its id, so address and User-Agent
+    (which a stranger behind the same NAT can copy) are not enough to tell the browser apart."""
+    from streamlit.web.server.starlette.starlette_app_utils import decode_xsrf_token_string
+
+    token, _ = decode_xsrf_token_string(st.context.cookies.get(XSRF_COOKIE) or "")
+    return hashlib.sha256(token).hexdigest() if token else ""
+
+
 def _fingerprint() -> str:
-    return f"{client()} {_header('User-Agent')[:200]}"
+    """What a signed-in session is bound to: the client's address, its browser's secret token
+    and its User-Agent."""
+    return f"{client()} {_browser_secret()} {_header('User-Agent')[:200]}"
 
 
 def db_target() -> str:
@@ -145,13 +163,17 @@ def current_user() -> User | None:
 
 
 def signed_in_reader() -> User | None:
-    """The reader (or admin) signed in on this tab, None for none. A session whose client
-    changed, or whose account was signed out everywhere since, is signed out here."""
+    """The reader (or admin) signed in on this tab, None for none. A session presented by
+    another client (address, browser or User-Agent differ from the sign-in's) is not theirs:
+    that client gets None and the session stays signed in for its own browser. A session whose
+    account was signed out everywhere since is signed out here."""
     user = st.session_state.get(USER_KEY)
     if user is None:
         return None
     signed_in_at, fingerprint = st.session_state.get(SESSION_KEY, (0.0, None))
-    if fingerprint != _fingerprint() or not store().session_valid(user.name, signed_in_at):
+    if not hmac.compare_digest(str(fingerprint).encode(), _fingerprint().encode()):
+        return None
+    if not store().session_valid(user.name, signed_in_at):
         sign_out()
         return None
     return user
