@@ -4,13 +4,14 @@ paired differences, PR and ROC curves, and sanity checks when present."""
 import streamlit as st
 
 from medattn import leaderboard as lb
-from medattn.ui import loaders
+from medattn.ui import auth, loaders
 from medattn.ui.errors import guard
 from medattn.ui.precompute_panel import jobs_list, precompute_panel
 from medattn.ui.sidebar import current
 from medattn.viz import cascading_figure, interval_bars, model_colors, pr_figure, roc_figure
 
 SESSION = dict(persist_state="session")
+auth.require_admin()  # first: nothing of this page before an admin is known
 selection = current()
 st.title("Leaderboard")
 if selection.dataset is None or not selection.models:

@@ -18,6 +18,7 @@ from medattn.models.catalog import (checkpoint_table, delete_checkpoint, free_na
 from medattn.models.class_names import exact_mapping, remember_class_map, suggest_mapping
 from medattn.models.importer import DEFAULT_INTENSITY, import_checkpoint
 from medattn.models.registry import HEADS
+from medattn.ui import auth
 from medattn.ui.errors import guard
 from medattn.ui.sidebar import current, use_checkpoint
 from medattn.ui.train_panel import train_panel
@@ -27,6 +28,7 @@ LIBRARIES = {"torchvision key names → medattn backbone": None, "TorchXRayVisio
 ARCH_HINTS = {"torchxrayvision": "DenseNet", "monai": "DenseNet121", "timm": "resnet18", "torchvision": "vgg16"}
 NONE = "— none —"
 
+auth.require_admin()  # first: nothing of this page before an admin is known
 selection = current()
 folder = inference.CHECKPOINT_DIR
 paths = list_checkpoints(folder)

@@ -17,8 +17,8 @@ from medattn.ui.study_create import KIND_NAMES, new_study_form, study_table
 from medattn.ui.study_picker import study_picker
 from medattn.ui.study_results import analysis_section, export_section, progress_section
 
+admin = auth.require_admin()  # first: nothing of this page before an admin is known
 selection = current()
-admin = auth.require_admin()
 db = auth.store()
 st.title("Study admin")
 st.caption(f"Study database: {db.where}" + ("" if auth.study_mode() else

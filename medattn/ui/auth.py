@@ -38,6 +38,7 @@ from medattn.reader.errors import LoginRateLimitedError, SignInBusyError
 from medattn.store.annotations import AnnotationStore
 from medattn.store.annotations.backup import BACKUP_EVERY_S, Backups
 from medattn.store.annotations.engine import database_url, is_sqlite
+from medattn.ui.entrypoint import ensure_entrypoint
 from medattn.ui.plain import plain
 
 STUDY_DB_ENV = "MEDATTN_STUDY_DB"
@@ -256,10 +257,17 @@ def take_over_tab(user: User) -> None:
 
 
 def require_admin() -> User:
-    """The admin using this page (the local admin outside study mode); anyone else gets a
-    message and the page stops."""
+    """The admin using this page (the local admin in the single-user loopback mode): the first
+    call of every page but the Reader's. A page run on its own goes through the app script
+    (medattn.ui.entrypoint); nobody signed in gets the sign-in form, a reader a message; either
+    way the page stops there."""
+    ensure_entrypoint()
     user = current_user()
-    if user is None or not user.is_admin:
+    if user is None:
+        st.title("medattn reader studies")
+        login_form()
+        st.stop()
+    if not user.is_admin:
         st.error("This page is for study admins only.")
         st.stop()
     return user

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +23,10 @@ from medattn.device import best_device, describe
 from medattn.explain import METHODS
 from medattn.inference import LoadedModel, list_checkpoints
 from medattn.ui import loaders
+from medattn.ui.entrypoint import ensure_entrypoint
 from medattn.ui.errors import message, show_error
 from medattn.ui.methods import DEFAULT_METHODS, PDA_SAMPLES
 
-APP_SCRIPT = Path(__file__).resolve().parents[2] / "app.py"
 STATE_KEY = "medattn_selection"
 DATASET_KEY = "sb_dataset_path"
 # The baseline and the WILDCAT model are selected by default: they carry every default method
@@ -53,21 +52,8 @@ class Selection:
 
 def current() -> Selection:
     """The selection made by the sidebar in this run (an empty one outside the app)."""
-    _ensure_entrypoint()
+    ensure_entrypoint()
     return st.session_state.get(STATE_KEY) or Selection()
-
-
-def _ensure_entrypoint() -> None:
-    """Streamlit runs a pages/ script on its own (its legacy multipage mode: no app.py, no
-    sidebar) when a run starts before app.py's st.navigation has switched that mode off, as on
-    the first request after a start when it names a page's URL, and on every AppTest run. Run
-    app.py in its place, in this same run so that button clicks are not lost, then stop."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        runpy.run_path(str(APP_SCRIPT), run_name="__main__")
-        st.stop()
 
 
 def _base(path: Path) -> Path:
