@@ -1,15 +1,14 @@
 """Study admin: create reader studies, add readers, follow progress, read the analysis and
-download every export. Admins only (in study mode app.py offers it to admins alone, and the
+download every export. Admins only (in study mode workbench.py offers it to admins alone, and the
 page checks again)."""
 
-import tempfile
 from pathlib import Path
 
 import streamlit as st
 
 from medattn.reader.errors import StudyConflictError, StudyError
 from medattn.reader.export import import_study
-from medattn.ui import auth
+from medattn.ui import auth, uploads
 from medattn.ui.errors import guard, show_error
 from medattn.ui.plain import plain
 from medattn.ui.sidebar import current
@@ -47,12 +46,10 @@ with st.expander("New study", expanded=db.list_studies().empty):
         new_study_form(selection, create)
 
 with st.expander("Import a study (JSON export)"):
-    uploaded = st.file_uploader("Study JSON", type=["json"], key="sa_import_file")
+    uploaded = uploads.uploader(uploads.STUDY_JSON, key="sa_import_file")
     if uploaded is not None and st.button("Import", key="sa_import"):
-        with tempfile.TemporaryDirectory() as folder, guard("Import"):
-            path = Path(folder) / uploaded.name
-            path.write_bytes(uploaded.getvalue())
-            study_id = import_study(db, path, name=uploaded.name)  # errors name the upload, not a server folder
+        with guard("Import"):
+            study_id = import_study(db, uploaded.path, name=uploaded.name)  # errors name the upload, not a server folder
             st.session_state["sa_notice"] = f"Imported {uploaded.name} as study {study_id}."
             st.session_state["sa_study"] = study_id
             st.rerun()

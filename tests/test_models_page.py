@@ -17,7 +17,7 @@ from medattn import inference, pipeline
 from medattn.data import load_dataset
 from tests.app_env import app_env
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[1] / "workbench.py")
 TIMEOUT = 300
 
 

@@ -1,7 +1,7 @@
 """Who may open which page, page by page, through Streamlit's AppTest: a server reachable from
 other machines (`--server.address 0.0.0.0`) without MEDATTN_STUDY_DB gives an anonymous visitor
 the sign-in and nothing else, whether the page is asked for through the app's menu or run on its
-own (Streamlit's legacy pages/ mode runs a page script without app.py on the first request after
+own (Streamlit's legacy pages/ mode runs a page script without workbench.py on the first request after
 a start that names its URL, and AppTest always does). The single-user loopback mode (the default) is checked in a real server by
 tests/test_server_security.py."""
 
@@ -18,7 +18,7 @@ from medattn import inference, pipeline
 from tests.app_env import app_env
 
 REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "app.py")
+APP = str(REPO / "workbench.py")
 TIMEOUT = 300
 # page file → its title: every page of the workbench
 PAGES = {"compare": "Compare", "failures": "Failure cases", "leaderboard": "Leaderboard", "data": "Data",

@@ -27,7 +27,7 @@ from medattn.reader.mrmc_study import study_mrmc
 from tests.app_env import AppEnv, app_env
 from tests.reader_sim import simulate_ai_study
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[1] / "workbench.py")
 TIMEOUT = 300
 ADMIN = ("coordinator", "admin-password")
 READERS = (("alice", "alice-password"), ("bob", "bob-password-2"))

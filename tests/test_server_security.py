@@ -222,6 +222,25 @@ def test_a_markdown_name_shows_as_text_and_fetches_nothing(server, browser, stud
     page.context.close()
 
 
+def watch_session_ids(page) -> list[str]:
+    """The Streamlit session ids the server gives `page` (from its WebSocket's new_session
+    messages), newest last, as they come."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    session_ids: list[str] = []
+
+    def watch(socket) -> None:
+        def received(payload) -> None:
+            if isinstance(payload, bytes):
+                message = ForwardMsg.FromString(payload)
+                if message.WhichOneof("type") == "new_session":
+                    session_ids.append(message.new_session.initialize.session_id)
+        socket.on("framereceived", received)
+
+    page.on("websocket", watch)
+    return session_ids
+
+
 def own_xsrf_cookie(url: str) -> str:
     """The `_streamlit_xsrf` cookie the server gives a fresh visitor (the page asks /_stcore/health)."""
     with urllib.request.urlopen(url + "/_stcore/health", timeout=30) as response:
@@ -266,22 +285,10 @@ def test_a_session_id_presented_by_another_client_does_not_get_the_signed_in_ses
     travels in upload URLs and the page's messages). A second browser that knows the id, comes
     from the same address and copies the User-Agent gets the sign-in form, never the reader's
     study; the reader stays signed in."""
-    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-
     context = browser.new_context(viewport={"width": 1400, "height": 1800})
     page = context.new_page()
     page.set_default_timeout(SLOW)
-    session_ids: list[str] = []
-
-    def watch(socket) -> None:
-        def received(payload) -> None:
-            if isinstance(payload, bytes):
-                message = ForwardMsg.FromString(payload)
-                if message.WhichOneof("type") == "new_session":
-                    session_ids.append(message.new_session.initialize.session_id)
-        socket.on("framereceived", received)
-
-    page.on("websocket", watch)
+    session_ids = watch_session_ids(page)
     page.goto(server)
     page.get_by_role("textbox", name="Name").fill(READER[0])
     page.get_by_role("textbox", name="Password").fill(READER[1])

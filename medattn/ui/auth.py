@@ -1,6 +1,6 @@
 """Who is using the app: sign-in, sign-out, the one-tab-per-reader rule, and when to ask.
 
-Everyone signs in first (readers get the Reader page only, admins every page; app.py builds the
+Everyone signs in first (readers get the Reader page only, admins every page; workbench.py builds the
 page list from the role, so a page not offered cannot be opened by its URL) unless the app runs
 in the single-user loopback mode: no `MEDATTN_STUDY_DB`, the server listening on loopback only
 (the default: .streamlit/config.toml) and the request not relayed by a proxy. There the user is
@@ -104,21 +104,27 @@ def client() -> str:
     return _peer() or "local"
 
 
-def _browser_secret() -> str:
-    """A digest of the secret token in this browser's Streamlit XSRF cookie (`_streamlit_xsrf`:
-    random per browser, kept across reloads, sent with the WebSocket handshake); "" without one.
-    Streamlit resumes a session for any client that presents its id, so address and User-Agent
-    (which a stranger behind the same NAT can copy) are not enough to tell the browser apart."""
+def browser_secret(xsrf_cookie: str | None) -> str:
+    """A digest of the secret token in a browser's Streamlit XSRF cookie (`_streamlit_xsrf`:
+    random per browser, kept across reloads, sent with the WebSocket handshake and each upload);
+    "" without one. Streamlit resumes a session for any client that presents its id, so address
+    and User-Agent (which a stranger behind the same NAT can copy) are not enough to tell the
+    browser apart."""
     from streamlit.web.server.starlette.starlette_app_utils import decode_xsrf_token_string
 
-    token, _ = decode_xsrf_token_string(st.context.cookies.get(XSRF_COOKIE) or "")
+    token, _ = decode_xsrf_token_string(xsrf_cookie or "")
     return hashlib.sha256(token).hexdigest() if token else ""
+
+
+def this_browser() -> str:
+    """`browser_secret` of this session's client."""
+    return browser_secret(st.context.cookies.get(XSRF_COOKIE))
 
 
 def _fingerprint() -> str:
     """What a signed-in session is bound to: the client's address, its browser's secret token
     and its User-Agent."""
-    return f"{client()} {_browser_secret()} {_header('User-Agent')[:200]}"
+    return f"{client()} {this_browser()} {_header('User-Agent')[:200]}"
 
 
 def db_target() -> str:
@@ -196,8 +202,12 @@ def sign_in(name: str, password: str) -> User | None:
 
 
 def sign_out() -> None:
+    """Forget this tab's user, and withdraw the uploads this session was offered."""
+    from medattn.ui import uploads  # uploads asks auth who may upload
+
     for key in (USER_KEY, TAB_KEY, SESSION_KEY):
         st.session_state.pop(key, None)
+    uploads.withdraw()
 
 
 def sign_out_everywhere() -> None:
@@ -258,7 +268,7 @@ def take_over_tab(user: User) -> None:
 
 def require_admin() -> User:
     """The admin using this page (the local admin in the single-user loopback mode): the first
-    call of every page but the Reader's. A page run on its own goes through the app script
+    call of every page but the Reader's. A page run on its own goes through the workbench script
     (medattn.ui.entrypoint); nobody signed in gets the sign-in form, a reader a message; either
     way the page stops there."""
     ensure_entrypoint()

@@ -1,6 +1,6 @@
 """The sidebar every page shares: dataset, checkpoints, device and method set.
 
-`sidebar()` runs in app.py before the page, so its widgets keep their values across pages; it
+`sidebar()` runs in workbench.py before the page, so its widgets keep their values across pages; it
 stores the resulting `Selection` where `current()` finds it. Problems (a folder that is not a
 valid dataset, a checkpoint that cannot be read or predicts other classes) are shown in the
 sidebar and leave the rest of the app working.
