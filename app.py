@@ -4,9 +4,12 @@ only for an admin with an uploader on screen, within that uploader's bounds, str
 rather than held in memory. Settings: .streamlit/config.toml and the flags of `streamlit run`
 (`--server.address 0.0.0.0` to listen beyond this machine); environment: see workbench.py."""
 
-import streamlit as st
-from starlette.middleware import Middleware
+# First: medattn sets the thread policy (medattn.threads) before anything imports torch.
+import medattn  # noqa: F401
 
-from medattn.ui.upload_gate import UploadGate
+import streamlit as st  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
+
+from medattn.ui.upload_gate import UploadGate  # noqa: E402
 
 app = st.App("workbench.py", middleware=[Middleware(UploadGate)])
