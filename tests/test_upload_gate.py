@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import ssl
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from medattn.reader.export import export_study
 from tests.test_e2e import CHROMIUM, SLOW, browser, screenshot, wait_idle  # noqa: F401 - fixture
 from tests.test_reader_e2e import ADMIN, READER, server, study  # noqa: F401 - fixtures
-from tests.test_server_security import own_xsrf_cookie, watch_session_ids
+from tests.test_server_security import own_xsrf_cookie, proxied, watch_session_ids  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="browser tests need Debian's chromium: apt-get install -y chromium chromium-driver"
@@ -39,7 +40,9 @@ def put(url: str, session_id: str, cookie: str | None, parts: Iterable[bytes] | 
     head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}"\r\n'
             "Content-Type: application/octet-stream\r\n\r\n").encode()
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
-    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=120)
+    connection = (http.client.HTTPSConnection(where.hostname, where.port, timeout=120,
+                                              context=ssl._create_unverified_context())  # the test's own certificate
+                  if where.scheme == "https" else http.client.HTTPConnection(where.hostname, where.port, timeout=120))
     connection.putrequest("PUT", f"/_stcore/upload_file/{session_id}/{uuid.uuid4()}")
     connection.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
     connection.putheader("Origin", url)
@@ -81,7 +84,7 @@ def blocks(total: int, size: int = MiB) -> Iterator[bytes]:
 
 def browser_page(browser, url: str, path: str = ""):  # noqa: F811
     """A new browser context on `url/path`; (page, its session ids as they come)."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    context = browser.new_context(viewport={"width": 1400, "height": 1600}, ignore_https_errors=True)
     page = context.new_page()
     page.set_default_timeout(SLOW)
     session_ids = watch_session_ids(page)
@@ -229,4 +232,16 @@ def test_uploads_arrive_on_disk_not_in_memory_and_leave_with_the_file(server, br
     page.get_by_test_id("stFileChipDeleteBtn").first.click()
     wait_idle(page)
     assert not [p for p in spooled(world, pid) if p.name == "large_model.pth"]
+    page.context.close()
+
+
+def test_behind_the_nginx_example_a_strangers_upload_is_refused_before_its_body(proxied, browser):  # noqa: F811
+    """deploy/nginx-medattn.conf passes an upload's body on as it comes, so the gate answers an
+    anonymous visitor at once: nginx would otherwise store the whole body on its disk first."""
+    url = proxied[0]
+    page, session_ids = browser_page(browser, url)
+    page.get_by_role("button", name="Sign in").wait_for()
+    wait_idle(page)
+    status, text = put(url, session_ids[-1], cookie_of(page), b"", declared=1000 * MiB)  # headers only, no body
+    assert (status, text) == (403, "No upload is open to this session: an admin's page offers uploads.")
     page.context.close()
