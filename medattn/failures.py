@@ -1,6 +1,7 @@
 """Failure cases per model and class, from a precompute score table (no Streamlit needed).
 
-Categories, for one (image, checkpoint, class) at the score table's decision (probability >= 0.5):
+Categories, for one (image, checkpoint, class) at the score table's decision (`predicted`: the
+model's decision rule, `medattn.metrics.decision`, argmax for multiclass):
 - false_positive: predicted, not labelled;
 - false_negative: labelled, not predicted;
 - mislocalized: labelled and predicted (a true positive) with boxes of that class, whose map

@@ -23,6 +23,7 @@ from medattn.data.preprocess import Preprocessing
 from medattn.data.skips import Skips
 from medattn.device import best_device
 from medattn.errors import CheckpointError
+from medattn.metrics.decision import DecisionRule, decision_rule
 from medattn.store.predictions import PredictionStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,6 +41,7 @@ class LoadedModel:
     device: torch.device
     hash: str
     classes: list[str] = field(default_factory=list)
+    output_names: list[str] = field(default_factory=list)  # the checkpoint's name of each of `classes` (mapped)
 
     @property
     def task(self) -> str:
@@ -82,6 +84,19 @@ class LoadedModel:
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, 1) if self.task == "multiclass" else torch.sigmoid(logits)
 
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Decision thresholds the checkpoint states per class (`thresholds` in its json, by
+        the class names of `classes`); classes it does not name decide at 0.5."""
+        stated = self.meta.get("thresholds") or {}
+        names = self.output_names or self.classes
+        return {c: float(stated[n]) for c, n in zip(self.classes, names) if n in stated}
+
+    def decision(self, task: str | None = None) -> DecisionRule:
+        """The decision rule of this model on a dataset of `task` (default: the checkpoint's):
+        argmax for multiclass, the stated thresholds otherwise (`medattn.metrics.decision`)."""
+        return decision_rule(task or self.task, self.classes, self.thresholds)
+
     def check_classes(self, dataset: Dataset) -> None:
         """Refuse a dataset whose classes differ from those the model was trained on."""
         if list(dataset.classes) != list(self.classes):
@@ -117,7 +132,9 @@ class LoadedModel:
         except ValueError as exc:
             raise CheckpointError(f"checkpoint {self.name}: class mapping for {dataset.name}: {exc}") from None
         model = OutputSelect(self.model, indices).eval()
-        return dataclasses.replace(self, model=model, hash=f"{self.hash}-{mapping_digest(indices)}", classes=wanted)
+        names = self.output_names or self.classes
+        return dataclasses.replace(self, model=model, hash=f"{self.hash}-{mapping_digest(indices)}", classes=wanted,
+                                   output_names=[names[i] for i in indices])
 
 
 def list_checkpoints(folder: str | os.PathLike = CHECKPOINT_DIR) -> list[Path]:

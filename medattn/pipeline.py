@@ -18,12 +18,26 @@ pixels into a plateau whose first pixel in row-major order, where `hit` on the d
 would point, is often not the maximum: over the demo test split (5,300 rows with boxes) it
 changed 13% of pointing-game outcomes (integrated gradients' hit rate 0.54 on the plateau, 0.65
 at the maximum). A flat map scores chance AUPRC, no hit, IoU 0, and `degenerate = True`.
+
+Faithfulness (`faithfulness_scores`, settings `FaithfulnessSettings`): the metrics of
+`medattn.metrics.faithfulness` on the model input and the raw map under the method's sign
+policy (the map the panel shows, before its percentile clip and min-max, which change no
+ranking), the class score the checkpoint's task defines, and fills in the image's own terms:
+deletion, pixel flipping, region perturbation and faithfulness correlation replace pixels by the
+stored image's black carried through the checkpoint's preprocessing
+(`LoadedModel.constant_input`); insertion starts from the blurred image; infidelity's and
+max-sensitivity's noise is a fraction of the stored image's intensity range in model-input
+units. Reference maps ("reference:blank", "reference:random", "reference:center",
+"reference:box_prior"; `reference_result`) are scored like methods.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -36,6 +50,8 @@ from medattn.data.dataset import Dataset
 from medattn.data.transforms import resize
 from medattn.explain import DEFAULT_SIGN, explain, get_explainer, method_params, normalize
 from medattn.inference import LoadedModel
+from medattn.metrics import faithfulness as faith
+from medattn.metrics.faithfulness import references
 from medattn.metrics.localization import is_flat, localization_scores
 from medattn.metrics.masks import GroundTruth, truth_mask
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, get_protocol, scaled_truth
@@ -50,8 +66,9 @@ RUNTIME_ONLY = ("device", "batch_size", "progress")
 # Version of the scoring definitions in `score`: score rows of another version are recomputed
 # (from the cached maps). 2: the pointing game at the maximum before clipping. 3: flat maps at
 # chance (AUPRC = p, no hit) with a `degenerate` column; IoU on CheXlocalize's Otsu segmentation
-# (uint8, OpenCV, filled contours); a `protocol` column.
-SCORING = 3
+# (uint8, OpenCV, filled contours); a `protocol` column. 4: `predicted`/`correct` by the task's
+# decision rule (argmax for multiclass, where rows said p >= 0.5).
+SCORING = 4
 
 
 @dataclass
@@ -62,6 +79,11 @@ class MapResult:
     seconds: float        # compute time; 0 when it came from the cache
     cached: bool
     support: np.ndarray | None = None  # (H, W) bool: pixels the model saw; None = all of them
+
+
+def sign_of(method: str) -> str:
+    """The sign policy of a method's map (`explain.DEFAULT_SIGN`; reference maps: positive)."""
+    return references.SIGN if references.is_reference(method) else DEFAULT_SIGN[method]
 
 
 def default_cache() -> HeatmapCache:
@@ -161,7 +183,7 @@ def scored_map(raw: np.ndarray, method: str, shape: tuple[int, ...], protocol: s
     protocols scored in the model-input frame keep `raw`'s frame. Under "medattn" this is the
     panel's map."""
     chosen = get_protocol(protocol)
-    sign = chosen.sign or DEFAULT_SIGN[method]
+    sign = chosen.sign or sign_of(method)
     norm = normalize(raw, sign=sign, clip_percentile=chosen.clip_percentile if clip else None)
     return norm if chosen.frame == "input" else np.clip(place(norm, shape[:2]), 0.0, 1.0)
 
@@ -207,3 +229,166 @@ def current_rows(frame: pd.DataFrame, hashes: Mapping[str, str]) -> pd.DataFrame
     current = frame.get("scoring") == SCORING
     sanity = frame["method"].astype(str).str.startswith("sanity:")
     return frame[same_weights & (current | sanity)].reset_index(drop=True)
+
+
+# Faithfulness -------------------------------------------------------------------------------
+
+DEFAULT_FAITHFULNESS = ("deletion", "insertion", "road_morf", "road_lerf", "sparseness", "complexity")
+NOISE_FRACTION = 0.05  # infidelity's std and max-sensitivity's radius, in stored-image intensity (of [0, 1])
+
+
+@dataclass(frozen=True)
+class FaithfulnessSettings:
+    """Which faithfulness metrics a score row carries and how they are computed. `key()` is
+    stored in each row (`faithfulness` column) so that rows computed under other settings are
+    computed again rather than mixed."""
+
+    metrics: tuple[str, ...] = DEFAULT_FAITHFULNESS
+    steps: int = 50  # deletion, insertion, pixel flipping
+    percentages: tuple[int, ...] = (10, 30, 50, 70, 90)  # ROAD
+    samples: int = 32  # infidelity samples, faithfulness-correlation subsets; max-sensitivity: a third
+    regions: int = 50  # region perturbation: steps of patches of a twenty-fourth of the input side
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in self.metrics:
+            faith.metric_info(name)  # unknown names fail here, listing the known ones
+
+    def fields(self) -> dict[str, Any]:
+        """The settings as JSON fields (a job spec): tuples as lists."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> "FaithfulnessSettings":
+        """`fields()` back to settings; unknown metric names raise ValueError."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+    def key(self) -> str:
+        return (f"v1|{','.join(self.metrics)}|steps={self.steps}|road={','.join(map(str, self.percentages))}"
+                f"|samples={self.samples}|regions={self.regions}|seed={self.seed}")
+
+
+def evidence(raw: np.ndarray, method: str) -> np.ndarray:
+    """The raw map under its method's sign policy (|m|, max(m, 0) or m), float32 (S, S)."""
+    sign = sign_of(method)
+    m = np.asarray(raw, dtype=np.float32)
+    return np.abs(m) if sign == "absolute" else np.maximum(m, 0.0) if sign == "positive" else m
+
+
+def intensity_step(loaded: LoadedModel, fraction: float = NOISE_FRACTION) -> float:
+    """`fraction` of the stored image's intensity range in model-input units (mean over
+    channels): e.g. 0.05 is 0.22 for ImageNet z-scores, 102 for TorchXRayVision's scale."""
+    return float((loaded.constant_input(fraction) - loaded.constant_input(0.0)).mean())
+
+
+def faithfulness_scores(loaded: LoadedModel, image: np.ndarray, raw: np.ndarray, method: str, target: int,
+                        settings: FaithfulnessSettings, explain_params: Mapping[str, Any] | None = None,
+                        prior: Callable[[str], np.ndarray] | None = None) -> dict[str, float]:
+    """The metrics of `settings` for one map: {metric column: value} plus `faithfulness`
+    (the settings key). `raw` is the method's raw map in the model-input frame; `explain_params`
+    re-explain perturbed inputs for max-sensitivity and random-logit; `prior(class index)` gives
+    a reference box prior for random-logit of "reference:box_prior"."""
+    x = loaded.to_input(image)
+    maps = torch.from_numpy(evidence(raw, method))[None]
+    if tuple(maps.shape[1:]) != tuple(x.shape[2:]):
+        raise ValueError(f"{method}: map of shape {tuple(maps.shape[1:])} is not in the input frame {tuple(x.shape[2:])}")
+    targets, task, s = [int(target)], loaded.task, settings
+    black = loaded.constant_input(0.0)
+    side = x.shape[-1]
+    calls: dict[str, Callable[[], np.ndarray]] = {
+        "deletion": lambda: faith.deletion(loaded.model, x, maps, targets, steps=s.steps, baseline=black, task=task, seed=s.seed),
+        "insertion": lambda: faith.insertion(loaded.model, x, maps, targets, steps=s.steps, task=task, seed=s.seed),
+        "road_morf": lambda: faith.road(loaded.model, x, maps, targets, percentages=s.percentages, task=task, seed=s.seed),
+        "road_lerf": lambda: faith.road(loaded.model, x, maps, targets, percentages=s.percentages, order="lerf",
+                                        task=task, seed=s.seed),
+        "pixel_flipping": lambda: faith.pixel_flipping(loaded.model, x, maps, targets, steps=s.steps, baseline=black,
+                                                       task=task, seed=s.seed),
+        "region_perturbation": lambda: faith.region_perturbation(loaded.model, x, maps, targets,
+                                                                 patch_size=max(1, side // 24), regions=s.regions,
+                                                                 baseline=black, task=task, seed=s.seed),
+        "faithfulness_correlation": lambda: faith.faithfulness_correlation(loaded.model, x, maps, targets,
+                                                                           n_subsets=s.samples, baseline=black,
+                                                                           task=task, seed=s.seed),
+        "infidelity": lambda: faith.infidelity(loaded.model, x, maps, targets, n_samples=s.samples,
+                                               noise_std=intensity_step(loaded), seed=s.seed),
+        "max_sensitivity": lambda: faith.max_sensitivity(loaded.model, x, targets, _explainer(method, explain_params, image, prior),
+                                                         radius=intensity_step(loaded), n_samples=max(1, s.samples // 3),
+                                                         seed=s.seed),
+        "random_logit": lambda: faith.random_logit(loaded.model, x, targets, _explainer(method, explain_params, image, prior),
+                                                   attributions=maps, seed=s.seed),
+        "sparseness": lambda: faith.sparseness(maps),
+        "complexity": lambda: faith.complexity(maps),
+    }
+    out: dict[str, float] = {"faithfulness": s.key()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # undefined values are NaN in the row
+        for name in s.metrics:
+            out[name] = float(calls[name]()[0])
+    return out
+
+
+def _explainer(method: str, params: Mapping[str, Any] | None, image: np.ndarray,
+               prior: Callable[[str], np.ndarray] | None) -> Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], np.ndarray]:
+    """explain(model, x, targets) → (B, S, S) evidence maps of `method` (reference maps: the
+    same map whatever the input; the box prior of each target class)."""
+    def run(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+        if references.is_reference(method):
+            side = x.shape[-1]
+            kind = method[len(references.PREFIX):]
+            maps = [references.reference_map(kind, side, seed=0, prior=(lambda c=int(c): prior(c)) if prior else None)
+                    for c in targets.tolist()]
+            return np.stack(maps)
+        given = {k: v for k, v in dict(params or {}).items() if k not in RUNTIME_ONLY}
+        maps = explain(model, x, targets.tolist(), method, **given)
+        return evidence(maps.reshape(len(x), *x.shape[2:]), method)
+
+    return run
+
+
+def faithfulness_curves(loaded: LoadedModel, image: np.ndarray, raw: np.ndarray, method: str, target: int,
+                        steps: int = 50, seed: int = 0) -> dict[str, np.ndarray]:
+    """Deletion and insertion curves of one map (Compare's plot): {"fraction": (steps + 1,),
+    "deletion": ..., "insertion": ...} with the class score at each fraction of pixels removed
+    (inserted), in the same fills as `faithfulness_scores`."""
+    x = loaded.to_input(image)
+    maps = torch.from_numpy(evidence(raw, method))[None]
+    common = dict(steps=steps, task=loaded.task, seed=seed, curves=True)
+    _, deleted = faith.deletion(loaded.model, x, maps, [int(target)], baseline=loaded.constant_input(0.0), **common)
+    _, inserted = faith.insertion(loaded.model, x, maps, [int(target)], **common)
+    return {"fraction": np.linspace(0.0, 1.0, steps + 1), "deletion": deleted[0], "insertion": inserted[0]}
+
+
+# Reference maps -----------------------------------------------------------------------------
+
+_PRIORS: dict[tuple, np.ndarray] = {}
+
+
+def box_prior(dataset: Dataset, label: str, loaded: LoadedModel, split: str = "train") -> np.ndarray:
+    """The average box mask of `label` over `split`'s images with such boxes, in the model's
+    input frame (`references.box_prior`); cached per dataset version, class and preprocessing."""
+    prep = loaded.preprocessing
+    key = (str(dataset.root), dataset.hash, label, split, prep)
+    if key not in _PRIORS:
+        ids = set(dataset.split(split).index)
+        boxes = dataset.boxes[(dataset.boxes["label"] == label) & dataset.boxes["image_id"].isin(ids)]
+        sizes = dataset.images[["height", "width"]]
+        per_image = ((tuple(int(v) for v in sizes.loc[image_id]), group[["x", "y", "w", "h"]].to_numpy(float))
+                     for image_id, group in boxes.groupby("image_id", sort=True))
+        _PRIORS[key] = references.box_prior(per_image, prep)
+    return _PRIORS[key]
+
+
+def reference_seed(image_id: str, seed: int = 0) -> int:
+    """A stable seed per image for the random reference map (the same in every run)."""
+    return int(hashlib.sha256(f"{seed}|{image_id}".encode()).hexdigest()[:8], 16)
+
+
+def reference_result(loaded: LoadedModel, dataset: Dataset, image_id: str, method: str, target: int,
+                     image: np.ndarray | None = None) -> MapResult:
+    """A reference map ("reference:…") for one image and class as a `MapResult` (model-input
+    frame raw map; nothing cached: each takes microseconds, the box prior once per class)."""
+    image = dataset.read_image(image_id) if image is None else image
+    kind = references.reference_name(method)[len(references.PREFIX):]
+    raw = references.reference_map(kind, loaded.input_size, seed=reference_seed(image_id),
+                                   prior=lambda: box_prior(dataset, dataset.classes[int(target)], loaded))
+    return _result(loaded, raw, method, image, 0.0, cached=False)

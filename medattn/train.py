@@ -117,13 +117,11 @@ class TrainConfig:
 
 def as_stored(state: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
     """The state dict after a save/load round trip at this storage precision."""
-    from medattn.models.quantize import dequantize, quantize
+    from medattn.models.quantize import dequantize, store
 
-    if dtype == "int8":
-        return dequantize(quantize({k: v.cpu() for k, v in state.items()}))
-    if dtype == "float16":
-        return {k: v.half().float() if v.is_floating_point() else v for k, v in state.items()}
-    return state
+    if dtype == "float32":
+        return state
+    return dequantize(store({k: v.cpu() for k, v in state.items()}, dtype)[0])
 
 
 class Stopped(Exception):

@@ -4,12 +4,12 @@ import streamlit as st
 
 from medattn.data.skips import Skips
 from medattn.metrics.protocols import PROTOCOLS
-from medattn.ui import auth, compare_request
+from medattn.ui import auth, compare_request, url_state
 from medattn.ui.chooser import LABELS, OUTCOMES, SPLITS, filtered_ids
-from medattn.ui.compare_grid import Display, compute_grid, layout, prefetch
+from medattn.ui.compare_grid import Display, compute_grid, layout, panel_curves, prefetch
 from medattn.ui.errors import guard
 from medattn.ui.sidebar import current
-from medattn.viz import COLORMAPS, Panel, grid_figure, grid_png, window_level
+from medattn.viz import COLORMAPS, Panel, grid_figure, grid_png, perturbation_curves_figure, window_level
 
 SESSION = dict(persist_state="session")
 auth.require_admin()  # first: nothing of this page before an admin is known
@@ -59,7 +59,8 @@ def step(delta: int) -> None:
 
 previous_col, image_col, next_col, target_col = st.columns([0.5, 3, 0.5, 2], vertical_alignment="bottom")
 previous_col.button("◀", on_click=step, args=(-1,), help="Previous image", key="cmp_previous")
-image_id = image_col.selectbox(f"Image ({len(ids)} match)", ids, key="image", bind="query-params")
+image_id = image_col.selectbox(f"Image ({len(ids)} match)", ids, key="image")
+url_state.record_image(image_id)  # a reload, a bookmark or a new tab opens this image
 next_col.button("▶", on_click=step, args=(1,), help="Next image", key="cmp_next")
 compare_request.default_target(data, image_id)
 target_name = target_col.selectbox("Target class", data.classes, key="cmp_target", **SESSION)
@@ -148,6 +149,24 @@ with guard("Computing the grid"):
         left.download_button("Download grid PNG", png, f"{image_id}_{target_name}_grid.png", "image/png", key="cmp_png")
         right.download_button("Download numbers CSV", numbers.to_csv(index=False),
                               f"{image_id}_{target_name}_scores.csv", "text/csv", key="cmp_csv")
+
+with st.expander("Deletion and insertion curves", expanded=False):
+    grid_panels = [panel for row_ in layout(selection)[0] for panel in row_]
+    labels_ = {f"{m.name} · {method}": (m, method) for m, method in grid_panels}
+    chosen = st.multiselect("Panels", list(labels_), default=list(labels_)[:2], key="cmp_curve_panels")
+    steps_col, button_col = st.columns([1, 1], vertical_alignment="bottom")
+    steps = steps_col.select_slider("Steps", [10, 20, 50, 100], 50, key="cmp_curve_steps")
+    curve_key = (view, tuple(chosen), steps)
+    if button_col.button("Compute curves", key="cmp_curves_go", disabled=not chosen):
+        with guard("Deletion and insertion curves"), st.spinner(f"{2 * (steps + 1)} forward passes per panel…"):
+            st.session_state["cmp_curves"] = (curve_key, panel_curves(selection, image_id, target,
+                                                                      [labels_[c] for c in chosen], protocol, steps))
+    stored = st.session_state.get("cmp_curves")
+    if stored is not None and stored[0] == curve_key:
+        st.plotly_chart(perturbation_curves_figure(stored[1], f"{image_id} · target {target_name}"), key="cmp_curves")
+        st.caption("The class score as each map's pixels are removed, most relevant first (deletion: replaced by the "
+                   "image's black through the model's preprocessing; a faithful map drops fast, low area) or inserted "
+                   "into the blurred image (insertion: rises fast, high area); Petsiuk et al. 2018.")
 
 # While the reader looks, the neighbours' maps compute on the background worker (behind any map
 # a reader waits for), so ▶ and ◀ open from the cache.

@@ -89,11 +89,15 @@ with prepare:
     kind = st.selectbox("Dataset", list(BUILDERS), format_func=lambda k: f"{k}: {HELP[k]}", key="data_kind")
     source = st.text_input("Source folder (the official download)", key="data_source")
     out = st.text_input("Output folder", str(pipeline.CACHE_DIR / "datasets" / kind), key=f"data_out_{kind}")
+    whole = st.toggle("Every image in test", key="data_all_test",
+                      help="Evaluate a model trained elsewhere on the whole folder (--split test); otherwise "
+                           "patients are split train/val/test, by the official lists when present.")
     options = st.text_input("Builder options (JSON)", "{}", key="data_options",
                             help='e.g. {"seed": 1, "test_frac": 0.3}; see python -m medattn.data.build KIND --help')
     if st.button("Build", key="data_build", type="primary") and source.strip():
         with guard(f"Building {kind}"), st.spinner(f"Building {kind} from {source}…"):
-            built = BUILDERS[kind](source.strip(), out.strip(), **json.loads(options or "{}"))
+            chosen = {**({"split": "test"} if whole else {}), **json.loads(options or "{}")}
+            built = BUILDERS[kind](source.strip(), out.strip(), **chosen)
             st.session_state["data_candidate"] = str(built)
             st.success(f"Built {built}.")
             skipped = recorded(built)

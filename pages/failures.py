@@ -9,6 +9,7 @@ from medattn.ui.compare_request import open_in_compare
 from medattn.ui.errors import guard
 from medattn.ui.precompute_panel import jobs_list, precompute_panel
 from medattn.ui.sidebar import current
+from medattn.ui.split_scope import scoped_scores
 from medattn.ui.thumbnails import thumbnail
 
 PER_PAGE = 12
@@ -31,7 +32,8 @@ if scores.empty:
 scored = {m for m in scores["method"].unique() if not str(m).startswith("sanity:")}
 methods = [m for m in selection.methods if m in scored] + sorted(scored - set(selection.methods))
 models = sorted(scores["checkpoint"].unique())
-a, b, c = st.columns(3)
+split_col, a, b, c = st.columns(4)
+scores, split, _ = scoped_scores(data, scores, "fail", split_col)
 checkpoint = a.selectbox("Model", models, key="fail_model", **SESSION)
 class_name = b.selectbox("Class", ["all", *data.classes], key="fail_class", **SESSION)
 method = c.selectbox("Method (for localization)", methods, key="fail_method", **SESSION)
@@ -47,7 +49,10 @@ with guard("Finding failure cases"):
     cases = failure_cases(scores, method, threshold, checkpoint, None if class_name == "all" else class_name)
     st.dataframe(failure_counts(failure_cases(scores, method, threshold)).rename(columns=CATEGORIES), width="content")
     cases = sort_failures(cases[cases["category"].isin(chosen)], order)
-    st.subheader(f"{len(cases)} case(s) for {checkpoint}")
+    st.subheader(f"{len(cases)} case(s) for {checkpoint} on the {split} split")
+    rule = selection.model(checkpoint).decision(data.task) if selection.model(checkpoint) else None
+    if rule is not None:
+        st.caption(f"Predicted means {rule.describe()}, the rule the Leaderboard's metrics use.")
     if cases.empty:
         st.stop()
     pages = (len(cases) - 1) // PER_PAGE + 1

@@ -1,13 +1,17 @@
-"""Leaderboard: localization per model × method with bootstrap 95% CIs, classification per model,
-paired differences, PR and ROC curves, and sanity checks when present."""
+"""Leaderboard: localization per model × method with bootstrap 95% CIs, faithfulness beside it with
+reference maps and rank agreement, classification per model, paired differences, PR and ROC
+curves, and sanity checks when present."""
 
+import pandas as pd
 import streamlit as st
 
 from medattn import leaderboard as lb
 from medattn.ui import auth, loaders
 from medattn.ui.errors import guard
+from medattn.ui.faithfulness_view import faithfulness_section
 from medattn.ui.precompute_panel import jobs_list, precompute_panel
 from medattn.ui.sidebar import current
+from medattn.ui.split_scope import coverage_label, scoped_scores
 from medattn.viz import cascading_figure, interval_bars, model_colors, pr_figure, roc_figure
 
 SESSION = dict(persist_state="session")
@@ -25,7 +29,8 @@ if scores.empty:
     st.info("No scores yet for these checkpoints on this dataset: run precompute above.")
     st.stop()
 
-left, right = st.columns(2)
+split_col, left, right = st.columns(3)
+scores, split, coverage = scoped_scores(data, scores, "lb", split_col)
 class_name = left.selectbox("Class", ["all", *data.classes], key="lb_class", **SESSION)
 resamples = right.select_slider("Bootstrap resamples", [200, 500, 1000, 2000], 1000, key="lb_resamples", **SESSION)
 target_class = None if class_name == "all" else class_name
@@ -41,14 +46,20 @@ with guard("Localization table"):
         for metric in lb.METRICS:
             shown[metric] = [f"{e:.3f} [{lo:.3f}, {hi:.3f}]" for e, lo, hi in
                              zip(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])]
-        st.dataframe(shown[["checkpoint", "model", "method", "n", "flat", *lb.METRICS]], hide_index=True)
-        st.caption("Mean over scored (image, class) pairs with boxes (or masks) of that class; [95% bootstrap CI]. "
+        shown["images"] = coverage_label(coverage).reindex(pd.MultiIndex.from_frame(table[["checkpoint", "method"]])).values
+        st.dataframe(shown[["checkpoint", "model", "method", "images", "n", "flat", *lb.METRICS]], hide_index=True)
+        st.caption(f"images: of the {split} split's, those with scores. "
+                   "Mean over scored (image, class) pairs with boxes (or masks) of that class; [95% bootstrap CI]. "
                    "flat: maps with no evidence (constant), scored at chance: AUPRC = the box's share of the image, "
                    "no hit, IoU 0.")
         metric = st.radio("Chart", lb.METRICS, horizontal=True, key="lb_metric", **SESSION)
         st.plotly_chart(interval_bars(table, metric, group="method", color="checkpoint", colors=colors), key="lb_bars")
         st.download_button("Download localization CSV", table.to_csv(index=False), f"{data.name}_localization.csv",
                            "text/csv", key="lb_csv")
+
+with guard("Faithfulness"):
+    faithfulness_section(scores, lb.localization_table(scores, target_class=target_class, n_resamples=resamples),
+                         target_class, resamples, colors, data.name)
 
 st.header("Paired difference")
 with guard("Paired difference"):
@@ -66,21 +77,27 @@ with guard("Paired difference"):
             st.info("A and B share no scored (image, class) pair with boxes.")
         else:
             st.metric(f"{paired_metric}: A − B over {result['n']} shared pairs", f"{result['difference']:+.3f}",
-                      help="Bootstrap over the shared pairs; p is two-sided.")
-            st.caption(f"95% CI [{result['low']:+.3f}, {result['high']:+.3f}] · p = {result['p_value']:.3f}")
+                      help="Bootstrap over the shared pairs; p is two-sided, (count + 1) / (resamples + 1).")
+            if result["n"] < 2:
+                st.caption("One shared pair: no interval or p-value (there is nothing to resample).")
+            else:
+                st.caption(f"95% CI [{result['low']:+.3f}, {result['high']:+.3f}] · p = {result['p_value']:.3f}")
 
 st.header("Classification")
 with guard("Classification metrics"):
     predictions = loaders.stored_predictions(data, selection.models)
     scored_ids = set(scores["image_id"])
     predictions = {name: frame[frame.index.isin(scored_ids)] for name, frame in predictions.items()}
-    classification = lb.classification_table(predictions, data.images, data.classes, data.task)
+    rules = {m.name: m.decision(data.task) for m in selection.models}
+    classification = lb.classification_table(predictions, data.images, data.classes, data.task, rules)
     if classification.empty:
         st.info("No stored predictions yet: precompute stores them.")
     else:
         st.dataframe(classification, hide_index=True,
                      column_config={c: st.column_config.NumberColumn(format="%.3f")
                                     for c in classification.columns if c not in ("checkpoint", "n")})
+        st.caption(f"The scored images of the {split} split. Decisions: "
+                   + "; ".join(f"{name}: {rule.describe()}" for name, rule in rules.items()) + ".")
         curve_class = st.selectbox("Curves for class", data.classes, key="lb_curve_class", **SESSION)
         pr, roc = lb.curves(predictions, data.images, curve_class)
         if not pr:

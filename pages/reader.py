@@ -41,6 +41,7 @@ if studies.empty:
     st.stop()
 # One row: the study, the case and the steps between cases; the viewer starts high on the screen.
 study_col, previous_col, case_col, next_col = st.columns([2.2, 1.1, 1.5, 1.1], vertical_alignment="bottom")
+st.session_state.setdefault("rd_study", flow.resume_study(studies))  # where this reader left off
 with study_col:  # progress stays out of the labels (study_picker says why): the caption carries it
     study_id = study_picker({row.study_id: row.name for row in studies.itertuples()}, key="rd_study")
 kind = studies.set_index("study_id").at[study_id, "kind"]

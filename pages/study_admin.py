@@ -8,6 +8,7 @@ import streamlit as st
 
 from medattn.reader.errors import StudyConflictError, StudyError
 from medattn.reader.export import import_study
+from medattn.reader.validity import study_warnings
 from medattn.ui import auth, uploads
 from medattn.ui.errors import guard, show_error
 from medattn.ui.plain import plain
@@ -45,11 +46,17 @@ with st.expander("New study", expanded=db.list_studies().empty):
     with guard("New study"):
         new_study_form(selection, create)
 
-with st.expander("Import a study (JSON export)"):
-    uploaded = uploads.uploader(uploads.STUDY_JSON, key="sa_import_file")
+with st.expander("Import a study (JSON backup)"):
+    left, right = st.columns(2)
+    with left:
+        uploaded = uploads.uploader(uploads.STUDY_JSON, key="sa_import_file")
+    with right:
+        key_file = uploads.uploader(uploads.CASE_KEY, key="sa_import_key")
     if uploaded is not None and st.button("Import", key="sa_import"):
         with guard("Import"):
-            study_id = import_study(db, uploaded.path, name=uploaded.name)  # errors name the upload, not a server folder
+            study_id = import_study(db, uploaded.path, name=uploaded.name,  # errors name the uploads, not a
+                                    key=key_file.path if key_file else None,  # server folder
+                                    key_name=key_file.name if key_file else None)
             st.session_state["sa_notice"] = f"Imported {uploaded.name} as study {study_id}."
             st.session_state["sa_study"] = study_id
             st.rerun()
@@ -64,6 +71,8 @@ if st.session_state.get("sa_study") not in names:
     st.session_state["sa_study"] = list(names)[-1]
 study_id = study_picker(names, key="sa_study")
 spec = db.study(study_id)
+for warning in study_warnings(spec, list(db.case_key(study_id)["image_id"])):
+    st.warning(f"This study's cases: {plain(warning)}. Every export says so in its provenance.")
 
 # Two admins: an edit is saved on top of the revision this admin was SHOWN (kept in the session),
 # not the one read when the button is pressed, so another admin's save in between is a conflict
@@ -109,6 +118,7 @@ with guard("Analysis"):
     analysis_section(db, study_id, spec)
 
 st.subheader("Exports")
-st.caption("Cases appear under study-local ids only; each file starts with its provenance (study, app version, "
-           "checkpoint hashes, time).")
+st.caption("Cases appear under study-local ids only, except in the admin's files that hold image ids: the backup "
+           "JSON (it re-imports with its images), the case → image key and the boxes CSV. Each file starts with its "
+           "provenance (study, app version, checkpoint hashes, time, and any warning about the cases).")
 export_section(db, study_id, spec)

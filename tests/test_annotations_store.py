@@ -341,6 +341,40 @@ def test_crossed_sessions_are_sequential_so_no_unaided_reading_follows_its_map(s
     assert set(store.answers(study, "ana")["case_id"]) == set(first)
 
 
+def test_the_washout_holds_between_a_cases_two_readings(store, tmp_path, monkeypatch):
+    """With a 28-day washout the second session (the other arm of the same images) stays closed
+    for 28 days after the reader's last save in the first, then opens."""
+    from datetime import datetime, timedelta, timezone
+
+    from medattn.store.annotations import answers as answers_module
+
+    study = make_study(store, tmp_path, n=2, panels=PANELS[:1], washout_days=28)
+    store.add_reader(study, "ana", "correct horse")
+    order = store.cases_for(study, "ana")
+    first, second = order[:2], order[2:]
+    answer = {"present": True, "confidence": 4, "boxes": []}
+    for case in first:
+        store.submit_case(study, "ana", case, answer)
+    finished = datetime.fromisoformat(store.answers(study, "ana")["submitted_at"].max().isoformat())
+    lock = store.session_lock(study, "ana", second[0])
+    assert "28-day washout" in lock and f"{finished + timedelta(days=28):%Y-%m-%d}" in lock
+    with pytest.raises(AccessDeniedError, match="washout"):
+        store.submit_case(study, "ana", second[0], answer)
+    with pytest.raises(AccessDeniedError, match="washout"):
+        store.mark_shown(study, "ana", second[0])
+    assert store.progress_of(study, "ana")["n_done"] == 2
+    for days, opened in ((27.9, False), (28.01, True)):
+        later = (finished + timedelta(days=days)).astimezone(timezone.utc).isoformat(timespec="microseconds")
+        monkeypatch.setattr(answers_module, "now", lambda later=later: later)
+        assert (store.session_lock(study, "ana", second[0]) is None) is opened
+    store.mark_shown(study, "ana", second[0])
+    store.submit_case(study, "ana", second[0], answer)
+    with pytest.raises(StudyError, match="washout_days"):
+        make_study(store, tmp_path, n=2, washout_days=28)  # no arms: nothing to wash out between
+    with pytest.raises(StudyError, match="washout_days"):
+        make_study(store, tmp_path, n=2, panels=PANELS[:1], washout_days=-1)
+
+
 @pytest.mark.parametrize("name,password,message", [
     ("r" * 65, "long enough", "at most 64 characters"),
     ("two\nlines", "long enough", "control character"),

@@ -62,10 +62,12 @@ def test_compare_grid_scores_every_model_and_method(env):
     assert len(at.get("download_button")) == 2
 
     image = at.selectbox(key="image").value
-    labelled = [c for c in ("nodule", "opacity", "effusion") if load_dataset(env.dataset).images.at[image, c]]
-    assert at.selectbox(key="cmp_target").value == labelled[0]
+    dataset = load_dataset(env.dataset)
+    boxed = [c for c in dataset.classes if c in set(dataset.boxes_for(image)["label"])]
+    labelled = [c for c in dataset.classes if dataset.images.at[image, c]]
+    assert at.selectbox(key="cmp_target").value == (boxed or labelled)[0]  # the class it can be scored on
     assert set(numbers["seconds"]) - {"cached"}, "the first view computed some maps"
-    ready = f"for {image}, target {labelled[0]}"  # the status line once the grid is complete
+    ready = f"for {image}, target {(boxed or labelled)[0]}"  # the status line once the grid is complete
     assert any(t.startswith("7 of 7 maps ready (") and t.endswith(ready) for t in texts(at.caption).split("\n"))
     at.run()
     assert (at.dataframe[0].value["seconds"] == "cached").all()  # the second view reads every map from the cache
@@ -207,12 +209,14 @@ def test_build_real_rsna_on_the_data_page_and_compare_without_matching_checkpoin
     at.selectbox(key="data_kind").set_value("rsna").run()
     at.text_input(key="data_source").input(str(shared_data / "rsna-pneumonia-sample"))
     at.text_input(key="data_out_rsna").input(str(tmp_path / "rsna"))
+    at.toggle(key="data_all_test").set_value(True)  # an external model's evaluation: every image in test
     at.button(key="data_build").click().run()
     assert not at.exception and "Built" in texts(at.success)
     at.button(key="data_use").click().run()
     assert at.text_input(key="sb_dataset_path").value == str(tmp_path / "rsna")
     counts = at.dataframe[0].value
     assert counts.loc["total", "images"] == 100 and counts.loc["total", "boxes"] == 172
+    assert counts.loc["test", "images"] == 100
     warnings = texts(at.sidebar.warning)
     assert ("**tiny_linear**, **tiny_wildcat** not used: predicts nodule, opacity, effusion, but the dataset has "
             "Pneumonia; map or import on the Models page") in warnings
@@ -420,3 +424,119 @@ def test_prefetch_waits_behind_readers_and_yields_to_them():
     assert order[:3] == ["blocker", "next-pda@0", "current"] and "next-saliency" not in order
     assert order[-1] == "next-pda"
     worker.stop()
+
+
+def test_compare_opens_on_the_class_of_the_box_and_drops_methods_no_model_has(env, tmp_path):
+    """An image labelled with two findings whose only box is of the second opens on the
+    second (not "no box" of the first); with the linear model alone, WILDCAT is not in the grid."""
+    from medattn.ui.compare_request import first_target
+
+    copy = Path(shutil.copytree(env.dataset, tmp_path / "one_box"))
+    dataset = load_dataset(copy)
+    image = next(i for i in dataset.images.index
+                 if dataset.labels(i).sum() >= 2 and len(set(dataset.boxes_for(i)["label"])) >= 2)
+    labelled = [c for c in dataset.classes if dataset.images.at[image, c]]
+    boxes = dataset.boxes[~((dataset.boxes["image_id"] == image) & (dataset.boxes["label"] == labelled[0]))]
+    boxes.to_csv(copy / "boxes.csv", index=False)
+    remaining = set(boxes.loc[boxes["image_id"] == image, "label"])
+    assert first_target(load_dataset(copy), image) == [c for c in labelled if c in remaining][0] != labelled[0]
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["sb_checkpoints"] = ["tiny_linear"]
+    at.run()
+    assert not at.exception
+    assert at.multiselect(key="sb_methods").value == ["saliency", "integrated_gradients", "pda"]
+    assert set(at.dataframe[0].value["method"]) == {"saliency", "integrated_gradients", "pda"}
+    assert "Not shown" not in texts(at.caption)
+    at.pills(key="sb_checkpoints").set_value(["tiny_linear", "tiny_wildcat"]).run()  # the default follows the models
+    assert "wildcat" in at.multiselect(key="sb_methods").value
+
+
+def test_a_reload_keeps_the_dataset_models_and_image(env, tmp_path):
+    copy = Path(shutil.copytree(env.dataset, tmp_path / "elsewhere"))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["sb_methods"] = ["saliency"]
+    at.run()
+    at.text_input(key="sb_dataset_path").input(str(copy)).run()
+    at.pills(key="sb_checkpoints").set_value(["tiny_linear"]).run()
+    at.button(key="cmp_next").click().run()
+    image = at.selectbox(key="image").value
+    assert not at.exception
+    link = dict(at.query_params)
+    assert link["dataset"] in (str(copy), [str(copy)]) and link["image"] in (image, [image])
+    assert link["models"] in ("tiny_linear", ["tiny_linear"])
+
+    reloaded = AppTest.from_file(APP, default_timeout=TIMEOUT)  # a new tab: a fresh session with the link
+    reloaded.session_state["sb_methods"] = ["saliency"]
+    for key, value in link.items():
+        reloaded.query_params[key] = value
+    reloaded.run()
+    assert not reloaded.exception
+    assert reloaded.text_input(key="sb_dataset_path").value == str(copy)
+    assert reloaded.pills(key="sb_checkpoints").value == ["tiny_linear"]
+    assert reloaded.selectbox(key="image").value == image
+    assert set(reloaded.dataframe[0].value["checkpoint"]) == {"tiny_linear"}
+
+
+def test_score_pages_name_their_split_and_say_when_results_are_partial(env):
+    dataset = load_dataset(env.dataset)
+    at = start("leaderboard")
+    assert at.selectbox(key="lb_split").value == "test"
+    first = dataset.split("test").index[0]
+    part = Run.for_dataset(dataset, env.cache / "runs").scores.append(  # a stopped job's one row
+        [{"image_id": first, "checkpoint": "tiny_linear", "checkpoint_hash": _hash(at), "model": "resnet18 + linear",
+          "method": "occlusion", "target": "0", "target_class": "nodule", "label": 1, "probability": 0.6,
+          "predicted": 1, "correct": 1, "n_boxes": 1, "split": "test", "auprc": 0.5, "hit": 1.0, "miou": 0.2,
+          "degenerate": False, "scoring": pipeline.SCORING, "protocol": "medattn"}])
+    try:
+        at.run()
+        n = len(dataset.split("test"))
+        assert f"tiny_linear · occlusion: 1 of {n} images" in texts(at.warning)
+        assert "Partial results on the test split" in texts(at.warning)
+        table = at.dataframe[0].value.set_index(["checkpoint", "method"])
+        assert table.at[("tiny_linear", "occlusion"), "images"] == f"1 / {n}"
+        assert table.at[("tiny_linear", "saliency"), "images"] == f"{n} / {n}"
+        at.switch_page("pages/failures.py").run()
+        assert not at.exception and "on the test split" in texts(at.subheader)
+        assert "Partial results on the test split" in texts(at.warning)
+    finally:
+        part.unlink()  # the other tests see the world's complete scores
+
+
+def test_leaderboard_faithfulness_columns_reference_rows_and_compare_curves(env, tmp_path, monkeypatch):
+    """Rows precompute stored with faithfulness metrics and reference maps fill the Leaderboard's
+    faithfulness table (reference maps as rows of their own) and its rank-agreement view; Compare
+    draws a panel's deletion and insertion curves on demand. On a copy of the app's cache, so
+    the other tests see the rows they expect."""
+    from medattn.jobs.precompute import precompute
+    from medattn.store import HeatmapCache
+
+    cache = tmp_path / "cache"
+    shutil.copytree(env.cache, cache)
+    monkeypatch.setattr(pipeline, "CACHE_DIR", cache)
+    dataset = load_dataset(env.dataset)
+    settings = pipeline.FaithfulnessSettings(steps=5, percentages=(50,))
+    methods = ["saliency", "gradcam", "reference:blank", "reference:center", "reference:box_prior"]
+    for name in ("tiny_linear", "tiny_wildcat"):
+        precompute(dataset, [env.checkpoints / name], methods, image_ids=list(dataset.split("test").index[:4]),
+                   run=Run.for_dataset(dataset, cache / "runs"), cache=HeatmapCache(cache / "heatmaps"), device="cpu",
+                   progress=lambda *_: None, faithfulness=settings)
+    at = start("leaderboard")
+    assert "Faithfulness" in [h.value for h in at.header]
+    faith = next(d.value for d in at.dataframe if "Deletion AUC ↓" in d.value.columns)
+    assert {"reference · blank", "reference · box_prior", "saliency", "gradcam"} <= set(faith["method"])
+    assert faith["Insertion AUC ↑"].str.match(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]").all()
+    agreement = next(d.value for d in at.dataframe if "tau" in d.value.columns)
+    assert set(agreement["checkpoint"]) == {"tiny_linear", "tiny_wildcat", "all"}
+    localization = at.dataframe[0].value
+    assert "reference:box_prior" in set(localization["method"])  # AUPRC beside the methods'
+    at.checkbox(key="lb_agree_refs").check().run()
+    assert not at.exception
+
+    at = start("compare")
+    at.multiselect(key="cmp_curve_panels").set_value(at.multiselect(key="cmp_curve_panels").options[:1])
+    at.select_slider(key="cmp_curve_steps").set_value(10)
+    at.button(key="cmp_curves_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    figure = at.get("plotly_chart")[-1].proto.spec
+    assert "deletion (AUC" in figure and "insertion (AUC" in figure

@@ -55,6 +55,15 @@ def test_paired_difference_sign_interval_and_p_value():
     assert same.difference == 0 and same.p_value == 1.0
 
 
+def test_paired_p_value_is_never_zero_and_undefined_for_one_pair():
+    """A difference over one image printed "p = 0.000": one pair has nothing to resample, and
+    B resamples all on one side give the Monte Carlo floor 2 / (B + 1), never 0."""
+    one = paired_difference(np.array([0.9]), np.array([0.1]))
+    assert one.difference == pytest.approx(0.8) and np.isnan(one.p_value) and np.isnan(one.low)
+    sure = paired_difference(np.arange(10.0) + 1, np.arange(10.0), n_resamples=999)
+    assert sure.p_value == pytest.approx(2 / 1000) and sure.low == pytest.approx(1.0) == sure.high
+
+
 def test_paired_difference_pairs_images_and_drops_incomplete_pairs():
     a = np.array([1.0, np.nan, 3.0, 4.0])
     b = np.array([0.5, 2.0, np.nan, 3.0])

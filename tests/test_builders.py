@@ -142,6 +142,36 @@ def test_nih_official_test_list_is_used(shared_data, tmp_path):
     assert ds.meta["split"]["official"] == ["train_val_list.txt", "test_list.txt"]
 
 
+def test_whole_folder_in_one_split():
+    patients = _patients(50)
+    assert set(split_by_patient(patients, only="test")) == {"test"}
+    assert set(split_by_patient(patients, test_frac=1.0)) == {"test"}  # whatever val_frac says
+    official = pd.Series("train", index=patients.index)
+    assert set(split_by_patient(patients, only="test", official=official)) == {"test"}  # lists ignored
+    with pytest.raises(ValueError, match="test_frac"):
+        split_by_patient(patients, val_frac=0.5, test_frac=0.6)
+    with pytest.raises(ValueError, match="split must be one of"):
+        split_by_patient(patients, only="holdout")
+
+
+@pytest.mark.parametrize("flag", [["--split", "test"], ["--test-frac", "1.0"]])
+def test_cli_puts_an_external_folder_in_test(shared_data, tmp_path, flag):
+    """An external model's test images: the NIH sample with --split test (official lists or
+    not) or --test-frac 1.0 lands entirely in test, and dataset.json says how."""
+    out = tmp_path / "nih"
+    assert main(["nih", "--source", str(shared_data / "nih-cxr14-sample"), "--out", str(out), *flag]) == 0
+    ds = load_dataset(out)
+    assert set(ds.images["split"]) == {"test"} and len(ds.images) == len(list((shared_data / "nih-cxr14-sample" / "images").glob("*.png")))
+    assert ds.meta["split"] == ({"by": "fixed", "split": "test", "official": []} if flag[0] == "--split"
+                                else {"by": "patient", "seed": 0, "val_frac": 0.0, "test_frac": 1.0, "official": []})
+
+
+def test_cli_refuses_bad_fractions_before_reading_anything(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["nih", "--source", str(tmp_path / "empty"), "--out", str(tmp_path / "x"), "--test-frac", "1.5"]) == 2
+    assert "test_frac" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- CLI and validation
 
 

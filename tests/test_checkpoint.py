@@ -13,7 +13,7 @@ import torch
 
 from medattn.errors import CheckpointError
 from medattn.models import build, import_state_dict, load_checkpoint, save_checkpoint
-from medattn.models.checkpoint import file_sha256
+from medattn.models.checkpoint import PROBE_TOLERANCE, file_sha256
 
 META = dict(classes=["effusion", "mass", "nodule"], task="multilabel", input_size=64,
             normalisation={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
@@ -218,3 +218,40 @@ def test_unique_checkpoints_names_each_checkpoint_once(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     given = [f"{a}.json", f"{a}.safetensors", b, f"{b}.json", a, "all"]
     assert unique_checkpoints(given) == [f"{a}.json", b, "all"]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_reduced_storage_keeps_what_float16_cannot_hold_in_float32(tmp_path, dtype, caplog):
+    """A BatchNorm running variance of ~988,000 (a TorchXRayVision-scale input) was stored as inf
+    and the reloaded model's logits were wrong without a word (issue 17)."""
+    from medattn.data.preprocess import Preprocessing
+    from medattn.models.external import ExternalModel
+
+    torch.manual_seed(0)
+    model = ExternalModel("torchxrayvision", "torchxrayvision.models.DenseNet", 3,
+                          {"num_init_features": 8, "growth_rate": 4, "block_config": [1, 1]}).eval()
+    with torch.no_grad():
+        model.net.features.norm0.running_var.uniform_(9.0e5, 1.1e6)  # conv0's output variance on [-1024, 1024]
+        model.net.features.norm0.running_mean.uniform_(-50.0, 50.0)
+    prep = Preprocessing(size=64, channels=1, intensity="xrv")
+    with caplog.at_level("WARNING", logger="medattn.checkpoint"):
+        path = save_checkpoint(model, tmp_path / "xrv", dtype=dtype, preprocessing=prep.to_meta())
+    assert "net.features.norm0.running_var" in caplog.text and "kept in float32" in caplog.text
+    loaded, meta = load_checkpoint(path)
+    assert meta["storage"]["float32_tensors"] == ["net.features.norm0.running_var"]
+    x = prep.to_input(np.random.default_rng(1).random((64, 64), dtype=np.float32))
+    assert torch.isfinite(loaded.net.features.norm0.running_var).all()
+    expected = logits(model, x)
+    assert torch.allclose(logits(loaded, x), expected, atol=PROBE_TOLERANCE[dtype] * (1 + float(expected.abs().max())))
+    assert meta["storage"]["probe_max_logit_difference"] <= PROBE_TOLERANCE[dtype] * (1 + float(expected.abs().max()))
+
+
+def test_a_save_whose_reloaded_logits_drift_fails_naming_the_tensors(tmp_path, monkeypatch):
+    from medattn.models import checkpoint
+
+    torch.manual_seed(0)
+    model = build("resnet18", "linear", 3).eval()
+    monkeypatch.setitem(checkpoint.PROBE_TOLERANCE, "int8", 1e-9)
+    with pytest.raises(CheckpointError, match=r"int8 storage changes the logits by up to .* the tensors it changes most: "):
+        save_checkpoint(model, tmp_path / "drift", dtype="int8", input_size=64)
+    assert not (tmp_path / "drift.json").exists() and not (tmp_path / "drift.safetensors").exists()

@@ -193,3 +193,26 @@ def test_pages_render(server, page, path, heading, marker):
     wait_idle(page)
     no_exceptions(page)
     screenshot(page, path)
+
+
+def test_a_reload_and_a_new_tab_keep_the_models_and_image(server, page, world):
+    """The sidebar's choice and the image live in the URL: a reload or the link in a new tab
+    opens the same view (it fell back to the defaults)."""
+    dataset = load_dataset(world.dataset)
+    chosen = dataset.split("val").index[0]
+    page.goto(f"{server}/?models=tiny_linear&image={chosen}")
+    for view in (page, None):
+        if view is None:
+            page.reload()
+        page.get_by_text(f"{chosen} · split val").wait_for(timeout=SLOW)
+        wait_idle(page)
+        assert "models=tiny_linear" in page.url and f"image={chosen}" in page.url
+        titles = page.locator(".js-plotly-plot").first.inner_text()
+        assert "tiny_linear" in titles and "tiny_wildcat" not in titles
+    tab = page.context.new_page()
+    tab.goto(page.url)
+    tab.get_by_text(f"{chosen} · split val").wait_for(timeout=SLOW)
+    wait_idle(tab)
+    assert "tiny_wildcat" not in tab.locator(".js-plotly-plot").first.inner_text()
+    no_exceptions(tab)
+    screenshot(tab, "reloaded_link")

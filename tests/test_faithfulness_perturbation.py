@@ -187,3 +187,22 @@ def test_faithfulness_correlation_of_a_flat_map_is_undefined():
     with pytest.warns(RuntimeWarning, match="undefined"):
         value = faithfulness_correlation(model, x, torch.ones_like(maps), y, n_subsets=10, task="multiclass")
     assert np.isnan(value[0])
+
+
+def test_signed_maps_rank_negative_evidence_last_where_quantus_takes_abs():
+    """Quantus#338: Quantus's AttributionLocalisation takes |φ| by default, so a map whose only
+    evidence inside the box is strongly negative (against the class) scores as if it pointed
+    there; our perturbation order ranks by signed value and removes those pixels last."""
+    q = quantus()
+    from medattn.metrics.faithfulness import pixel_ranks
+
+    maps = np.full((1, SIDE, SIDE), 0.01)
+    maps[0, 4:8, 4:8] = -5.0  # strong evidence against the class, inside the box
+    box = np.zeros((1, 1, SIDE, SIDE))
+    box[0, 0, 4:8, 4:8] = 1
+    x, _, y = inputs(batch=1)
+    theirs = q.AttributionLocalisation(normalise=False, disable_warnings=True)(
+        model=cnn(), x_batch=x.numpy(), y_batch=y, a_batch=maps[:, None], s_batch=box, device="cpu")
+    assert theirs[0] > 0.95  # |φ|: nearly all the mass is in the box
+    ranks = pixel_ranks(maps, seed=0)
+    assert (ranks[0, 4:8, 4:8] >= SIDE * SIDE - 16).all()  # ours: removed last

@@ -77,7 +77,7 @@ def test_constant_explanation_has_sensitivity_zero_and_batches_agree():
     constant = lambda m, inputs, targets: torch.ones(inputs.shape[0], *inputs.shape[2:])  # noqa: E731
     assert (max_sensitivity(model, x, y, constant, radius=0.5) == 0).all()
     explain = lambda m, inputs, targets: gradient(m, inputs, targets)  # noqa: E731
-    whole = max_sensitivity(model, x, y, explain, radius=0.1, n_samples=6, seed=2)
+    whole = max_sensitivity(model, x, y, explain, radius=0.1, n_samples=6, seed=2, batch_size=None)
     chunked = max_sensitivity(model, x, y, explain, radius=0.1, n_samples=6, seed=2, batch_size=4)
     np.testing.assert_allclose(whole, chunked, rtol=1e-6)
     assert max_sensitivity(model, x[1:], y[1:], explain, radius=0.1, n_samples=6, seed=2)[0] == pytest.approx(whole[1])

@@ -172,6 +172,7 @@ def test_library_models_import_with_equal_logits(tmp_path, capsys, make):
     assert "class maps" in unavailable(model, "wildcat")
     if "xrv" in args:
         assert meta["preprocessing"]["intensity"] == "xrv" and len(meta["classes"]) == 18
+        assert (meta["preprocessing"]["resize"], meta["preprocessing"]["interpolation"]) == ("center_crop_resize", "xrv")
 
 
 def test_a_partial_load_is_refused_by_name_unless_allowed(tmp_path, x, capsys):
@@ -212,9 +213,12 @@ def test_a_whole_pickled_model_is_never_unpickled_and_the_fix_is_spelled_out(tmp
     assert cli(tmp_path / "whole.pth", tmp_path / "w", "--arch", "mobilenet_v2") == 2
     err = capsys.readouterr().err
     assert not marker.exists()
-    assert "never unpickles" in err
-    assert f"model = torch.load('{tmp_path / 'whole.pth'}', weights_only=False)" in err
-    assert "torch.save(model.state_dict(), 'state_dict.pt')" in err
+    assert "unpickles nothing but tensors" in err
+    assert "the global(s) torch.nn.modules.container.Sequential" in err or "MobileNetV2" in err
+    assert "builtins.getattr" in err and "pathlib.Path" in err  # every global the file needs is named
+    assert "a dict holding a whole model under 'net'" in err
+    assert f"checkpoint = torch.load('{tmp_path / 'whole.pth'}', weights_only=False)" in err
+    assert "torch.save(checkpoint['net'].state_dict(), 'state_dict.pt')" in err
 
 
 @pytest.mark.parametrize("name", ["model.pth.tar", "checkpoint", "model.pt", "weights.bin"])
@@ -258,3 +262,76 @@ def test_the_cli_never_replaces_a_checkpoint_without_overwrite(tmp_path, capsys)
     assert "--overwrite" in capsys.readouterr().err and out.with_name("taken.json").read_text() == "kept"
     assert cli(weights, out, "--arch", "resnet18", "--overwrite") == 0
     assert out.with_name("taken.json").read_text() != "kept"
+
+
+def test_a_classic_training_checkpoint_with_numpy_scalars_imports_with_equal_logits(tmp_path, x, capsys):
+    """`model_best.pth.tar` = {epoch, state_dict, best_auc: numpy.float64, optimizer} was refused
+    (issue 17): numpy scalars and dtypes are allowed beside the weights, nothing else."""
+    import numpy as np
+
+    net = torchvision_net("mobilenet_v2")
+    torch.save({"epoch": 12, "arch": "mobilenet_v2", "state_dict": net.state_dict(), "best_auc": np.float64(0.8412),
+                "best_epoch": np.int64(9), "optimizer": torch.optim.SGD(net.parameters(), lr=0.1).state_dict()},
+               tmp_path / "model_best.pth.tar")
+    assert cli(tmp_path / "model_best.pth.tar", tmp_path / "best", "--arch", "mobilenet_v2") == 0, capsys.readouterr().err
+    model, _ = load_checkpoint(tmp_path / "best")
+    with torch.inference_mode():
+        assert (model(x) - net(x)).abs().max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("extra, refused, held, recipe", [
+    ({"args": __import__("argparse").Namespace(lr=0.1)}, "argparse.Namespace",
+     "a dict with a state dict under 'state_dict' and 'args' (argparse.Namespace)",
+     "torch.save(checkpoint['state_dict'], 'state_dict.pt')"),
+    ({"scores": __import__("numpy").arange(3)}, "numpy.ndarray", "a dict with a state dict under 'state_dict'",
+     "torch.save(checkpoint['state_dict'], 'state_dict.pt')"),
+])
+def test_any_other_global_is_refused_by_name_with_a_recipe_for_the_files_content(tmp_path, capsys, extra, refused,
+                                                                                  held, recipe):
+    net = torchvision_net("mobilenet_v2")
+    torch.save({"epoch": 1, "state_dict": net.state_dict(), **extra}, tmp_path / "ckpt.pth")
+    assert cli(tmp_path / "ckpt.pth", tmp_path / "no", "--arch", "mobilenet_v2") == 2
+    err = capsys.readouterr().err
+    assert refused in err and held in err and recipe in err
+    assert not (tmp_path / "no.json").exists()
+
+
+def test_a_whole_model_gets_the_whole_model_recipe(tmp_path, capsys):
+    torch.save(torchvision_net("mobilenet_v2"), tmp_path / "whole.pt")
+    assert cli(tmp_path / "whole.pt", tmp_path / "w", "--arch", "mobilenet_v2") == 2
+    err = capsys.readouterr().err
+    assert "a whole pickled model (torchvision.models.mobilenetv2.MobileNetV2)" in err
+    assert "model = torch.load(" in err and "torch.save(model.state_dict(), 'state_dict.pt')" in err
+
+
+@pytest.mark.parametrize("arch, kwargs, channels_arg", [
+    ("resnet18", [], "n_input_channels"),  # a builder function: arguments read from the ResNet class it returns
+    ("SEResNet50", ["--kwarg", "layers=[1,1,1,1]"], "in_channels"),  # **kwargs passed on to SENet
+    ("EfficientNetBN", ["--kwarg", "model_name=efficientnet-b0"], "in_channels"),  # pretrained=True by default
+])
+def test_monai_classifiers_import_by_their_own_constructor_arguments(tmp_path, capsys, arch, kwargs, channels_arg):
+    """Every MONAI classifier but DenseNet121 failed ("unexpected keyword argument
+    'out_channels'"): the class count and channel arguments are read from the signature."""
+    from medattn.models.external import ExternalModel
+
+    torch.manual_seed(0)
+    source = ExternalModel("monai", f"monai.networks.nets.{arch}", len(CLASSES),
+                           {k: v for k, v in (a.split("=", 1) for a in kwargs[1::2])} | (
+                               {"layers": [1, 1, 1, 1]} if arch == "SEResNet50" else {}), channels=1).eval()
+    torch.save(source.net.state_dict(), tmp_path / "model.pt")
+    code = main([str(tmp_path / "model.pt"), "--library", "monai", "--arch", arch, *kwargs, "--classes", *CLASSES,
+                 "--task", "multilabel", "--input-size", str(SIZE), "--out", str(tmp_path / "m")])
+    assert code == 0, capsys.readouterr().err
+    model, meta = load_checkpoint(tmp_path / "m")
+    assert meta["constructor"]["kwargs"][channels_arg] == 1 and meta["constructor"]["kwargs"]["spatial_dims"] == 2
+    assert model.num_classes == len(CLASSES) and meta["preprocessing"]["channels"] == 1
+    probe = torch.randn(2, 1, SIZE, SIZE)
+    with torch.inference_mode():
+        assert (model(probe) - source(probe)).abs().max() <= TOLERANCE
+
+
+def test_a_class_count_argument_must_agree_with_the_classes(tmp_path, capsys):
+    torch.save(torchvision_net("mobilenet_v2").state_dict(), tmp_path / "w.pt")
+    assert main([str(tmp_path / "w.pt"), "--library", "monai", "--arch", "DenseNet121", "--kwarg", "out_channels=5",
+                 "--classes", *CLASSES, "--task", "multilabel", "--input-size", str(SIZE), "--out", str(tmp_path / "c")]) == 2
+    assert "out_channels=5 but --classes names 3 classes" in capsys.readouterr().err

@@ -108,3 +108,71 @@ def test_sanity_rows_are_kept_apart_and_summarised(scores):
     assert table.set_index("step").at[2, "ssim"] == pytest.approx(1.0 - 0.8 + 0.05)
     figure = cascading_figure(table)
     assert len(figure.data) == 1 and list(figure.data[0].x) == [0, 2, 10]
+
+
+def test_split_scope_and_coverage_of_a_stopped_run(scores):
+    """Rows of train and test images in one table: each split listed apart, named, and a
+    model × method that reached part of a split said to be partial."""
+    scores = scores.assign(split=["test" if int(i[2:]) < 20 else "train" for i in scores["image_id"]])
+    assert lb.split_choices(scores) == ["test", "train", "all"]
+    test = lb.rows_of_split(scores, "test")
+    assert set(test["split"]) == {"test"} and len(lb.rows_of_split(scores, "all")) == len(scores)
+    stopped = test[~((test["checkpoint"] == "b") & (test["image_id"].isin([f"im{i}" for i in range(5, 20)])))]
+    coverage = lb.coverage_table(stopped, [f"im{i}" for i in range(20)]).set_index(["checkpoint", "method"])
+    assert coverage.loc[("a", "saliency"), "images"] == 20 and coverage.loc[("a", "saliency"), "complete"]
+    assert coverage.loc[("b", "saliency"), "images"] == 5 and not coverage.loc[("b", "saliency"), "complete"]
+    assert coverage.loc[("b", "saliency"), "share"] == pytest.approx(0.25)
+    assert ("a", "sanity:cascading") not in coverage.index
+
+
+def test_a_difference_over_one_pair_has_no_p_value(scores):
+    one = scores[scores["image_id"] == "im1"]
+    result = lb.paired_comparison(one, ("a", "gradcam"), ("a", "saliency"), "auprc", target_class="nodule")
+    assert result["n"] == 1 and np.isnan(result["p_value"])
+
+
+def _with_faithfulness(scores: pd.DataFrame) -> pd.DataFrame:
+    """Deletion (lower is better) and sparseness per row, a reference map's rows, NaN where undefined."""
+    rng = np.random.default_rng(1)
+    rows = scores[~scores["method"].str.startswith("sanity:")].copy()
+    shift = rows["method"].map({"saliency": 0.0, "gradcam": -0.2}).fillna(0.0) + (rows["checkpoint"] == "b") * 0.1
+    rows["deletion"] = np.clip(rng.uniform(0.3, 0.6, len(rows)) + shift, 0, 1)
+    rows["sparseness"] = rng.uniform(0.2, 0.8, len(rows))
+    rows.iloc[0, rows.columns.get_loc("sparseness")] = np.nan
+    reference = rows[(rows["checkpoint"] == "a") & (rows["method"] == "saliency")].copy()
+    reference["method"], reference["deletion"] = "reference:blank", 0.7
+    return pd.concat([rows, reference, scores[scores["method"].str.startswith("sanity:")]], ignore_index=True)
+
+
+def test_faithfulness_table_means_intervals_and_reference_rows(scores):
+    frame = _with_faithfulness(scores)
+    assert lb.faithfulness_metrics(frame) == ["deletion", "sparseness"]
+    table = lb.faithfulness_table(frame, n_resamples=200)
+    assert list(table["method"][table["checkpoint"] == "a"]) == ["gradcam", "saliency", "reference:blank"]
+    assert table["reference"].tolist() == [False, False, True, False]
+    row = table[(table["checkpoint"] == "a") & (table["method"] == "saliency")].iloc[0]
+    chosen = frame[(frame["checkpoint"] == "a") & (frame["method"] == "saliency")]
+    assert row["n"] == 60  # every pair, with or without boxes
+    assert row["deletion"] == pytest.approx(chosen["deletion"].mean())
+    assert row["sparseness"] == pytest.approx(chosen["sparseness"].mean())  # NaN left out
+    assert row["deletion_low"] < row["deletion"] < row["deletion_high"]
+    only = lb.faithfulness_table(frame, ["deletion"], target_class="nodule", n_resamples=200)
+    assert (only["n"][~only["reference"]] == 30).all() and "sparseness" not in only
+    assert lb.faithfulness_table(scores).empty
+
+
+def test_rank_agreement_orders_methods_in_each_metric_s_better_direction(scores):
+    loc = pd.DataFrame({"checkpoint": ["a"] * 4, "method": ["m1", "m2", "m3", "reference:center"],
+                        "auprc": [0.9, 0.5, 0.1, 0.95]})
+    faith = pd.DataFrame({"checkpoint": ["a"] * 4, "method": ["m1", "m2", "m3", "reference:center"],
+                          "deletion": [0.1, 0.2, 0.3, 0.9], "insertion": [0.1, 0.2, 0.3, 0.9]})
+    agree = lb.rank_agreement(loc, faith, "auprc", "deletion").iloc[0]
+    assert agree["tau"] == pytest.approx(1.0) and agree["methods"] == 3  # low deletion is good: same order
+    assert agree["best_localization"] == agree["best_faithfulness"] == "m1"
+    assert lb.rank_agreement(loc, faith, "auprc", "insertion").iloc[0]["tau"] == pytest.approx(-1.0)
+    with_refs = lb.rank_agreement(loc, faith, "auprc", "deletion", references=True).iloc[0]
+    assert with_refs["methods"] == 4 and with_refs["tau"] < 1
+    two = pd.concat([loc, loc.assign(checkpoint="b")]), pd.concat([faith, faith.assign(checkpoint="b")])
+    pooled = lb.rank_agreement(*two, "auprc", "deletion")
+    assert list(pooled["checkpoint"]) == ["a", "b", "all"] and pooled["methods"].tolist() == [3, 3, 6]
+    assert np.isnan(lb.rank_agreement(loc[:2], faith[:2], "auprc", "deletion").iloc[0]["tau"])

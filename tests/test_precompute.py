@@ -63,6 +63,24 @@ def test_precompute_rows_resume_and_agree_with_direct_metrics(tiny_demo, tiny_ch
     assert len(again) == len(frame)
 
 
+def test_a_resumed_run_counts_the_whole_plan_and_a_finished_one_leaves_one_part(tiny_demo, tiny_checkpoint, tmp_path):
+    """Progress after a resume read 2/271 instead of 67/336, and part files stayed beside the
+    merged table the README promises."""
+    dataset = load_dataset(tiny_demo)
+    ids = list(dataset.split("test").index[:4])
+    run, cache = Run(tmp_path / "run"), HeatmapCache(tmp_path / "cache")
+    first: list[tuple[int, int]] = []
+    precompute(dataset, [tiny_checkpoint], ["saliency", "gradcam"], image_ids=ids, run=run, cache=cache, device="cpu",
+               progress=lambda done, total: first.append((done, total)), stop=lambda: len(first) >= 3)
+    stored, planned = len(run.scores.read()), first[-1][1]
+    assert 3 <= stored < planned and len(run.scores.parts()) >= 1
+    second: list[tuple[int, int]] = []
+    precompute(dataset, [tiny_checkpoint], ["saliency", "gradcam"], image_ids=ids, run=run, cache=cache, device="cpu",
+               progress=lambda done, total: second.append((done, total)))
+    assert second[0] == (stored, planned) and second[-1] == (planned, planned)
+    assert len(run.scores.parts()) == 1 and len(run.scores.read()) == planned
+
+
 def test_rows_of_older_scoring_or_other_weights_are_redone(tiny_demo, tiny_checkpoint, tmp_path):
     """A row scored under older definitions (no `scoring`, or another version) or for other
     weights under the same checkpoint name is redone, from the cached map; the rest are kept."""
@@ -175,3 +193,60 @@ def test_ray_engine_without_ray_says_what_to_install(tiny_demo, tiny_checkpoint,
     with pytest.raises(ImportError, match=f"pip install ray=={RAY_VERSION}"):
         precompute(load_dataset(tiny_demo), [tiny_checkpoint], ["saliency"], run=Run(tmp_path / "run"),
                    cache=HeatmapCache(tmp_path / "cache"), engine="ray")
+
+
+def test_precompute_with_faithfulness_metrics_and_reference_maps(tiny_demo, tiny_checkpoint, tmp_path, monkeypatch):
+    """--metrics: every row carries the metrics (equal to calling the pipeline directly), the
+    reference maps get rows of their own, a rerun computes nothing, and other settings redo the
+    metrics from the cached maps."""
+    from medattn import pipeline
+    from medattn.metrics.faithfulness import METRICS, REFERENCE_MAPS
+
+    dataset = load_dataset(tiny_demo)
+    ids = list(dataset.split("test").index[:2])
+    run, cache = Run(tmp_path / "run"), HeatmapCache(tmp_path / "cache")
+    settings = pipeline.FaithfulnessSettings(tuple(METRICS), steps=4, percentages=(50,), samples=3, regions=4)
+    methods = ["saliency", *(f"reference:{k}" for k in REFERENCE_MAPS)]
+    frame = precompute(dataset, [tiny_checkpoint], methods, image_ids=ids, run=run, cache=cache, device="cpu",
+                       faithfulness=settings)
+    assert set(frame["method"]) == set(methods)
+    assert (frame["faithfulness"] == settings.key()).all()
+    finite = frame[list(METRICS)].drop(columns=["faithfulness_correlation", "complexity"])  # NaN for flat maps
+    assert np.isfinite(finite.to_numpy(float)).all()
+    blank = frame[frame["method"] == "reference:blank"]
+    assert blank["degenerate"].all() and (blank["sparseness"] == 0).all() and blank["complexity"].isna().all()
+    assert (frame[frame["method"] == "reference:center"]["max_sensitivity"] == 0).all()
+
+    loaded = load_model(tiny_checkpoint, "cpu")
+    row = frame[frame["method"] == "saliency"].iloc[0]
+    result = compute_map(loaded, dataset, row.image_id, "saliency", int(row.target), cache=cache)
+    direct = pipeline.faithfulness_scores(loaded, dataset.read_image(row.image_id), result.raw, "saliency",
+                                          int(row.target), settings)
+    for name in METRICS:
+        assert row[name] == pytest.approx(direct[name], nan_ok=True), name
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed a finished row")
+
+    monkeypatch.setattr(pipeline, "faithfulness_scores", fail)
+    monkeypatch.setattr("medattn.jobs.batch.faithfulness_scores", fail)
+    assert len(precompute(dataset, [tiny_checkpoint], methods, image_ids=ids, run=run, cache=cache, device="cpu",
+                          faithfulness=settings)) == len(frame)
+    monkeypatch.undo()
+    fewer = pipeline.FaithfulnessSettings(("deletion",), steps=2)
+    again = precompute(dataset, [tiny_checkpoint], ["saliency"], image_ids=ids, run=run, cache=cache, device="cpu",
+                       faithfulness=fewer)
+    redone = again[again["method"] == "saliency"]
+    assert (redone["faithfulness"] == fewer.key()).all() and not redone["cached"].eq(False).any()
+
+
+def test_cli_metrics_and_references(tiny_demo, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["--dataset", str(tiny_demo), "--checkpoints", str(tiny_checkpoint), "--methods", "gradcam",
+                 "--images", *load_dataset(tiny_demo).split("test").index[:1], "--out", str(out), "--device", "cpu",
+                 "--metrics", "deletion", "sparseness", "--metric-steps", "4", "--references", "center"])
+    assert code == 0
+    frame = Run(out).scores.read()
+    assert set(frame["method"]) == {"gradcam", "reference:center"}
+    assert frame[["deletion", "sparseness"]].notna().all().all()
+    assert "deletion" in capsys.readouterr().out

@@ -154,3 +154,34 @@ def test_chexnet_import_is_explained_and_scored_in_the_stored_frame(nih, tmp_pat
     scored = frame[frame["target_class"] == "Pneumonia"].iloc[0]
     assert scored["n_boxes"] == 1 and bool(scored["cached"])  # the map computed above, from the cache
     assert np.isfinite(scored[["auprc", "hit", "miou"]].astype(float)).all()
+
+
+XRV = Preprocessing(resize="center_crop_resize", size=224, interpolation="xrv", channels=1, intensity="xrv")
+
+
+def test_xrv_preprocessing_equals_torchxrayvisions_own_pipeline_on_nih_images(shared_data):
+    """The README's xrv import stretched non-square images while xrv centre-crops, 22 % of the
+    range apart on average (issue 17); the xrv default is now XRayCenterCrop → XRayResizer."""
+    import torchxrayvision as xrv
+
+    files = sorted((shared_data / "nih-cxr14-sample" / "images").glob("*.png"))[:60:20]
+    pipeline = T.Compose([xrv.datasets.XRayCenterCrop(), xrv.datasets.XRayResizer(224)])
+    stretched = Preprocessing(size=224, channels=1, intensity="xrv")
+    worst, stretch_gap = 0.0, []
+    for file in files:
+        pixels = np.asarray(Image.open(file).convert("L"))
+        for rows, cols in ((slice(None), slice(90, 890)), (slice(40, 1000), slice(None))):  # portrait and landscape
+            crop = np.ascontiguousarray(pixels[rows, cols])
+            theirs = torch.from_numpy(pipeline(xrv.datasets.normalize(crop, 255)[None]))[None]
+            ours = XRV.to_input(crop.astype(np.float32) / 255)
+            worst = max(worst, float((ours - theirs).abs().max()) / 2048)
+            stretch_gap.append(float((stretched.to_input(crop.astype(np.float32) / 255) - theirs).abs().mean()) / 2048)
+    assert worst <= 1e-4  # of xrv's [-1024, 1024] range
+    assert np.mean(stretch_gap) > 0.02  # what the README's old command fed the model instead
+
+
+def test_xrv_geometry_places_maps_on_the_centre_square():
+    assert XRV.footprint((1024, 800)).pixels((1024, 800)) == (112, 0, 912, 800)
+    placed = XRV.place(np.ones((224, 224), np.float32), (1024, 800))
+    assert placed[112:912].min() == 1 and placed.sum() == 800 * 800
+    assert XRV.support((600, 600)) is None

@@ -24,6 +24,7 @@ from medattn.reader.export import import_study, read_study_json
 from medattn.reader.presets import default_questions
 from medattn.store.annotations import AnnotationStore
 from medattn.reader.mrmc_study import study_mrmc
+from medattn.reader.validity import image_truth
 from tests.app_env import AppEnv, app_env
 from tests.reader_sim import simulate_ai_study
 
@@ -117,6 +118,8 @@ def create_study(at: AppTest, kind: str, source: str, name: str, world: World) -
     else:
         data = load_dataset(world.app.dataset)
         ids = [i for i in data.split("test").index if data.labels(i).any()][:3]
+        if kind == "detection":  # a detection study reads images without the finding too
+            ids = ids[:2] + [i for i in data.split("test").index if not data.labels(i).any()][:1]
         at.text_area(key="sa_new_ids").input("\n".join(ids))
     at.run()
     if not (kind == "failure_review" and source == "failure cases"):
@@ -217,8 +220,9 @@ def test_study_from_creation_to_exports(world, downloads, kind, source):
         tags = next(d.value for d in admin.dataframe if "tag" in d.value.columns)
         assert tags["count"].sum() == 2 * 1 + 2 * 2  # alice one tag per case, bob two
 
-    expected = {"heatmap_rating": ["csv", "json"], "failure_review": ["csv", "json"],
-                "detection": ["csv", "json", "coco.json", "mrmc.csv", "imrmc"]}[kind]
+    expected = {"heatmap_rating": ["csv", "json", "key.csv", "mrmc.csv", "imrmc"],
+                "failure_review": ["csv", "json", "key.csv"],
+                "detection": ["csv", "json", "key.csv", "coco.json", "boxes.csv", "mrmc.csv", "imrmc"]}[kind]
     files = {suffix: downloads[f"{study_id}.{suffix}"] for suffix in expected}
     assert all(files.values())
     long = pd.read_csv(BytesIO(files["csv"]), comment="#")
@@ -230,6 +234,7 @@ def test_study_from_creation_to_exports(world, downloads, kind, source):
     mine = world.store.answers(study_id).drop(columns="submitted_at").sort_values(["reader", "case_id", "question_id"])
     back = world.store.answers(copy).drop(columns="submitted_at").sort_values(["reader", "case_id", "question_id"])
     assert mine.reset_index(drop=True).to_json() == back.reset_index(drop=True).to_json()  # the JSON round-trips
+    assert world.store.case_key(copy)["image_id"].tolist() == world.store.case_key(study_id)["image_id"].tolist()
     if kind == "detection":
         from pycocotools.coco import COCO
 
@@ -278,6 +283,35 @@ def test_readers_see_only_the_reader_page_and_their_own_work(world):
         assert secret not in source, secret
 
 
+def test_a_detection_study_built_in_the_pages_natural_order_has_negatives_or_is_refused(world):
+    """Name, Kind → detection, cases from the test split, a map, Create: the "only images with the
+    finding" switch a rating study starts with no longer carries over to detection (every case
+    positive, N0 = 0 in the MRMC exports); switched on, creation is refused with the reason."""
+    admin = sign_in(*ADMIN, page="study_admin")
+    before = set(world.store.list_studies()["id"])
+    admin.text_input(key="sa_new_name").input("Nodules with AI")
+    admin.run()  # the form as first shown (kind: failure review, switch on)
+    admin.selectbox(key="sa_new_kind").set_value("detection").run()
+    admin.radio(key="sa_new_source").set_value("split").run()
+    admin.number_input(key="sa_new_count").set_value(12).run()
+    admin.multiselect(key="sa_new_panels").set_value(admin.multiselect(key="sa_new_panels").options[:1]).run()
+    assert "without" in texts(admin.caption)
+    admin.button(key="sa_new_create").click().run()
+    assert not admin.exception and "Created study" in texts(admin.success), texts(admin.error)
+    (study_id,) = set(world.store.list_studies()["id"]) - before
+    spec = world.store.study(study_id)
+    truth = image_truth(load_dataset(world.app.dataset), spec["cases"], spec.get("target_class"))
+    assert 0 < truth.sum() < len(truth)  # positives and negatives
+    assert spec["washout_days"] == 28 and spec["arms"] == "crossed"
+
+    admin.text_input(key="sa_new_name").input("Positives only")
+    admin.toggle(key="sa_new_positives_detection").set_value(True).run()
+    assert "needs images with and without" in texts(admin.error)
+    admin.button(key="sa_new_create").click().run()
+    assert "needs images with and without the finding" in texts(admin.error)
+    assert set(world.store.list_studies()["id"]) - before == {study_id}  # refused: nothing created
+
+
 def test_admin_sees_the_mrmc_analysis_and_roc_curves_of_an_ai_study(world):
     study_id = simulate_ai_study(world.store, world.app.dataset, str(world.app.checkpoints / "tiny_wildcat"),
                                  readers=3, images=16)
@@ -297,9 +331,10 @@ def test_admin_sees_the_mrmc_analysis_and_roc_curves_of_an_ai_study(world):
     assert {"sensitivity with AI", "specificity without AI"} <= labels
 
 
-def test_studies_of_the_same_name_can_each_be_opened(world):
+def test_studies_of_the_same_name_can_each_be_opened_and_a_reload_resumes_the_one_in_progress(world):
     data = load_dataset(world.app.dataset)
-    ids = list(data.split("test").index[:2])
+    test = data.split("test").index
+    ids = [next(i for i in test if data.labels(i).any()), next(i for i in test if not data.labels(i).any())]
     made = [world.store.create_study({"name": "Round 1", "kind": "detection", "dataset": str(world.app.dataset),
                                       "cases": ids, "questions": default_questions("detection"), "seed": 1})
             for _ in range(2)]
@@ -308,8 +343,11 @@ def test_studies_of_the_same_name_can_each_be_opened(world):
     world.store.submit_case(made[1], "gina", world.store.cases_for(made[1], "gina")[0],
                             {"present": False, "confidence": 1, "boxes": []})
     at = sign_in("gina", "gina-password")
+    assert at.selectbox(key="rd_study").value == made[1]  # a new session resumes the study in progress
     labels = at.selectbox(key="rd_study").options
     assert len(set(labels)) == len(labels)  # the browser sends a label back; Streamlit maps it to the LAST option with it
+    choose_study(at, made[0])
+    assert "0 of 2 cases done" in page_source(at)
     choose_study(at, made[1])
     assert at.selectbox(key="rd_study").value == made[1]
     assert "1 of 2 cases done" in page_source(at)  # the second study's progress, not the first's
@@ -327,7 +365,8 @@ def test_wrong_password_rate_limit_and_unreadable_case(world, tmp_path):
 
     copy = Path(shutil.copytree(world.app.dataset, tmp_path / "copy"))
     data = load_dataset(copy)
-    ids = list(data.split("test").index[:2])
+    test = data.split("test").index
+    ids = [next(i for i in test if data.labels(i).any()), next(i for i in test if not data.labels(i).any())]
     study_id = world.store.create_study({"name": "Readability", "kind": "detection", "dataset": str(copy), "cases": ids,
                                          "questions": default_questions("detection"), "seed": 1})
     world.store.add_reader(study_id, "frank", "frank-password")

@@ -31,7 +31,8 @@ def study(tmp_path_factory):
     store = AnnotationStore(db)
     store.add_admin(*ADMIN)
     data = load_dataset(world.dataset)
-    ids = [i for i in data.split("test").index if data.labels(i).any()][:2]
+    test = data.split("test")
+    ids = [test.index[test["nodule"] == 1][0], test.index[test["nodule"] == 0][0]]  # with and without the finding
     study_id = store.create_study({"name": "Nodule detection", "kind": "detection", "dataset": str(world.dataset),
                                    "cases": ids, "questions": default_questions("detection", "nodule"), "seed": 2,
                                    "target_class": "nodule",

@@ -10,6 +10,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from medattn.data import load_dataset
+from medattn.reader import analysis
 from medattn.reader.__main__ import main
 from medattn.reader.arms import WITH_AI, WITHOUT_AI
 from medattn.reader.errors import ImportFormatError, StudyError
@@ -50,13 +51,13 @@ def test_every_format_has_provenance_and_no_image_ids(study, tmp_path):
         assert main(["export", "--db", str(store.path), "--study", study_id, "--format", fmt, "--out", str(out)]) == 0
         content = out.read_text()
         assert study_id in content and "app_version" in content and "exported_at" in content, fmt
-        assert not any(image in content for image in images), fmt
+        assert any(image in content for image in images) == (fmt == "key"), fmt  # only the key names images
     assert not list(tmp_path.glob(".*.tmp"))  # temporary files renamed away
 
 
 def test_json_round_trip_gives_the_same_answers(study, tmp_path):
     store, study_id, _ = study
-    out = export_study(store, study_id, "json", tmp_path / "study.json")
+    out = export_study(store, study_id, "json", tmp_path / "study.json", with_key=True)
     other = AnnotationStore(tmp_path / "other.db", password_hasher=FAST)
     assert main(["import", "--db", str(other.path), "--json", str(out)]) == 0
     (imported,) = other.list_studies()["id"]
@@ -71,6 +72,93 @@ def test_json_round_trip_gives_the_same_answers(study, tmp_path):
     other.add_admin("boss", "admin password")
     other.set_password("boss", "ana", "a new password")
     assert other.authenticate("ana", "a new password")
+
+
+def test_a_json_backup_reimports_with_its_images(study, tmp_path, capsys):
+    """The re-imported study's cases show the same images (they showed "case-0001", an image
+    that does not exist, when the export had no image ids). An export without them is refused,
+    or takes the study's key file."""
+    store, study_id, _ = study
+    original = store.case_key(study_id)[["case_id", "image_id"]]
+    backup = export_study(store, study_id, "json", tmp_path / "backup.json", with_key=True)
+    other = AnnotationStore(tmp_path / "other.db", password_hasher=FAST)
+    copy = import_study(other, backup)
+    pd.testing.assert_frame_equal(other.case_key(copy)[["case_id", "image_id"]], original)
+    other.add_reader(copy, "cy", "correct horse")
+    case = other.cases_for(copy, "cy")[0]
+    assert other.case_image(copy, "cy", case).shape == (64, 64)  # the image is found
+
+    shared = export_study(store, study_id, "json", tmp_path / "shared.json")  # no image ids: for sharing
+    assert main(["import", "--db", str(other.path), "--json", str(shared)]) == 2
+    assert "exported without its case key" in capsys.readouterr().err
+    key = export_study(store, study_id, "key", tmp_path / "key.csv")
+    table = pd.read_csv(key, comment="#")
+    assert list(table.columns) == ["case_id", "image_id", "arm", "mrmc_case", "checkpoint", "method", "target_class",
+                                   "category"]
+    assert set(table["arm"]) == {WITH_AI, WITHOUT_AI} and table.groupby("image_id")["mrmc_case"].nunique().eq(1).all()
+    assert main(["import", "--db", str(other.path), "--json", str(shared), "--key", str(key)]) == 0
+    again = other.list_studies()["id"].iloc[-1]
+    pd.testing.assert_frame_equal(other.case_key(again)[["case_id", "image_id"]], original)
+
+
+def test_one_class_studies_are_refused_or_warned_in_every_export(tiny_demo, tmp_path):
+    data = load_dataset(tiny_demo)
+    positives = [i for i in data.images.index if data.images.at[i, "nodule"]][:3]
+    store = AnnotationStore(tmp_path / "s.db", password_hasher=FAST)
+    base = {"dataset": str(tiny_demo), "cases": positives, "target_class": "nodule", "seed": 1}
+    with pytest.raises(StudyError, match=r"N0 = 0"):  # detection: refused, nothing written
+        store.create_study({**base, "name": "d", "kind": "detection", "questions": default_questions("detection")})
+    assert store.list_studies().empty
+    panels = [{"checkpoint": "a", "method": "gradcam"}, {"checkpoint": "b", "method": "saliency"}]
+    study_id = store.create_study({**base, "name": "r", "kind": "heatmap_rating", "panels": panels,
+                                   "questions": default_questions("heatmap_rating")})  # ratings stand: warned
+    store.add_reader(study_id, "ana", "correct horse")
+    for case in store.cases_for(study_id, "ana"):
+        store.submit(study_id, "ana", case, "rating", {c: 3 for c in store.panels_for(study_id, "ana", case)})
+    for fmt in FORMATS:
+        text = export_study(store, study_id, fmt, tmp_path / f"out.{fmt}").read_text()
+        assert "N0 = 0" in text and "AUC" in text, fmt
+    assert json.loads((tmp_path / "out.json").read_text())["provenance"]["warnings"][0].startswith("all 3 images")
+
+
+def test_maps_are_the_modalities_of_a_rating_study_mrmc(tiny_demo, tmp_path):
+    from medattn.reader.mrmc_study import study_mrmc
+
+    data = load_dataset(tiny_demo)
+    images = data.images.index[:10].tolist()  # with and without nodules
+    store = AnnotationStore(tmp_path / "s.db", password_hasher=FAST)
+    panels = [{"checkpoint": "ckpt/good.safetensors", "method": "gradcam"}, {"checkpoint": "ckpt/bad", "method": "saliency"}]
+    study_id = store.create_study({"name": "r", "kind": "heatmap_rating", "dataset": str(tiny_demo), "cases": images,
+                                   "target_class": "nodule", "panels": panels, "seed": 3,
+                                   "questions": default_questions("heatmap_rating", "nodule")})
+    names = {r.code: r.method for r in store.panel_key(study_id).itertuples()}
+    for k, reader in enumerate(("ana", "ben", "cy")):
+        store.add_reader(study_id, reader, "correct horse")
+        for i, case in enumerate(store.cases_for(study_id, reader)):
+            truth = int(data.images.at[store.case_key(study_id).set_index("case_id").at[case, "image_id"], "nodule"])
+            # gradcam's ratings follow the finding, saliency's do not
+            store.submit(study_id, reader, case, "rating", {c: (4 + truth if names[c] == "gradcam" else 1 + (i + k) % 5)
+                                                            for c in store.panels_for(study_id, reader, case)})
+    result = study_mrmc(store, study_id)
+    assert set(result["auc"]) == {"good · gradcam", "bad · saliency"}
+    assert result["auc"]["good · gradcam"] == 1.0 and result["auc"]["bad · saliency"] < 0.8
+    table = pd.read_csv(export_study(store, study_id, "mrmc", tmp_path / "maps.mrmc.csv"), comment="#")
+    assert len(table) == 3 * 10 * 2 and set(table["modality"]) == set(result["auc"])
+
+
+def test_boxes_export_has_reader_arm_and_finding(study, tmp_path):
+    store, study_id, images = study
+    table = pd.read_csv(export_study(store, study_id, "boxes", tmp_path / "boxes.csv", with_key=True), comment="#")
+    assert list(table.columns) == ["image_id", "label", "x", "y", "w", "h", "reader", "arm", "case_id"]
+    answers = store.answers(study_id)
+    assert len(table) == sum(len(v) for v in answers[answers["question_id"] == "boxes"]["value"])
+    assert set(table["reader"]) == set(READERS) and set(table["arm"]) == {WITH_AI, WITHOUT_AI}
+    assert set(table["label"]) == {"nodule"} and set(table["image_id"]) <= set(images)
+    blind = pd.read_csv(export_study(store, study_id, "boxes", tmp_path / "blind.csv"), comment="#")
+    assert "image_id" not in blind.columns and len(blind) == len(table)
+    truth = analysis.reader_ground_truth(store, study_id)  # the Leaderboard's ground truth: the unaided reading
+    assert set(truth["arm"]) == {WITHOUT_AI} and len(truth) == (table["arm"] == WITHOUT_AI).sum()
+    assert len(analysis.reader_ground_truth(store, study_id, arm="all")) == len(table)
 
 
 def test_coco_export_loads_with_pycocotools(study, tmp_path):
@@ -165,7 +253,7 @@ def _corrupt(document: dict, change) -> dict:
 ])
 def test_malformed_import_names_the_field_and_writes_nothing(study, tmp_path, change, message):
     store, study_id, _ = study
-    document = json.loads(export_study(store, study_id, "json", tmp_path / "good.json").read_text())
+    document = json.loads(export_study(store, study_id, "json", tmp_path / "good.json", with_key=True).read_text())
     bad = tmp_path / "bad.json"
     bad.write_text("{not json" if change is None else json.dumps(_corrupt(document, change)))
     with pytest.raises(ImportFormatError, match=message) as raised:
@@ -181,7 +269,7 @@ def test_exports_after_the_dataset_moved(tiny_demo, tmp_path, capsys):
     folder = Path(shutil.copytree(tiny_demo, tmp_path / "data"))
     store = AnnotationStore(tmp_path / "s.db", password_hasher=FAST)
     study_id = store.create_study({"name": "moved", "kind": "detection", "dataset": str(folder),
-                                   "cases": ["demo_00000", "demo_00001"], "questions": default_questions("detection")})
+                                   "cases": ["demo_00000", "demo_00003"], "questions": default_questions("detection")})
     store.add_reader(study_id, "ana", "correct horse")
     for case in store.cases_for(study_id, "ana"):
         store.submit_case(study_id, "ana", case, {"present": True, "confidence": 4,

@@ -47,13 +47,13 @@ def _first_event(document: dict, question: str) -> dict:
     (lambda d: d["study"]["questions"].append({"id": "q" * 600, "type": "text"}), "at most 500"),
     (lambda d: _first_event(d, "confidence").update(case_id=d["readers"][1]["case_order"][0],
                                                     reader="nobody"), "'nobody' is not in 'readers'"),
-    (lambda d: d["cases"].extend({"case_id": f"extra-{i}", "image_id": f"x{i}"} for i in range(5)), "at most 20"),
+    (lambda d: d["cases"].extend({"case_id": f"extra-{i}", "image_id": f"x{i}"} for i in range(5)), "at most 12"),
 ])
 def test_a_tampered_import_writes_nothing(study, tmp_path, monkeypatch, change, message):  # noqa: F811
     store, study_id, _ = study
-    # 16 cases (8 images × 2 arms; the export has no image ids): the cap just above them
-    monkeypatch.setattr(studies_module, "MAX_CASES", 16 + 4)
-    document = json.loads(export_study(store, study_id, "json", tmp_path / "good.json").read_text())
+    # 8 images (16 cases: 2 arms): the cap just above them
+    monkeypatch.setattr(studies_module, "MAX_CASES", 8 + 4)
+    document = json.loads(export_study(store, study_id, "json", tmp_path / "good.json", with_key=True).read_text())
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(_tamper(document, change)))
     accounts_before = _accounts(store)
@@ -75,7 +75,7 @@ def _accounts(store: AnnotationStore) -> list[str]:
 def test_an_import_fills_question_defaults(study, tmp_path):  # noqa: F811
     """A question without `required` (which crashed the Reader page) gets the app's default."""
     store, study_id, _ = study
-    document = json.loads(export_study(store, study_id, "json", tmp_path / "good.json").read_text())
+    document = json.loads(export_study(store, study_id, "json", tmp_path / "good.json", with_key=True).read_text())
     for question in document["study"]["questions"]:
         question.pop("required", None)
         question.pop("label", None)
@@ -88,7 +88,7 @@ def test_an_import_fills_question_defaults(study, tmp_path):  # noqa: F811
 def test_a_formula_name_exports_as_text(tiny_demo, tmp_path):
     store = AnnotationStore(tmp_path / "s.db", password_hasher=FAST)
     study_id = store.create_study({"name": "=HYPERLINK(\"http://x\",\"y\")", "kind": "detection",
-                                   "dataset": str(tiny_demo), "cases": ["demo_00000", "demo_00001"],
+                                   "dataset": str(tiny_demo), "cases": ["demo_00000", "demo_00003"],
                                    "questions": default_questions("detection"), "seed": 1})
     names = ["=1+2", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)"]
     for name in names:

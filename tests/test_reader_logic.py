@@ -231,8 +231,10 @@ def test_failure_review_tags_counted_per_model_and_method(tmp_path):
 def test_reader_boxes_against_ground_truth_and_as_ground_truth(tiny_demo, tmp_path):
     dataset = load_dataset(tiny_demo)
     with_box = dataset.boxes[dataset.boxes["label"] == "nodule"]["image_id"].unique()[:2].tolist()
+    without = next(i for i in dataset.images.index if not dataset.images.at[i, "nodule"])
     store = AnnotationStore(tmp_path / "s.db", password_hasher=FAST)
-    study = store.create_study({"name": "det", "kind": "detection", "dataset": str(tiny_demo), "cases": with_box,
+    study = store.create_study({"name": "det", "kind": "detection", "dataset": str(tiny_demo),
+                                "cases": with_box + [without],
                                 "target_class": "nodule", "questions": default_questions("detection")})
     store.add_reader(study, "ana", "correct horse")
     key = store.case_key(study).set_index("image_id")["case_id"]
@@ -244,10 +246,10 @@ def test_reader_boxes_against_ground_truth_and_as_ground_truth(tiny_demo, tmp_pa
     assert accuracy.loc[key[with_box[0]], "iou"] == pytest.approx(1.0) and accuracy.loc[key[with_box[0]], "hit"]
     assert accuracy.loc[key[with_box[1]], "iou"] == 0 and not accuracy.loc[key[with_box[1]], "hit"]
     boxes = analysis.reader_ground_truth(store, study)
-    assert list(boxes.columns) == ["image_id", "label", "x", "y", "w", "h"]
+    assert list(boxes.columns) == ["image_id", "label", "x", "y", "w", "h", "reader", "arm"]
     assert set(boxes["image_id"]) == set(with_box) and set(boxes["label"]) == {"nodule"}
     derived = load_dataset(analysis.write_reader_truth(store, study, tmp_path / "reader_truth"))
-    assert sorted(derived.images.index) == sorted(with_box) and derived.classes == dataset.classes
+    assert sorted(derived.images.index) == sorted(with_box + [without]) and derived.classes == dataset.classes
     assert derived.boxes[["x", "y", "w", "h"]].to_numpy().tolist() == boxes[["x", "y", "w", "h"]].to_numpy().tolist()
     assert derived.read_image(with_box[0]).shape == (64, 64)
 

@@ -129,3 +129,39 @@ def test_cascading_runs_inside_a_class_mapped_cropping_import(setup, tiny_checkp
     assert list(rows.sort_values("step")["layer"]) == LAYERS
     np.testing.assert_allclose(rows[rows["step"] == 0]["ssim"], 1.0, atol=1e-6)
     assert rows[rows["step"] == len(LAYERS) - 1]["ssim"].mean() < 0.9
+
+
+@pytest.mark.parametrize("library, callable_name, kwargs, stages", [
+    ("torchvision", "torchvision.models.resnet18", {}, ["net.layer4.1", "net.layer3", "net.layer2", "net.layer1"]),
+    ("torchxrayvision", "torchxrayvision.models.DenseNet", {"num_init_features": 8, "growth_rate": 4,
+                                                           "block_config": [1, 1, 1]},
+     ["net.features.denseblock3", "net.features.denseblock2", "net.features.denseblock1"]),
+    ("timm", "timm.create_model", {"model_name": "vit_tiny_patch16_224", "depth": 3, "img_size": 32},
+     ["net.blocks.2", "net.blocks.1", "net.blocks.0"]),
+])
+def test_imported_models_are_randomised_stage_by_stage_in_quantus_layer_order(library, callable_name, kwargs, stages):
+    """The cascade raised "unknown arch" on any imported model and would have randomised it in
+    one step (issue 17): its stages come from the module tree, each a run of Quantus's layers."""
+    from medattn.data.preprocess import Preprocessing
+    from medattn.metrics.sanity import initial_weights, mprt_layers
+    from medattn.models.external import ExternalModel
+
+    torch.manual_seed(0)
+    channels = 1 if library == "torchxrayvision" else 3
+    model = ExternalModel(library, callable_name, 3, kwargs).eval()
+    blocks = randomization_blocks(model)
+    labels = [label for label, _ in blocks]
+    assert [label for label in labels if label in stages] == stages  # every stage, top first
+    # the blocks cut Quantus's top-down layer order into consecutive runs
+    owner = [next(i for i, (_, names) in enumerate(blocks) if any(layer == n or layer.startswith(n + ".") for n in names))
+             for layer in mprt_layers(model) if any(layer == n or layer.startswith(n + ".") for _, ns in blocks for n in ns)]
+    assert owner == sorted(owner)
+    assert set(initial_weights(model, 0)) == set(model.state_dict())
+    size = 32 if "vit" in str(kwargs) else 64
+    prep = Preprocessing(size=size, channels=channels, intensity="xrv" if channels == 1 else "imagenet")
+    model.preprocessing = prep
+    x = prep.to_input(np.random.default_rng(0).random((size, size), dtype=np.float32))
+    maps = cascading_maps(model, x, 1, "integrated_gradients", {"steps": 4}, seed=1, device="cpu")
+    assert [layer for _, layer, _, _ in maps] == ["none", *labels]
+    assert all(np.isfinite(raw).all() for _, _, raw, _ in maps)
+    assert not np.allclose(maps[0][2], maps[-1][2])

@@ -1,7 +1,7 @@
 """Uploads against a hostile visitor, in a real server (`streamlit run app.py` in study mode) with
 headless Chromium and raw HTTP: Streamlit's upload endpoint takes a file only from an admin's
 session with an uploader on screen, from the browser it was drawn for; an over-limit upload is
-refused with its reason, before the body where the size is declared; at most two files per
+refused with its reason, before the body where the size is declared; at most four files per
 session; a model's weights go to disk, not into the server's memory, and leave with the file.
 Needs Debian's chromium."""
 
@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 import pytest
 
 from medattn.reader.export import export_study
+from medattn.ui import uploads
 from tests.test_e2e import CHROMIUM, SLOW, browser, screenshot, wait_idle  # noqa: F401 - fixture
 from tests.test_reader_e2e import ADMIN, READER, server, study  # noqa: F401 - fixtures
 from tests.test_server_security import own_xsrf_cookie, proxied, watch_session_ids  # noqa: F401 - fixture
@@ -110,7 +111,7 @@ def study_admin(browser, url: str):  # noqa: F811
     page, session_id, cookie = signed_in(browser, url, *ADMIN)
     page.get_by_role("link", name="Study admin", exact=True).click()
     page.get_by_role("heading", name="Study admin", exact=True).wait_for()
-    page.get_by_text("Import a study (JSON export)").click()
+    page.get_by_text("Import a study (JSON backup)").click()
     page.locator(".st-key-sa_import_file input[type=file]").wait_for(state="attached")
     return page, session_id, cookie
 
@@ -181,9 +182,9 @@ def test_an_over_limit_upload_is_refused_with_a_clear_message(server, browser, s
     status, text = put(server, session_id, cookie, blocks(260 * MiB))  # no size declared: cut as it comes
     assert status in (0, 413) and (status == 0 or "larger than the 256 MB" in text)
     assert spooled(world, pid) == []  # the part received is gone
-    assert put(server, session_id, cookie, b"{}")[0] == 204
-    assert put(server, session_id, cookie, b"{}")[0] == 204
-    assert put(server, session_id, cookie, b"{}") == (429, "At most 2 files at once: remove one first.")
+    for _ in range(uploads.MAX_FILES_PER_SESSION):
+        assert put(server, session_id, cookie, b"{}")[0] == 204
+    assert put(server, session_id, cookie, b"{}") == (429, "At most 4 files at once: remove one first.")
     too_large = tmp_path / "study.json"
     with open(too_large, "wb") as sparse:
         sparse.truncate(257 * MiB)
@@ -194,14 +195,18 @@ def test_an_over_limit_upload_is_refused_with_a_clear_message(server, browser, s
 
 
 def test_uploads_arrive_on_disk_not_in_memory_and_leave_with_the_file(server, browser, study, tmp_path):  # noqa: F811
-    """A study's JSON export is imported through the uploader; 300 MB of weights uploaded on the
-    Models page sit on disk (the server's memory grows by far less) and are deleted when the
-    admin removes the file."""
+    """A study's JSON export and its case key are imported through the two uploaders of Study
+    admin; 300 MB of weights uploaded on the Models page sit on disk (the server's memory grows
+    by far less) and are deleted when the admin removes the file."""
     world, _, store, study_id = study
     pid = server_pid(server)
     page, _, _ = study_admin(browser, server)
-    exported = export_study(store, study_id, "json", tmp_path / "nodules.json")
+    exported = export_study(store, study_id, "json", tmp_path / "nodules.json")  # image ids in the key alone
+    key = export_study(store, study_id, "key", tmp_path / "nodules_key.csv")
     page.locator(".st-key-sa_import_file input[type=file]").set_input_files(str(exported))
+    page.locator(".st-key-sa_import_key input[type=file]").set_input_files(str(key))
+    page.get_by_text("nodules_key.csv").wait_for()
+    wait_idle(page)
     page.get_by_role("button", name="Import", exact=True).click()
     page.get_by_text("Imported nodules.json as study").wait_for()
 

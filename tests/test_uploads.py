@@ -37,16 +37,16 @@ def test_admit_takes_only_what_was_offered(spool, session, browser, declared, st
         assert refused.value.status == status
 
 
-def test_the_largest_offer_bounds_a_session_and_two_files_at_most(spool):
+def test_the_largest_offer_bounds_a_session_and_four_files_at_most(spool):
     uploads.offer("s1", "b1", STUDY_JSON)
     uploads.offer("s1", "b1", WEIGHTS)
     assert uploads.admit("s1", "b1", 900 * MiB) == WEIGHTS.max_bytes
-    for file_id in ("f1", "f2"):
+    for file_id in ("f1", "f2", "f3", "f4"):
         received = spool / f"{file_id}.part"
         received.write_bytes(b"{}")
         uploads.hold("s1", file_id, f"{file_id}.json", received)
     uploads.arrived("s1")
-    with pytest.raises(UploadRefused, match="At most 2 files at once") as refused:
+    with pytest.raises(UploadRefused, match="At most 4 files at once") as refused:
         uploads.admit("s1", "b1", 10)
     assert refused.value.status == 429
     uploads.drop("s1", "f1")

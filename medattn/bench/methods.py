@@ -1,4 +1,5 @@
-"""Benchmarks of the explanation methods: `python -m medattn.bench --help`.
+"""Benchmarks of the explanation methods: `python -m medattn.bench --help`. Its metrics section
+(`medattn.bench.metrics`) times every faithfulness metric against Quantus.
 
 For each model (a demo checkpoint, and ResNet-50 / DenseNet-121 with random weights at
 224×224) and each method that applies to it, on demo test images:
@@ -378,6 +379,13 @@ def bench_method(subject: Subject, method: str, device: torch.device, repeats: i
     return row
 
 
+def demo_checkpoint(checkpoint: Path | None = None) -> Path | None:
+    """`checkpoint`, else the first of DEMO_PREFERENCE in the checkpoint folder, else any demo_*;
+    None when there is none."""
+    found = {p.name: p for p in list_checkpoints(CHECKPOINT_DIR) if p.name.startswith("demo_")}
+    return checkpoint or next((found[n] for n in DEMO_PREFERENCE if n in found), next(iter(sorted(found.values())), None))
+
+
 def demo_subject(dataset: Dataset, checkpoint: Path | None, device: torch.device,
                  batch: int) -> Subject:
     """The demo checkpoint (preferring DEMO_PREFERENCE), or, when none is there, a freshly
@@ -385,9 +393,7 @@ def demo_subject(dataset: Dataset, checkpoint: Path | None, device: torch.device
     from medattn.demo_models import DEMO_MODELS
     from medattn.models import build
 
-    found = {p.name: p for p in list_checkpoints(CHECKPOINT_DIR) if p.name.startswith("demo_")}
-    path = checkpoint or next((found[n] for n in DEMO_PREFERENCE if n in found),
-                              next(iter(sorted(found.values())), None))
+    path = demo_checkpoint(checkpoint)
     if path is not None:
         loaded = load_model(path, device).for_dataset(dataset)  # raises for a model without these classes
         return _subject(loaded.name, loaded.model, loaded.input_size, dataset, batch,
@@ -520,6 +526,11 @@ def main(argv: list[str] | None = None) -> int:
                              "SmoothGrad, |gradient| summed over channels); see medattn/metrics/protocols.py")
     parser.add_argument("--quick", action="store_true",
                         help="1 repeat, a batch of 2, PDA on the demo model only")
+    parser.add_argument("--sections", nargs="+", choices=["methods", "metrics"], default=["methods", "metrics"],
+                        help="methods: every explanation method against Captum; metrics: every faithfulness metric "
+                             "against Quantus on the demo checkpoint (medattn.bench.metrics)")
+    parser.add_argument("--metrics", nargs="+", help="the faithfulness metrics of the metrics section (default: all)")
+    parser.add_argument("--metric-repeats", type=int, default=2, help="timed calls per metric, each side")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.quick:
@@ -533,20 +544,27 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = unique_checkpoints(args.checkpoint)  # a glob names each twice (NAME.json, NAME.safetensors)
     if [str(c) for c in checkpoints] == ["all"]:
         checkpoints = [p for p in list_checkpoints(CHECKPOINT_DIR) if p.name.startswith("demo_")]
-    subjects = [subject for arch in args.archs
-                for subject in ([demo_subject(dataset, c, device, args.batch) for c in checkpoints] if arch == "demo"
-                                else [arch_subject(arch, args.size, dataset, args.batch)])]
     skip = (lambda s, m: m.startswith("pda") and not s.demo) if args.quick else None
-    print(HEADER, flush=True)
-    result = run_bench(subjects, args.methods, device, args.repeats, args.batch, args.max_seconds,
-                       args.precision, skip, log=lambda line: print(line, flush=True), protocol=args.protocol)
-    summary = result["summary"]
-    for model, versus in summary["versus_captum"].items():
-        print(format_versus_captum(model, versus))
-    if summary["demo_model"] is not None:
-        pda = summary["demo_seconds_pda_fast"]  # None when PDA was not benchmarked
-        print(f"{summary['demo_model']}: all methods but PDA {summary['demo_seconds_all_methods_but_pda']:.1f} s "
-              f"per image" + (f"; PDA fast settings {pda:.1f} s" if pda else ""))
+    result: dict[str, Any] = {}
+    if "methods" in args.sections:
+        subjects = [subject for arch in args.archs
+                    for subject in ([demo_subject(dataset, c, device, args.batch) for c in checkpoints]
+                                    if arch == "demo" else [arch_subject(arch, args.size, dataset, args.batch)])]
+        print(HEADER, flush=True)
+        result = run_bench(subjects, args.methods, device, args.repeats, args.batch, args.max_seconds,
+                           args.precision, skip, log=lambda line: print(line, flush=True), protocol=args.protocol)
+        summary = result["summary"]
+        for model, versus in summary["versus_captum"].items():
+            print(format_versus_captum(model, versus))
+        if summary["demo_model"] is not None:
+            pda = summary["demo_seconds_pda_fast"]  # None when PDA was not benchmarked
+            print(f"{summary['demo_model']}: all methods but PDA {summary['demo_seconds_all_methods_but_pda']:.1f} s "
+                  f"per image" + (f"; PDA fast settings {pda:.1f} s" if pda else ""))
+    if "metrics" in args.sections:
+        from medattn.bench import metrics as metrics_bench
+
+        result["metrics"] = metrics_bench.run(dataset, checkpoints[0] if "demo" in args.archs else None, device,
+                                              args.metric_repeats, args.metrics, log=lambda line: print(line, flush=True))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2, default=str))

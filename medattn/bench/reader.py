@@ -44,14 +44,18 @@ def _free_port() -> int:
 
 
 def make_study(db: Path, dataset: Path, cases: int, readers: int):
-    """A detection study of the first `cases` test images with `readers` readers."""
+    """A detection study of `cases` test images (with and without a finding) with `readers` readers."""
     from medattn.data import load_dataset
     from medattn.reader.presets import default_questions
     from medattn.store.annotations import AnnotationStore
 
     store = AnnotationStore(db)
     data = load_dataset(dataset)
-    ids = list(data.split("test").index[:cases])
+    test = data.split("test")
+    labelled = test[data.classes].to_numpy().astype(bool).any(axis=1)
+    # with and without a finding, alternating: a detection study needs both (medattn.reader.validity)
+    pairs = zip(test.index[labelled], test.index[~labelled])
+    ids = [i for pair in pairs for i in pair][:cases]
     study_id = store.create_study({"name": "Benchmark", "kind": "detection", "dataset": str(dataset), "cases": ids,
                                    "questions": default_questions("detection"), "seed": 0})
     for number in range(readers):

@@ -1,10 +1,11 @@
 """Command line: build a dataset folder from a public dataset's official files.
 
-    python -m medattn.data.build KIND --source DIR --out DIR [--seed N] [--val-frac F --test-frac F] [options]
+    python -m medattn.data.build KIND --source DIR --out DIR [--seed N] [--val-frac F --test-frac F | --split S] [options]
 
 KIND is one of nih, rsna, cbis-ddsm, sipakmed, mimic-cxr, coco; `python -m medattn.data.build
 KIND --help` lists its options. Images are not copied: the folder's image_root points at the
-source. data_manifests/README.md says where to get each dataset.
+source. data_manifests/README.md says where to get each dataset. `--split test` (or
+`--test-frac 1`) puts the whole folder in test: evaluating a model trained elsewhere on every image.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from medattn.data.builders.mimic_cxr import UNCERTAIN_POLICIES, build_mimic_cxr
 from medattn.data.builders.nih import build_nih
 from medattn.data.builders.rsna import build_rsna
 from medattn.data.builders.sipakmed import build_sipakmed
+from medattn.data.builders.splits import SPLIT_RANK, check_fractions
 from medattn.errors import MedattnError
 
 BUILDERS: dict[str, Callable[..., object]] = {
@@ -50,7 +52,11 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--out", required=True, help="dataset folder to write")
     common.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")
     common.add_argument("--val-frac", type=float, default=0.1, help="fraction of patients for val (default 0.1)")
-    common.add_argument("--test-frac", type=float, default=0.2, help="fraction of patients for test when no official split (default 0.2)")
+    common.add_argument("--test-frac", type=float, default=0.2,
+                        help="fraction of patients for test when no official split (default 0.2; 1: all of them)")
+    common.add_argument("--split", choices=list(SPLIT_RANK),
+                        help="put every image in this split, ignoring fractions and official lists (test: evaluate "
+                             "a model trained elsewhere on the whole folder)")
     common.add_argument("--name", help="dataset name (default: the kind's usual name)")
     common.add_argument("--strict", action="store_true",
                         help="fail on the first bad image or case instead of skipping it (skipped ones are "
@@ -88,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if kind == "mimic-cxr" and [v.lower() for v in args["views"]] == ["all"]:
         args["views"] = None
     try:
+        check_fractions(args["val_frac"], args["test_frac"], args["split"])  # before minutes of header reads
         BUILDERS[kind](source, out, **args)
     except (MedattnError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,12 +9,17 @@ two steps:
      own models are trained so).
    - `resize="shorter_side_center_crop"`: the shorter side resized to `size` (the longer one to
      `int(size · long / short)`), then the centred `crop` × `crop` square, exactly as
-     torchvision's `Resize(size)` → `CenterCrop(crop)` compute them (CheXNet-style models,
-     TorchXRayVision's XRayCenterCrop).
+     torchvision's `Resize(size)` → `CenterCrop(crop)` compute them (CheXNet-style models).
+   - `resize="center_crop_resize"`: the centred square of the shorter side's length cut first
+     (top-left at H//2 − m//2, W//2 − m//2, m = min(H, W)), then resized to `size` × `size`:
+     TorchXRayVision's `XRayCenterCrop` → `XRayResizer`.
    - `interpolation="area"`: OpenCV INTER_AREA when shrinking, INTER_LINEAR when enlarging
      (medattn's default); `"bilinear"`: PIL's bilinear filter (antialiased when shrinking), as
      torchvision's `Resize` applies it to PIL images. 8-bit images are resized as 8-bit PIL
      images with the same rounding, so the result equals torchvision's pipeline on the file.
+     `"xrv"`: TorchXRayVision's `XRayResizer` (`skimage.transform.resize`, order 1,
+     anti-aliased, constant padding), computed on xrv's scale where the padding is mid-grey, as
+     xrv resizes its normalised images.
 2. Intensity (`Preprocessing.intensity`), (B, 1, S, S) in [0, 1] → (B, `channels`, S, S):
    `"imagenet"` z-score with ImageNet's mean/std, `"xrv"` TorchXRayVision's scale
    `(2x - 1) · 1024` ∈ [-1024, 1024], `"unit"` [0, 1] as is, `"meanstd"` z-score with the given
@@ -44,8 +49,8 @@ from PIL import Image
 
 from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, resize
 
-RESIZE_MODES = ("stretch", "shorter_side_center_crop")
-INTERPOLATIONS = ("area", "bilinear")
+RESIZE_MODES = ("stretch", "shorter_side_center_crop", "center_crop_resize")
+INTERPOLATIONS = ("area", "bilinear", "xrv")
 INTENSITIES = ("imagenet", "xrv", "unit", "meanstd")
 XRV_RANGE = 1024.0  # TorchXRayVision: xrv.datasets.normalize maps [0, maxval] to [-1024, 1024]
 
@@ -95,8 +100,8 @@ class Preprocessing:
             raise bad("channels", self.channels, "1 or 3")
         if not _positive_int(self.size):
             raise bad("size", self.size, "a positive integer")
-        if self.resize == "stretch" and self.crop not in (None, self.size):
-            raise bad("crop", self.crop, f"unset for resize='stretch' (the input is size={self.size})")
+        if self.resize in ("stretch", "center_crop_resize") and self.crop not in (None, self.size):
+            raise bad("crop", self.crop, f"unset for resize={self.resize!r} (the input is size={self.size})")
         if self.resize == "shorter_side_center_crop":
             if self.crop is None:
                 object.__setattr__(self, "crop", self.size)
@@ -145,8 +150,9 @@ class Preprocessing:
 
     def describe(self) -> str:
         """One line for tables, e.g. 'resize 256 → crop 224 (bilinear) · 3 ch · imagenet'."""
-        geometry = (f"stretch to {self.size}" if self.resize == "stretch"
-                    else f"shorter side {self.size} → centre crop {self.crop}")
+        geometry = {"stretch": f"stretch to {self.size}",
+                    "center_crop_resize": f"centre square → {self.size}"}.get(
+                        self.resize, f"shorter side {self.size} → centre crop {self.crop}")
         scale = (self.intensity if self.intensity != "meanstd"
                  else f"mean {list(self.mean)} std {list(self.std)}")
         return f"{geometry} ({self.interpolation}) · {self.channels} ch · {scale}"
@@ -154,9 +160,10 @@ class Preprocessing:
     # geometry -----------------------------------------------------------------------------
 
     def resized_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
-        """(h, w) after the resize step, before any crop (torchvision's rule for Resize(int))."""
+        """(h, w) after the resize step, before any crop (torchvision's rule for Resize(int));
+        for "center_crop_resize", which crops first, the input square."""
         height, width = shape[:2]
-        if self.resize == "stretch":
+        if self.resize in ("stretch", "center_crop_resize"):
             return self.size, self.size
         short, long = min(height, width), max(height, width)
         new_long = int(self.size * long / short)
@@ -164,7 +171,7 @@ class Preprocessing:
 
     def crop_offset(self, shape: tuple[int, int]) -> tuple[int, int]:
         """(top, left) of the input square in the resized image (torchvision's CenterCrop)."""
-        if self.resize == "stretch":
+        if self.resize in ("stretch", "center_crop_resize"):
             return 0, 0
         height, width = self.resized_shape(shape)
         return int(round((height - self.crop) / 2.0)), int(round((width - self.crop) / 2.0))
@@ -172,6 +179,9 @@ class Preprocessing:
     def footprint(self, shape: tuple[int, int]) -> Crop:
         """Where the input square lies in a stored image of `shape` (H, W)."""
         height, width = shape[:2]
+        if self.resize == "center_crop_resize":
+            top, left, side = _center_square(height, width)
+            return Crop(top, left, top + side, left + side)
         resized_h, resized_w = self.resized_shape(shape)
         top, left = self.crop_offset(shape)
         side = self.input_size
@@ -183,6 +193,9 @@ class Preprocessing:
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != 2:
             raise ValueError(f"preprocessing expects a grey image (H, W), got shape {image.shape}")
+        if self.resize == "center_crop_resize":
+            top, left, side = _center_square(*image.shape)
+            image = image[top: top + side, left: left + side]
         resized = _resize(image, self.resized_shape(image.shape), self.interpolation)
         top, left = self.crop_offset(image.shape)
         side = self.input_size
@@ -266,12 +279,27 @@ def _resize_map(map_: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resize(np.asarray(map_, dtype=np.float32), shape)
 
 
+def _center_square(height: int, width: int) -> tuple[int, int, int]:
+    """(top, left, side) of TorchXRayVision's XRayCenterCrop: the centred square of side
+    min(H, W) at H//2 − side//2, W//2 − side//2."""
+    side = min(height, width)
+    return height // 2 - side // 2, width // 2 - side // 2, side
+
+
 def _resize(image: np.ndarray, shape: tuple[int, int], interpolation: str) -> np.ndarray:
     height, width = shape
     if image.shape == (height, width):
         return image
     if interpolation == "area":
         return resize(image, (height, width))
+    if interpolation == "xrv":
+        from skimage.transform import resize as sk_resize
+
+        # xrv resizes images already on its [-1024, 1024] scale: pad with that scale's 0
+        centred = 2.0 * image.astype(np.float64) - 1.0
+        out = sk_resize(centred, (height, width), order=1, mode="constant", cval=0.0, anti_aliasing=True,
+                        preserve_range=True)
+        return ((out + 1.0) / 2.0).astype(np.float32)
     eight_bit = np.round(image * 255.0)
     if np.abs(eight_bit - image * 255.0).max() < 1e-3:
         # An 8-bit source: resize it as PIL resizes 8-bit images (torchvision on the file).

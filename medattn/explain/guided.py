@@ -7,8 +7,8 @@ everywhere) got plain gradients, silently. The rule is defined wherever f is mon
 non-decreasing (f' >= 0: gating by the forward pass, then dropping negative signal is the same
 as clamping the result): the ReLU family (ReLU, ReLU6, Hardtanh, LeakyReLU, PReLU, RReLU, ELU,
 CELU, SELU, Threshold, Softplus). Non-monotone activations (SiLU/Swish, Hardswish, GELU, Mish)
-have no such rule: a model that has them cannot be explained by guided methods
-(`guided_unavailable`). Activations applied as functions (`F.relu` in a forward) cannot be
+have no such rule: a model that has them (as torch's modules or a library's own, timm's GELU or
+MONAI's MemoryEfficientSwish) cannot be explained by guided methods (`guided_unavailable`). Activations applied as functions (`F.relu` in a forward) cannot be
 hooked and pass plain gradients, as in Captum.
 """
 
@@ -24,11 +24,15 @@ from medattn.explain.base import describe
 GUIDED: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU,
                                        nn.CELU, nn.SELU, nn.Threshold, nn.Softplus)
 NO_RULE: tuple[type[nn.Module], ...] = (nn.SiLU, nn.Hardswish, nn.GELU, nn.Mish)
+# the same functions as other libraries' own modules (timm's GELU, MONAI's MemoryEfficientSwish, …)
+NO_RULE_NAMES = ("GELU", "GELUTanh", "QuickGELU", "SiLU", "Swish", "SwishMe", "MemoryEfficientSwish", "HardSwish",
+                 "HardSwishMe", "Hardswish", "Mish", "MishMe")
 
 
 def guided_unavailable(method: str, model: nn.Module) -> str | None:
     """Why guided backprop cannot explain `model` (an activation without a guided rule), else None."""
-    found = sorted({type(m).__name__ for m in model.modules() if isinstance(m, NO_RULE)})
+    found = sorted({type(m).__name__ for m in model.modules()
+                    if isinstance(m, NO_RULE) or type(m).__name__ in NO_RULE_NAMES})
     if not found:
         return None
     return (f"'{method}' needs activations with a guided-backpropagation rule (the ReLU family); "

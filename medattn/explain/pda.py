@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 
 from medattn.explain import incremental
 from medattn.explain.base import Explainer, evaluation_model, positive_int, to_input_frame
-from medattn.explain.cam import cam_layer
+from medattn.explain.cam import as_grid, cam_layer, cam_layout
 
 DEFAULT_N_TRAIN = 100_000  # N of the Laplace correction, as in the authors' code
 DEFAULT_BATCH_SIZE = 64  # model evaluations per forward pass
@@ -236,6 +236,7 @@ class FeaturePredictionDifference(_PredictionDifferenceBase):
                              f"maps (a Gaussian over channels × cells cannot be fitted on a "
                              f"reference set), got {sampling!r}")
         module = cam_layer(self.model, layer)
+        self._layout = cam_layout(self.model, layer)
         ref = _check_reference(self.name, reference, x, self.device)
         features = [self._capture(module, image[None]) for image in x]
         size = features[0].shape[2:]
@@ -262,38 +263,37 @@ class FeaturePredictionDifference(_PredictionDifferenceBase):
         return to_input_frame(torch.stack(maps), x.shape[2:])
 
     def _capture(self, module: nn.Module, x: Tensor) -> Tensor:
-        """The output of `module` (B, C, h, w) when the model runs on x."""
+        """The output of `module` as a grid (B, C, h, w) when the model runs on x."""
         seen: list[Tensor] = []
-        handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out))
-        try:
-            self.model(x)
-        finally:
-            handle.remove()
+        with as_grid(module, self._layout) as tap:
+            handle = tap.register_forward_hook(lambda _m, _i, out: seen.append(out))
+            try:
+                self.model(x)
+            finally:
+                handle.remove()
         if len(seen) != 1:
             raise ValueError(f"{self.name}: layer {type(module).__name__} ran {len(seen)} times "
                              "in one forward pass; choose a block that runs once (e.g. 'layer4')")
-        if not isinstance(seen[0], Tensor) or seen[0].ndim != 4:
-            raise ValueError(f"{self.name}: layer {type(module).__name__} must output a feature "
-                             "map (B, C, h, w)")
         return seen[0]
 
     def _rest(self, module: nn.Module, image: Tensor, features: Tensor) -> Tensor:
-        """Logits with `module`'s output replaced by `features` (N, C, h, w). The layer's input
-        side runs on the one image, unless the rest of the model then fails or returns the
-        wrong batch size: from then on it runs on N copies of the image."""
-        handle = module.register_forward_hook(lambda _m, _i, _out: features)
-        try:
-            if not self._expand_input:
-                try:
-                    logits = self.model(image)
-                    if logits.shape[0] == len(features):
-                        return logits
-                except RuntimeError:
-                    pass
-                self._expand_input = True
-            return self.model(image.expand(len(features), *image.shape[1:]))
-        finally:
-            handle.remove()
+        """Logits with `module`'s output replaced by `features` (N, C, h, w) (in the layer's own
+        layout). The layer's input side runs on the one image, unless the rest of the model then
+        fails or returns the wrong batch size: from then on it runs on N copies of the image."""
+        with as_grid(module, self._layout) as tap:
+            handle = tap.register_forward_hook(lambda _m, _i, _out: features)
+            try:
+                if not self._expand_input:
+                    try:
+                        logits = self.model(image)
+                        if logits.shape[0] == len(features):
+                            return logits
+                    except RuntimeError:
+                        pass
+                    self._expand_input = True
+                return self.model(image.expand(len(features), *image.shape[1:]))
+            finally:
+                handle.remove()
 
 
 class GreyChannels:

@@ -12,8 +12,10 @@ from medattn.data.dataset import Dataset
 from medattn.errors import MedattnError
 from medattn.inference import LoadedModel
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, get_protocol
+from medattn.metrics.faithfulness import is_reference
 from medattn.pipeline import (
-    PDA_METHODS, SCORING, MapResult, compute_map, ground_truth, reference_images, resolved_params, score,
+    PDA_METHODS, SCORING, FaithfulnessSettings, MapResult, box_prior, compute_map, faithfulness_scores, ground_truth,
+    reference_images, reference_result, resolved_params, score,
 )
 from medattn.store import HeatmapCache, canonical_params
 
@@ -36,6 +38,7 @@ class Job:
     method: str
     probability: float
     label: int
+    predicted: int  # the model's decision for the target class (`medattn.metrics.decision`)
 
 
 def batches(jobs: Sequence[Job], size: int = BATCH_SIZE) -> list[list[Job]]:
@@ -61,6 +64,7 @@ def score_batch(
     tick: Callable[[], None] | None = None,
     protocol: str = DEFAULT_PROTOCOL,
     stop: Callable[[], bool] | None = None,
+    faithfulness: FaithfulnessSettings | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Maps (from the cache when present) and score rows for a batch of one checkpoint's jobs.
 
@@ -69,7 +73,9 @@ def score_batch(
     parameter the image does not allow), so that one bad input never stops a long run; `tick` is
     called after every job, and `stop` before each: when it returns True, or `Interrupted` is
     raised during a map, the rows so far are returned (a Stop in the app). Each image is read
-    once per batch, and the PDA reference images once.
+    once per batch, and the PDA reference images once. Reference maps ("reference:…") are made,
+    not explained. With `faithfulness`, each row also carries those metrics
+    (`pipeline.faithfulness_scores`).
     """
     rows: list[dict] = []
     skipped: list[str] = []
@@ -78,18 +84,27 @@ def score_batch(
         for job in jobs:
             if stop is not None and stop():
                 break
-            method_args = get_protocol(protocol).params(job.method, (params or {}).get(job.method))
+            reference_map = is_reference(job.method)
+            method_args = {} if reference_map else get_protocol(protocol).params(job.method, (params or {}).get(job.method))
             try:
                 if job.image_id != image_id:
                     image_id, image = job.image_id, dataset.read_image(job.image_id)
                 if job.method in PDA_METHODS and method_args.get("reference") is None:
                     reference = reference_images(loaded, dataset) if reference is None else reference
                     method_args = {**method_args, "reference": reference}
-                result = compute_map(loaded, dataset, job.image_id, job.method, job.target, method_args, cache, image=image)
+                if reference_map:
+                    result = reference_result(loaded, dataset, job.image_id, job.method, job.target, image)
+                else:
+                    result = compute_map(loaded, dataset, job.image_id, job.method, job.target, method_args, cache,
+                                         image=image)
+                row = _row(loaded, dataset, job, method_args, result, image.shape, protocol)
+                if faithfulness is not None:
+                    row.update(faithfulness_scores(loaded, image, result.raw, job.method, job.target, faithfulness,
+                                                   method_args, lambda c: box_prior(dataset, dataset.classes[c], loaded)))
             except (ValueError, MedattnError) as exc:  # methods a model lacks were left out when planning
                 skipped.append(f"{job.method} on {loaded.name}: {exc}")
             else:
-                rows.append(_row(loaded, dataset, job, method_args, result, image.shape, protocol))
+                rows.append(row)
             if tick is not None:
                 tick()
     except Interrupted:  # Stop during a map: that map is dropped, the finished ones returned
@@ -102,7 +117,7 @@ def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, res
     label = None if get_protocol(protocol).targets == "predicted" else dataset.classes[job.target]
     truth = ground_truth(dataset, job.image_id, label)
     boxes = dataset.boxes_for(job.image_id, label)
-    predicted = job.probability >= 0.5
+    predicted = bool(job.predicted)
     return {
         "image_id": job.image_id, "checkpoint": loaded.name, "checkpoint_hash": loaded.hash,
         "model": loaded.label, "method": job.method, "target": str(job.target),
@@ -110,6 +125,8 @@ def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, res
         "probability": job.probability, "predicted": int(predicted),
         "correct": int(predicted == bool(job.label)), "n_boxes": len(boxes),
         "split": str(dataset.images.at[job.image_id, "split"]), "seconds": result.seconds,
-        "cached": result.cached, "params": canonical_params({k: v for k, v in resolved_params(job.method, method_args).items() if k != "reference"}),
+        "cached": result.cached,
+        "params": "{}" if is_reference(job.method) else canonical_params(
+            {k: v for k, v in resolved_params(job.method, method_args).items() if k != "reference"}),
         "scoring": SCORING, "protocol": protocol, **score(result.raw, job.method, truth, shape, protocol, loaded.preprocessing.place),
     }

@@ -10,6 +10,7 @@ from pathlib import Path
 from medattn.errors import MedattnError
 from medattn.jobs import manager as _manager
 from medattn.jobs.manager import JobManager, JobRunning, precompute_spec, train_spec
+from medattn.jobs.options import add_metric_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--out", help="run folder (default .cache/runs/<dataset>-<hash>)")
     start.add_argument("--device", default="auto")
     start.add_argument("--app-params", action="store_true", help="the app's explainer settings (fast PDA)")
+    add_metric_options(start)
     trainer = commands.add_parser("start-train", help="start a training (medattn.train) in the background")
     trainer.add_argument("--dataset", required=True)
     trainer.add_argument("--arch", required=True, help="backbone, e.g. resnet18, densenet121, mobilenet_v2")
@@ -48,9 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     manager = JobManager(args.root)
     if args.command == "start":
         try:
-            status = manager.start(precompute_spec(args.dataset, args.checkpoints, args.methods, args.images,
+            from medattn.jobs.precompute import metric_choices  # torch: only when starting a job
+
+            methods, faithfulness = metric_choices(args)
+            status = manager.start(precompute_spec(args.dataset, args.checkpoints, methods, args.images,
                                                    None if args.split == "all" else args.split, args.out, None,
-                                                   args.device, args.app_params))
+                                                   args.device, args.app_params,
+                                                   faithfulness.fields() if faithfulness else None))
         except (JobRunning, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

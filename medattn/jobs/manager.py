@@ -107,13 +107,18 @@ class JobStatus:
 
 def precompute_spec(dataset: str | os.PathLike, checkpoints: list[str | os.PathLike], methods: list[str],
                     image_ids: list[str] | None = None, split: str | None = "test", run_root: str | os.PathLike | None = None,
-                    cache_root: str | os.PathLike | None = None, device: str = "auto", app_params: bool = False) -> dict:
+                    cache_root: str | os.PathLike | None = None, device: str = "auto", app_params: bool = False,
+                    faithfulness: dict | None = None) -> dict:
     """The spec of a precompute job (arguments of `medattn.jobs.precompute.precompute`, as paths).
     `app_params`: the app's explainer settings per model (`medattn.ui.methods.precompute_params`),
-    so that the pages find these maps in the cache. Raises ValueError for a missing dataset
-    folder or checkpoint file, or an unknown method: at start, not in the background."""
+    so that the pages find these maps in the cache. `faithfulness`: the fields of a
+    `pipeline.FaithfulnessSettings` (every row then carries those metrics); `methods` may name
+    reference maps ("reference:blank", …). Raises ValueError for a missing dataset folder or
+    checkpoint file, an unknown method or metric: at start, not in the background."""
     from medattn.explain import METHODS
+    from medattn.metrics.faithfulness import is_reference, reference_name
     from medattn.models.checkpoint import checkpoint_paths
+    from medattn.pipeline import FaithfulnessSettings
 
     if not Path(dataset).is_dir():
         raise ValueError(f"dataset folder {dataset} does not exist")
@@ -121,15 +126,19 @@ def precompute_spec(dataset: str | os.PathLike, checkpoints: list[str | os.PathL
         missing = [str(f) for f in checkpoint_paths(checkpoint) if not f.is_file()]
         if missing:
             raise ValueError(f"checkpoint {checkpoint}: missing {', '.join(missing)}")
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in METHODS and not is_reference(m)]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    for method in filter(is_reference, methods):
+        reference_name(method)  # an unknown reference map fails here
+    if faithfulness is not None:
+        faithfulness = FaithfulnessSettings.from_fields(faithfulness).fields()
     return {"kind": "precompute", "dataset": str(Path(dataset).resolve()),
             "checkpoints": _checkpoint_names(checkpoints), "methods": list(methods),
             "image_ids": None if image_ids is None else list(image_ids), "split": split,
             "run_root": None if run_root is None else str(Path(run_root).resolve()),
             "cache_root": None if cache_root is None else str(Path(cache_root).resolve()),
-            "device": device, "app_params": app_params}
+            "device": device, "app_params": app_params, **({"faithfulness": faithfulness} if faithfulness else {})}
 
 
 def _checkpoint_names(checkpoints: list[str | os.PathLike]) -> list[str]:

@@ -12,8 +12,10 @@ Finished rows are stored after every batch and skipped on a rerun, so an interru
 resumes where it stopped and a kill loses at most the batch in progress. Runs over the same
 work share it: each batch's checkpoint × image units are claimed (`store.Claims`, under the
 run folder's `claims/`) and another run skips them and comes back for what is left. Targets
-per image are its positive classes plus the classes the model predicts (so false positives get
-maps too); an image with neither is explained for its top-scoring class.
+per image are its positive classes plus the classes the model predicts by its decision rule
+(`medattn.metrics.decision`: argmax for multiclass, the stated thresholds otherwise; so false
+positives get maps too); an image with neither is explained for its top-scoring class. Each row's
+`predicted` is that rule's decision, the one the metrics use.
 
 The jobs are cut into batches that `score_batch` computes and scores: in this process
 (`--engine local`), or on one Ray actor per checkpoint (`--engine ray`, `medattn.jobs.ray_engine`),
@@ -40,8 +42,13 @@ from medattn.errors import MedattnError
 from medattn.explain import unavailable
 from medattn.inference import LoadedModel, cached_predictions, load_model
 from medattn.jobs.batch import Job, batches, score_batch
+from medattn.jobs.options import add_metric_options
+from medattn.metrics.decision import DecisionRule, decision_rule
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
-from medattn.pipeline import CACHE_DIR, current_rows, default_cache
+from medattn.metrics.faithfulness import REFERENCE_MAPS, is_reference, reference_name
+from medattn.pipeline import (
+    CACHE_DIR, DEFAULT_FAITHFULNESS, FaithfulnessSettings, current_rows, default_cache,
+)
 from medattn.store import Claims, HeatmapCache, Run, ScoreTable
 
 log = logging.getLogger("medattn.jobs.precompute")
@@ -51,13 +58,16 @@ WAIT_S = 0.5  # how often a run waiting on work another run claimed looks again
 Params = Mapping[str, dict] | Callable[[LoadedModel], Mapping[str, dict]]  # per method, or per model
 
 
-def targets_for(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5,
-                protocol: str = DEFAULT_PROTOCOL) -> list[int]:
-    """Positive classes ∪ predicted classes; the top class when both are empty. Under a protocol
-    that maps the predicted class only (arun2021): the top class."""
+def targets_for(labels: np.ndarray, probabilities: np.ndarray, protocol: str = DEFAULT_PROTOCOL,
+                rule: DecisionRule | None = None) -> list[int]:
+    """Positive classes ∪ predicted classes (by `rule`, the model's decision rule; default
+    p >= 0.5 per class); the top class when both are empty. Under a protocol that maps the
+    predicted class only (arun2021): the top class."""
     if get_protocol(protocol).targets == "predicted":
         return [int(np.argmax(probabilities))]
-    chosen = sorted(set(np.flatnonzero(labels > 0)) | set(np.flatnonzero(probabilities >= threshold)))
+    rule = rule or decision_rule("multilabel", [str(c) for c in range(len(probabilities))])
+    predicted = rule.decide(np.asarray(probabilities, float)[None])[0]
+    chosen = sorted(set(np.flatnonzero(labels > 0)) | set(np.flatnonzero(predicted)))
     return [int(c) for c in chosen] or [int(np.argmax(probabilities))]
 
 
@@ -77,19 +87,25 @@ def precompute(
     skips: Skips | None = None,
     protocol: str = DEFAULT_PROTOCOL,
     stop: Callable[[], bool] | None = None,
+    faithfulness: FaithfulnessSettings | None = None,
 ) -> pd.DataFrame:
     """Compute every missing row and return the full score table of the run.
 
     `params` are per-method explainer parameters, or a function of the loaded model giving them
     (the app's PDA window follows each model's input size). `progress(done, total)` is called
-    after every map, including maps another run computed meanwhile. `stop()` is asked between
-    maps; when it returns True the finished rows are stored and the table returned early.
+    after every map, including maps another run computed meanwhile; both count the whole plan,
+    so a resumed run starts at the maps stored before (67 of 336, not 0 of 269). `stop()` is
+    asked between maps; when it returns True the finished rows are stored and the table
+    returned early.
     An image that cannot be read is skipped and named in `skips` (a fresh report when None;
     `Skips(strict=True)` fails on the first one instead); the rest of the run goes on.
     `protocol` (`medattn.metrics.protocols`) sets the explainer parameters, the targets and the
     scoring; its rows go to their own run folder unless `run` is given.
     `engine="ray"` runs the same batches on Ray actors (`medattn.jobs.ray_engine`), joining the
     cluster at `ray_address` or starting Ray on this machine.
+    `methods` may name reference maps ("reference:blank", … `metrics.faithfulness.REFERENCE_MAPS`),
+    scored like methods. With `faithfulness`, every row carries those metrics, and rows
+    computed without them (or under other settings) are computed again from the cached maps.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -108,38 +124,46 @@ def precompute(
     skips = skips if skips is not None else Skips("images")
     models = {loaded.name: loaded for loaded in (load_model(path, device, dataset) for path in checkpoints)}
     hashes = {name: loaded.hash for name, loaded in models.items()}
-    done = table.done_keys(current_rows(table.read(), hashes))
+    done = table.done_keys(_complete(current_rows(table.read(), hashes), faithfulness))
     for loaded in models.values():
         loaded.check_classes(dataset)
     model_params = {name: dict(params(loaded) if callable(params) else params or {}) for name, loaded in models.items()}
-    jobs = []
+    jobs, already = [], 0  # `already`: maps of this run's plan stored before (a resume counts them done)
     for loaded in models.values():
         usable = []
         for method in methods:  # an unknown name fails here, before any work
-            reason = unavailable(loaded.model, method)
+            reason = None if is_reference(method) and reference_name(method) else unavailable(loaded.model, method)
             if reason is None:
                 usable.append(method)
             else:  # e.g. wildcat maps asked of a linear model: said once, not once per image
                 log.warning("skipping %s on %s: %s", method, loaded.name, reason)
         probabilities = cached_predictions(loaded, dataset, ids, run.prediction_store, skips)
+        rule = loaded.decision(dataset.task)
         for image_id in ids:
             labels = dataset.labels(image_id)
             probs = probabilities.loc[image_id].to_numpy(dtype=float)
             if np.isnan(probs).any():  # unreadable: named in skips
                 continue
-            for target in targets_for(labels, probs, protocol=protocol):
+            predicted = rule.decide(probs[None])[0]
+            for target in targets_for(labels, probs, protocol=protocol, rule=rule):
                 for method in usable:
-                    if (image_id, loaded.name, method, str(target)) not in done:
-                        jobs.append(Job(loaded.name, image_id, target, method, float(probs[target]), int(labels[target])))
-    bar = tqdm(total=len(jobs), desc="heatmaps", file=sys.stderr, disable=progress is not None)
-    finished = 0
+                    if (image_id, loaded.name, method, str(target)) in done:
+                        already += 1
+                    else:
+                        jobs.append(Job(loaded.name, image_id, target, method, float(probs[target]), int(labels[target]),
+                                        int(predicted[target])))
+    total = already + len(jobs)
+    bar = tqdm(total=total, initial=already, desc="heatmaps", file=sys.stderr, disable=progress is not None)
+    finished = already
+    if progress is not None and already:
+        progress(finished, total)
 
     def advance(count: int = 1) -> None:
         nonlocal finished
         finished += count
         bar.update(count)
         if progress is not None:
-            progress(finished, len(jobs))
+            progress(finished, total)
 
     stopped = stop or (lambda: False)
     shared = _SharedWork(run.claims)
@@ -149,7 +173,8 @@ def precompute(
             from medattn.jobs.ray_engine import run_batches
 
             run_batches(models, dataset, batches(todo), cache, model_params, table, advance, address=ray_address,
-                        device=device, take=shared.take, release=shared.release, stop=stopped, protocol=protocol)
+                        device=device, take=shared.take, release=shared.release, stop=stopped, protocol=protocol,
+                        faithfulness=faithfulness)
         else:
             for batch in batches(todo):
                 if stopped():
@@ -159,16 +184,26 @@ def precompute(
                     continue
                 rows, skipped = score_batch(models[batch[0].checkpoint], dataset, mine, cache,
                                             model_params[batch[0].checkpoint], tick=advance, protocol=protocol,
-                                            stop=stopped)
+                                            stop=stopped, faithfulness=faithfulness)
                 for message in skipped:
                     log.warning(message)
                 table.append(rows)  # every batch, so that a kill loses at most this one
                 shared.release(mine)
-        todo = shared.wait_for_others(table, hashes, advance, stopped)
+        todo = shared.wait_for_others(table, hashes, advance, stopped, faithfulness)
     bar.close()
     if not stopped():
-        table.compact()
+        table.compact()  # a finished run leaves one part: the table the README describes
     return table.read()
+
+
+def _complete(frame: pd.DataFrame, faithfulness: FaithfulnessSettings | None) -> pd.DataFrame:
+    """The rows that need no more work: all of them, or with `faithfulness` those that carry
+    its metrics under its settings (`faithfulness` column = its key)."""
+    if faithfulness is None or frame.empty:
+        return frame
+    if "faithfulness" not in frame:  # a table scored before any --metrics run
+        return frame.iloc[0:0]
+    return frame[frame["faithfulness"] == faithfulness.key()]
 
 
 def _key(job: Job) -> tuple[str, str, str, str]:
@@ -199,7 +234,7 @@ class _SharedWork:
             self.claims.release(unit)
 
     def wait_for_others(self, table: ScoreTable, hashes: Mapping[str, str], advance: Callable[[int], None],
-                        stop: Callable[[], bool]) -> list[Job]:
+                        stop: Callable[[], bool], faithfulness: FaithfulnessSettings | None = None) -> list[Job]:
         """Block until some deferred unit is no longer held elsewhere; return the deferred jobs
         whose rows are still missing then (counting the others as done)."""
         if not self.deferred:
@@ -213,12 +248,26 @@ class _SharedWork:
             log.info("waiting for %d maps that another run is computing", len(self.deferred))
         while not stop() and all_held():
             time.sleep(WAIT_S)
-        done = table.done_keys(current_rows(table.read(), hashes))
+        done = table.done_keys(_complete(current_rows(table.read(), hashes), faithfulness))
         left = [job for job in self.deferred if _key(job) not in done]
         if len(left) < len(self.deferred):
             advance(len(self.deferred) - len(left))
         self.deferred = []
         return left
+
+
+def metric_choices(args: argparse.Namespace) -> tuple[list[str], FaithfulnessSettings | None]:
+    """The methods with the reference maps asked for, and the faithfulness settings (None
+    without --metrics), from `jobs.options.add_metric_options`' arguments (unset ones take
+    `FaithfulnessSettings`' defaults). ValueError names an unknown metric or reference map."""
+    faithfulness = None
+    if args.metrics is not None:
+        given = {"steps": args.metric_steps, "percentages": args.road_percentages and tuple(args.road_percentages),
+                 "samples": args.metric_samples}
+        faithfulness = FaithfulnessSettings(tuple(args.metrics or DEFAULT_FAITHFULNESS),
+                                            **{k: v for k, v in given.items() if v is not None})
+    kinds = REFERENCE_MAPS if args.references is None and faithfulness is not None else (args.references or [])
+    return [*args.methods, *(reference_name(k) for k in kinds if k != "none")], faithfulness
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,20 +287,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default=DEFAULT_PROTOCOL,
                         help="scoring protocol: medattn (default), chexlocalize (Saporta et al. 2022) or arun2021 "
                              "(Arun et al. 2021); see medattn/metrics/protocols.py")
+    add_metric_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        methods, faithfulness = metric_choices(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     dataset = load_dataset(args.dataset)
     run = Run(args.out) if args.out else Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=args.protocol)
     split = None if args.split == "all" else args.split
     skips = Skips("images", strict=args.strict)
     try:
-        frame = precompute(dataset, args.checkpoints, args.methods, split, args.images, run, device=args.device,
-                           engine=args.engine, ray_address=args.ray_address, skips=skips, protocol=args.protocol)
+        frame = precompute(dataset, args.checkpoints, methods, split, args.images, run, device=args.device,
+                           engine=args.engine, ray_address=args.ray_address, skips=skips, protocol=args.protocol,
+                           faithfulness=faithfulness)
     except MedattnError as exc:  # --strict: the first unreadable image, named
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = frame[frame["auprc"].notna()].groupby(["checkpoint", "method"])[["auprc", "hit", "miou", "degenerate"]].mean()
     print(summary.round(3).to_string() if len(summary) else "no rows with ground truth")
+    if faithfulness is not None:
+        chosen = _complete(frame, faithfulness)
+        means = chosen.groupby(["checkpoint", "method"])[list(faithfulness.metrics)].mean()
+        print(means.round(3).to_string() if len(means) else "no rows with faithfulness metrics")
     print(f"{len(frame)} rows in {run.root / 'scores'}")
     if len(skips):
         print(skips.summary(limit=50))

@@ -23,6 +23,7 @@ from medattn.data.dataset import Dataset
 from medattn.errors import CheckpointError, DatasetError
 from medattn.inference import LoadedModel, load_model
 from medattn.jobs.batch import Job, score_batch
+from medattn.pipeline import FaithfulnessSettings
 from medattn.store import HeatmapCache, ScoreTable
 from medattn.threads import worker_env
 
@@ -46,7 +47,8 @@ class Scorer:
     """Actor body: one checkpoint and the dataset, loaded once; scores batches of its jobs."""
 
     def __init__(self, checkpoint: str, checkpoint_hash: str, dataset_root: str, dataset_hash: str,
-                 cache_root: str, device: str, params: dict[str, dict] | None, protocol: str = "medattn"):
+                 cache_root: str, device: str, params: dict[str, dict] | None, protocol: str = "medattn",
+                 faithfulness: FaithfulnessSettings | None = None):
         self.dataset = load_dataset(dataset_root)
         if self.dataset.hash != dataset_hash:
             raise DatasetError(dataset_root, [f"manifests on this node hash to {self.dataset.hash}, the driver's to {dataset_hash}"])
@@ -56,9 +58,11 @@ class Scorer:
         self.cache = HeatmapCache(cache_root)
         self.params = params
         self.protocol = protocol
+        self.faithfulness = faithfulness
 
     def score(self, jobs: list[Job]) -> tuple[list[dict], list[str]]:
-        return score_batch(self.loaded, self.dataset, jobs, self.cache, self.params, protocol=self.protocol)
+        return score_batch(self.loaded, self.dataset, jobs, self.cache, self.params, protocol=self.protocol,
+                           faithfulness=self.faithfulness)
 
 
 def start(ray: ModuleType, address: str | None) -> bool:
@@ -89,6 +93,7 @@ def run_batches(
     take: Callable[[list[Job]], list[Job]] = list,
     release: Callable[[list[Job]], None] = lambda jobs: None,
     stop: Callable[[], bool] = lambda: False,
+    faithfulness: FaithfulnessSettings | None = None,
 ) -> None:
     """Score `batches` (each of one checkpoint, named by `Job.checkpoint`) on Ray actors, appending
     each finished batch's rows to `table` and calling `advance(jobs in it)`. `params` maps each
@@ -108,7 +113,8 @@ def run_batches(
         for name in queues:
             loaded = models[name]
             actors[name] = actor_class.remote(str(loaded.path.resolve()), loaded.hash, str(dataset.root.resolve()),
-                                              dataset.hash, str(cache.root.resolve()), device, params[name], protocol)
+                                              dataset.hash, str(cache.root.resolve()), device, params[name], protocol,
+                                              faithfulness)
         running: dict[Any, tuple[str, list[Job]]] = {}  # result ref → (checkpoint, its batch)
 
         def feed(name: str) -> None:

@@ -69,8 +69,14 @@ def _run_precompute(spec: dict, progress: Callable[[int, int], None], stop: Call
 
         params = precompute_params
     skips = Skips("images")
+    faithfulness = None
+    if spec.get("faithfulness"):
+        from medattn.pipeline import FaithfulnessSettings
+
+        faithfulness = FaithfulnessSettings.from_fields(spec["faithfulness"])
     frame = precompute(dataset, spec["checkpoints"], spec["methods"], spec.get("split"), spec.get("image_ids"), run,
-                       cache, spec.get("device", "auto"), params, progress=progress, skips=skips, stop=stop)
+                       cache, spec.get("device", "auto"), params, progress=progress, skips=skips, stop=stop,
+                       faithfulness=faithfulness)
     if stop():
         raise Stopped("finished rows are stored")
     done = f"{len(frame)} rows in {run.root / 'scores'}"

@@ -85,8 +85,11 @@ def paired_difference(
     `a` and `b` hold one value per image for two model/method pairs: aligned arrays of equal
     length, or two Series aligned on their index (images in only one are dropped). Pairs where
     either value is NaN are dropped. Each resample draws the same images for both. `p_value` is
-    two-sided: twice the smaller fraction of resampled differences on either side of zero
-    (capped at 1), a bootstrap measure of how surely the sign of the difference holds.
+    two-sided: twice the smaller share of resampled differences on either side of zero, counted
+    as a Monte Carlo p-value, (count + 1) / (n_resamples + 1) (Davison & Hinkley 1997, §4.2;
+    capped at 1), so it is never 0: B resamples cannot resolve less than 2 / (B + 1). With fewer
+    than 2 pairs there is nothing to resample: the interval and `p_value` are NaN (the difference
+    of one image is not evidence either way).
     """
     if isinstance(a, pd.Series) and isinstance(b, pd.Series):
         a, b = a.align(b, join="inner")
@@ -99,8 +102,11 @@ def paired_difference(
     if a.size == 0:
         return PairedDifference(float("nan"), float("nan"), float("nan"), float("nan"))
     difference = float(statistic(a[None, :], axis=1)[0] - statistic(b[None, :], axis=1)[0])
+    if a.size < 2:
+        return PairedDifference(difference, float("nan"), float("nan"), float("nan"))
     samples = _resampled([a, b], statistic, n_resamples, seed)
     resampled = samples[:, 0] - samples[:, 1]
     low, high = _bounds(resampled, level)
-    p_value = min(1.0, 2 * min(float(np.mean(resampled <= 0)), float(np.mean(resampled >= 0))))
+    tail = min(int(np.sum(resampled <= 0)), int(np.sum(resampled >= 0)))
+    p_value = min(1.0, 2 * (tail + 1) / (n_resamples + 1))
     return PairedDifference(difference, low, high, p_value)

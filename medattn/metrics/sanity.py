@@ -2,11 +2,13 @@
 
 - Cascading model-parameter randomisation (Adebayo et al. 2018): the model's weights are
   re-initialised block by block from the top down, cumulatively: for medattn models the head
-  (every module outside the backbone), then backbone stages from last to first; for other
-  models their top-level children with parameters, last first. "Re-initialised" means the
-  weights a fresh build of the same architecture starts with (`medattn.models.build` under
-  `seed`; for other models each module's `reset_parameters()`), so head-specific initial values
-  (e.g. an attention gain that starts at 0) come back too. After each step the map is
+  (every module outside the backbone), then backbone stages from last to first; for imported
+  models the stages found in their module tree (`randomization_blocks`: at least one step per
+  stage of a ResNet-like model, each step a run of Quantus's MPRT layers). "Re-initialised"
+  means the weights a fresh build of the same architecture starts with (`medattn.models.build`
+  or the library's constructor under `seed`; for other models each module's
+  `reset_parameters()`), so head-specific initial values (e.g. an attention gain that starts at
+  0) come back too. After each step the map is
   recomputed for the same image and class and compared with the trained model's map. A method
   whose map survives randomisation (SSIM stays high) is not explaining the model.
 - Repeatability (Arun et al. 2021): maps of the same image from checkpoints of one
@@ -75,23 +77,63 @@ DEFAULT_METHODS = ("saliency", "integrated_gradients", "gradcam")
 
 
 def randomization_blocks(model: nn.Module) -> list[tuple[str, list[str]]]:
-    """The cascade's blocks, top first: (label, module names it covers)."""
-    children = [(name, child) for name, child in model.named_children()
-                if any(True for _ in child.parameters())]
+    """The cascade's blocks, top first: (label, module names it covers).
+
+    medattn models: the head (every module outside the backbone), then the backbone's stages,
+    last first. Other models (imported ones): their parameterised children, last first, where
+    a child that holds more than half of the model's parameters and has two or more
+    parameterised children of its own (a trunk: `net`, DenseNet's `features`, a ViT's `blocks`,
+    ResNet's `layer4`) is replaced by those children, recursively, so a ResNet-like model gets
+    at least one step per stage. Each block covers a run of Quantus's MPRT layers (modules with
+    `reset_parameters`, `named_modules` order reversed: `mprt_layers`); parameters held by no
+    child (a ViT's class token and position embedding) go with the last, input-side block."""
     stages = getattr(getattr(model, "backbone", None), "stages", None)
     if isinstance(stages, nn.ModuleList):
+        children = [(name, child) for name, child in model.named_children() if _n_parameters(child)]
         head = [name for name, _ in children if name != "backbone"]
         blocks = [("head", head)] if head else []
         return blocks + [(f"backbone.stages.{i}", [f"backbone.stages.{i}"])
                          for i in reversed(range(len(stages)))]
-    return [(name, [name]) for name, _ in reversed(children)]
+    return [(name, [name]) for name in reversed(_trunk_blocks(model, "", _n_parameters(model)))]
+
+
+def _n_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _trunk_blocks(module: nn.Module, prefix: str, total: int) -> list[str]:
+    """Names (input side first) of `module`'s blocks under the rule of randomization_blocks
+    (`total`: the model's parameter count)."""
+    names = []
+    for name, child in module.named_children():
+        size = _n_parameters(child)
+        if not size:
+            continue
+        full = f"{prefix}{name}"
+        inner = [c for c in child.children() if _n_parameters(c)]
+        names += _trunk_blocks(child, full + ".", total) if size > total / 2 and len(inner) >= 2 else [full]
+    return names
+
+
+def mprt_layers(model: nn.Module) -> list[str]:
+    """Quantus's MPRT layers, top first: the names of the modules with `reset_parameters`, in
+    `named_modules` order reversed (`quantus.helpers.model.pytorch_model.get_random_layer_generator`,
+    order="top_down")."""
+    return [name for name, m in model.named_modules() if hasattr(m, "reset_parameters")][::-1]
 
 
 def initial_weights(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """State dict of a freshly initialised model of the same architecture (see module doc)."""
+    """State dict of a freshly initialised model of the same architecture (see module doc):
+    medattn's `build` for its own models, the library's constructor for imported ones, else
+    each module's `reset_parameters()` on a copy (as Quantus's MPRT does)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        if all(hasattr(model, key) for key in ("arch", "head", "num_classes", "params")):
+        if hasattr(model, "library") and hasattr(model, "constructor"):
+            from medattn.models.external import ExternalModel
+
+            fresh = ExternalModel(model.library, model.constructor["callable"], model.num_classes,
+                                  model.constructor["kwargs"])
+        elif all(hasattr(model, key) for key in ("arch", "head", "num_classes", "params")):
             from medattn.models import build
 
             fresh = build(model.arch, model.head, model.num_classes, **model.params)
@@ -111,12 +153,15 @@ def cascading_maps(model: nn.Module, x: torch.Tensor, target: int, method: str,
     randomized = copy.deepcopy(model)
     fresh = initial_weights(model, seed)
     state = randomized.state_dict()
+    blocks = randomization_blocks(model)
     out = []
-    for step, (label, names) in enumerate([("none", [])] + randomization_blocks(model)):
+    for step, (label, names) in enumerate([("none", [])] + blocks):
+        last = step == len(blocks)  # the input side also takes parameters held by no block
         with torch.no_grad():
             for key, value in state.items():
-                if any(key.startswith(name + ".") for name in names):
-                    value.copy_(fresh[key])
+                if any(key.startswith(name + ".") for name in names) or (last and not any(
+                        key.startswith(name + ".") for _, block in blocks for name in block)):
+                    value.copy_(fresh[key].to(value))
         started = time.perf_counter()
         raw = explain(randomized, x, target, method, device=device, **(params or {}))
         out.append((step, label, raw, time.perf_counter() - started))

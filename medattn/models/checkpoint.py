@@ -16,8 +16,10 @@ tools are read only by the importer (`python -m medattn.models.importer`) throug
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
+import logging
 import os
 import stat
 from collections.abc import Callable, Mapping
@@ -34,13 +36,16 @@ import medattn
 from medattn.data.dataset import TASKS
 from medattn.errors import CheckpointError
 from medattn.models.files import brief, checkpoint_paths, file_sha256, sniff
-from medattn.models.quantize import dequantize, quantize
+from medattn.models.quantize import dequantize, store
 from medattn.models.registry import build
 
+log = logging.getLogger("medattn.checkpoint")
 FORMAT = "medattn-checkpoint"
+# reloaded logits may differ from float32's by this share of (1 + max |logit|) on the probe input
+PROBE_TOLERANCE = {"float16": 1e-2, "int8": 1e-1}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "int8": torch.int8}
 RESERVED = ("format", "arch", "head", "num_classes", "params", "dtype", "sha256",
-            "medattn_version", "created", "library", "constructor")
+            "medattn_version", "created", "library", "constructor", "storage")
 IMPORT_HINT = ("import it once with: python -m medattn.models.importer {path} --arch ARCH "
                "--classes C1 C2 … --task TASK --input-size N --out checkpoints/NAME")
 
@@ -50,8 +55,13 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, dtype: str = "flo
     """Write NAME.safetensors + NAME.json for a model made by `build`; returns NAME.
 
     dtype: "float32", "float16" (half the size) or "int8" (a quarter: per-channel int8 conv and
-    linear weights, see medattn.models.quantize); weights load back as float32. `meta`: see the module docstring. Each file is
-    written to a temporary name and renamed, so a crash never leaves half a checkpoint.
+    linear weights, see medattn.models.quantize); weights load back as float32. A tensor float16
+    cannot hold stays float32 (logged, and listed under `storage.float32_tensors` in the json),
+    and the reloaded model's logits are checked against float32's on a probe image
+    (`storage.probe_max_logit_difference`): CheckpointError naming the tensors changed most,
+    and nothing written, when they differ by more than PROBE_TOLERANCE. `meta`: see the module
+    docstring. Each file is written to a temporary name and renamed, so a crash never leaves
+    half a checkpoint.
     """
     missing = [a for a in ("arch", "head", "num_classes", "params") if not hasattr(model, a)]
     if missing:
@@ -63,18 +73,24 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, dtype: str = "flo
     weights, info_path = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if dtype == "int8":
-        tensors = {k: v.contiguous() for k, v in quantize(state).items()}
+    storage: dict[str, Any] = {}
+    if dtype == "float32":
+        tensors = state
     else:
-        tensors = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).contiguous()
-                   for k, v in state.items()}
+        tensors, kept = store(state, dtype)
+        if kept:
+            log.warning("%s: %d tensor(s) kept in float32, beyond float16's range: %s", weights.with_suffix("").name,
+                        len(kept), brief(kept, 8))
+        storage = {"float32_tensors": kept,
+                   "probe_max_logit_difference": _probe(model, dequantize(tensors), dtype, meta)}
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
     _replace(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     info = {
         "format": FORMAT, "arch": model.arch, "head": model.head,
         "num_classes": int(model.num_classes), "params": dict(model.params), "dtype": dtype,
         "sha256": file_sha256(weights), "medattn_version": medattn.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        **meta,
+        **({"storage": storage} if storage else {}), **meta,
     }
     if hasattr(model, "library"):
         info.update(library=model.library, constructor=model.constructor)
@@ -83,6 +99,34 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, dtype: str = "flo
     # safetensors creates its file with its own mode; give the weights the json's permissions
     os.chmod(weights, stat.S_IMODE(info_path.stat().st_mode))
     return weights.with_suffix("")
+
+
+def _probe(model: nn.Module, stored: dict[str, Tensor], dtype: str, meta: Mapping[str, Any]) -> float:
+    """max |Δlogit| between `model` and a copy holding the `stored` weights as they load back,
+    on a probe image through the checkpoint's preprocessing; CheckpointError when it exceeds
+    PROBE_TOLERANCE[dtype] × (1 + max |logit|): the reduced storage would change what the model
+    says."""
+    from medattn.data.preprocess import Preprocessing
+
+    prep = Preprocessing.from_meta(meta)
+    image = np.random.default_rng(0).random((prep.input_size, prep.input_size), dtype=np.float32)
+    x = prep.to_input(image)
+    reloaded = copy.deepcopy(model).cpu().eval()
+    reloaded.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in stored.items()})
+    with torch.inference_mode():
+        expected = copy.deepcopy(model).cpu().eval()(x)
+        got = reloaded(x)
+    gap = float((got - expected).abs().max())
+    if not gap <= PROBE_TOLERANCE[dtype] * (1 + float(expected.abs().max())):
+        state = model.state_dict()
+        worst = sorted(((float((stored[k].float() - v.detach().cpu().float()).abs().max()
+                                / (v.detach().abs().max().cpu() + 1e-12)), k)
+                        for k, v in state.items() if v.is_floating_point()), reverse=True)[:3]
+        raise CheckpointError(f"{dtype} storage changes the logits by up to {gap:.3g} on a probe image (more than "
+                              f"{PROBE_TOLERANCE[dtype]:g} of their size); the tensors it changes most: "
+                              + ", ".join(f"{k} ({e:.2g} of its largest value)" for e, k in worst)
+                              + "; save in float32 (dtype='float32', --dtype float32)")
+    return gap
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:

@@ -10,12 +10,16 @@ Writes a medattn checkpoint (NAME.safetensors + NAME.json) from
   `medattn.models.external`).
 
 WEIGHTS may be .pt/.pth/.pth.tar/.bin/.ckpt/.safetensors or have no suffix. Wrappers are
-unwrapped (`state_dict`, `model_state_dict`, `model` when it is a state dict; Lightning's
-`state_dict` with its `model.` prefix; `module.`), and every key must find its place: unmatched
-keys are listed by name and the import is refused unless `--allow-missing PATTERN…` names the
-target tensors that may stay random (and `--ignore PATTERN…` the file's tensors that may be
-dropped). Files are read with `torch.load(weights_only=True)` only: a whole pickled model is
-refused with the two lines that re-save it as a state dict.
+unwrapped (the state dict under `state_dict`, `model_state_dict`, `model`, `net`, `network`,
+`model_state`, `weights` or `params`, as training scripts write them; Lightning's `state_dict`
+with its `model.` prefix; `module.`), and every key must find its place: unmatched keys are
+listed by name and the import is refused unless `--allow-missing PATTERN…` names the target
+tensors that may stay random (and `--ignore PATTERN…` the file's tensors that may be dropped).
+Files are read with `torch.load(weights_only=True)` with numpy scalars and dtypes allowed
+(`best_auc` as a numpy.float64 beside the weights; `medattn.models.torchfile`), nothing else: a
+file that needs any other global is refused with its name and the lines that re-save its
+weights for what it holds (a whole model, a dict holding a model, a dict holding a state dict
+beside other objects).
 
 For torchvision layouts with a linear head the import is verified: the imported model's logits
 are compared with torchvision's own model holding the same weights on a random input.
@@ -44,16 +48,18 @@ from medattn.data.preprocess import INTENSITIES, INTERPOLATIONS, RESIZE_MODES, P
 from medattn.errors import CheckpointError
 from medattn.models.backbones import ARCHS
 from medattn.models.checkpoint import save_checkpoint
+from medattn.models import torchfile
+from medattn.models.external import CLASS_COUNT, INPUT_CHANNELS, LIBRARIES, ExternalModel, strip_unused
 from medattn.models.files import brief, check_unpacked_size, checkpoint_paths, file_sha256, sniff
-from medattn.models.external import LIBRARIES, ExternalModel, strip_unused
 from medattn.models.keymap import LINEAR_HEADS, normalise_keys, torchvision_to_medattn
 from medattn.models.registry import HEADS, build
 
-WRAPPERS = ("state_dict", "model_state_dict", "model")
+WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "network", "model_state", "weights", "params")
 LIBRARY_ALIASES = {"xrv": "torchxrayvision", "tv": "torchvision"}
-RESAVE = ("    model = torch.load(PATH, weights_only=False)   # trusted file, where it was made\n"
-          "    torch.save(model.state_dict(), 'state_dict.pt')")
 DEFAULT_INTENSITY = {"torchxrayvision": "xrv", "monai": "unit"}
+# TorchXRayVision's own pipeline: XRayCenterCrop → XRayResizer (skimage), on its [-1024, 1024] scale
+DEFAULT_GEOMETRY = {"torchxrayvision": ("center_crop_resize", "xrv")}
+DEFAULT_CHANNELS = {"torchxrayvision": 1, "monai": 1}
 VERIFY_TOLERANCE = 1e-4
 VERIFY_SIZE = 64  # the check is of the weights' placement, which no input size changes; 64 px is cheap
 
@@ -97,16 +103,18 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor], list[st
     except ValueError as e:
         raise CheckpointError(str(e)) from None
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torchfile.load(path)
     except Exception as e:  # noqa: BLE001 - torch.load raises many types; all mean "not plain tensors"
         text = str(e)
-        if "weights_only" in text or "Unsupported global" in text or "global" in text.lower():
+        refused = torchfile.unsafe_globals(path)
+        if refused or "weights_only" in text or "global" in text.lower():
+            held, recipe = torchfile.resave_recipe(path, WRAPPERS)
+            names = ", ".join(refused) or "unknown"
             raise CheckpointError(
-                f"{path}: cannot read with torch.load(weights_only=True): it holds pickled Python "
-                f"objects (a whole model, or objects beside the weights), and medattn never unpickles "
-                f"those, as unpickling runs code from the file. Re-save it as a state dict where it was "
-                f"made, with its code at hand:\n{RESAVE.replace('PATH', repr(str(path)))}\n"
-                f"then import state_dict.pt.") from None
+                f"{path}: cannot read with torch.load(weights_only=True): it holds {held}, which needs "
+                f"the global(s) {names}; medattn unpickles nothing but tensors, plain containers and "
+                f"numpy scalars, as unpickling runs code from the file. Re-save its weights as a state "
+                f"dict where it was made, with its code at hand:\n{recipe}\nthen import state_dict.pt.") from None
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise CheckpointError(f"{path}: unreadable PyTorch file: {first}") from None
     return unwrap(loaded, path)
@@ -235,11 +243,14 @@ def import_torchvision(path: str | os.PathLike, arch: str, head: str, num_classe
 
 def import_external(path: str | os.PathLike, library: str, callable_name: str, num_classes: int,
                     kwargs: Mapping[str, Any] | None = None, allow_missing: Sequence[str] = (),
-                    ignore: Sequence[str] = ()) -> tuple[ExternalModel, ImportReport]:
+                    ignore: Sequence[str] = (), channels: int | None = None,
+                    probe_size: int = VERIFY_SIZE) -> tuple[ExternalModel, ImportReport]:
     """(the library's model wrapped as `ExternalModel`, report) from a state dict in the
-    library's own key names."""
+    library's own key names. `channels` sets the constructor's input-channel argument unless
+    `kwargs` names it. The model must answer a (1, channels, probe_size, probe_size) input
+    with (1, num_classes) logits (a classifier), else CheckpointError."""
     try:
-        model = ExternalModel(library, callable_name, num_classes, kwargs)
+        model = ExternalModel(library, callable_name, num_classes, kwargs, channels=channels)
     except (ValueError, ImportError) as e:
         raise CheckpointError(f"cannot build {callable_name}: {e}") from None
     raw, notes = read_state_dict(path)
@@ -247,7 +258,19 @@ def import_external(path: str | os.PathLike, library: str, callable_name: str, n
     tensors, dropped = strip_unused(tensors, model)
     report = load_into(model.net, tensors, str(path), _describe(model), allow_missing, ignore)
     report.notes[:0] = notes + more + dropped
-    return model.eval(), report
+    model.eval()
+    probe = torch.zeros(1, model.input_channels, probe_size, probe_size)
+    try:
+        with torch.inference_mode():
+            out = model(probe)
+    except Exception as e:  # noqa: BLE001 - any failure means the model cannot take this input
+        raise CheckpointError(f"{callable_name} with {kwargs or {}} cannot run on a {tuple(probe.shape)} input: "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not isinstance(out, Tensor) or tuple(out.shape) != (1, num_classes):
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise CheckpointError(f"{callable_name} returns {shape} for one image, not (1, {num_classes}) class "
+                              "logits: medattn imports classifiers")
+    return model, report
 
 
 def _describe(model: nn.Module) -> str:
@@ -294,7 +317,8 @@ def import_checkpoint(weights: str | os.PathLike, out: str | os.PathLike, *, arc
         channels = 3
     else:
         model, report = import_external(weights, library, _callable(library, arch), len(classes),
-                                        _kwargs(library, arch, kwargs), allow_missing, ignore)
+                                        _kwargs(library, arch, kwargs), allow_missing, ignore,
+                                        channels=preprocessing.channels, probe_size=preprocessing.input_size)
         channels = model.input_channels
     if preprocessing.channels != channels:
         raise ValueError(f"the model takes {channels}-channel input but the preprocessing gives "
@@ -324,8 +348,6 @@ def _kwargs(library: str, arch: str, kwargs: Mapping[str, Any] | None) -> dict[s
     out = dict(kwargs or {})
     if library == "timm":
         out.setdefault("model_name", arch)
-    if library == "monai":
-        out.setdefault("in_channels", 1)
     return out
 
 
@@ -353,11 +375,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", help="what it was trained on (shown on the Models page)")
     group = parser.add_argument_group("preprocessing (stored in the checkpoint, applied wherever the model sees an image)")
     group.add_argument("--input-size", type=int, required=True, help="side of the square the model receives")
-    group.add_argument("--resize", choices=RESIZE_MODES, default="stretch")
+    group.add_argument("--resize", choices=RESIZE_MODES,
+                       help="default: center_crop_resize for TorchXRayVision (its XRayCenterCrop → XRayResizer), "
+                            "else stretch")
     group.add_argument("--resize-size", type=int, help="shorter side before the centre crop (default: --input-size)")
-    group.add_argument("--interpolation", choices=INTERPOLATIONS, default="area",
-                       help="area: OpenCV area/linear; bilinear: PIL's, as torchvision's Resize on PIL images")
-    group.add_argument("--channels", type=int, choices=(1, 3), help="default: what the model takes")
+    group.add_argument("--interpolation", choices=INTERPOLATIONS,
+                       help="area: OpenCV area/linear (default); bilinear: PIL's, as torchvision's Resize on PIL "
+                            "images; xrv: TorchXRayVision's XRayResizer (default for --library xrv)")
+    group.add_argument("--channels", type=int, choices=(1, 3),
+                       help="default: an input-channel --kwarg when given, else 1 for TorchXRayVision and MONAI, 3 otherwise")
     group.add_argument("--intensity", choices=INTENSITIES,
                        help="default: xrv for TorchXRayVision, unit for MONAI, else imagenet (meanstd with --mean/--std)")
     group.add_argument("--mean", type=float, nargs="+")
@@ -371,19 +397,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def preprocessing_from(args: argparse.Namespace, library: str | None, channels: int) -> Preprocessing:
+    """The preprocessing the command line asks for, each option defaulting to the library's own
+    (DEFAULT_GEOMETRY, DEFAULT_INTENSITY)."""
     intensity = args.intensity or ("meanstd" if args.mean or args.std else DEFAULT_INTENSITY.get(library or "", "imagenet"))
     extra = {}
     if intensity == "meanstd":
         if not (args.mean and args.std):
             raise ValueError("--intensity meanstd needs --mean and --std")
         extra = {"mean": tuple(args.mean), "std": tuple(args.std)}
-    if args.resize == "stretch":
+    own_resize, own_interpolation = DEFAULT_GEOMETRY.get(library or "", ("stretch", "area"))
+    resize = args.resize or own_resize
+    interpolation = args.interpolation or (own_interpolation if resize == own_resize else "area")
+    if resize != "shorter_side_center_crop":
         if args.resize_size not in (None, args.input_size):
             raise ValueError("--resize-size applies to --resize shorter_side_center_crop only")
         geometry = {"size": args.input_size}
     else:
         geometry = {"size": args.resize_size or args.input_size, "crop": args.input_size}
-    return Preprocessing(resize=args.resize, interpolation=args.interpolation, channels=args.channels or channels,
+    return Preprocessing(resize=resize, interpolation=interpolation, channels=args.channels or channels,
                          intensity=intensity, **geometry, **extra)
 
 
@@ -417,7 +448,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             classes = list(xrv.datasets.default_pathologies)
         if not classes:
             raise ValueError("--classes is required: the model's output names, in order")
-        channels = 1 if library == "torchxrayvision" else int(kwargs.get("in_channels", kwargs.get("in_chans", 1 if library == "monai" else 3)))
+        for name in [k for k in CLASS_COUNT if k in kwargs]:  # the class count is --classes' length
+            if kwargs.pop(name) != len(classes):
+                raise ValueError(f"--kwarg {name}={_pairs(args.kwarg, '--kwarg')[name]} but --classes names "
+                                 f"{len(classes)} classes; the class count is the number of --classes")
+        given = [int(kwargs[k]) for k in INPUT_CHANNELS if isinstance(kwargs.get(k), int)]
+        channels = given[0] if given else DEFAULT_CHANNELS.get(library or "", 3)
         preprocessing = preprocessing_from(args, library, channels)
         path, report = import_checkpoint(
             args.weights, args.out, arch=args.arch, classes=classes, task=args.task, preprocessing=preprocessing,

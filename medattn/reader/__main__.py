@@ -1,8 +1,8 @@
 """Command line: make an admin account, export a study, or import a JSON export.
 
     python -m medattn.reader add-admin --db DB --name NAME   (asks the password twice, never echoed)
-    python -m medattn.reader export --db DB --study ID --format {csv,json,coco,mrmc,imrmc} --out FILE
-    python -m medattn.reader import --db DB --json FILE
+    python -m medattn.reader export --db DB --study ID --format {csv,json,coco,mrmc,imrmc,key,boxes} --out FILE
+    python -m medattn.reader import --db DB --json FILE [--key KEY.csv]
     python -m medattn.reader migrate --from DB --to DB [--study ID ...]
     python -m medattn.reader backup --db FILE --out FILE   (SQLite's online backup, while readers save)
 
@@ -38,10 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--format", required=True, choices=FORMATS)
     export.add_argument("--out", required=True, help="file to write (written to a temporary file, then renamed)")
     export.add_argument("--with-key", action="store_true",
-                        help="json only: include the case → image id key (a full backup; not for sharing)")
+                        help="json and boxes: include the image ids (json: a full backup that re-imports with its "
+                             "images; not for sharing)")
     restore = commands.add_parser("import", help="re-create a study from a JSON export")
     restore.add_argument("--db", required=True, help=DB_HELP)
     restore.add_argument("--json", required=True)
+    restore.add_argument("--key", help="the study's key export (--format key), for a JSON written without image ids")
     migrate = commands.add_parser("migrate", help="copy studies as they are (ids, accounts, answers) to another "
                                                   "database, e.g. an SQLite file to the site's PostgreSQL")
     migrate.add_argument("--from", dest="source", required=True, help=DB_HELP)
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             path = export_study(store, args.study, args.format, args.out, with_key=args.with_key)
             print(f"wrote {path}")
         else:
-            print(f"imported study {import_study(store, args.json)} from {args.json}")
+            print(f"imported study {import_study(store, args.json, key=args.key)} from {args.json}")
     except MedattnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -25,7 +25,9 @@ from medattn.errors import DatasetError
 from medattn.metrics.bootstrap import bootstrap_ci
 from medattn.metrics.boxes import box_mask
 from medattn.metrics.localization import hit_at
+from medattn.reader.arms import WITHOUT_AI
 from medattn.reader.errors import DatasetMovedError, StudyError
+from medattn.reader.validity import image_truth
 from medattn.store.annotations import AnnotationStore
 
 BOX_COLUMNS = ["image_id", "label", "x", "y", "w", "h"]
@@ -51,18 +53,14 @@ def checkpoint_name(checkpoint: str) -> str:
 
 def case_truth(store: AnnotationStore, study_id: str) -> pd.Series:
     """0/1 per case_id: the image's label of the study's `target_class`, or without one whether
-    any class is labelled (abnormal vs normal)."""
+    any class is labelled (abnormal vs normal): `medattn.reader.validity.image_truth`."""
     spec, dataset = store.study(study_id), study_dataset(store, study_id)
     key = store.case_key(study_id)
-    missing = sorted(set(key["image_id"]) - set(dataset.images.index))
-    if missing:
-        raise StudyError(f"study {study_id}: {len(missing)} case image(s) not in dataset {dataset.root}, "
-                         f"e.g. {missing[0]}")
-    target = spec.get("target_class")
-    if target is not None and target not in dataset.classes:
-        raise StudyError(f"study {study_id}: target_class {target!r} is not a class of {dataset.root}")
-    labels = dataset.images.loc[key["image_id"], [target] if target else dataset.classes]
-    return pd.Series(labels.max(axis=1).astype(int).to_numpy(), index=key["case_id"].to_numpy(), name="truth")
+    try:
+        truth = image_truth(dataset, list(key["image_id"]), spec.get("target_class"))
+    except StudyError as error:
+        raise StudyError(f"study {study_id}: {error}") from error
+    return pd.Series(truth.to_numpy(), index=key["case_id"].to_numpy(), name="truth")
 
 
 def panel_ratings(store: AnnotationStore, study_id: str, question_id: str = "rating") -> pd.DataFrame:
@@ -118,27 +116,39 @@ def rating_score_correlation(ratings: pd.DataFrame, scores: pd.DataFrame, target
 
 
 def reader_boxes(store: AnnotationStore, study_id: str, question_id: str = "boxes") -> pd.DataFrame:
-    """Every current reader box: reader, case_id, image_id, label, x, y, w, h (admin view)."""
-    columns = ["reader", "case_id", "image_id", "label", "x", "y", "w", "h"]
+    """Every current reader box: reader, arm ("" without arms), case_id, image_id, label (the
+    finding the reader named), x, y, w, h (admin view)."""
+    columns = ["reader", "arm", "case_id", "image_id", "label", "x", "y", "w", "h"]
     answers = store.answers(study_id)
     answers = answers[answers["question_id"] == question_id]
     rows = [{"reader": r.reader, "case_id": r.case_id, **box} for r in answers.itertuples() for box in r.value]
     if not rows:
         return pd.DataFrame(columns=columns)
-    return pd.DataFrame(rows).merge(store.case_key(study_id)[["case_id", "image_id"]], on="case_id")[columns]
+    arms = {(a.reader, case): arm for a in store.reader_assignments(study_id).itertuples() if a.arms
+            for case, arm in a.arms.items()}
+    frame = pd.DataFrame(rows).merge(store.case_key(study_id)[["case_id", "image_id"]], on="case_id")
+    frame["arm"] = [arms.get((r, c), "") for r, c in zip(frame["reader"], frame["case_id"])]
+    return frame[columns]
 
 
 def reader_ground_truth(store: AnnotationStore, study_id: str, readers: Sequence[str] | None = None,
-                        label: str | None = None, question_id: str = "boxes") -> pd.DataFrame:
-    """Reader boxes as a boxes.csv table (image_id, label, x, y, w, h): the union of the chosen
-    `readers`' boxes (all by default). `label` replaces each box's label (default: the box's
-    own, else the study's target_class), so the table scores maps of that class."""
+                        label: str | None = None, question_id: str = "boxes", arm: str | None = None) -> pd.DataFrame:
+    """Reader boxes as a boxes.csv table (image_id, label, x, y, w, h, then reader, arm): the
+    union of the chosen `readers`' boxes (all by default) read in one arm: `arm` (default the
+    without-AI reading in a study with arms, the unaided ground truth; "all" keeps both, each row
+    naming its arm), so an image read twice by a reader is not boxed twice. `label` replaces each
+    box's label (default: the finding the reader named, else the study's target_class), so the
+    table scores maps of that class."""
     boxes = reader_boxes(store, study_id, question_id)
     if readers is not None:
         boxes = boxes[boxes["reader"].isin(set(readers))]
+    if arm is None and store.study(study_id).get("arms"):
+        arm = WITHOUT_AI
+    if arm not in (None, "all"):
+        boxes = boxes[boxes["arm"] == arm]
     fallback = label or store.study(study_id).get("target_class") or ""
     boxes = boxes.assign(label=label if label else boxes["label"].where(boxes["label"].astype(str) != "", fallback))
-    return boxes[BOX_COLUMNS].reset_index(drop=True)
+    return boxes[BOX_COLUMNS + ["reader", "arm"]].reset_index(drop=True)
 
 
 def write_reader_truth(store: AnnotationStore, study_id: str, out: str | Path, readers: Sequence[str] | None = None,

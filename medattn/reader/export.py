@@ -5,7 +5,10 @@ comment lines in CSV files (`pandas.read_csv(comment="#")`, R `read.csv(comment.
 an `info` / `provenance` object in JSON, free-text lines before "BEGIN DATA:" in iMRMC files.
 Files are written to a temporary file in the target folder, fsynced and renamed. Cases appear
 only under study-local ids; the image ids stay in the database (`with_key=True` adds them to
-the JSON export for a full backup).
+the JSON export for a full backup that re-imports with its images, and to the boxes export; the
+"key" format is the case → image key itself, for the coordinator). A study whose cases make
+some figures undefined (a rating study without negatives: N0 = 0) says so in every export's
+provenance (`warnings`, from `medattn.reader.validity`).
 
 Formats:
 - "csv": current answers, one row per reader × case × question, with arm and seconds on case;
@@ -17,7 +20,10 @@ Formats:
   `case` numbers images, so the two arms of a crossed design share one);
 - "imrmc": iMRMC's input file: description lines, `NR:`, `N0:`, `N1:`, `NM:`, `BEGIN DATA:`,
   then `readerID,caseID,modalityID,score` rows, truth rows as `-1,caseID,0,0|1` (as iMRMC writes them)
-  (integer reader and case ids as RJafroc's reader requires; the header maps reader ids).
+  (integer reader and case ids as RJafroc's reader requires; the header maps reader ids);
+- "key": case_id → image_id, arm, MRMC case number and the case's meta (admin only);
+- "boxes": every current reader box in a dataset's boxes.csv layout (`label` is the finding the
+  reader named) with reader, arm and case_id columns; image_id only `with_key`.
 """
 
 from __future__ import annotations
@@ -32,24 +38,31 @@ from typing import Any
 import pandas as pd
 
 from medattn import __version__
-from medattn.reader.analysis import case_truth, checkpoint_name, study_dataset
+from medattn.reader.analysis import case_truth, checkpoint_name, reader_boxes, study_dataset
 from medattn.reader.errors import ImportFormatError, StudyError
 from medattn.reader.mrmc_study import mrmc_cases, mrmc_table
 from medattn.reader.questions import check_questions
+from medattn.reader.validity import study_warnings
 from medattn.store.annotations import KINDS, AnnotationStore
 
-FORMATS = ("csv", "json", "coco", "mrmc", "imrmc")
+FORMATS = ("csv", "json", "coco", "mrmc", "imrmc", "key", "boxes")
+KEY_COLUMNS = ["case_id", "image_id", "arm", "mrmc_case", "checkpoint", "method", "target_class", "category"]
 JSON_FORMAT = "medattn.reader-study"
 JSON_VERSION = 1
 
 
 def provenance(store: AnnotationStore, study_id: str) -> dict:
-    """{"study", "study_name", "app_version", "checkpoint_hashes" {name: hash}, "exported_at"}."""
+    """{"study", "study_name", "app_version", "checkpoint_hashes" {name: hash}, "exported_at"},
+    and "warnings" (a list) when the study's cases make some of its figures undefined."""
     spec = store.study(study_id)
     key = store.panel_key(study_id)
-    return {"study": study_id, "study_name": spec["name"], "app_version": __version__,
+    info = {"study": study_id, "study_name": spec["name"], "app_version": __version__,
             "checkpoint_hashes": {checkpoint_name(r.checkpoint): r.checkpoint_hash for r in key.itertuples()},
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    warnings = study_warnings(spec, list(store.case_key(study_id)["image_id"]))
+    if warnings:
+        info["warnings"] = warnings
+    return info
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -90,7 +103,8 @@ def neutral_csv(frame: pd.DataFrame) -> str:
 
 
 def _comment_header(info: dict) -> str:
-    return "".join(f"# {key}: {json.dumps(value) if isinstance(value, dict) else value}\n" for key, value in info.items())
+    return "".join(f"# {key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}\n"
+                   for key, value in info.items())
 
 
 def _iso(value: Any) -> str | None:
@@ -140,8 +154,6 @@ def to_json(store: AnnotationStore, study_id: str, with_key: bool = False) -> st
 def to_coco(store: AnnotationStore, study_id: str, question_id: str = "boxes") -> str:
     """Reader boxes as COCO json: images are cases (`file_name` = case id; width and height
     from the dataset when it is present), one category per box label, `bbox` = [x, y, w, h]."""
-    from medattn.reader.analysis import reader_boxes
-
     key = store.case_key(study_id)
     sizes: dict[str, tuple[int, int]] = {}
     try:
@@ -188,12 +200,35 @@ def to_imrmc(store: AnnotationStore, study_id: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def key_table(store: AnnotationStore, study_id: str) -> pd.DataFrame:
+    """The case key: one row per case with KEY_COLUMNS (arm and meta fields empty where none)."""
+    key = store.case_key(study_id)
+    numbers = mrmc_cases(store, study_id)
+    return pd.DataFrame({
+        "case_id": key["case_id"], "image_id": key["image_id"], "arm": [m.get("arm", "") for m in key["meta"]],
+        "mrmc_case": numbers.loc[key["case_id"]].to_numpy(),
+        **{field: [str(m.get(field, "")) for m in key["meta"]] for field in KEY_COLUMNS[4:]}})[KEY_COLUMNS]
+
+
+def to_key(store: AnnotationStore, study_id: str) -> str:
+    return _comment_header(provenance(store, study_id)) + neutral_csv(key_table(store, study_id))
+
+
+def to_boxes(store: AnnotationStore, study_id: str, with_key: bool = False) -> str:
+    boxes = reader_boxes(store, study_id)
+    columns = (["image_id"] if with_key else []) + ["label", "x", "y", "w", "h", "reader", "arm", "case_id"]
+    return _comment_header(provenance(store, study_id)) + neutral_csv(boxes[columns])
+
+
 def export_study(store: AnnotationStore, study_id: str, fmt: str, out: str | os.PathLike, with_key: bool = False) -> Path:
-    """Write one export of `study_id` in format `fmt` (one of FORMATS) to `out`, atomically."""
+    """Write one export of `study_id` in format `fmt` (one of FORMATS) to `out`, atomically.
+    `with_key`: image ids in the "json" and "boxes" exports (the "key" export always has them)."""
     if fmt not in FORMATS:
         raise StudyError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
-    text = {"csv": to_csv, "coco": to_coco, "mrmc": to_mrmc, "imrmc": to_imrmc}.get(fmt)
-    return write_atomic(out, to_json(store, study_id, with_key) if fmt == "json" else text(store, study_id))
+    if fmt in ("json", "boxes"):
+        return write_atomic(out, (to_json if fmt == "json" else to_boxes)(store, study_id, with_key))
+    text = {"csv": to_csv, "coco": to_coco, "mrmc": to_mrmc, "imrmc": to_imrmc, "key": to_key}[fmt]
+    return write_atomic(out, text(store, study_id))
 
 
 def _need(container: dict, field: str, kind: type | tuple, where: str) -> Any:
@@ -206,9 +241,32 @@ def _need(container: dict, field: str, kind: type | tuple, where: str) -> Any:
     return value
 
 
-def read_study_json(path: str | os.PathLike, name: str | None = None) -> dict:
+def read_key(path: str | os.PathLike, name: str | None = None) -> dict[str, str]:
+    """case_id → image_id from a "key" export (or any CSV with those two columns);
+    ImportFormatError naming the file and the row at fault."""
+    where = name or str(path)
+    try:
+        table = pd.read_csv(path, comment="#", dtype=str, keep_default_na=False)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise ImportFormatError(f"{where}: cannot read the case key: {error}") from error
+    missing = [c for c in ("case_id", "image_id") if c not in table.columns]
+    if missing:
+        raise ImportFormatError(f"{where}: the case key lacks column(s) {missing}")
+    key: dict[str, str] = {}
+    for i, row in table.iterrows():
+        case, image = row["case_id"].strip(), row["image_id"].strip().removeprefix("'")
+        if not case or not image:
+            raise ImportFormatError(f"{where}: row {i + 1}: empty case_id or image_id")
+        if key.get(case, image) != image:
+            raise ImportFormatError(f"{where}: row {i + 1}: case {case!r} has two image ids")
+        key[case] = image
+    return key
+
+
+def read_study_json(path: str | os.PathLike, name: str | None = None, key: dict[str, str] | None = None) -> dict:
     """Parse and check a JSON export; ImportFormatError naming the file (`name`, else the path)
-    and the field at fault."""
+    and the field at fault. Every case needs its image id: in the file (an export `with_key`,
+    the Study admin's backup) or from `key` (`read_key` of the study's "key" export)."""
     path = Path(path)
     where = name or str(path)
     try:
@@ -233,7 +291,16 @@ def read_study_json(path: str | os.PathLike, name: str | None = None) -> dict:
     case_ids = set()
     for i, case in enumerate(_need(document, "cases", list, where)):
         case_ids.add(_need(case, "case_id", str, f"{where}: cases[{i}]"))
-        case.setdefault("image_id", case["case_id"])
+        if "image_id" not in case and key is not None:
+            if case["case_id"] not in key:
+                raise ImportFormatError(f"{where}: cases[{i}]: {case['case_id']!r} is not in the case key")
+            case["image_id"] = key[case["case_id"]]
+        if "image_id" not in case:
+            raise ImportFormatError(
+                f"{where}: cases[{i}] has no image_id: the file was exported without its case key, so its cases "
+                "cannot find their images; import the backup (Study admin's JSON, or export --with-key), or give "
+                "the study's key file with it (--key)")
+        _need(case, "image_id", str, f"{where}: cases[{i}]")
     codes = set()
     for i, panel in enumerate(_need(document, "panels", list, where)):
         for field in ("code", "checkpoint", "method"):
@@ -264,11 +331,13 @@ def read_study_json(path: str | os.PathLike, name: str | None = None) -> dict:
     return document
 
 
-def import_study(store: AnnotationStore, path: str | os.PathLike, name: str | None = None) -> str:
+def import_study(store: AnnotationStore, path: str | os.PathLike, name: str | None = None,
+                 key: str | os.PathLike | None = None, key_name: str | None = None) -> str:
     """Re-create the study of a JSON export in `store` under a new id; returns that id.
     Nothing is written unless the whole file checks out. `name`: what messages call the file
-    (an upload's own name; default the path)."""
-    document = read_study_json(path, name)
+    (an upload's own name; default the path); `key`: the study's "key" export, for a JSON
+    written without image ids (`key_name` names it in messages)."""
+    document = read_study_json(path, name, read_key(key, key_name) if key is not None else None)
     spec = dict(document["study"])
     spec["cases"] = [c["image_id"] for c in document["cases"]]
     spec["case_meta"] = [c.get("meta") or {} for c in document["cases"]]

@@ -19,7 +19,7 @@ import pandas as pd
 from medattn.store.files import read_or_set_aside, write_atomic
 
 KEY = ("image_id", "checkpoint", "method", "target")
-COMPACT_AT = 32  # parts: above this many, precompute merges them at the end of a run
+COMPACT_AT = 2  # parts: precompute merges them into one at the end of every finished run
 
 
 class ScoreTable:

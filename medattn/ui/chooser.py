@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 from medattn.data.skips import Skips
-from medattn.metrics.classification import predictions as decide
 from medattn.ui import loaders
 from medattn.ui.sidebar import Selection
 
@@ -44,7 +43,7 @@ def filtered_ids(selection: Selection, split: str, class_name: str | None, label
     for loaded in selection.models:
         probs = loaders.predictions(loaded, data, ids, skips).to_numpy()
         readable = ~np.isnan(probs).any(axis=1)
-        correct = (decide(np.nan_to_num(probs), data.task)[:, columns] == truth).all(axis=1)
+        correct = (loaded.decision(data.task).decide(np.nan_to_num(probs))[:, columns] == truth).all(axis=1)
         right &= correct & readable
         wrong |= ~correct & readable
     if outcome == OUTCOMES[1]:

@@ -27,7 +27,7 @@ from medattn.explain import DEFAULT_SIGN
 from medattn.inference import LoadedModel
 from medattn.metrics.boxes import as_box_array
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, get_protocol
-from medattn.pipeline import MapResult, cached_map, compute_map, ground_truth, score
+from medattn.pipeline import MapResult, cached_map, compute_map, faithfulness_curves, ground_truth, score
 from medattn.store import file_hash
 from medattn.ui import background, loaders
 from medattn.ui.errors import message
@@ -91,6 +91,21 @@ def _job_key(loaded: LoadedModel, data: Dataset, image_id: str, method: str, tar
     and scoring protocol (which may set the explainer's parameters)."""
     return (loaded.hash, str(data.root), data.hash, file_hash(data.image_path(image_id)), image_id, method, target,
             protocol)
+
+
+def panel_curves(selection: Selection, image_id: str, target: int, panels: Sequence[tuple[LoadedModel, str]],
+                 protocol: str = DEFAULT_PROTOCOL, steps: int = 50) -> dict[str, dict[str, np.ndarray]]:
+    """Deletion and insertion curves (`pipeline.faithfulness_curves`) of Compare panels, "model ·
+    method" → curves: each panel's map as the grid shows it (from the cache, computed when
+    missing), its model's class score, fills in the image's own terms."""
+    data = selection.dataset
+    image = data.read_image(image_id)
+    out = {}
+    for loaded, method in panels:
+        result = _map(loaded, data, image_id, method, target, image, protocol=protocol)
+        with loaders.model_lock(loaded.name):
+            out[f"{loaded.name} · {method}"] = faithfulness_curves(loaded, image, result.raw, method, target, steps)
+    return out
 
 
 def layout(selection: Selection) -> tuple[list[list[tuple[LoadedModel, str]]], list[str]]:

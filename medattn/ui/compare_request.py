@@ -8,6 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from medattn.data.dataset import Dataset
+from medattn.ui import url_state
 
 REQUEST_KEY = "compare_request"
 COMPARE_PAGE = "pages/compare.py"
@@ -21,10 +22,10 @@ def open_in_compare(image_id: str, target_class: str) -> None:
 
 def follow_link(data: Dataset) -> str | None:
     """On a session's first run of Compare, a link's `?image=ID` (any image of the dataset)
-    becomes a request; later runs leave the URL to the image chooser bound to it. Returns the
+    becomes a request; later runs write the chosen image to the URL (`url_state`). Returns the
     linked id when the dataset has no such image (the page says so instead of silently
     showing another one)."""
-    linked = st.query_params.get("image")
+    linked = url_state.linked_image()
     if linked is None or "image" in st.session_state or REQUEST_KEY in st.session_state:
         return None
     if linked not in data.images.index:
@@ -34,9 +35,9 @@ def follow_link(data: Dataset) -> str | None:
 
 
 def apply(data: Dataset) -> str | None:
-    """Show the requested image: its split, no other filter, its class as the target (the
-    image's first labelled class when the request names none). Returns a link's image id that
-    is not in the dataset, or None."""
+    """Show the requested image: its split, no other filter, its class as the target
+    (`first_target` when the request names none). Returns a link's image id that is not in the
+    dataset, or None."""
     unknown = follow_link(data)
     request = st.session_state.pop(REQUEST_KEY, None)
     if not request or request["image_id"] not in data.images.index:
@@ -51,7 +52,7 @@ def apply(data: Dataset) -> str | None:
 
 
 def default_target(data: Dataset, image_id: str) -> None:
-    """On a new image, target its first labelled class (the first class for a normal image)."""
+    """On a new image, target `first_target`'s class."""
     if st.session_state.get("cmp_target_for") == image_id and st.session_state.get("cmp_target") in data.classes:
         return
     st.session_state["cmp_target"] = first_target(data, image_id)
@@ -59,6 +60,11 @@ def default_target(data: Dataset, image_id: str) -> None:
 
 
 def first_target(data: Dataset, image_id: str) -> str:
-    """The class Compare explains first: the image's first labelled class, else the first class."""
+    """The class Compare explains first: the first class (in the dataset's order) the image has
+    ground truth of (a box, else a mask), since those maps can be scored; else its first labelled
+    class; else the first class. An image labelled Effusion and Nodule whose only box is a
+    Nodule opens on Nodule, not on "no Effusion box"."""
+    truth = set(data.boxes_for(image_id)["label"]) or set(data.masks.loc[data.masks["image_id"] == image_id, "label"])
+    boxed = [c for c in data.classes if c in truth]
     labelled = [c for c in data.classes if data.images.at[image_id, c]]
-    return (labelled or data.classes)[0]
+    return (boxed or labelled or data.classes)[0]

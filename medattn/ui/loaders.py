@@ -107,5 +107,6 @@ def fair_set(data: Dataset, models: Sequence[LoadedModel], image_ids: Sequence[s
         probs = predictions(loaded, data, image_ids, skips)
         probs = probs[probs.notna().all(axis=1)]
         labels = data.label_matrix(probs.index)
-        correct[loaded.name] = pd.Series(correct_images(labels, probs.to_numpy(), data.task), index=probs.index)
+        thresholds = loaded.decision(data.task).thresholds
+        correct[loaded.name] = pd.Series(correct_images(labels, probs.to_numpy(), data.task, thresholds), index=probs.index)
     return fair_comparison_set(correct)

@@ -5,6 +5,7 @@ filters by it in SQL.
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from medattn.store.annotations import AnnotationStore
@@ -31,6 +32,16 @@ def current_case(store: AnnotationStore, study_id: str, reader: str, cases: list
                 f"Welcome back: {progress['n_done']} of {progress['n_cases']} cases are saved. You resume at case "
                 f"{progress['position'] + 1}, the first you have not finished.")
     return chosen[study_id]
+
+
+def resume_study(studies: pd.DataFrame) -> str:
+    """The study a reader opens on: the unfinished one they were last active in, else the first
+    unfinished one, else the first (`AnnotationStore.studies_for` rows). A reload used to land
+    on the first study of the list, not the one in progress."""
+    unfinished = studies[studies["n_done"] < studies["n_cases"]]
+    if unfinished["last_active"].notna().any():
+        return str(unfinished.loc[unfinished["last_active"].idxmax(), "study_id"])
+    return str((unfinished if len(unfinished) else studies)["study_id"].iloc[0])
 
 
 def go_to(study_id: str, case_id: str) -> None:

@@ -1,7 +1,8 @@
 """The sidebar every page shares: dataset, checkpoints, device and method set.
 
-`sidebar()` runs in workbench.py before the page, so its widgets keep their values across pages; it
-stores the resulting `Selection` where `current()` finds it. Problems (a folder that is not a
+`sidebar()` runs in workbench.py before the page, so its widgets keep their values across pages;
+it stores the resulting `Selection` where `current()` finds it. The dataset and checkpoints also
+live in the URL (`url_state`): a reload or a new tab opens them again. Problems (a folder that is not a
 valid dataset, a checkpoint that cannot be read or predicts other classes) are shown in the
 sidebar and leave the rest of the app working.
 """
@@ -22,10 +23,10 @@ from medattn.data.demo import ensure_demo
 from medattn.device import best_device, describe
 from medattn.explain import METHODS
 from medattn.inference import LoadedModel, list_checkpoints
-from medattn.ui import loaders
+from medattn.ui import loaders, url_state
 from medattn.ui.entrypoint import ensure_entrypoint
 from medattn.ui.errors import message, show_error
-from medattn.ui.methods import DEFAULT_METHODS, PDA_SAMPLES
+from medattn.ui.methods import DEFAULT_METHODS, PDA_SAMPLES, unavailable
 
 STATE_KEY = "medattn_selection"
 DATASET_KEY = "sb_dataset_path"
@@ -110,8 +111,9 @@ def _dataset_section(selection: Selection) -> None:
     st.sidebar.subheader("Dataset")
     if "sb_pending_dataset" in st.session_state:
         st.session_state[DATASET_KEY] = st.session_state.pop("sb_pending_dataset")
-    elif DATASET_KEY not in st.session_state:
-        st.session_state[DATASET_KEY] = os.environ.get("MEDATTN_DATASET", "")
+    elif DATASET_KEY not in st.session_state:  # a session's first run: the link's, else the server's default
+        linked = url_state.linked_dataset()
+        st.session_state[DATASET_KEY] = default_dataset() if linked is None else linked
     typed = st.sidebar.text_input("Dataset folder", key=DATASET_KEY, placeholder="empty: the embedded demo",
                                   help="A folder with dataset.json, images.csv and boxes.csv. Empty: the demo.")
     try:
@@ -135,8 +137,12 @@ def _checkpoint_section(selection: Selection) -> None:
     folder = inference.CHECKPOINT_DIR
     found = list_checkpoints(folder)
     names = [p.name for p in found]
-    if "sb_checkpoints" not in st.session_state:
-        st.session_state["sb_checkpoints"] = default_checkpoints(found)
+    if "sb_checkpoints" not in st.session_state:  # a session's first run: the link's, else the defaults
+        linked = url_state.linked_models()
+        st.session_state["sb_checkpoints"] = default_checkpoints(found) if linked is None else linked
+        gone = [n for n in linked or [] if n not in names]
+        if gone:
+            st.sidebar.warning(f"The link names {', '.join(gone)}, not in {folder.name}/ (renamed or deleted?)")
     pending = st.session_state.pop("sb_pending_checkpoints", [])
     # checkpoints removed from the folder drop out of the choice
     st.session_state["sb_checkpoints"] = [n for n in dict.fromkeys(st.session_state["sb_checkpoints"] + pending) if n in names]
@@ -179,9 +185,18 @@ def _device_section(selection: Selection) -> None:
         st.sidebar.error(str(exc))
 
 
+def default_methods(models: list[LoadedModel]) -> list[str]:
+    """DEFAULT_METHODS less those no chosen model supports (WILDCAT class maps without a WILDCAT
+    head): the grid then opens without columns that could show nothing."""
+    return [m for m in DEFAULT_METHODS if not models or any(unavailable(model, m) is None for model in models)]
+
+
 def _method_section(selection: Selection) -> None:
-    if "sb_methods" not in st.session_state:
-        st.session_state["sb_methods"] = list(DEFAULT_METHODS)
+    # The default follows the chosen models for as long as nobody picked other methods.
+    default, previous = default_methods(selection.models), st.session_state.get("sb_methods_default")
+    if "sb_methods" not in st.session_state or st.session_state["sb_methods"] == previous:
+        st.session_state["sb_methods"] = default
+    st.session_state["sb_methods_default"] = default
     selection.methods = st.sidebar.multiselect("Methods", list(METHODS), key="sb_methods")
     st.sidebar.caption(f"PDA (fast): a window of 1/8 of the model's input (16 px at 128) every half window, "
                        f"{PDA_SAMPLES} marginal samples.")
@@ -194,5 +209,11 @@ def sidebar() -> Selection:
     _device_section(selection)
     _checkpoint_section(selection)
     _method_section(selection)
+    url_state.record(st.session_state[DATASET_KEY], default_dataset(), list(st.session_state["sb_checkpoints"]))
     st.session_state[STATE_KEY] = selection
     return selection
+
+
+def default_dataset() -> str:
+    """The folder a session opens without a link: MEDATTN_DATASET, else "" (the embedded demo)."""
+    return os.environ.get("MEDATTN_DATASET", "")

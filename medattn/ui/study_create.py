@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from medattn.failures import CATEGORIES, failure_cases
+from medattn.failures import CATEGORIES, failure_cases, sort_failures
 from medattn.reader.presets import FAILURE_REGIONS, default_questions, failure_review_cases
+from medattn.reader.validity import MEASURED_KINDS, balance_problem, image_truth
 from medattn.store.annotations import KINDS
 from medattn.ui import loaders
 from medattn.ui.methods import unavailable
@@ -74,7 +75,9 @@ def new_study_form(selection: Selection, create) -> None:
     if source == "split":
         f, g, h = st.columns(3)
         split = f.selectbox("Split", SPLITS, key="sa_new_split")
-        positives = g.toggle("Only images with the finding", value=kind != "detection", key="sa_new_positives")
+        # keyed by kind: switching Kind to detection must not carry a rating study's "positives only" over
+        positives = g.toggle("Only images with the finding", value=kind != "detection", key=f"sa_new_positives_{kind}",
+                             help="A detection study needs images without the finding too (specificity, AUC, MRMC).")
         count = int(h.number_input("Cases", 1, 10_000, 20, key="sa_new_count"))
         cases = split_cases(selection, split, target_class, positives, count, seed)
     elif source == "failure cases":
@@ -92,7 +95,7 @@ def new_study_form(selection: Selection, create) -> None:
         count = int(st.number_input("At most this many cases (most confident first)", 1, 10_000, 20,
                                     key="sa_new_fail_count"))
         failures = failure_cases(scores, method, checkpoint=checkpoint, target_class=target_class)
-        failures = failures.sort_values("probability", ascending=False, key=lambda p: (p - 0.5).abs()).head(count)
+        failures = sort_failures(failures, "confidence").head(count)  # the Failure cases page's order
         loaded = selection.model(checkpoint)
         failures = failures.assign(checkpoint=str(loaded.path) if loaded else checkpoint)
         chosen = failure_review_cases(failures, tuple(categories))
@@ -123,7 +126,22 @@ def new_study_form(selection: Selection, create) -> None:
         typed = st.text_area("Anatomical regions readers tag (one per line)", "\n".join(FAILURE_REGIONS),
                              key="sa_new_regions", height=150)
         regions = [r.strip() for r in typed.splitlines() if r.strip()]
-    st.caption(f"{len(cases)} image(s) selected.")
+    balance = ""
+    if cases and kind in MEASURED_KINDS:
+        truth = image_truth(data, list(dict.fromkeys(cases)), target_class)
+        balance = f": {int(truth.sum())} with {target_class or 'a finding'}, {int((truth == 0).sum())} without"
+        problem = balance_problem(int(truth.sum()), int((truth == 0).sum()), target_class)
+        if problem and kind == "detection":
+            st.error(f"A detection study needs images with and without the finding: {problem}.")
+        elif problem:
+            st.warning(f"No AUC or MRMC analysis for these cases: {problem}. The ratings still stand.")
+    st.caption(f"{len(cases)} image(s) selected{balance}.")
+    washout = 0.0
+    if kind == "detection" and panels:
+        washout = float(st.number_input(
+            "Washout between the without-AI and with-AI sessions (days)", 0, 365, 28, key="sa_new_washout",
+            help="A reader's second session (the same images in the other arm) opens this many days after their "
+                 "first ends, so that the earlier reading is forgotten; 4 weeks is common. 0: no wait."))
     if not st.button("Create study", type="primary", key="sa_new_create"):
         return
     problems = []
@@ -150,6 +168,8 @@ def new_study_form(selection: Selection, create) -> None:
                              for _ in cases for m, method in panels]
     elif panels:
         spec["panels"] = [{"checkpoint": str(m.path), "method": method} for m, method in panels]
+    if washout:
+        spec["washout_days"] = washout
     create(spec)
 
 

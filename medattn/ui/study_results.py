@@ -16,7 +16,7 @@ import streamlit as st
 from medattn.reader import analysis
 from medattn.reader.agreement import agreement, measures
 from medattn.reader.errors import StudyError
-from medattn.reader.export import FORMATS, export_study
+from medattn.reader.export import FORMATS, export_study, neutral_csv
 from medattn.reader.mrmc import COVARIANCES, roc_points
 from medattn.reader.mrmc_study import study_mrmc
 from medattn.store.annotations import AnnotationStore
@@ -26,11 +26,14 @@ from medattn.viz import interval_bars, reader_change_figure, reader_roc_figure
 
 EXPORTS = {  # format → (button label, file suffix, MIME type)
     "csv": ("Answers CSV (long)", "csv", "text/csv"),
-    "json": ("Whole study JSON (re-importable)", "json", "application/json"),
+    "json": ("Study backup JSON (with image ids)", "json", "application/json"),
+    "key": ("Case → image key CSV", "key.csv", "text/csv"),
     "coco": ("Reader boxes COCO JSON", "coco.json", "application/json"),
+    "boxes": ("Reader boxes CSV (reader, arm, finding)", "boxes.csv", "text/csv"),
     "mrmc": ("MRMC CSV (MRMCaov, RJafroc)", "mrmc.csv", "text/csv"),
     "imrmc": ("iMRMC input", "imrmc", "text/plain"),
 }
+WITH_KEY = ("json", "boxes")  # the admin's downloads carry image ids: a backup, a ground truth
 AGREEMENT_TYPES = ("yes_no", "scale", "choice")
 ARM_NAMES = {"with_ai": "with AI", "without_ai": "without AI"}
 FACTOR_CHOICES = {  # label → (readers, cases)
@@ -42,15 +45,18 @@ COVARIANCE_NAMES = {"jackknife": "jackknife", "delong": "DeLong", "unbiased": "u
 
 
 def formats_for(spec: dict) -> list[str]:
-    """The exports that make sense for a study: COCO with a boxes question, MRMC for detection."""
+    """The exports that make sense for a study: box exports with a boxes question, MRMC for
+    detection and for a rating study with 2+ maps (maps as modalities)."""
     has_boxes = any(q["type"] == "boxes" for q in spec["questions"])
-    return [f for f in FORMATS if (f != "coco" or has_boxes) and (f not in ("mrmc", "imrmc") or spec["kind"] == "detection")]
+    mrmc = spec["kind"] == "detection" or (spec["kind"] == "heatmap_rating" and len(spec.get("panels") or []) >= 2)
+    return [f for f in EXPORTS if f in FORMATS and (f not in ("coco", "boxes") or has_boxes)
+            and (f not in ("mrmc", "imrmc") or mrmc)]
 
 
 def export_bytes(store: AnnotationStore, study_id: str, fmt: str) -> bytes:
     """One export as bytes, through the library's atomic file writer."""
     with tempfile.TemporaryDirectory() as folder:
-        return export_study(store, study_id, fmt, Path(folder) / f"export.{fmt}").read_bytes()
+        return export_study(store, study_id, fmt, Path(folder) / f"export.{fmt}", with_key=fmt in WITH_KEY).read_bytes()
 
 
 def progress_section(store: AnnotationStore, study_id: str) -> None:
@@ -142,7 +148,8 @@ def box_section(store: AnnotationStore, study_id: str) -> None:
     st.caption("Reader boxes vs the dataset's boxes (IoU of the unions; hit: a box centre inside a truth box)")
     st.dataframe(summary, column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("mean_iou", "hit_rate")})
     truth = analysis.reader_ground_truth(store, study_id)
-    st.download_button("Reader boxes as boxes.csv (ground truth for the Leaderboard)", truth.to_csv(index=False),
+    arm = " from the without-AI reading" if store.study(study_id).get("arms") else ""
+    st.download_button(f"Reader boxes as boxes.csv{arm} (ground truth for the Leaderboard)", neutral_csv(truth),
                        f"{study_id}_reader_boxes.csv", "text/csv", key=f"sa_truth_{study_id}")
 
 
@@ -254,7 +261,7 @@ def analysis_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
 
 def export_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
     formats = formats_for(spec)
-    columns = st.columns(len(formats))
+    columns = [column for _ in range(0, len(formats), 4) for column in st.columns(4)]
     for column, fmt in zip(columns, formats):
         label, suffix, mime = EXPORTS[fmt]
         with column, guard(f"{label} export"):

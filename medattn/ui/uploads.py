@@ -31,7 +31,9 @@ from pathlib import Path
 import streamlit as st
 
 MiB = 2**20
-MAX_FILES_PER_SESSION = 2  # held or arriving at once: each uploader takes one file, a page shows one
+# Held or arriving at once: each uploader takes one file, a page shows two at most (a study's
+# JSON and its case key), and a file stays until it is removed or its session ends.
+MAX_FILES_PER_SESSION = 4
 SPOOL_BYTES = 4 * 1024 * MiB  # held or arriving on disk, all sessions together
 FREE_DISK_BYTES = 1024 * MiB  # left free on the cache folder's disk after an upload
 PLACEHOLDER = b"medattn-upload "  # + token: what Streamlit holds in place of a gated file
@@ -55,6 +57,8 @@ class Limit:
 WEIGHTS = Limit("Weights file (.pt, .pth, .pth.tar, .bin, .ckpt, .safetensors)", 1024 * MiB)
 # A study's JSON export: ~300 bytes an answer, so a million answers; json.loads holds ~8x in memory.
 STUDY_JSON = Limit("Study JSON", 256 * MiB, ("json",))
+# The case key of a JSON exported without it: a line (~100 bytes) per case, at most 10,000 cases.
+CASE_KEY = Limit("Its case key CSV (only for a JSON exported without it)", 16 * MiB, ("csv",))
 
 
 @dataclass(frozen=True)

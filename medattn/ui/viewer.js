@@ -35,6 +35,15 @@ async function decodePixels(spec) {
   return raw;
 }
 
+function typing(element) {
+  // A text box the reader is writing in keeps the keys; a chooser (Streamlit's selectbox is a
+  // combobox input), a button or a slider does not: "3" over the image must not search the studies.
+  if (!element) return false;
+  if (element.tagName === "TEXTAREA" || element.isContentEditable) return true;
+  if (element.tagName !== "INPUT" || element.getAttribute("role") === "combobox" || element.readOnly) return false;
+  return ["text", "search", "email", "password", "number", "url", "tel"].includes(element.type || "text");
+}
+
 function loadPrefs() {
   try { return JSON.parse(window.localStorage.getItem(PREFS) || "{}"); } catch (e) { return {}; }
 }
@@ -92,11 +101,9 @@ class Viewer {
     this.root = root;
     this.grid = root.querySelector(".mv-grid");
     root.addEventListener("keydown", (e) => this.key(e));
-    const claim = () => {  // the keys act while the pointer is over the viewer, unless the reader is typing
-      const active = document.activeElement;
-      const typing = active && (active.tagName === "INPUT" || active.tagName === "TEXTAREA" || active.isContentEditable);
-      if (!typing && !root.contains(this.parent.activeElement || null) && this.parent.activeElement !== root)
-        root.focus({ preventScroll: true });
+    const claim = () => {  // the keys act while the pointer is over the viewer, unless the reader is typing text
+      if (this.parent.activeElement === root || root.contains(this.parent.activeElement || null)) return;
+      if (!typing(document.activeElement)) root.focus({ preventScroll: true });
     };
     root.addEventListener("pointerenter", claim);
     root.addEventListener("pointermove", claim);
@@ -329,7 +336,7 @@ class Viewer {
       ctx.fillStyle = "#000";
       ctx.fillRect(0, 0, c.width, c.height);
       const t = this.transform(entry);
-      ctx.imageSmoothingEnabled = t.scale < 4;
+      ctx.imageSmoothingEnabled = true;  // linear interpolation, as OHIF shows images by default
       ctx.imageSmoothingQuality = "high";
       ctx.drawImage(entry.offscreen, t.x0, t.y0, d.image.w * t.scale, d.image.h * t.scale);
       if (entry.spec.boxes) this.drawBoxes(ctx, t, ratio);
@@ -375,38 +382,45 @@ class Viewer {
     }
   }
 
+  tag(ctx, text, x, y, ratio, align = "left", baseline = "top") {
+    // text on a dark backing: readable over a white mediastinum in a lung window as over air
+    const pad = 3 * ratio, h = 17 * ratio, w = ctx.measureText(text).width + 2 * pad;
+    const left = align === "right" ? x - w : x;
+    const top = baseline === "top" ? y : y - h;
+    ctx.fillStyle = "rgba(0,0,0,0.6)";
+    ctx.fillRect(left, top, w, h);
+    ctx.fillStyle = "#f0f0f0";
+    ctx.textAlign = "left";
+    ctx.textBaseline = "middle";
+    ctx.fillText(text, left + pad, top + h / 2);
+  }
+
   drawText(ctx, entry, ratio) {
     const c = entry.canvas;
     const v = this.view;
-    const preset = v.preset >= 0 && this.data.presets[v.preset] ? ` ${this.data.presets[v.preset].name}` : "";
+    const d = this.data;
+    const preset = v.preset >= 0 && d.presets[v.preset] ? ` ${d.presets[v.preset].name}` : "";
     ctx.font = `${Math.round(13 * ratio)}px sans-serif`;
-    ctx.fillStyle = "#e8e8e8";
-    ctx.shadowColor = "#000";
-    ctx.shadowBlur = 3 * ratio;
-    ctx.textBaseline = "top";
-    ctx.fillText(entry.spec.title, 8 * ratio, 8 * ratio);
-    if (entry.spec.map && entry.spec.map.flat) ctx.fillText("map is zero everywhere", 8 * ratio, 26 * ratio);
-    ctx.textBaseline = "bottom";
-    ctx.fillText(`W ${v.width.toFixed(2)}  L ${v.center.toFixed(2)}${preset}${v.invert ? "  inverted" : ""}`,
-      8 * ratio, c.height - 8 * ratio);
+    const m = 6 * ratio;
+    this.tag(ctx, entry.spec.title, m, m, ratio);
+    if (entry.spec.map && entry.spec.map.flat) this.tag(ctx, "map is zero everywhere", m, m + 20 * ratio, ratio);
+    this.tag(ctx, `W ${v.width.toFixed(2)}  L ${v.center.toFixed(2)}${preset}${v.invert ? "  inverted" : ""}`,
+      m, c.height - m, ratio, "left", "bottom");
     // magnification: screen pixels per stored-image pixel
-    const zoom = `Zoom ${(this.transform(entry).scale / ratio / this.data.image.scale).toFixed(2)}×`;
+    const zoom = `Zoom ${(this.transform(entry).scale / ratio / d.image.scale).toFixed(2)}×`;
     let right = zoom;
     if (this.cursor && this.cursor.panel === entry.spec.id) {
       const { x, y } = this.cursor;
-      const d = this.data;
       if (x >= 0 && y >= 0 && x < d.image.w && y < d.image.h) {
         const i = Math.floor(y) * d.image.w + Math.floor(x);
         const value = this.pixels[i] / (d.image.bits === 16 ? 65535 : 255);
         const map = this.maps[entry.spec.id];
         right = `x ${Math.floor(x * d.image.scale)} y ${Math.floor(y * d.image.scale)}  value ${value.toFixed(3)}`
-          + (map ? `  map ${(map[i] / 255).toFixed(2)}` : "") + `   ${zoom}`;
+          + (map && this.showMap ? `  map ${(map[i] / 255).toFixed(2)}` : "") + `   ${zoom}`;
       }
     }
-    ctx.textAlign = "right";
-    ctx.fillText(right, c.width - 8 * ratio - (entry.spec.map && this.showMap ? 40 * ratio : 0), c.height - 8 * ratio);
-    ctx.textAlign = "left";
-    ctx.shadowBlur = 0;
+    const bar = entry.spec.map && this.showMap ? 40 * ratio : 0;
+    this.tag(ctx, right, c.width - m - bar, c.height - m, ratio, "right", "bottom");
   }
 
   drawColourBar(ctx, ratio) {
@@ -424,13 +438,8 @@ class Viewer {
     ctx.lineWidth = ratio;
     ctx.strokeRect(x, y, barW, barH);
     ctx.font = `${Math.round(11 * ratio)}px sans-serif`;
-    ctx.fillStyle = "#e8e8e8";
-    ctx.textAlign = "right";
-    ctx.textBaseline = "bottom";
-    ctx.fillText("high", x + barW, y - 3 * ratio);
-    ctx.textBaseline = "top";
-    ctx.fillText("low", x + barW, y + barH + 3 * ratio);
-    ctx.textAlign = "left";
+    this.tag(ctx, "high", x + barW, y - 3 * ratio, ratio, "right", "bottom");
+    this.tag(ctx, "low", x + barW, y + barH + 3 * ratio, ratio, "right", "top");
   }
 
   // ---- state out -----------------------------------------------------------------------------
@@ -597,12 +606,12 @@ class Viewer {
       const x0 = clamp(Math.min(a.x, b.x), 0, d.image.w), y0 = clamp(Math.min(a.y, b.y), 0, d.image.h);
       const s = d.image.scale;
       drag.box = { x: x0 * s, y: y0 * s, w: Math.abs(b.x - clamp(a.x, 0, d.image.w)) * s,
-        h: Math.abs(b.y - clamp(a.y, 0, d.image.h)) * s, label: this.label() };
+        h: Math.abs(b.y - clamp(a.y, 0, d.image.h)) * s, label: this.finding() };
       this.changed(false);
     }
   }
 
-  label() {
+  finding() {  // the finding a new box names
     const select = this.root.querySelector(".mv-finding");
     return select.value || (this.data.labels || [""])[0] || "";
   }

@@ -1,8 +1,9 @@
 """Figures without Streamlit: heatmap overlays (OpenCV), panel grids and charts (Plotly), and the
 grid PNG export (composited with OpenCV, so no browser or kaleido is needed)."""
 
-from medattn.viz.charts import (box_size_histogram, cascading_figure, count_bars, interval_bars, pr_figure,
-                                reader_change_figure, reader_roc_figure, roc_figure)
+from medattn.viz.charts import (agreement_scatter, box_size_histogram, cascading_figure, count_bars, interval_bars,
+                                perturbation_curves_figure, pr_figure, reader_change_figure, reader_roc_figure,
+                                roc_figure)
 from medattn.viz.colormaps import COLORMAPS, colorize, overlay, to_rgb, window_level
 from medattn.viz.grid import Panel, grid_figure, grid_png, render_panel
 from medattn.viz.palette import model_colors
@@ -10,6 +11,7 @@ from medattn.viz.palette import model_colors
 __all__ = [
     "COLORMAPS",
     "Panel",
+    "agreement_scatter",
     "box_size_histogram",
     "cascading_figure",
     "colorize",
@@ -19,6 +21,7 @@ __all__ = [
     "interval_bars",
     "model_colors",
     "overlay",
+    "perturbation_curves_figure",
     "pr_figure",
     "reader_change_figure",
     "reader_roc_figure",

@@ -1,5 +1,6 @@
-"""Plotly charts for the Leaderboard and Data pages: metric bars with confidence intervals, PR and
-ROC curves, box size histograms and count bars."""
+"""Plotly charts for the Leaderboard, Compare and Data pages: metric bars with confidence
+intervals, PR and ROC curves, localization against faithfulness per method, deletion and
+insertion curves, box size histograms and count bars."""
 
 from __future__ import annotations
 
@@ -147,4 +148,47 @@ def cascading_figure(table: pd.DataFrame, metric: str = "ssim", colors: Mapping[
                                     text=group.get("layer"), hovertemplate="step %{x} (%{text}): %{y:.3f}<extra></extra>"))
     figure.update_layout(title=f"Cascading randomisation: {metric} to the trained model's map",
                          xaxis_title="blocks re-initialised (top down)", yaxis_title=metric, **LAYOUT)
+    return figure
+
+
+def agreement_scatter(localization: pd.DataFrame, faithfulness: pd.DataFrame, localization_metric: str,
+                      faithfulness_metric: str, title: str, colors: Mapping[str, str] | None = None) -> go.Figure:
+    """One point per checkpoint × method at (localization mean, faithfulness mean) with both
+    95% intervals as error bars; one colour per checkpoint; reference maps as open diamonds."""
+    keys = ["checkpoint", "method"]
+    joined = localization.merge(faithfulness, on=keys, suffixes=("", "_f"))
+    colors = colors or model_colors(joined["checkpoint"].astype(str))
+    figure = go.Figure()
+    for (checkpoint, reference), rows in joined.groupby(["checkpoint", joined["method"].str.startswith("reference:")],
+                                                        sort=True):
+        x, y = rows[localization_metric].to_numpy(float), rows[faithfulness_metric].to_numpy(float)
+        figure.add_trace(go.Scatter(
+            x=x, y=y, mode="markers+text", text=rows["method"].str.replace("reference:", "ref: ", regex=False),
+            textposition="top center", name=f"{checkpoint}" + (" · reference maps" if reference else ""),
+            marker=dict(color=colors.get(str(checkpoint)), size=10, symbol="diamond-open" if reference else "circle"),
+            error_x=dict(type="data", symmetric=False, array=rows[f"{localization_metric}_high"].to_numpy(float) - x,
+                         arrayminus=x - rows[f"{localization_metric}_low"].to_numpy(float), thickness=1),
+            error_y=dict(type="data", symmetric=False, array=rows[f"{faithfulness_metric}_high"].to_numpy(float) - y,
+                         arrayminus=y - rows[f"{faithfulness_metric}_low"].to_numpy(float), thickness=1),
+            hovertemplate=f"{checkpoint} · %{{text}}<br>{localization_metric} %{{x:.3f}}<br>"
+                          f"{faithfulness_metric} %{{y:.3f}}<extra></extra>"))
+    figure.update_layout(title=title, xaxis_title=localization_metric, yaxis_title=faithfulness_metric, **LAYOUT)
+    return figure
+
+
+def perturbation_curves_figure(curves: Mapping[str, Mapping[str, np.ndarray]], title: str,
+                               colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Deletion (solid) and insertion (dashed) curves, one colour per panel: panel name →
+    {"fraction", "deletion", "insertion"} (`pipeline.faithfulness_curves`), the areas in the legend."""
+    figure = go.Figure()
+    colors = colors or model_colors(curves)
+    for name, curve in curves.items():
+        x = np.asarray(curve["fraction"], dtype=float)
+        for kind, dash in (("deletion", "solid"), ("insertion", "dash")):
+            y = np.asarray(curve[kind], dtype=float)
+            area = float(np.trapezoid(y, x))
+            figure.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{name} · {kind} (AUC {area:.3f})",
+                                        line=dict(color=colors.get(name), dash=dash), legendgroup=name))
+    figure.update_layout(title=title, xaxis_title="fraction of pixels removed (deletion) or inserted (insertion)",
+                         yaxis_title="class score", xaxis_range=[0, 1], **LAYOUT)
     return figure

@@ -76,6 +76,7 @@ def build_cbis_ddsm(
     seed: int = 0,
     val_frac: float = 0.1,
     test_frac: float = 0.2,
+    split: str | None = None,
     name: str = "cbis-ddsm",
     strict: bool = False,
 ) -> Path:
@@ -113,7 +114,8 @@ def build_cbis_ddsm(
                          columns=["image_id", "label", "x", "y", "w", "h", "origin"])
 
     official = images["image_id"].map(rows.groupby("image_id")["official"].agg(lambda s: "test" if "test" in set(s) else "train"))
-    images["split"] = split_by_patient(images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac, official=official)
+    images["split"] = split_by_patient(images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac,
+                                       only=split, official=official)
     return finish(
         out,
         name=name,
@@ -124,7 +126,8 @@ def build_cbis_ddsm(
         image_root=root,
         source=f"CBIS-DDSM {source} ({abnormality} case descriptions)",
         label_frame="boxes are the bounding boxes of the ROI masks, in mammogram pixels",
-        split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, official=["*_case_description_{train,test}_set.csv"]),
+        split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, only=split,
+                           official=["*_case_description_{train,test}_set.csv"]),
         options={"abnormality": abnormality},
         skips=skips,
     )

@@ -134,6 +134,7 @@ def build_coco(
     seed: int = 0,
     val_frac: float = 0.1,
     test_frac: float = 0.2,
+    split: str | None = None,
     name: str | None = None,
     strict: bool = False,
 ) -> Path:
@@ -181,7 +182,7 @@ def build_coco(
 
     official = images["official"] if images["official"].notna().any() else None
     images["split"] = split_by_patient(
-        images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac, official=official
+        images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac, only=split, official=official
     )
     return finish(
         out,
@@ -192,7 +193,7 @@ def build_coco(
         boxes=boxes,
         image_root=source,
         source="COCO annotations " + ", ".join(files),
-        split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, official=fixed),
+        split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, only=split, official=fixed),
         skips=skips,
     )
 

@@ -46,6 +46,7 @@ def build_mimic_cxr(
     seed: int = 0,
     val_frac: float = 0.1,
     test_frac: float = 0.2,
+    split: str | None = None,
     name: str = "mimic-cxr",
     strict: bool = False,
 ) -> Path:
@@ -86,7 +87,7 @@ def build_mimic_cxr(
     images, _ = reconcile_sizes(images, no_boxes, declared.loc[images.index], skips, f"Rows/Columns of {metadata_csv.name}")
     official, used = _official_split(source, images)
     images["split"] = split_by_patient(
-        images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac, official=official
+        images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac, only=split, official=official
     )
     keep = ["image_id", "path", "split", "patient_id", "width", "height", *classes, "study_id", "view"]
     return finish(
@@ -98,7 +99,7 @@ def build_mimic_cxr(
         boxes=pd.DataFrame(columns=["image_id", "label", "x", "y", "w", "h"]),
         image_root=source,
         source=f"MIMIC-CXR-JPG {chexpert_csv.name} + {metadata_csv.name}",
-        split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, official=used),
+        split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, only=split, official=used),
         options={"uncertain": uncertain, "views": list(views) if views is not None else None},
         skips=skips,
     )

@@ -129,6 +129,7 @@ def build_nih(
     seed: int = 0,
     val_frac: float = 0.1,
     test_frac: float = 0.2,
+    split: str | None = None,
     drop_no_finding: bool = False,
     exclude_hernia: bool = False,
     name: str = "nih-chestxray14",
@@ -157,7 +158,7 @@ def build_nih(
 
     official, lists = _official_split(source, images["file"])
     images["split"] = split_by_patient(
-        images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac, official=official
+        images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac, only=split, official=official
     )
     classes = [c for c in FINDINGS if not (exclude_hernia and c == "Hernia")]
     return finish(
@@ -170,7 +171,7 @@ def build_nih(
         image_root=source,
         source=f"NIH ChestX-ray14 {data_entry} + {bbox_list.name if bbox_list else 'no boxes'}",
         label_frame="BBox_List_2017.csv boxes are in the 1024x1024 frame, rescaled to each stored image",
-        split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, official=lists),
+        split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, only=split, official=lists),
         options={"drop_no_finding": drop_no_finding, "exclude_hernia": exclude_hernia},
         skips=skips,
     )

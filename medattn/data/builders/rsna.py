@@ -83,6 +83,7 @@ def build_rsna(
     seed: int = 0,
     val_frac: float = 0.1,
     test_frac: float = 0.2,
+    split: str | None = None,
     drop_not_normal: bool = False,
     name: str = "rsna-pneumonia",
     strict: bool = False,
@@ -106,7 +107,7 @@ def build_rsna(
     images = stored_sizes(images, source, skips)
     declared = pd.DataFrame({"width": FRAME[0], "height": FRAME[1]}, index=images.index)
     images, boxes = reconcile_sizes(images, boxes, declared, skips, f"the 1024x1024 frame of {labels_csv.name}")
-    images["split"] = split_by_patient(images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac)
+    images["split"] = split_by_patient(images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac, only=split)
     return finish(
         out,
         name=name,
@@ -117,7 +118,7 @@ def build_rsna(
         image_root=source,
         source=f"RSNA Pneumonia Detection Challenge {labels_csv}",
         label_frame="stage_2_train_labels.csv boxes are in the 1024x1024 frame, rescaled to each stored image",
-        split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac),
+        split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, only=split),
         options={"drop_not_normal": drop_not_normal},
         skips=skips,
     )

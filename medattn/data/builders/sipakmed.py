@@ -51,6 +51,7 @@ def build_sipakmed(
     seed: int = 0,
     val_frac: float = 0.1,
     test_frac: float = 0.2,
+    split: str | None = None,
     name: str | None = None,
     strict: bool = False,
 ) -> Path:
@@ -82,7 +83,7 @@ def build_sipakmed(
     images = stored_sizes(images, source, skips)
     readable = set(images["image_id"])
     boxes = [box for box in boxes if box[0] in readable]
-    images["split"] = split_by_patient(images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac)
+    images["split"] = split_by_patient(images["patient_id"], seed=seed, val_frac=val_frac, test_frac=test_frac, only=split)
     boxes = pd.DataFrame(boxes, columns=["image_id", "label", "x", "y", "w", "h", "origin"])
     return finish(
         out,
@@ -93,7 +94,7 @@ def build_sipakmed(
         boxes=boxes,
         image_root=source,
         source=f"SIPaKMeD {source} ({'CROPPED single-cell images' if cropped else 'cluster images, cell boxes from *_cyt*.dat'})",
-        split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac),
+        split=split_record(seed=seed, val_frac=val_frac, test_frac=test_frac, only=split),
         options={"cropped": cropped},
         skips=skips,
     )

@@ -2,6 +2,8 @@
 
 Images of one patient always share a split, so no patient leaks between training and
 evaluation. The draw depends only on the set of patient ids and the seed, never on row order.
+A whole folder goes to one split with `only` (`--split test`: evaluating an external model on
+every image), or to test with `test_frac=1` (then nothing is left for val).
 """
 
 from __future__ import annotations
@@ -23,20 +25,28 @@ def split_by_patient(
     val_frac: float = 0.1,
     test_frac: float = 0.2,
     official: pd.Series | None = None,
+    only: str | None = None,
 ) -> pd.Series:
     """Return the split ('train' | 'val' | 'test') of each image, indexed like `patient_ids`.
 
+    `only` puts every image in that split (official lists are then ignored). Otherwise
     `official` (same index, values 'train'/'val'/'test' or missing) fixes the split of the
     patients it names: a patient with any official test image goes to test (test wins when a
     list is not patient-disjoint). When the official lists have no 'val', the val patients are
     drawn from the official train patients with `val_frac`. Patients no list names are drawn
-    with both fractions.
+    with both fractions; `test_frac=1` sends them all to test whatever `val_frac` says.
+    ValueError for fractions out of range or an unknown `only`.
     """
-    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
-        raise ValueError(f"need 0 <= val_frac, test_frac and val_frac + test_frac < 1, got {val_frac}, {test_frac}")
+    check_fractions(val_frac, test_frac, only)
     patients = patient_ids.astype(str)
     if patients.isna().any():
         raise ValueError("patient ids must not be empty")
+    if only is not None:
+        if official is not None and official.notna().any():
+            log.info("every image goes to %s (--split); the official split lists are not used", only)
+        return pd.Series(only, index=patient_ids.index, dtype=object).astype(str)
+    if test_frac == 1:
+        val_frac = 0.0
     everyone = np.array(sorted(patients.unique()))
     assigned = pd.Series(pd.NA, index=everyone, dtype=object)
     rng = np.random.default_rng(seed)
@@ -69,6 +79,16 @@ def split_by_patient(
     return patients.map(assigned).astype(str)
 
 
+def check_fractions(val_frac: float, test_frac: float, only: str | None = None) -> None:
+    """ValueError unless 0 <= val_frac < 1, 0 <= test_frac <= 1 and val_frac + test_frac < 1 (or
+    test_frac is 1: everything to test), and `only` is None or a split name."""
+    if only is not None and only not in SPLIT_RANK:
+        raise ValueError(f"split must be one of {', '.join(SPLIT_RANK)}, got {only!r}")
+    if not (0 <= val_frac < 1 and 0 <= test_frac <= 1 and (val_frac + test_frac < 1 or test_frac == 1)):
+        raise ValueError(f"need 0 <= val_frac < 1, 0 <= test_frac <= 1 and val_frac + test_frac < 1 (or test_frac 1: "
+                         f"every image in test), got val_frac {val_frac}, test_frac {test_frac}")
+
+
 def _draw(patients: np.ndarray, rng: np.random.Generator, *, val_frac: float, test_frac: float) -> np.ndarray:
     """Shuffle the (sorted) patients and cut the first test_frac to test, the next val_frac to val."""
     n = len(patients)
@@ -81,6 +101,10 @@ def _draw(patients: np.ndarray, rng: np.random.Generator, *, val_frac: float, te
     return splits
 
 
-def split_record(*, seed: int, val_frac: float, test_frac: float, official: list[str] | None = None) -> dict:
+def split_record(*, seed: int, val_frac: float, test_frac: float, official: list[str] | None = None,
+                 only: str | None = None) -> dict:
     """How the split was made, stored in dataset.json for provenance."""
-    return {"by": "patient", "seed": seed, "val_frac": val_frac, "test_frac": test_frac, "official": official or []}
+    if only is not None:
+        return {"by": "fixed", "split": only, "official": []}
+    return {"by": "patient", "seed": seed, "val_frac": 0.0 if test_frac == 1 else val_frac, "test_frac": test_frac,
+            "official": official or []}

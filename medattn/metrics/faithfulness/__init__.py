@@ -5,7 +5,7 @@ the reference code it is checked against in its docstring and in `METRICS`.
 """
 
 from medattn.metrics.faithfulness._core import TASKS, class_scores, fill, pixel_ranks
-from medattn.metrics.faithfulness.complexity import complexity, sparseness
+from medattn.metrics.faithfulness.concentration import complexity, sparseness
 from medattn.metrics.faithfulness.info import HIGHER, LOWER, METRICS, MetricInfo, metric_info
 from medattn.metrics.faithfulness.perturbation import (
     deletion, faithfulness_correlation, insertion, pixel_flipping, region_perturbation,
@@ -14,7 +14,7 @@ from medattn.metrics.faithfulness.randomisation import random_logit
 from medattn.metrics.faithfulness.references import (
     REFERENCE_MAPS, box_prior, center, is_reference, random_map, reference_map, reference_name,
 )
-from medattn.metrics.faithfulness.road import noisy_linear_imputation, road
+from medattn.metrics.faithfulness.imputation import noisy_linear_imputation, road
 from medattn.metrics.faithfulness.robustness import infidelity, max_sensitivity
 
 __all__ = [

@@ -12,6 +12,11 @@ Conventions (DESIGN.md, "Faithfulness and robustness"):
   al.'s insertion substrate: each channel blurred by a Gaussian of σ = 5 px in an 11-px
   window), or a tensor broadcastable to `x` (e.g. the image's black carried through the
   checkpoint's preprocessing, (C, 1, 1)).
+- `precision="auto"` runs the forward passes under bfloat16 autocast on CPUs with native
+  bfloat16 (AMX / AVX512-BF16) for the backbones of `explain.base.MIXED_PRECISION_ARCHS`: on
+  the demo ResNet-18 WILDCAT (4 test images × saliency and Grad-CAM maps, 50 steps) it moved
+  deletion AUCs by at most 2.3e-4 and insertion AUCs by 2e-5, and took half the time;
+  "float32" keeps every operation in float32 (and is what runs everywhere else).
 - Random draws come from `numpy.random.RandomState(seed)` or `torch.Generator().manual_seed(seed)`
   started afresh for each image, so an image's value depends on its seed only, never on the
   batch it was computed in, and every map of one image meets the same perturbations (common
@@ -28,7 +33,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import Tensor, nn
 
-from medattn.explain.base import evaluation_model, frozen
+from medattn.explain.base import MIXED_PRECISION_ARCHS, PRECISIONS, evaluation_model, frozen, native_bfloat16
 
 TASKS = ("multiclass", "multilabel", "binary", "logit")
 Baseline = Union[float, str, Tensor, np.ndarray]
@@ -144,13 +149,18 @@ class Scorer:
     manager that holds the model's evaluation copy (BatchNorm folded, channels-last;
     `explain.base.evaluation_model`) frozen and in inference mode."""
 
-    def __init__(self, model: nn.Module, x: Tensor, task: str, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(self, model: nn.Module, x: Tensor, task: str, batch_size: int = DEFAULT_BATCH_SIZE,
+                 precision: str = "auto"):
         check_task(task)
         if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.model, self.task, self.batch_size = model, task, int(batch_size)
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self._example = x[:1].to(self.device)
+        self.bfloat16 = precision == "auto" and self.device.type == "cpu" and native_bfloat16() \
+            and getattr(model, "arch", None) in MIXED_PRECISION_ARCHS
         self._stack: list = []
 
     def __enter__(self) -> "Scorer":
@@ -172,7 +182,8 @@ class Scorer:
         with torch.inference_mode():
             for start in range(0, len(copies), self.batch_size):
                 chunk = copies[start:start + self.batch_size].to(self.device, torch.float32)
-                out.append(self.fast(chunk).float().cpu())
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bfloat16):
+                    out.append(self.fast(chunk).float().cpu())
         return torch.cat(out) if out else torch.zeros((0, 0))
 
     def scores(self, copies: Tensor, targets: Tensor | np.ndarray) -> np.ndarray:

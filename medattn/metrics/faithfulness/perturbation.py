@@ -27,17 +27,17 @@ def _counts(total: int, steps: int) -> list[int]:
 
 
 def _curve(model: nn.Module, start: Tensor, end: Tensor, ranks: np.ndarray, counts: list[int], targets: np.ndarray,
-           task: str, batch_size: int) -> np.ndarray:
+           task: str, batch_size: int, precision: str) -> np.ndarray:
     """Class scores (B, len(counts)) of `start` with its `counts[k]` first-ranked pixels taken
     from `end`."""
-    with Scorer(model, start, task, batch_size) as scorer:
+    with Scorer(model, start, task, batch_size, precision) as scorer:
         flat = scorer.stream(masked_copies(start, end, ranks, counts, batch_size), targets)
     return flat.reshape(start.shape[0], len(counts))
 
 
 def deletion(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarray, targets: Targets, *, steps: int = 100,
              baseline: Baseline = 0.0, task: str = "multilabel", curves: bool = False, seed: int = 0,
-             batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+             batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Deletion (Petsiuk et al. 2018, "RISE", §4.1): the area under the class score as the
     map's pixels are replaced by `baseline`, most relevant first; lower is better (the score
     falls fast when the map marks what the model uses).
@@ -54,20 +54,20 @@ def deletion(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarray, tar
     x = as_input(x)
     maps, t = as_maps(attributions, x), as_targets(targets, x.shape[0])
     counts = _counts(maps[0].size, positive_int("steps", steps))
-    curve = _curve(model, x, fill(x, baseline), pixel_ranks(maps, seed), counts, t, task, batch_size)
+    curve = _curve(model, x, fill(x, baseline), pixel_ranks(maps, seed), counts, t, task, batch_size, precision)
     return (trapezoid_auc(curve), curve) if curves else trapezoid_auc(curve)
 
 
 def insertion(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarray, targets: Targets, *, steps: int = 100,
               baseline: Baseline = "blur", task: str = "multilabel", curves: bool = False, seed: int = 0,
-              batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+              batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Insertion (Petsiuk et al. 2018, §4.1): the area under the class score as the image's
     pixels are put into `baseline` (default their blurred copy), most relevant first; higher
     is better. Same steps, area and returns as `deletion`."""
     x = as_input(x)
     maps, t = as_maps(attributions, x), as_targets(targets, x.shape[0])
     counts = _counts(maps[0].size, positive_int("steps", steps))
-    curve = _curve(model, fill(x, baseline), x, pixel_ranks(maps, seed), counts, t, task, batch_size)
+    curve = _curve(model, fill(x, baseline), x, pixel_ranks(maps, seed), counts, t, task, batch_size, precision)
     return (trapezoid_auc(curve), curve) if curves else trapezoid_auc(curve)
 
 
@@ -93,9 +93,9 @@ def _region_ranks(maps: np.ndarray, patch_size: int, order: str, seed: int) -> t
 
 
 def _aopc(model: nn.Module, x: Tensor, baseline: Baseline, ranks: np.ndarray, counts: list[int], t: np.ndarray,
-          task: str, curves: bool, batch_size: int) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+          task: str, curves: bool, batch_size: int, precision: str) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """AOPC (Samek et al. 2017, eq. 12): mean over k = 0 … L of f(x) − f(x⁽ᵏ⁾)."""
-    scores = _curve(model, x, fill(x, baseline), ranks, counts, t, task, batch_size)
+    scores = _curve(model, x, fill(x, baseline), ranks, counts, t, task, batch_size, precision)
     drop = scores[:, :1] - scores
     return (drop.mean(axis=1), drop) if curves else drop.mean(axis=1)
 
@@ -103,7 +103,7 @@ def _aopc(model: nn.Module, x: Tensor, baseline: Baseline, ranks: np.ndarray, co
 def region_perturbation(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarray, targets: Targets, *,
                         patch_size: int = 8, regions: int = 100, order: str = "morf", baseline: Baseline = 0.0,
                         task: str = "multilabel", curves: bool = False, seed: int = 0,
-                        batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                        batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Region perturbation (Samek et al. 2017, "Evaluating the visualization of what a deep
     neural network has learned", §III): the image's `patch_size` grid cells are replaced by
     `baseline` one more at a time, in the order of their summed attribution ("morf": most
@@ -120,13 +120,13 @@ def region_perturbation(model: nn.Module, x: Tensor, attributions: Tensor | np.n
     maps, t = as_maps(attributions, x), as_targets(targets, x.shape[0])
     ranks, cells = _region_ranks(maps, positive_int("patch_size", patch_size), order, seed)
     counts = list(range(min(positive_int("regions", regions), cells) + 1))
-    return _aopc(model, x, baseline, ranks, counts, t, task, curves, batch_size)
+    return _aopc(model, x, baseline, ranks, counts, t, task, curves, batch_size, precision)
 
 
 def pixel_flipping(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarray, targets: Targets, *,
                    steps: int = 100, order: str = "morf", baseline: Baseline = 0.0, task: str = "multilabel",
                    curves: bool = False, seed: int = 0,
-                   batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                   batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Pixel flipping (Bach et al. 2015; scored as Samek et al. 2017's AOPC): every pixel is
     replaced by `baseline` in `steps` equal steps, most relevant first ("morf"; "lerf": least
     first, "random": seeded), and the value is AOPC = mean over k = 0 … steps of
@@ -143,13 +143,13 @@ def pixel_flipping(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarra
         ranks = pixel_ranks(np.zeros_like(maps), seed)  # all tied: the seeded order
     else:
         ranks = pixel_ranks(maps, seed, descending=order == "morf")
-    return _aopc(model, x, baseline, ranks, counts, t, task, curves, batch_size)
+    return _aopc(model, x, baseline, ranks, counts, t, task, curves, batch_size, precision)
 
 
 def faithfulness_correlation(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarray, targets: Targets, *,
                              n_subsets: int = 100, subset_size: int | None = None, baseline: Baseline = 0.0,
                              task: str = "multilabel", seed: int = 0,
-                             batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+                             batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto") -> np.ndarray:
     """Faithfulness correlation (Bhatt et al. 2020, "Evaluating and aggregating feature-based
     model explanations", eq. 2): the Pearson correlation, over `n_subsets` random pixel sets S
     of `subset_size` pixels (default 2% of the image), between Σ_{p∈S} φ_p and
@@ -180,7 +180,7 @@ def faithfulness_correlation(model: nn.Module, x: Tensor, attributions: Tensor |
                 part = masks[start:start + batch_size]
                 yield torch.where(part, fills[i:i + 1], x[i:i + 1]), np.full(len(part), i)
 
-    with Scorer(model, x, task, batch_size) as scorer:
+    with Scorer(model, x, task, batch_size, precision) as scorer:
         scores = scorer.stream(copies(), t).reshape(x.shape[0], len(subsets) + 1)
     deltas = scores[:, :1] - scores[:, 1:]
     sums = maps.reshape(len(maps), -1) @ chosen.T.astype(np.float64)  # (B, n_subsets)

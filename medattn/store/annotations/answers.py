@@ -4,6 +4,7 @@ reader's own data only (the filter is in the SQL), plus the answer tables for ad
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -72,16 +73,24 @@ class Answers:
         return self._panel_context(conn, study_id, case_id)[1].get(case_id) or {}
 
     def studies_for(self, reader: str) -> pd.DataFrame:
-        """The reader's studies: study_id, name, kind, n_cases, n_done."""
+        """The reader's studies: study_id, name, kind, n_cases, n_done, last_active (their latest
+        case shown or answer saved there, UTC Timestamp; NaT before the first)."""
         rows = []
         with self._read() as conn:
             ids = conn.execute(select(assignments.c.study_id).where(assignments.c.reader == reader)).scalars().all()
+            active = {}
+            for table, column in ((views, views.c.shown_at), (answer_events, answer_events.c.submitted_at)):
+                for study_id, stamp in conn.execute(select(table.c.study_id, func.max(column))
+                                                    .where(table.c.reader == reader).group_by(table.c.study_id)):
+                    active[study_id] = max(filter(None, (active.get(study_id), stamp)), default=None)
         for study_id in ids:
             spec = self.study(study_id)
             done = self.progress_of(study_id, reader)
             rows.append({"study_id": study_id, "name": spec["name"], "kind": spec["kind"],
-                         "n_cases": done["n_cases"], "n_done": done["n_done"]})
-        return pd.DataFrame(rows, columns=["study_id", "name", "kind", "n_cases", "n_done"])
+                         "n_cases": done["n_cases"], "n_done": done["n_done"], "last_active": active.get(study_id)})
+        frame = pd.DataFrame(rows, columns=["study_id", "name", "kind", "n_cases", "n_done", "last_active"])
+        frame["last_active"] = pd.to_datetime(frame["last_active"], utc=True, format="ISO8601")
+        return frame
 
     def study_for_reader(self, study_id: str, reader: str) -> dict:
         """What a reader may know of a study: id, name, kind, questions, description, target_class
@@ -265,7 +274,10 @@ class Answers:
         reader's two sessions are sequential, as an MRMC reading requires: a case of the second
         session opens once every case of the first is saved (the unaided reading of an image
         must not follow its map), and the first session's answers are final once a case of the
-        second has been shown (an unaided answer must not be revised after the map)."""
+        second has been shown (an unaided answer must not be revised after the map). With the
+        spec's `washout_days`, the second session opens that many days after the reader's last
+        save in the first (so the earlier reading of each image is forgotten: MRMC studies
+        commonly wait four weeks)."""
         with self._read() as conn:
             spec = self._spec(conn, study_id)
             assignment = self._assignment(conn, study_id, reader)
@@ -286,6 +298,17 @@ class Answers:
         if progress["next_case"] is not None and progress["position"] < len(order) - len(second_session):
             return (f"the second session ({names[assignment.arms[case_id]]}) opens once every case of the first "
                     f"({names[first]}) is saved")
+        washout = float(spec.get("washout_days") or 0)
+        if washout > 0:
+            first_session = [c for c in order if assignment.arms[c] == first]
+            with self._read() as conn:
+                last = conn.execute(select(func.max(answer_events.c.submitted_at)).where(
+                    (answer_events.c.study_id == study_id) & (answer_events.c.reader == reader)
+                    & answer_events.c.case_id.in_(first_session))).scalar()
+            opens = datetime.fromisoformat(last) + timedelta(days=washout) if last else None
+            if opens is not None and datetime.fromisoformat(now()) < opens:
+                return (f"the second session ({names[assignment.arms[case_id]]}) opens once the {washout:g}-day washout "
+                        f"after your first session has passed: on {opens:%Y-%m-%d at %H:%M} UTC")
         return None
 
 

@@ -23,6 +23,7 @@ from medattn.reader.errors import (DatasetMovedError, DuplicateReaderError, Stud
 from medattn.reader.names import check_account_name, check_name, check_text
 from medattn.reader.order import case_order
 from medattn.reader.questions import MAX_TEXT, check_answer, check_questions
+from medattn.reader.validity import check_balance
 from medattn.store.annotations.accounts import MAX_READER_NAME
 from medattn.store.annotations.schema import (answer_events, assignments, cases, now, panels, revisions,
                                               studies)
@@ -34,6 +35,7 @@ MAX_READERS = 1_000
 MAX_EVENTS = 2_000_000  # answer events in one imported study
 MAX_ID = 200  # characters of an image id, case id, panel code or method name
 MAX_PATH = 4096
+MAX_WASHOUT_DAYS = 365
 
 
 def checkpoint_file_hash(checkpoint: str) -> str | None:
@@ -113,8 +115,18 @@ def check_spec(spec: Mapping[str, Any], dataset_must_exist: bool = True) -> dict
     if spec["arms"] and (spec["arms"] not in DESIGNS or spec["kind"] != "detection" or not spec["panels"]):
         raise StudyError(f"study spec field 'arms': {arms!r}; with-/without-AI arms are a detection study's, "
                          f"need panels, and are one of {', '.join(DESIGNS)}")
+    washout = spec.get("washout_days", 0)
+    if isinstance(washout, bool) or not isinstance(washout, (int, float)) or not 0 <= washout <= MAX_WASHOUT_DAYS:
+        raise StudyError(f"study spec field 'washout_days': a number of days from 0 to {MAX_WASHOUT_DAYS} expected, "
+                         f"got {washout!r}")
+    if washout and spec["arms"] != "crossed":
+        raise StudyError("study spec field 'washout_days': a washout separates the two sessions of the crossed "
+                         "with-/without-AI design; this study has none")
+    if washout:
+        spec["washout_days"] = float(washout)
     if not isinstance(spec.get("description", ""), str) or len(spec.get("description", "")) > MAX_TEXT:
         raise StudyError(f"study spec field 'description': text of at most {MAX_TEXT} characters expected")
+    check_balance(spec)
     return spec
 
 

@@ -1,4 +1,4 @@
-"""Sparseness (Gini) and complexity (entropy) of maps (medattn.metrics.faithfulness.complexity):
+"""Sparseness (Gini) and complexity (entropy) of maps (medattn.metrics.faithfulness.concentration):
 parity with Quantus 0.6 and the definitions on hand-built maps."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ROAD and its noisy linear imputation (medattn.metrics.faithfulness.road): the published
+"""ROAD and its noisy linear imputation (medattn.metrics.faithfulness.imputation): the published
 imputation (Rong et al. 2022) on hand-checked cases, parity with Quantus 0.6's imputation and
 accuracy curve on the same draws, and Quantus's ROAD faults (Quantus#333) shown."""
 
