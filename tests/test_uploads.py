@@ -30,7 +30,7 @@ def test_admit_takes_only_what_was_offered(spool, session, browser, declared, st
     uploads.offer("s1", "b1", STUDY_JSON)
     if status is None:
         assert uploads.admit(session, browser, declared) == STUDY_JSON.max_bytes
-        uploads.arrived(session)
+        uploads.arrived(session, STUDY_JSON.max_bytes)
     else:
         with pytest.raises(UploadRefused) as refused:
             uploads.admit(session, browser, declared)
@@ -45,15 +45,27 @@ def test_the_largest_offer_bounds_a_session_and_four_files_at_most(spool):
         received = spool / f"{file_id}.part"
         received.write_bytes(b"{}")
         uploads.hold("s1", file_id, f"{file_id}.json", received)
-    uploads.arrived("s1")
+    uploads.arrived("s1", WEIGHTS.max_bytes)
     with pytest.raises(UploadRefused, match="At most 4 files at once") as refused:
         uploads.admit("s1", "b1", 10)
     assert refused.value.status == 429
     uploads.drop("s1", "f1")
     assert uploads.admit("s1", "b1", 10) == WEIGHTS.max_bytes
-    uploads.arrived("s1")
+    uploads.arrived("s1", WEIGHTS.max_bytes)
     uploads.withdraw("s1")
     assert not any(p.is_file() for p in spool.rglob("*"))
+
+
+def test_uploads_in_flight_at_once_count_each(spool):
+    uploads.offer("s1", "b1", STUDY_JSON)
+    for _ in range(uploads.MAX_FILES_PER_SESSION):
+        uploads.admit("s1", "b1", None)
+    with pytest.raises(UploadRefused, match="At most 4 files at once"):
+        uploads.admit("s1", "b1", None)
+    uploads.arrived("s1", STUDY_JSON.max_bytes)
+    assert uploads.admit("s1", "b1", None) == STUDY_JSON.max_bytes
+    for _ in range(uploads.MAX_FILES_PER_SESSION):
+        uploads.arrived("s1", STUDY_JSON.max_bytes)
 
 
 def test_an_over_limit_file_is_refused_with_its_name_size_and_the_limit(tmp_path):

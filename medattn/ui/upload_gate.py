@@ -58,7 +58,7 @@ class UploadGate:
                 name, received = await _to_disk(request, bound)
                 upload = uploads.hold(session_id, file_id, name, received)
             finally:
-                uploads.arrived(session_id)
+                uploads.arrived(session_id, bound)
         except UploadRefused as refused:
             await PlainTextResponse(str(refused), status_code=refused.status)(scope, receive, send)
             return

@@ -88,7 +88,7 @@ class _Offer:
 _LOCK = threading.Lock()
 _OFFERS: dict[str, _Offer] = {}  # session id → what it may send
 _HELD: dict[str, dict[str, Upload]] = {}  # session id → file id → file on disk
-_ARRIVING: dict[str, int] = {}  # session id → bytes reserved by uploads in flight
+_ARRIVING: dict[str, list[int]] = {}  # session id → bytes reserved by each of its uploads in flight
 _SPOOL: list[Path] = []  # this process's upload folder, once an uploader was drawn
 _GATED = threading.Event()  # set when the gate is in front of Streamlit (app.py)
 
@@ -168,21 +168,26 @@ def admit(session_id: str, browser: str, declared: int | None) -> int:
             raise UploadRefused("No upload is open to this session: an admin's page offers uploads.", 403)
         if declared is not None and declared > offered.max_bytes + 64 * 1024:  # + multipart framing
             raise UploadRefused(f"The file is larger than the {megabytes(offered.max_bytes)} this upload takes.", 413)
-        count = len(_HELD.get(session_id, {})) + (session_id in _ARRIVING)
+        count = len(_HELD.get(session_id, {})) + len(_ARRIVING.get(session_id, []))
         if count >= MAX_FILES_PER_SESSION:
             raise UploadRefused(f"At most {MAX_FILES_PER_SESSION} files at once: remove one first.", 429)
-        taken = sum(u.size for files in _HELD.values() for u in files.values()) + sum(_ARRIVING.values())
+        taken = (sum(u.size for files in _HELD.values() for u in files.values())
+                 + sum(sum(reserved) for reserved in _ARRIVING.values()))
         free = shutil.disk_usage(_SPOOL[0]).free
         if taken + offered.max_bytes > SPOOL_BYTES or free - offered.max_bytes < FREE_DISK_BYTES:
             raise UploadRefused("The server has no room for this upload now: try again later.", 507)
-        _ARRIVING[session_id] = offered.max_bytes
+        _ARRIVING.setdefault(session_id, []).append(offered.max_bytes)
         return offered.max_bytes
 
 
-def arrived(session_id: str) -> None:
-    """The upload `admit` reserved room for is over (held or failed)."""
+def arrived(session_id: str, reserved: int) -> None:
+    """An upload `admit` reserved `reserved` bytes for is over (held or failed)."""
     with _LOCK:
-        _ARRIVING.pop(session_id, None)
+        in_flight = _ARRIVING.get(session_id, [])
+        if reserved in in_flight:
+            in_flight.remove(reserved)
+        if not in_flight:
+            _ARRIVING.pop(session_id, None)
 
 
 def hold(session_id: str, file_id: str, name: str, received: Path) -> Upload:
@@ -224,7 +229,9 @@ def _sweep() -> None:
     if not runtime.exists():
         return
     alive = runtime.get_instance().is_active_session
-    for session_id in [s for s in {*_OFFERS, *_HELD} if not alive(s)]:
+    with _LOCK:
+        sessions = {*_OFFERS, *_HELD}
+    for session_id in [s for s in sessions if not alive(s)]:
         withdraw(session_id)
 
 
