@@ -2,12 +2,14 @@
 app.py`). The shared sidebar, then the chosen page.
 
 Environment: MEDATTN_DATASET (folder opened first; default the embedded demo, built on first
-start), MEDATTN_CHECKPOINTS (checkpoint folder; default checkpoints/), MEDATTN_CACHE (heatmap
-cache and score tables; default .cache/), MEDATTN_PREFETCH (0: Compare does not compute the
-neighbouring images' maps ahead; default 1), MEDATTN_STUDY_DB (reader-study database, a path or a
-PostgreSQL URL: everyone signs in, see medattn.ui.auth; without it, in the single-user loopback
-mode, studies live in the cache folder and no one signs in but readers), MEDATTN_BEHIND_PROXY (1:
-a local reverse proxy relays clients, deploy/nginx-medattn.conf).
+start), MEDATTN_MODELS (your models, where imports and trainings go; default
+~/.local/share/medattn/models), MEDATTN_CHECKPOINTS (the repository's checkpoint folder; default
+checkpoints/), MEDATTN_CACHE (heatmap cache and score tables; default .cache/), MEDATTN_PREFETCH
+(0: Compare does not compute the neighbouring images' maps ahead; default 1), MEDATTN_STUDY_DB
+(reader-study database, a path or a PostgreSQL URL: everyone signs in, see medattn.ui.auth;
+without it, in the single-user loopback mode, studies live in the cache folder and no one signs in
+but readers), MEDATTN_BEHIND_PROXY (1: a local reverse proxy relays clients,
+deploy/nginx-medattn.conf).
 """
 
 # First: medattn sets the thread policy (medattn.threads: idle OpenMP threads sleep, thread

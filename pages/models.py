@@ -10,7 +10,7 @@ import streamlit as st
 
 from medattn import inference
 from medattn.data.preprocess import INTENSITIES, INTERPOLATIONS, RESIZE_MODES, Preprocessing
-from medattn.inference import list_checkpoints
+from medattn.inference import list_all_checkpoints
 from medattn.models.backbones import ARCHS
 from medattn.models.catalog import (checkpoint_table, delete_checkpoint, free_name, read_meta, rename_checkpoint,
                                    test_metrics_table)
@@ -29,14 +29,19 @@ NONE = "— none —"
 
 auth.require_admin()  # first: nothing of this page before an admin is known
 selection = current()
-folder = inference.CHECKPOINT_DIR
-paths = list_checkpoints(folder)
+folder = inference.models_dir()  # where imports and trainings go: the user's, never the tracked checkpoints/
+shipped = [f for f in inference.checkpoint_folders() if f != folder]
+paths = list_all_checkpoints()
+mine = [p for p in paths if p.parent == folder]
 st.title("Models")
-st.caption(f"Checkpoints in {folder} (set MEDATTN_CHECKPOINTS to use another folder).")
+st.caption(f"Your models in {folder} (MEDATTN_MODELS), where imports and trainings are saved; "
+           + "".join(f"the repository's in {f} (MEDATTN_CHECKPOINTS). " for f in shipped))
 
 with guard("Listing the checkpoints"):
     if paths:
-        st.dataframe(checkpoint_table(paths), hide_index=True, width="stretch", key="models_table")
+        table = checkpoint_table(paths)
+        table.insert(1, "folder", ["yours" if p.parent == folder else "repository" for p in paths])
+        st.dataframe(table, hide_index=True, width="stretch", key="models_table")
     else:
         st.info("No checkpoints yet: import one or train one below.")
 
@@ -46,7 +51,7 @@ listing, importing, training, classes_tab, manage = st.tabs(
 with listing:
     if paths:
         chosen = st.selectbox("Checkpoint", [p.name for p in paths], key="models_detail")
-        meta = read_meta(folder / chosen)
+        meta = read_meta(next(p for p in paths if p.name == chosen))
         shown = {k: meta.get(k) for k in ("arch", "head", "library", "constructor", "classes", "task",
                                           "preprocessing", "dataset", "imported", "training") if meta.get(k) is not None}
         st.json(shown, expanded=1)
@@ -76,7 +81,8 @@ with importing:
     else:
         arch = right.text_input("Class / model name", value=ARCH_HINTS[library], key=f"models_arch_{library}")
         head = "linear"
-        kwargs_text = left.text_input("Constructor arguments (JSON)", value='{"in_channels": 1}' if library == "monai" else "{}",
+        kwargs_text = left.text_input("Constructor arguments (JSON; the class count and input channels are set "
+                                      "from the classes and the preprocessing)", value="{}",
                                       key=f"models_kwargs_{library}")
     default_classes = "\n".join(data.classes) if data is not None and library != "torchxrayvision" else ""
     classes_text = st.text_area("Output classes, one per line, in the model's order (empty line: an untrained output)"
@@ -132,8 +138,8 @@ with importing:
                 raise ValueError("choose a weights file")
             with st.spinner("Importing…"):
                 saved, report = import_checkpoint(
-                    weights, free_name(folder, name.strip()), arch=arch, classes=classes, task=task, preprocessing=prep,
-                    library=library, head=head, kwargs=json.loads(kwargs_text or "{}"),
+                    weights, free_name(folder, name.strip(), shipped), arch=arch, classes=classes, task=task,
+                    preprocessing=prep, library=library, head=head, kwargs=json.loads(kwargs_text or "{}"),
                     allow_missing=allow_missing.split(), dataset=trained_on.strip() or None)
             st.session_state["models_imported"] = (saved.name, report.notes, report.random, report.max_logit_difference)
             st.rerun()
@@ -191,8 +197,10 @@ with classes_tab:
             st.success("Every checkpoint here uses this dataset's class names.")
 
 with manage:
-    if paths:
-        target = st.selectbox("Checkpoint", [p.name for p in paths], key="models_manage")
+    if not mine:
+        st.info(f"Your models folder ({folder}) is empty; the repository's checkpoints are not renamed or deleted here.")
+    else:
+        target = st.selectbox("Checkpoint (yours)", [p.name for p in mine], key="models_manage")
         a, b = st.columns(2)
         new_name = a.text_input("New name", key="models_new_name")
         if a.button("Rename", key="models_rename"):

@@ -38,6 +38,7 @@ def world(tmp_path_factory):
     (folder / "variant.safetensors").symlink_to(env.checkpoints / "tiny_linear.safetensors")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(inference, "CHECKPOINT_DIR", folder)
+        patch.setattr(inference, "MODELS_DIR", tmp_path_factory.mktemp("models_page_yours"))  # imports land here
         patch.setattr(pipeline, "CACHE_DIR", env.cache)
         patch.setenv("MEDATTN_DATASET", str(env.dataset))
         yield env, folder
@@ -205,3 +206,31 @@ def test_a_resume_that_is_refused_says_why(world, tmp_path, monkeypatch):
     finally:
         for suffix in (".json", ".safetensors"):
             (folder / f"finished_meanwhile{suffix}").unlink()
+
+
+def test_imports_and_trainings_go_to_the_users_models_folder_never_the_repository(world, tmp_path, monkeypatch, capsys):
+    """A new user's imports put 271 MB into the tracked checkpoints/ and broke the demo-checkpoint
+    test (issue 17): the command lines write to the user's models folder, created on first use,
+    and the app lists it beside the repository's."""
+    from medattn.models.importer import main as importer
+    from medattn.train import parse_args
+
+    env, folder = world
+    mine = tmp_path / "not_yet" / "models"
+    monkeypatch.setattr(inference, "MODELS_DIR", mine)
+    net = torchvision.models.resnet18(weights=None, num_classes=3)
+    torch.save(net.state_dict(), tmp_path / "chexnet_like.pth")
+    before = sorted(p.name for p in folder.iterdir())
+    assert importer([str(tmp_path / "chexnet_like.pth"), "--arch", "resnet18", "--classes", "a", "b", "c",
+                     "--task", "multilabel", "--input-size", "64"]) == 0, capsys.readouterr().err
+    assert (mine / "chexnet_like.json").exists() and sorted(p.name for p in folder.iterdir()) == before
+    assert importer([str(tmp_path / "chexnet_like.pth"), "--arch", "resnet18", "--classes", "a", "b", "c",
+                     "--task", "multilabel", "--input-size", "64", "--name", "second"]) == 0
+    assert (mine / "second.safetensors").exists()
+    assert parse_args(["--dataset", str(env.dataset), "--arch", "resnet18", "--head", "wildcat"]).out == str(mine / "resnet18_wildcat")
+    listed = [p for p in inference.list_all_checkpoints()]
+    assert [p.name for p in listed[:2]] == ["chexnet_like", "second"] and {"tiny_linear", "tiny_wildcat"} <= {p.name for p in listed}
+    at = start()
+    table = at.dataframe[0].value.set_index("name")
+    assert table.loc["second", "folder"] == "yours" and table.loc["tiny_linear", "folder"] == "repository"
+    assert str(mine) in texts(at.caption)

@@ -531,8 +531,16 @@ def main(argv: list[str] | None = None) -> int:
                              "against Quantus on the demo checkpoint (medattn.bench.metrics)")
     parser.add_argument("--metrics", nargs="+", help="the faithfulness metrics of the metrics section (default: all)")
     parser.add_argument("--metric-repeats", type=int, default=2, help="timed calls per metric, each side")
+    parser.add_argument("--zoo", nargs="*", metavar="GLOB",
+                        help="instead: the model-zoo conformance matrix at full size (medattn.bench.zoo), every zoo "
+                             "model or those matching the globs, e.g. --zoo 'timm/*'")
+    parser.add_argument("--zoo-tiny", action="store_true", help="with --zoo: the test suite's tiny configurations")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    if args.zoo is not None:
+        from medattn.bench.zoo import main as zoo_main
+
+        return zoo_main(args.zoo, args.zoo_tiny, args.out if args.out != DEFAULT_OUT else DEFAULT_OUT.with_name("bench_zoo.json"))
     if args.quick:
         args.repeats, args.batch = 1, 2
     device = best_device(args.device)

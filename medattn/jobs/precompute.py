@@ -106,6 +106,10 @@ def precompute(
     `methods` may name reference maps ("reference:blank", … `metrics.faithfulness.REFERENCE_MAPS`),
     scored like methods. With `faithfulness`, every row carries those metrics, and rows
     computed without them (or under other settings) are computed again from the cached maps.
+    One model × method × image that fails is skipped and named, never the run: the returned
+    table's `attrs` hold `not_applicable` (one line per model × method that does not apply,
+    with the method's reason) and `failed` (one line per map that failed), which the command
+    line prints after its summary.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -129,6 +133,8 @@ def precompute(
         loaded.check_classes(dataset)
     model_params = {name: dict(params(loaded) if callable(params) else params or {}) for name, loaded in models.items()}
     jobs, already = [], 0  # `already`: maps of this run's plan stored before (a resume counts them done)
+    not_applicable: list[str] = []
+    failed: list[str] = []
     for loaded in models.values():
         usable = []
         for method in methods:  # an unknown name fails here, before any work
@@ -137,6 +143,7 @@ def precompute(
                 usable.append(method)
             else:  # e.g. wildcat maps asked of a linear model: said once, not once per image
                 log.warning("skipping %s on %s: %s", method, loaded.name, reason)
+                not_applicable.append(f"{method} on {loaded.name}: {reason}")
         probabilities = cached_predictions(loaded, dataset, ids, run.prediction_store, skips)
         rule = loaded.decision(dataset.task)
         for image_id in ids:
@@ -187,13 +194,18 @@ def precompute(
                                             stop=stopped, faithfulness=faithfulness)
                 for message in skipped:
                     log.warning(message)
+                failed += skipped
                 table.append(rows)  # every batch, so that a kill loses at most this one
                 shared.release(mine)
         todo = shared.wait_for_others(table, hashes, advance, stopped, faithfulness)
     bar.close()
     if not stopped():
         table.compact()  # a finished run leaves one part: the table the README describes
-    return table.read()
+    frame = table.read()
+    # what this run did not map, and why: one line per model × method that does not apply, one
+    # per map that failed (the local engine's; Ray's actors log theirs)
+    frame.attrs.update(not_applicable=not_applicable, failed=failed)
+    return frame
 
 
 def _complete(frame: pd.DataFrame, faithfulness: FaithfulnessSettings | None) -> pd.DataFrame:
@@ -287,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default=DEFAULT_PROTOCOL,
                         help="scoring protocol: medattn (default), chexlocalize (Saporta et al. 2022) or arun2021 "
                              "(Arun et al. 2021); see medattn/metrics/protocols.py")
+    parser.add_argument("--app-params", action="store_true",
+                        help="the app's explainer settings (PDA with a window of an eighth of the input side), "
+                             "as `python -m medattn.jobs start --app-params`")
     add_metric_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -299,9 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     split = None if args.split == "all" else args.split
     skips = Skips("images", strict=args.strict)
     try:
+        params = None
+        if args.app_params:
+            from medattn.ui.methods import precompute_params as params
         frame = precompute(dataset, args.checkpoints, methods, split, args.images, run, device=args.device,
-                           engine=args.engine, ray_address=args.ray_address, skips=skips, protocol=args.protocol,
-                           faithfulness=faithfulness)
+                           params=params, engine=args.engine, ray_address=args.ray_address, skips=skips,
+                           protocol=args.protocol, faithfulness=faithfulness)
     except MedattnError as exc:  # --strict: the first unreadable image, named
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -312,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
         means = chosen.groupby(["checkpoint", "method"])[list(faithfulness.metrics)].mean()
         print(means.round(3).to_string() if len(means) else "no rows with faithfulness metrics")
     print(f"{len(frame)} rows in {run.root / 'scores'}")
+    for line in frame.attrs.get("not_applicable", []):
+        print(f"not applicable: {line}")
+    failed = frame.attrs.get("failed", [])
+    if failed:
+        print(f"{len(failed)} map(s) failed; the rest of the run went on:")
+        print("\n".join(f"  {line}" for line in failed[:50]) + (f"\n  … and {len(failed) - 50} more" if len(failed) > 50 else ""))
     if len(skips):
         print(skips.summary(limit=50))
     return 0

@@ -59,8 +59,9 @@ class Display:
 
 
 @st.cache_data(max_entries=2048, show_spinner=False)
-def _scores(key: tuple, _raw: np.ndarray, method: str, _truth, shape: tuple[int, ...], protocol: str, _place) -> dict:
-    return score(_raw, method, _truth, shape, protocol, _place)
+def _scores(key: tuple, _raw: np.ndarray, method: str, _truth, shape: tuple[int, ...], protocol: str,
+            _preprocessing) -> dict:
+    return score(_raw, method, _truth, shape, _preprocessing, protocol)
 
 
 def caption(probability: float, scores: dict[str, float], class_name: str) -> str:
@@ -164,7 +165,7 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
             return False
         results[(loaded.name, method)] = result
         scores = _scores(_job_key(loaded, data, image_id, method, target, protocol), result.raw, method, truth,
-                         image.shape, protocol, loaded.preprocessing.place)
+                         image.shape, protocol, loaded.preprocessing)
         cell.heatmap, cell.support = result.display, result.support
         cell.point = result.peak  # None for a flat map: no ✕
         cell.caption, cell.note = caption(probability[loaded.name], scores, class_name), ""

@@ -41,8 +41,9 @@ def unavailable(loaded: LoadedModel, method: str) -> str | None:
     """Why `method` cannot explain this model, in a panel's words (e.g. "linear head has no
     class maps"), else None."""
     explainer = get_explainer(method)
-    if explainer.unavailable(loaded.model) is None:
-        return None
+    reason = explainer.unavailable(loaded.model)
+    if reason is None or explainer.requires is None:  # e.g. guided methods on a GELU model: the method's own line
+        return reason
     return f"{loaded.meta.get('head', 'this')} head has no {explainer.requires[1]}"
 
 

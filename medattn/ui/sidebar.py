@@ -22,7 +22,7 @@ from medattn.data.dataset import Dataset
 from medattn.data.demo import ensure_demo
 from medattn.device import best_device, describe
 from medattn.explain import METHODS
-from medattn.inference import LoadedModel, list_checkpoints
+from medattn.inference import LoadedModel, list_all_checkpoints
 from medattn.ui import loaders, url_state
 from medattn.ui.entrypoint import ensure_entrypoint
 from medattn.ui.errors import message, show_error
@@ -134,26 +134,26 @@ def _dataset_section(selection: Selection) -> None:
 
 def _checkpoint_section(selection: Selection) -> None:
     st.sidebar.subheader("Checkpoints")
-    folder = inference.CHECKPOINT_DIR
-    found = list_checkpoints(folder)
+    folders = inference.checkpoint_folders()
+    found = list_all_checkpoints()
     names = [p.name for p in found]
     if "sb_checkpoints" not in st.session_state:  # a session's first run: the link's, else the defaults
         linked = url_state.linked_models()
         st.session_state["sb_checkpoints"] = default_checkpoints(found) if linked is None else linked
         gone = [n for n in linked or [] if n not in names]
         if gone:
-            st.sidebar.warning(f"The link names {', '.join(gone)}, not in {folder.name}/ (renamed or deleted?)")
+            st.sidebar.warning(f"The link names {', '.join(gone)}, not among the checkpoints (renamed or deleted?)")
     pending = st.session_state.pop("sb_pending_checkpoints", [])
     # checkpoints removed from the folder drop out of the choice
     st.session_state["sb_checkpoints"] = [n for n in dict.fromkeys(st.session_state["sb_checkpoints"] + pending) if n in names]
     # Pills show every name whole (a multiselect's chips cut them at about 25 characters).
-    chosen = st.sidebar.pills(f"From {folder.name}/", names, selection_mode="multi", key="sb_checkpoints",
-                              help=f"Every NAME.safetensors + NAME.json in {folder}") or []
+    chosen = st.sidebar.pills("Yours and the repository's", names, selection_mode="multi", key="sb_checkpoints",
+                              help="Every NAME.safetensors + NAME.json in " + " and ".join(str(f) for f in folders)) or []
     extra = st.sidebar.text_input("Another checkpoint (path)", key="sb_extra_checkpoint",
                                   placeholder="path/to/NAME.safetensors")
     if not found:
-        st.sidebar.info(f"No checkpoints in {folder}; train one with `python -m medattn.train` "
-                        "or set MEDATTN_CHECKPOINTS.")
+        st.sidebar.info(f"No checkpoints in {' or '.join(str(f) for f in folders)}; import or train one on the "
+                        "Models page.")
     paths = [p for p in found if p.name in chosen] + ([Path(extra.strip()).expanduser()] if extra.strip() else [])
     for path in paths:
         name = _base(path).name

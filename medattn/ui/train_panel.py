@@ -12,6 +12,7 @@ import streamlit as st
 
 from medattn.jobs import JobManager, JobRunning, job_id, train_spec
 from medattn.models.backbones import ARCHS
+from medattn import inference
 from medattn.models.catalog import free_name
 from medattn.models.registry import HEADS
 from medattn.train import PRESETS
@@ -56,7 +57,8 @@ def _form(selection: Selection, folder: Path) -> None:
         with guard("Training"):
             if not name.strip():
                 raise ValueError("give the new checkpoint a name")
-            out = free_name(folder, name.strip())  # a plain name, not taken: nothing is overwritten
+            # a plain name, taken in no listed folder: nothing is overwritten, no two share a name
+            out = free_name(folder, name.strip(), [f for f in inference.checkpoint_folders() if f != Path(folder)])
             spec = train_spec(data.root, arch, head, out, preset, int(epochs), int(input_size), selection.device)
             try:
                 JobManager().start(spec)
