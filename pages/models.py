@@ -4,7 +4,6 @@ a background job; map class names that differ in spelling; rename or delete. Thi
 medattn.models.importer, catalog, class_names and jobs (medattn.ui.train_panel)."""
 
 import json
-import tempfile
 from pathlib import Path
 
 import streamlit as st
@@ -18,6 +17,7 @@ from medattn.models.catalog import (checkpoint_table, delete_checkpoint, free_na
 from medattn.models.class_names import exact_mapping, remember_class_map, suggest_mapping
 from medattn.models.importer import DEFAULT_INTENSITY, import_checkpoint
 from medattn.models.registry import HEADS
+from medattn.ui import auth, uploads
 from medattn.ui.errors import guard
 from medattn.ui.sidebar import current, use_checkpoint
 from medattn.ui.train_panel import running_trainings, train_panel
@@ -27,6 +27,7 @@ LIBRARIES = {"torchvision key names → medattn backbone": None, "TorchXRayVisio
 ARCH_HINTS = {"torchxrayvision": "DenseNet", "monai": "DenseNet121", "timm": "resnet18", "torchvision": "vgg16"}
 NONE = "— none —"
 
+auth.require_admin()  # first: nothing of this page before an admin is known
 selection = current()
 folder = inference.models_dir()  # where imports and trainings go: the user's, never the tracked checkpoints/
 shipped = [f for f in inference.checkpoint_folders() if f != folder]
@@ -66,7 +67,7 @@ with importing:
     data = selection.dataset
     source_kind = st.radio("Weights", ["Path on this server", "Upload"], horizontal=True, key="models_source_kind")
     if source_kind == "Upload":
-        upload = st.file_uploader("Weights file (.pt, .pth, .pth.tar, .bin, .ckpt, .safetensors)", key="models_upload")
+        upload = uploads.uploader(uploads.WEIGHTS, key="models_upload")
         server_path = ""
     else:
         upload = None
@@ -130,19 +131,17 @@ with importing:
                         else {"size": int(resize_size), "crop": int(input_size)})
             prep = Preprocessing(resize=resize, interpolation=interpolation, channels=int(channels),
                                  intensity=intensity, **geometry, **numbers)
-            with tempfile.TemporaryDirectory() as tmp:
-                if upload is not None:
-                    weights = Path(tmp) / Path(upload.name).name
-                    weights.write_bytes(upload.getvalue())
-                elif server_path.strip():
-                    weights = Path(server_path.strip()).expanduser()
-                else:
-                    raise ValueError("choose a weights file")
-                with st.spinner("Importing…"):
-                    saved, report = import_checkpoint(
-                        weights, free_name(folder, name.strip(), shipped), arch=arch, classes=classes, task=task, preprocessing=prep,
-                        library=library, head=head, kwargs=json.loads(kwargs_text or "{}"),
-                        allow_missing=allow_missing.split(), dataset=trained_on.strip() or None)
+            if upload is not None:
+                weights = upload.path  # on disk under its own name: the importer reads the format from it
+            elif server_path.strip():
+                weights = Path(server_path.strip()).expanduser()
+            else:
+                raise ValueError("choose a weights file")
+            with st.spinner("Importing…"):
+                saved, report = import_checkpoint(
+                    weights, free_name(folder, name.strip(), shipped), arch=arch, classes=classes, task=task,
+                    preprocessing=prep, library=library, head=head, kwargs=json.loads(kwargs_text or "{}"),
+                    allow_missing=allow_missing.split(), dataset=trained_on.strip() or None)
             st.session_state["models_imported"] = (saved.name, report.notes, report.random, report.max_logit_difference)
             st.rerun()
     done = st.session_state.get("models_imported")

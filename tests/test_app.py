@@ -18,7 +18,7 @@ from medattn.store import Run
 from tests.app_env import app_env
 from tests.sight import in_sight
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[1] / "workbench.py")
 TIMEOUT = 300
 
 

@@ -1,8 +1,8 @@
 """The sidebar every page shares: dataset, checkpoints, device and method set.
 
-`sidebar()` runs in app.py before the page, so its widgets keep their values across pages; it
-stores the resulting `Selection` where `current()` finds it. The dataset and checkpoints also live
-in the URL (`url_state`): a reload or a new tab opens them again. Problems (a folder that is not a
+`sidebar()` runs in workbench.py before the page, so its widgets keep their values across pages;
+it stores the resulting `Selection` where `current()` finds it. The dataset and checkpoints also
+live in the URL (`url_state`): a reload or a new tab opens them again. Problems (a folder that is not a
 valid dataset, a checkpoint that cannot be read or predicts other classes) are shown in the
 sidebar and leave the rest of the app working.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +24,10 @@ from medattn.device import best_device, describe
 from medattn.explain import METHODS
 from medattn.inference import LoadedModel, list_all_checkpoints
 from medattn.ui import loaders, url_state
+from medattn.ui.entrypoint import ensure_entrypoint
 from medattn.ui.errors import message, show_error
 from medattn.ui.methods import DEFAULT_METHODS, PDA_SAMPLES, unavailable
 
-APP_SCRIPT = Path(__file__).resolve().parents[2] / "app.py"
 STATE_KEY = "medattn_selection"
 DATASET_KEY = "sb_dataset_path"
 # The baseline and the WILDCAT model are selected by default: they carry every default method
@@ -54,21 +53,8 @@ class Selection:
 
 def current() -> Selection:
     """The selection made by the sidebar in this run (an empty one outside the app)."""
-    _ensure_entrypoint()
+    ensure_entrypoint()
     return st.session_state.get(STATE_KEY) or Selection()
-
-
-def _ensure_entrypoint() -> None:
-    """Streamlit runs a pages/ script on its own (its legacy multipage mode: no app.py, no
-    sidebar) when a run starts before app.py's st.navigation has switched that mode off, as on
-    the first request after a start when it names a page's URL, and on every AppTest run. Run
-    app.py in its place, in this same run so that button clicks are not lost, then stop."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        runpy.run_path(str(APP_SCRIPT), run_name="__main__")
-        st.stop()
 
 
 def _base(path: Path) -> Path:
