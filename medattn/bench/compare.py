@@ -254,7 +254,7 @@ async def single_user(browser, url: str, args, classes: list[str], ready_made: b
             record["cold_from"] = ("click on Compare after setting the sidebar on the Models page "
                                    "(the models were already loaded)")
             await page.goto(f"{url}/models")
-            await page.get_by_text("Checkpoints in").first.wait_for()
+            await page.get_by_text("Your models in").first.wait_for()
             await wait_idle(page, args.timeout)
             await set_sidebar(page, args.models, args.methods, args.timeout)
             say("sidebar set on the Models page")
