@@ -27,7 +27,11 @@ from medattn.metrics.decision import DecisionRule, decision_rule
 from medattn.store.predictions import PredictionStore
 
 REPO = Path(__file__).resolve().parents[1]
+# the repository's demo checkpoints (tracked; MEDATTN_CHECKPOINTS points elsewhere)
 CHECKPOINT_DIR = Path(os.environ.get("MEDATTN_CHECKPOINTS", REPO / "checkpoints"))
+# the user's own models: imports and trainings go here, never into the tracked folder
+MODELS_DIR = Path(os.environ.get("MEDATTN_MODELS") or Path(
+    os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "medattn" / "models").expanduser()
 
 
 @dataclass
@@ -135,6 +139,34 @@ class LoadedModel:
         names = self.output_names or self.classes
         return dataclasses.replace(self, model=model, hash=f"{self.hash}-{mapping_digest(indices)}", classes=wanted,
                                    output_names=[names[i] for i in indices])
+
+
+def models_dir() -> Path:
+    """The user's models folder (MEDATTN_MODELS; default $XDG_DATA_HOME/medattn/models, i.e.
+    ~/.local/share/medattn/models), created on first use: where the app's and the command
+    line's imports and trainings are written. The tracked `checkpoints/` holds the demo models
+    only (a new user's imports once put 271 MB there)."""
+    MODELS_DIR.mkdir(parents=True, exist_ok=True)
+    return MODELS_DIR
+
+
+def checkpoint_folders() -> list[Path]:
+    """The folders the app lists: the user's models, then the repository's checkpoints."""
+    folders = [MODELS_DIR, CHECKPOINT_DIR]
+    return [f for i, f in enumerate(folders) if f.resolve() not in {g.resolve() for g in folders[:i]}]
+
+
+def list_all_checkpoints() -> list[Path]:
+    """`list_checkpoints` of every folder of `checkpoint_folders`, the user's first; a name
+    found in both is the user's (the app names checkpoints by name)."""
+    seen: set[str] = set()
+    found = []
+    for folder in checkpoint_folders():
+        for path in list_checkpoints(folder):
+            if path.name not in seen:
+                seen.add(path.name)
+                found.append(path)
+    return found
 
 
 def list_checkpoints(folder: str | os.PathLike = CHECKPOINT_DIR) -> list[Path]:

@@ -104,17 +104,20 @@ def localization_table(
     seed: int = 0,
 ) -> pd.DataFrame:
     """One row per checkpoint × method: `n` scored pairs, `flat` (how many of their maps were
-    flat, i.e. `degenerate`) and, per metric, the mean and its bootstrap 95% interval
-    (`{metric}`, `{metric}_low`, `{metric}_high`)."""
+    flat, i.e. `degenerate`), `precision` (what their maps were computed in; "" for rows that
+    do not record it) and, per metric, the mean and its bootstrap 95% interval (`{metric}`,
+    `{metric}_low`, `{metric}_high`)."""
     rows = _scored(scores, target_class, image_ids)
-    columns = ["checkpoint", "model", "method", "n", "flat"] + [f"{m}{s}" for m in metrics for s in ("", "_low", "_high")]
+    columns = ["checkpoint", "model", "method", "n", "flat", "precision"] + [f"{m}{s}" for m in metrics
+                                                                           for s in ("", "_low", "_high")]
     if rows.empty:
         return pd.DataFrame(columns=columns)
     out = []
     for (checkpoint, method), group in rows.groupby(["checkpoint", "method"], sort=True):
         flat = int(group["degenerate"].fillna(False).astype(bool).sum()) if "degenerate" in group else 0
+        precision = ", ".join(sorted(group["precision"].dropna().astype(str).unique())) if "precision" in group else ""
         record = {"checkpoint": checkpoint, "model": group["model"].iloc[0], "method": method, "n": len(group),
-                  "flat": flat}
+                  "flat": flat, "precision": precision}
         for metric in metrics:
             estimate, low, high = bootstrap_ci(group[metric].to_numpy(dtype=float), n_resamples, seed)
             record.update({metric: estimate, f"{metric}_low": low, f"{metric}_high": high})

@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 
 from medattn.data.dataset import Dataset
-from medattn.data.transforms import resize
+from medattn.data.preprocess import Preprocessing
 from medattn.explain import DEFAULT_SIGN, explain, get_explainer, method_params, normalize
 from medattn.inference import LoadedModel
 from medattn.metrics import faithfulness as faith
@@ -60,7 +60,6 @@ from medattn.store import HeatmapCache, file_hash
 REPO = Path(__file__).resolve().parents[1]
 CACHE_DIR = Path(os.environ.get("MEDATTN_CACHE", REPO / ".cache"))
 PDA_METHODS = ("pda", "pda_features")
-Place = Callable[[np.ndarray, tuple[int, int]], np.ndarray]  # model-input map → image frame
 # Explainer options that change speed or placement but never the map itself.
 RUNTIME_ONLY = ("device", "batch_size", "progress")
 # Version of the scoring definitions in `score`: score rows of another version are recomputed
@@ -68,7 +67,10 @@ RUNTIME_ONLY = ("device", "batch_size", "progress")
 # chance (AUPRC = p, no hit) with a `degenerate` column; IoU on CheXlocalize's Otsu segmentation
 # (uint8, OpenCV, filled contours); a `protocol` column. 4: `predicted`/`correct` by the task's
 # decision rule (argmax for multiclass, where rows said p >= 0.5).
-SCORING = 4
+# 5: a `precision` column (the precision the map was computed in); maps float32 unless bfloat16
+# is asked for, where before the methods with bfloat16 stages used it by default on CPUs that
+# have it.
+SCORING = 5
 
 
 @dataclass
@@ -79,6 +81,7 @@ class MapResult:
     seconds: float        # compute time; 0 when it came from the cache
     cached: bool
     support: np.ndarray | None = None  # (H, W) bool: pixels the model saw; None = all of them
+    precision: str = "float32"  # what the map was computed in (`Explainer.used_precision`)
 
 
 def sign_of(method: str) -> str:
@@ -115,18 +118,22 @@ def compute_map(
     cache: HeatmapCache | None = None,
     progress: Callable[[int, int], None] | None = None,
     image: np.ndarray | None = None,
+    precision: str = "float32",
 ) -> MapResult:
-    """The map of `method` for class `target` on one dataset image, cached by content."""
-    cache, params, image, key = _lookup(loaded, dataset, image_id, method, target, params, cache, image)
+    """The map of `method` for class `target` on one dataset image, cached by content and by
+    the precision it is computed in (`precision` as the explainers take it: "float32", or
+    "bfloat16" where `Explainer.used_precision` allows it)."""
+    cache, params, image, key, used = _lookup(loaded, dataset, image_id, method, target, params, cache, image,
+                                              precision)
     raw = cache.get(key)
     if raw is not None:
-        return _result(loaded, raw, method, image, 0.0, cached=True)
+        return _result(loaded, raw, method, image, 0.0, cached=True, precision=used)
     started = time.perf_counter()
     raw = explain(loaded.model, loaded.to_input(image), int(target), method, device=loaded.device,
-                  progress=progress, **params)
+                  progress=progress, precision=used, **params)
     seconds = time.perf_counter() - started
     cache.put(key, raw)
-    return _result(loaded, raw, method, image, seconds, cached=False)
+    return _result(loaded, raw, method, image, seconds, cached=False, precision=used)
 
 
 def cached_map(
@@ -138,34 +145,41 @@ def cached_map(
     params: Mapping[str, Any] | None = None,
     cache: HeatmapCache | None = None,
     image: np.ndarray | None = None,
+    precision: str = "float32",
 ) -> MapResult | None:
     """`compute_map`'s result when the map is in the cache, else None. The model does not run,
     so a page may call this while another thread explains with the same model."""
-    cache, params, image, key = _lookup(loaded, dataset, image_id, method, target, params, cache, image)
+    cache, params, image, key, used = _lookup(loaded, dataset, image_id, method, target, params, cache, image,
+                                              precision)
     raw = cache.get(key)
-    return None if raw is None else _result(loaded, raw, method, image, 0.0, cached=True)
+    return None if raw is None else _result(loaded, raw, method, image, 0.0, cached=True, precision=used)
 
 
 def _lookup(loaded: LoadedModel, dataset: Dataset, image_id: str, method: str, target: int,
-            params: Mapping[str, Any] | None, cache: HeatmapCache | None,
-            image: np.ndarray | None) -> tuple[HeatmapCache, dict[str, Any], np.ndarray, str]:
-    """The cache, the resolved parameters, the image and the map's cache key."""
+            params: Mapping[str, Any] | None, cache: HeatmapCache | None, image: np.ndarray | None,
+            precision: str) -> tuple[HeatmapCache, dict[str, Any], np.ndarray, str, str]:
+    """The cache, the resolved parameters, the image, the map's cache key and the precision the
+    map is computed in. Methods with bfloat16 stages key their maps by that precision, float32
+    too: before SCORING 5 their unkeyed maps were bfloat16 on CPUs that have it."""
     cache = cache or default_cache()
     params = resolved_params(method, params)
     if method in PDA_METHODS and params.get("reference") is None:
         params["reference"] = reference_images(loaded, dataset)
     image = dataset.read_image(image_id) if image is None else image
-    key = cache.key(loaded.hash, file_hash(dataset.image_path(image_id)), method, params, target)
-    return cache, params, image, key
+    explainer = get_explainer(method)
+    used = explainer.used_precision(loaded.model, loaded.device, precision)
+    keyed = {**params, "precision": used} if explainer.bfloat16_stages else params
+    key = cache.key(loaded.hash, file_hash(dataset.image_path(image_id)), method, keyed, target)
+    return cache, params, image, key, used
 
 
 def _result(loaded: LoadedModel, raw: np.ndarray, method: str, image: np.ndarray, seconds: float,
-            cached: bool) -> MapResult:
+            cached: bool, precision: str = "float32") -> MapResult:
     """A raw map with its display map and peak in the stored image's frame."""
-    place = loaded.preprocessing.place
-    return MapResult(raw=raw, display=scored_map(raw, method, image.shape, place=place),
-                     peak=peak_of(raw, method, image.shape, place=place), seconds=seconds, cached=cached,
-                     support=loaded.preprocessing.support(image.shape))
+    prep = loaded.preprocessing
+    return MapResult(raw=raw, display=scored_map(raw, method, image.shape, prep),
+                     peak=peak_of(raw, method, image.shape, prep), seconds=seconds, cached=cached,
+                     support=loaded.preprocessing.support(image.shape), precision=precision)
 
 
 def ground_truth(dataset: Dataset, image_id: str, label: str | None = None) -> GroundTruth:
@@ -175,47 +189,58 @@ def ground_truth(dataset: Dataset, image_id: str, label: str | None = None) -> G
     return boxes if len(boxes) else dataset.mask_for(image_id, label)
 
 
-def scored_map(raw: np.ndarray, method: str, shape: tuple[int, ...], protocol: str = DEFAULT_PROTOCOL,
-               clip: bool = True, place: Place = resize) -> np.ndarray:
+def _placement(preprocessing: Preprocessing) -> Preprocessing:
+    if not isinstance(preprocessing, Preprocessing):
+        raise TypeError(f"scoring needs the model's Preprocessing (LoadedModel.preprocessing), which places a map on "
+                        f"the stored image (stretched back, or onto a crop's footprint); got {type(preprocessing).__name__}")
+    return preprocessing
+
+
+def scored_map(raw: np.ndarray, method: str, shape: tuple[int, ...], preprocessing: Preprocessing,
+               protocol: str = DEFAULT_PROTOCOL, clip: bool = True) -> np.ndarray:
     """The map a protocol scores, in [0, 1]: `raw` under the protocol's sign and percentile clip
-    (`clip=False`: none), min-max scaled, and placed in the image frame `shape` by `place` (the
-    model's `Preprocessing.place`: a resize, or the crop's footprint with no evidence around it);
-    protocols scored in the model-input frame keep `raw`'s frame. Under "medattn" this is the
-    panel's map."""
+    (`clip=False`: none), min-max scaled, and placed in the image frame `shape` by the model's
+    `preprocessing` (`Preprocessing.place`: a resize, or the crop's footprint with no evidence
+    around it); protocols scored in the model-input frame keep `raw`'s frame. Under "medattn"
+    this is the panel's map."""
+    placement = _placement(preprocessing)
     chosen = get_protocol(protocol)
     sign = chosen.sign or sign_of(method)
     norm = normalize(raw, sign=sign, clip_percentile=chosen.clip_percentile if clip else None)
-    return norm if chosen.frame == "input" else np.clip(place(norm, shape[:2]), 0.0, 1.0)
+    return norm if chosen.frame == "input" else np.clip(placement.place(norm, shape[:2]), 0.0, 1.0)
 
 
-def peak_of(raw: np.ndarray, method: str, shape: tuple[int, ...], protocol: str = DEFAULT_PROTOCOL,
-            place: Place = resize) -> tuple[int, int] | None:
+def peak_of(raw: np.ndarray, method: str, shape: tuple[int, ...], preprocessing: Preprocessing,
+            protocol: str = DEFAULT_PROTOCOL) -> tuple[int, int] | None:
     """Where the map points in the protocol's frame: the first maximum (row-major) of
     `scored_map` without the percentile clip; None for a flat map, which points nowhere."""
-    unclipped = scored_map(raw, method, shape, protocol, clip=False, place=place)
+    unclipped = scored_map(raw, method, shape, preprocessing, protocol, clip=False)
     if is_flat(unclipped):
         return None
     row, col = np.unravel_index(int(np.argmax(unclipped)), unclipped.shape)
     return int(row), int(col)
 
 
-def score(raw: np.ndarray, method: str, truth: GroundTruth, shape: tuple[int, ...],
-          protocol: str = DEFAULT_PROTOCOL, place: Place = resize) -> dict[str, float | bool]:
+def score(raw: np.ndarray, method: str, truth: GroundTruth, shape: tuple[int, ...], preprocessing: Preprocessing,
+          protocol: str = DEFAULT_PROTOCOL) -> dict[str, float | bool]:
     """Localization scores of one raw map (`explain`'s output, model-input frame) for an image of
     `shape` (H, W) against its ground truth (boxes in image pixels, or a boolean (H, W) mask):
     `auprc`, `hit` (1.0/0.0), `miou` (NaN without ground truth) and `degenerate` (flat map).
 
     The one scoring path: the app's panels, precompute's rows and the README call it. The map is
-    `scored_map` under `protocol`; the pointing game is played at `peak_of`; ground truth of a
-    protocol scored in the model-input frame is scaled there (`protocols.scaled_truth`).
+    placed on the stored image by the model's `preprocessing` (`LoadedModel.preprocessing`), a
+    required argument: a centre-cropping model's map scored as if stretched was up to 0.094
+    AUPRC off on real NIH images. The map is `scored_map` under `protocol`; the pointing game
+    is played at `peak_of`; ground truth of a protocol scored in the model-input frame is scaled
+    there (`protocols.scaled_truth`). TypeError when `preprocessing` is not a Preprocessing.
     """
     chosen = get_protocol(protocol)
-    mapped = scored_map(raw, method, shape, protocol, place=place)
+    mapped = scored_map(raw, method, shape, preprocessing, protocol)
     if chosen.frame == "input":
         mask = scaled_truth(truth, shape[:2], mapped.shape)
     else:
         mask = truth_mask(truth, mapped.shape)
-    return localization_scores(mapped, mask, point=peak_of(raw, method, shape, protocol, place))
+    return localization_scores(mapped, mask, point=peak_of(raw, method, shape, preprocessing, protocol))
 
 
 def current_rows(frame: pd.DataFrame, hashes: Mapping[str, str]) -> pd.DataFrame:

@@ -14,8 +14,8 @@ need, and a DenseNet-121 forward that takes 0.1 s took 0.8 s under load (issue 1
 
 libgomp reads these variables once, when torch is first imported, so they must be set before
 that: `medattn/__init__.py` calls `apply()` before anything else, which covers every
-`python -m medattn.…` command and every `import medattn…`; app.py imports medattn before
-Streamlit (which may import torch). Values already in the environment win, so a user's own
+`python -m medattn.…` command and every `import medattn…`; app.py and workbench.py import medattn
+before Streamlit (which may import torch). Values already in the environment win, so a user's own
 `OMP_NUM_THREADS=1` holds. Ray workers get `worker_env()` through their runtime environment.
 """
 

@@ -338,7 +338,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--dataset", required=True, help="dataset folder (dataset.json, images.csv, boxes.csv)")
     parser.add_argument("--arch", required=True, help="backbone, e.g. resnet18, densenet121, mobilenet_v2")
     parser.add_argument("--head", default="linear", help="linear, mldam, wildcat, recurrent, channel_attention, residual_attention")
-    parser.add_argument("--out", required=True, help="checkpoint path without suffix, e.g. checkpoints/demo_resnet18_linear")
+    parser.add_argument("--out", help="checkpoint path without suffix; default ARCH_HEAD in your models folder "
+                        "(MEDATTN_MODELS, default ~/.local/share/medattn/models, which the app lists)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="goncalves")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--epochs", type=int)
@@ -364,6 +365,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         key, value = item.split("=", 1)
         params[key] = _parse_value(value)
     values = {k: v for k, v in vars(args).items() if k != "param"}
+    if values["out"] is None:
+        from medattn.inference import models_dir
+
+        values["out"] = str(models_dir() / f"{args.arch}_{args.head}")
     return TrainConfig(**values, head_params=params)
 
 

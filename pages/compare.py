@@ -4,7 +4,7 @@ import streamlit as st
 
 from medattn.data.skips import Skips
 from medattn.metrics.protocols import PROTOCOLS
-from medattn.ui import compare_request, url_state
+from medattn.ui import auth, compare_request, url_state
 from medattn.ui.chooser import LABELS, OUTCOMES, SPLITS, filtered_ids
 from medattn.ui.compare_grid import Display, compute_grid, layout, panel_curves, prefetch
 from medattn.ui.errors import guard
@@ -12,6 +12,7 @@ from medattn.ui.sidebar import current
 from medattn.viz import COLORMAPS, Panel, grid_figure, grid_png, perturbation_curves_figure, window_level
 
 SESSION = dict(persist_state="session")
+auth.require_admin()  # first: nothing of this page before an admin is known
 selection = current()
 st.title("Compare")
 if selection.dataset is None:
@@ -134,7 +135,7 @@ with guard("Computing the grid"):
     said_once = layout(selection)[1]
     if said_once:
         notes.caption(" ".join(said_once))
-    shown_numbers = numbers.drop(columns=["image_id", "target_class", "cached"])
+    shown_numbers = numbers.drop(columns=["image_id", "target_class", "cached", "precision"])  # precision: in the CSV
     shown_numbers["seconds"] = [("cached" if cached else f"{seconds:.2f}")
                                 for seconds, cached in zip(numbers["seconds"], numbers["cached"])]
     table.dataframe(shown_numbers, hide_index=True, column_config={

@@ -10,6 +10,7 @@ from medattn.data.build import BUILDERS, HELP
 from medattn.data.skips import recorded
 from medattn.data.dataset import load_dataset
 from medattn import pipeline
+from medattn.ui import auth
 from medattn.ui.compare_request import open_in_compare
 from medattn.ui.errors import guard, show_error
 from medattn.ui.sidebar import current, use_dataset
@@ -19,6 +20,7 @@ from medattn.viz import box_size_histogram, count_bars
 
 PER_PAGE = 12
 CARDS_PER_ROW = 4
+auth.require_admin()  # first: nothing of this page before an admin is known
 selection = current()
 st.title("Data")
 browse, prepare = st.tabs(["Current dataset", "Load or build"])

@@ -4,7 +4,7 @@ class, sortable, with thumbnails; one click opens a case in Compare."""
 import streamlit as st
 
 from medattn.failures import CATEGORIES, SORTS, failure_cases, failure_counts, sort_failures
-from medattn.ui import loaders
+from medattn.ui import auth, loaders
 from medattn.ui.compare_request import open_in_compare
 from medattn.ui.errors import guard
 from medattn.ui.precompute_panel import jobs_list, precompute_panel
@@ -15,6 +15,7 @@ from medattn.ui.thumbnails import thumbnail
 PER_PAGE = 12
 CARDS_PER_ROW = 4
 SESSION = dict(persist_state="session")
+auth.require_admin()  # first: nothing of this page before an admin is known
 selection = current()
 st.title("Failure cases")
 if selection.dataset is None or not selection.models:

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from medattn import leaderboard as lb
-from medattn.ui import loaders
+from medattn.ui import auth, loaders
 from medattn.ui.errors import guard
 from medattn.ui.faithfulness_view import faithfulness_section
 from medattn.ui.precompute_panel import jobs_list, precompute_panel
@@ -15,6 +15,7 @@ from medattn.ui.split_scope import coverage_label, scoped_scores
 from medattn.viz import cascading_figure, interval_bars, model_colors, pr_figure, roc_figure
 
 SESSION = dict(persist_state="session")
+auth.require_admin()  # first: nothing of this page before an admin is known
 selection = current()
 st.title("Leaderboard")
 if selection.dataset is None or not selection.models:

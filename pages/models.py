@@ -4,48 +4,55 @@ a background job; map class names that differ in spelling; rename or delete. Thi
 medattn.models.importer, catalog, class_names and jobs (medattn.ui.train_panel)."""
 
 import json
-import tempfile
 from pathlib import Path
 
 import streamlit as st
 
 from medattn import inference
 from medattn.data.preprocess import INTENSITIES, INTERPOLATIONS, RESIZE_MODES, Preprocessing
-from medattn.inference import list_checkpoints
+from medattn.inference import list_all_checkpoints
 from medattn.models.backbones import ARCHS
 from medattn.models.catalog import (checkpoint_table, delete_checkpoint, free_name, read_meta, rename_checkpoint,
                                    test_metrics_table)
 from medattn.models.class_names import exact_mapping, remember_class_map, suggest_mapping
 from medattn.models.importer import DEFAULT_INTENSITY, import_checkpoint
 from medattn.models.registry import HEADS
+from medattn.ui import auth, uploads
 from medattn.ui.errors import guard
 from medattn.ui.sidebar import current, use_checkpoint
-from medattn.ui.train_panel import train_panel
+from medattn.ui.train_panel import running_trainings, train_panel
 
 LIBRARIES = {"torchvision key names → medattn backbone": None, "TorchXRayVision": "torchxrayvision",
              "MONAI": "monai", "timm": "timm", "torchvision with its own head": "torchvision"}
 ARCH_HINTS = {"torchxrayvision": "DenseNet", "monai": "DenseNet121", "timm": "resnet18", "torchvision": "vgg16"}
 NONE = "— none —"
 
+auth.require_admin()  # first: nothing of this page before an admin is known
 selection = current()
-folder = inference.CHECKPOINT_DIR
-paths = list_checkpoints(folder)
+folder = inference.models_dir()  # where imports and trainings go: the user's, never the tracked checkpoints/
+shipped = [f for f in inference.checkpoint_folders() if f != folder]
+paths = list_all_checkpoints()
+mine = [p for p in paths if p.parent == folder]
 st.title("Models")
-st.caption(f"Checkpoints in {folder} (set MEDATTN_CHECKPOINTS to use another folder).")
+st.caption(f"Your models in {folder} (MEDATTN_MODELS), where imports and trainings are saved; "
+           + "".join(f"the repository's in {f} (MEDATTN_CHECKPOINTS). " for f in shipped))
 
 with guard("Listing the checkpoints"):
     if paths:
-        st.dataframe(checkpoint_table(paths), hide_index=True, width="stretch", key="models_table")
+        table = checkpoint_table(paths)
+        table.insert(1, "folder", ["yours" if p.parent == folder else "repository" for p in paths])
+        st.dataframe(table, hide_index=True, width="stretch", key="models_table")
     else:
         st.info("No checkpoints yet: import one or train one below.")
 
+running_trainings(folder)
 listing, importing, training, classes_tab, manage = st.tabs(
     ["Details", "Import a model", "Train a model", "Class names", "Rename or delete"])
 
 with listing:
     if paths:
         chosen = st.selectbox("Checkpoint", [p.name for p in paths], key="models_detail")
-        meta = read_meta(folder / chosen)
+        meta = read_meta(next(p for p in paths if p.name == chosen))
         shown = {k: meta.get(k) for k in ("arch", "head", "library", "constructor", "classes", "task",
                                           "preprocessing", "dataset", "imported", "training") if meta.get(k) is not None}
         st.json(shown, expanded=1)
@@ -60,7 +67,7 @@ with importing:
     data = selection.dataset
     source_kind = st.radio("Weights", ["Path on this server", "Upload"], horizontal=True, key="models_source_kind")
     if source_kind == "Upload":
-        upload = st.file_uploader("Weights file (.pt, .pth, .pth.tar, .bin, .ckpt, .safetensors)", key="models_upload")
+        upload = uploads.uploader(uploads.WEIGHTS, key="models_upload")
         server_path = ""
     else:
         upload = None
@@ -75,7 +82,8 @@ with importing:
     else:
         arch = right.text_input("Class / model name", value=ARCH_HINTS[library], key=f"models_arch_{library}")
         head = "linear"
-        kwargs_text = left.text_input("Constructor arguments (JSON)", value='{"in_channels": 1}' if library == "monai" else "{}",
+        kwargs_text = left.text_input("Constructor arguments (JSON; the class count and input channels are set "
+                                      "from the classes and the preprocessing)", value="{}",
                                       key=f"models_kwargs_{library}")
     default_classes = "\n".join(data.classes) if data is not None and library != "torchxrayvision" else ""
     classes_text = st.text_area("Output classes, one per line, in the model's order (empty line: an untrained output)"
@@ -123,19 +131,17 @@ with importing:
                         else {"size": int(resize_size), "crop": int(input_size)})
             prep = Preprocessing(resize=resize, interpolation=interpolation, channels=int(channels),
                                  intensity=intensity, **geometry, **numbers)
-            with tempfile.TemporaryDirectory() as tmp:
-                if upload is not None:
-                    weights = Path(tmp) / Path(upload.name).name
-                    weights.write_bytes(upload.getvalue())
-                elif server_path.strip():
-                    weights = Path(server_path.strip()).expanduser()
-                else:
-                    raise ValueError("choose a weights file")
-                with st.spinner("Importing…"):
-                    saved, report = import_checkpoint(
-                        weights, free_name(folder, name.strip()), arch=arch, classes=classes, task=task, preprocessing=prep,
-                        library=library, head=head, kwargs=json.loads(kwargs_text or "{}"),
-                        allow_missing=allow_missing.split(), dataset=trained_on.strip() or None)
+            if upload is not None:
+                weights = upload.path  # on disk under its own name: the importer reads the format from it
+            elif server_path.strip():
+                weights = Path(server_path.strip()).expanduser()
+            else:
+                raise ValueError("choose a weights file")
+            with st.spinner("Importing…"):
+                saved, report = import_checkpoint(
+                    weights, free_name(folder, name.strip(), shipped), arch=arch, classes=classes, task=task,
+                    preprocessing=prep, library=library, head=head, kwargs=json.loads(kwargs_text or "{}"),
+                    allow_missing=allow_missing.split(), dataset=trained_on.strip() or None)
             st.session_state["models_imported"] = (saved.name, report.notes, report.random, report.max_logit_difference)
             st.rerun()
     done = st.session_state.get("models_imported")
@@ -192,8 +198,10 @@ with classes_tab:
             st.success("Every checkpoint here uses this dataset's class names.")
 
 with manage:
-    if paths:
-        target = st.selectbox("Checkpoint", [p.name for p in paths], key="models_manage")
+    if not mine:
+        st.info(f"Your models folder ({folder}) is empty; the repository's checkpoints are not renamed or deleted here.")
+    else:
+        target = st.selectbox("Checkpoint (yours)", [p.name for p in mine], key="models_manage")
         a, b = st.columns(2)
         new_name = a.text_input("New name", key="models_new_name")
         if a.button("Rename", key="models_rename"):

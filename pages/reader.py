@@ -11,14 +11,14 @@ from medattn.reader.errors import AccessDeniedError, DatasetMovedError, InvalidA
 from medattn.ui import auth
 from medattn.ui import reader_flow as flow
 from medattn.ui.box_canvas import draw_boxes
+from medattn.ui.entrypoint import ensure_entrypoint
 from medattn.ui.reader_maps import PanelUnavailable, case_finding, panel_map
 from medattn.ui.plain import plain
 from medattn.ui.reader_questions import missing_labels, name_finding, panel_rating, question_widget
-from medattn.ui.sidebar import _ensure_entrypoint
 from medattn.ui.study_picker import study_picker
 from medattn.ui.viewer import ViewerPanel, case_viewer
 
-_ensure_entrypoint()
+ensure_entrypoint()
 db = auth.store()
 st.title("Reader")
 user = auth.signed_in_reader()

@@ -1,8 +1,7 @@
 """Study admin: create reader studies, add readers, follow progress, read the analysis and
-download every export. Admins only (in study mode app.py offers it to admins alone, and the
+download every export. Admins only (in study mode workbench.py offers it to admins alone, and the
 page checks again)."""
 
-import tempfile
 from pathlib import Path
 
 import streamlit as st
@@ -10,7 +9,7 @@ import streamlit as st
 from medattn.reader.errors import StudyConflictError, StudyError
 from medattn.reader.export import import_study
 from medattn.reader.validity import study_warnings
-from medattn.ui import auth
+from medattn.ui import auth, uploads
 from medattn.ui.errors import guard, show_error
 from medattn.ui.plain import plain
 from medattn.ui.sidebar import current
@@ -18,8 +17,8 @@ from medattn.ui.study_create import KIND_NAMES, new_study_form, study_table
 from medattn.ui.study_picker import study_picker
 from medattn.ui.study_results import analysis_section, export_section, progress_section
 
+admin = auth.require_admin()  # first: nothing of this page before an admin is known
 selection = current()
-admin = auth.require_admin()
 db = auth.store()
 st.title("Study admin")
 st.caption(f"Study database: {db.where}" + ("" if auth.study_mode() else
@@ -49,19 +48,15 @@ with st.expander("New study", expanded=db.list_studies().empty):
 
 with st.expander("Import a study (JSON backup)"):
     left, right = st.columns(2)
-    uploaded = left.file_uploader("Study JSON", type=["json"], key="sa_import_file")
-    key_file = right.file_uploader("Its case key CSV (only for a JSON exported without it)", type=["csv"],
-                                   key="sa_import_key")
+    with left:
+        uploaded = uploads.uploader(uploads.STUDY_JSON, key="sa_import_file")
+    with right:
+        key_file = uploads.uploader(uploads.CASE_KEY, key="sa_import_key")
     if uploaded is not None and st.button("Import", key="sa_import"):
-        with tempfile.TemporaryDirectory() as folder, guard("Import"):
-            path = Path(folder) / "study.json"
-            path.write_bytes(uploaded.getvalue())
-            key_path = None
-            if key_file is not None:
-                key_path = Path(folder) / "key.csv"
-                key_path.write_bytes(key_file.getvalue())
-            study_id = import_study(db, path, name=uploaded.name, key=key_path,  # errors name the uploads, not a
-                                    key_name=key_file.name if key_file else None)  # server folder
+        with guard("Import"):
+            study_id = import_study(db, uploaded.path, name=uploaded.name,  # errors name the uploads, not a
+                                    key=key_file.path if key_file else None,  # server folder
+                                    key_name=key_file.name if key_file else None)
             st.session_state["sa_notice"] = f"Imported {uploaded.name} as study {study_id}."
             st.session_state["sa_study"] = study_id
             st.rerun()

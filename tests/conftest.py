@@ -15,6 +15,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDATTN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_models_folder(tmp_path_factory) -> Path:
+    """The user's models folder of a test session (MEDATTN_MODELS, also for the app processes
+    tests start): never the real one under the home folder."""
+    from medattn import inference
+
+    folder = tmp_path_factory.mktemp("user_models")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(inference, "MODELS_DIR", folder)
+    patch.setenv("MEDATTN_MODELS", str(folder))
+    yield folder
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data, or a skip that says why (CI always has it)."""

@@ -16,8 +16,9 @@ from medattn import inference, pipeline
 from medattn.data import load_dataset
 from medattn.store import Run
 from tests.app_env import app_env
+from tests.sight import in_sight
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[1] / "workbench.py")
 TIMEOUT = 300
 
 
@@ -277,6 +278,26 @@ def test_leaderboard_precompute_tables_and_sanity_rows(env):
     assert "Sanity checks" in [h.value for h in at.header]
     assert not any(m.startswith("sanity:") for m in at.dataframe[0].value["method"])
     assert len(at.get("plotly_chart")) == 4  # and the cascading randomisation chart
+
+
+def test_coming_back_to_the_leaderboard_shows_the_running_precompute_with_its_stop(env, tmp_path, monkeypatch):
+    """The job's progress and Stop were inside the precompute expander, collapsed once the page
+    has scores."""
+    from medattn.jobs import manager as jobs
+
+    monkeypatch.setattr(jobs, "default_root", lambda: tmp_path / "jobs")  # test_leaderboard… waits for the others
+    at = start("leaderboard")
+    at.multiselect(key="lb_pre_methods").set_value(["pda"])  # long on a CPU: still running when we come back
+    at.button(key="lb_pre_run").click().run()
+    [job] = jobs.JobManager().list()
+    try:
+        again = start("leaderboard")
+        assert not again.exception and in_sight(again, "lb_pre_stop")
+        assert "Background jobs (1 running)" in [e.label for e in again.expander]
+        again.button(key="lb_pre_stop").click().run()
+        assert jobs.JobManager().status(job.id).state in ("stopped", "interrupted")
+    finally:
+        jobs.JobManager().stop(job.id)
 
 
 def wait_for_jobs(env, timeout: float = 180) -> None:

@@ -113,11 +113,14 @@ def test_gradcam_reads_a_folded_convolution_on_the_model_itself():
     torch.testing.assert_close(ours, theirs.detach(), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("precision", ["auto", "float32"])
-def test_integrated_gradients_agree_with_captum(precision):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_integrated_gradients_agree_with_captum(precision, monkeypatch):
     from captum.attr import IntegratedGradients
 
+    from medattn.explain import base
     from medattn.explain.gradients import ig_baseline
+
+    monkeypatch.setattr(base, "native_bfloat16", lambda: True)  # bfloat16 stages even on a CPU without them
 
     torch.manual_seed(0)
     model, x = build("resnet18", "linear", 3).eval(), torch.randn(1, 3, 64, 64)
@@ -178,6 +181,8 @@ def test_bench_cli_smoke(tiny_demo, tmp_path, capsys):
     assert rows["pda"]["captum_ratio"] is None and rows["pda"]["params"]["window"] == 16
     ig = rows["integrated_gradients"]
     assert ig["captum_ratio"] > 0 and ig["spearman_vs_captum"] > 0.99
+    assert ig["steps"] == 50 and ig["completeness"] >= 0 and ig["captum_completeness"] >= 0  # same rule, 50 steps
+    assert ig["completeness"] == pytest.approx(ig["captum_completeness"], rel=0.05, abs=1e-3)
     # 50 steps of forward + input-gradient passes, both ways, within the copy's checks
     assert ig["gflop_per_image"] == pytest.approx(ig["captum_gflop_per_image"], rel=0.1)
     assert "integrated_gradients" in capsys.readouterr().out
@@ -205,3 +210,62 @@ def test_bench_cli_a_checkpoint_glob_benches_each_once_and_no_pda_prints_no_nan(
     assert len(json.loads(out.read_text())["results"]) == 1
     printed = capsys.readouterr().out
     assert "all methods but PDA" in printed and "nan" not in printed
+
+
+def test_bench_prints_the_cpu_and_times_the_opt_in_bfloat16_path_beside_float32(tiny_demo, tmp_path, capsys, monkeypatch):
+    """The figures depend on the CPU's instruction sets: the bench names them, times the stored
+    (float32) maps and, with --bfloat16, the faster path beside them where it applies."""
+    from medattn.explain import base
+
+    monkeypatch.setattr(base, "native_bfloat16", lambda: True)  # as on a CPU with AVX512-BF16
+    out = tmp_path / "bench.json"
+    assert main(["--archs", "resnet18", "--size", "32", "--dataset", str(tiny_demo), "--methods", "saliency",
+                 "integrated_gradients", "--repeats", "1", "--batch", "1", "--device", "cpu", "--bfloat16",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert f"CPU: {result['machine']['cpu']}\n" in printed
+    assert "native bfloat16: yes" in result["machine"]["cpu"] and result["machine"]["native_bfloat16"]
+    rows = {r["method"]: r for r in result["results"]}
+    assert {r["precision"] for r in rows.values()} == {"float32"}
+    assert rows["saliency"]["bfloat16_seconds_per_image"] is None  # no bfloat16 stages
+    ig = rows["integrated_gradients"]
+    assert ig["bfloat16_seconds_per_image"] > 0 and ig["bfloat16_spearman_vs_float32"] > 0.9
+    assert ig["bfloat16_captum_ratio"] > 0 and result["summary"]["versus_captum"]["resnet18 (random weights)"]["bfloat16_set_ratio"]
+    assert " bf16 " in printed and "opt-in bfloat16 ×Captum integrated_gradients" in printed
+
+
+def test_gpu_report_runs_in_its_reduced_form_on_the_cpu(tiny_demo, tiny_checkpoint, tmp_path):
+    """`python -m medattn.bench --gpu-report` must run in one command on the first GPU machine at
+    hand; its three sections (throughput against the peak, precompute, Compare through AppTest)
+    run here in a reduced form on tiny models."""
+    from medattn.bench import gpu
+
+    out, lines = tmp_path / "gpu.json", []
+    result = gpu.report(torch.device("cpu"), quick=True, dataset_root=tiny_demo, checkpoints=tiny_checkpoint.parent,
+                        out=out, log=lines.append, names=[tiny_checkpoint.name], archs=["resnet18"], size=32, steps=4)
+    assert json.loads(out.read_text())["machine"]["conv_math"] == "float32"
+    assert {(r["model"], r["method"]) for r in result["throughput"]} == {
+        (tiny_checkpoint.name, "integrated_gradients"), (tiny_checkpoint.name, "gradcam"),
+        ("resnet18 (random weights)", "integrated_gradients"), ("resnet18 (random weights)", "gradcam")}
+    assert all(r["images_per_second"] > 0 and r["gflop_per_image"] > 0 and r["fraction_of_peak"] > 0
+               for r in result["throughput"])
+    assert result["precompute"]["maps"] > 0 and result["precompute"]["checkpoints"] == [tiny_checkpoint.name]
+    assert result["compare"]["errors"] == [] and " maps ready (" in result["compare"]["status"]
+    assert "| model | method | images/s |" in lines[-2] and lines[0].startswith("# GPU report: cpu")
+    assert gpu.dense_peak(torch.device("cpu"))[1].endswith("(no datasheet peak)")
+
+
+@pytest.mark.parametrize("name, capability, tf32, expected", [
+    ("NVIDIA H100 80GB HBM3", (9, 0), True, 494_500), ("NVIDIA H100 PCIe", (9, 0), True, 378_000),
+    ("NVIDIA H100 NVL", (9, 0), True, 417_500), ("NVIDIA H200", (9, 0), True, 494_500),
+    ("NVIDIA H100 80GB HBM3", (9, 0), False, 67_000), ("NVIDIA A100-SXM4-80GB", (8, 0), True, 156_000)])
+def test_the_dense_peak_is_the_datasheet_figure_of_the_math_the_convolutions_run_in(monkeypatch, name, capability, tf32,
+                                                                                      expected):
+    from medattn.bench import gpu
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+    peak, source = gpu.dense_peak(torch.device("cuda"))
+    assert peak == pytest.approx(expected) and ("TF32" if tf32 else "FLOAT32") in source

@@ -21,6 +21,8 @@ def test_bench_compare_times_cold_next_and_new_target(world, tmp_path):  # noqa:
     assert code == 0 and figures["errors"] == []
     assert [v["step"] for v in figures["views"]] == ["cold", "next 1", "new target"]
     assert all(v["maps"] == 2 and v["failed"] == 0 and v["seconds"] > 0 for v in figures["views"])
+    assert all(0 < v["first_s"] <= v["all_shown_s"] <= v["seconds"] for v in figures["views"])  # the three clocks
+    assert figures["cold_first_s"] == figures["views"][0]["first_s"]
     cold, following, target = figures["views"]
     assert following["image_id"] != cold["image_id"]
     assert target["image_id"] == following["image_id"] and target["target"] != following["target"]

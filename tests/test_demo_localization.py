@@ -44,6 +44,6 @@ def test_trained_wildcat_localizes_twice_as_well_as_random(setting, method, tmp_
         for image_id, label in pairs:
             target = dataset.classes.index(label)
             result = compute_map(loaded, dataset, image_id, method, target, cache=cache)
-            values.append(score(result.raw, method, dataset.boxes_for(image_id, label), result.display.shape)["auprc"])
+            values.append(score(result.raw, method, dataset.boxes_for(image_id, label), result.display.shape, loaded.preprocessing)["auprc"])
         scores[loaded.name] = float(np.nanmean(values))
     assert scores[trained.name] >= 2 * scores["random"], scores

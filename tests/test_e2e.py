@@ -184,7 +184,7 @@ def test_failure_case_opens_in_compare(server, page):
 @pytest.mark.parametrize("path, heading, marker", [
     ("leaderboard", "Leaderboard", "Download localization CSV"),
     ("data", "Data", "Positives per class and split"),
-    ("models", "Models", "Checkpoints in"),
+    ("models", "Models", "Your models in"),
 ])
 def test_pages_render(server, page, path, heading, marker):
     page.goto(f"{server}/{path}")

@@ -233,7 +233,7 @@ def test_unknown_method_and_parameter_are_rejected_clearly():
 def test_method_params_lists_defaults():
     assert method_params("smoothgrad") == {"n_samples": 25, "noise": 0.15, "seed": 0, "squared": False,
                                            "channels": "max_abs"}
-    assert method_params("integrated_gradients") == {"steps": 50, "baseline": "black", "channels": "sum"}
+    assert method_params("integrated_gradients") == {"steps": 50, "baseline": "black", "channels": "sum", "tolerance": 0.05}
     assert method_params("occlusion") == {"window": None, "stride": None, "baseline": "black"}
     assert method_params("attention") == {"which": "aggregate"}
     assert method_params("saliency") == {"channels": "max_abs"}
@@ -478,3 +478,58 @@ def test_progress_runs_before_each_forward_pass_so_any_method_can_be_stopped(met
     again = explain(model, x, 1, method, device="cpu", progress=lambda done, total: None, **params)
     np.testing.assert_allclose(again, explain(model, x, 1, method, device="cpu", **params), rtol=1e-5, atol=1e-6)
     assert len(calls) == 2  # the callback is gone once the call has ended
+
+
+# --- integrated gradients with a stated accuracy (completeness) ------------------------------
+
+def test_integrated_gradients_report_their_completeness_error():
+    """Sundararajan et al. 2017, §3: the map sums to f(x) − f(baseline); each call says how far
+    from it its map is, per image, in logits and relative to the rise."""
+    from medattn.explain.gradients import ig_baseline
+    from medattn.models import build
+    from medattn.pipeline import resolved_params
+
+    torch.manual_seed(0)
+    model, x = build("resnet18", "linear", 3).eval(), torch.randn(2, 3, 32, 32)
+    ig = get_explainer("integrated_gradients")(model, device="cpu", channels="sum")
+    maps = ig.attribute(x, [1, 2], steps=8)
+    with torch.no_grad():
+        rise = (model(x) - model(ig_baseline(model, x, "black")))[[0, 1], [1, 2]]
+    for m, check, r in zip(maps, ig.completeness, rise.tolist()):
+        assert check.steps == 8
+        assert check.error == pytest.approx(abs(float(m.sum()) - r), rel=1e-3, abs=1e-6)
+        assert check.relative == pytest.approx(check.error / abs(r), rel=1e-3)
+    assert resolved_params("integrated_gradients", {}) == {"steps": 50, "baseline": "black"}  # keys unchanged
+
+
+def test_auto_steps_are_the_fewest_that_pass_the_completeness_check():
+    from medattn.pipeline import resolved_params
+
+    from captum.attr import IntegratedGradients
+
+    from medattn.explain.gradients import AUTO_STEPS, ig_baseline
+    from medattn.models import build
+
+    torch.manual_seed(0)
+    model, x = build("resnet18", "linear", 3).eval(), torch.randn(1, 3, 32, 32)
+    base = ig_baseline(model, x, "black")
+    with torch.no_grad():
+        rise = abs(float(model(x)[0, 1] - model(base)[0, 1]))
+
+    def relative(steps: int) -> float:
+        _, delta = IntegratedGradients(model).attribute(x, baselines=base, target=1, n_steps=steps,
+                                                        return_convergence_delta=True)
+        return abs(float(delta)) / rise
+
+    errors = {steps: relative(steps) for steps in AUTO_STEPS}
+    tolerance = sorted(errors.values())[2]  # some rungs pass, some fail
+    expected = next(steps for steps in AUTO_STEPS if errors[steps] <= tolerance)
+    ig = get_explainer("integrated_gradients")(model, device="cpu")
+    auto = ig.attribute(x, 1, steps="auto", tolerance=tolerance)
+    [check] = ig.completeness
+    assert check.steps == expected and check.relative <= tolerance
+    np.testing.assert_allclose(auto, ig.attribute(x, 1, steps=expected), rtol=1e-5, atol=1e-7)
+    assert resolved_params("integrated_gradients", {"steps": "auto", "tolerance": 0.01}) == {
+        "steps": "auto", "baseline": "black", "tolerance": 0.01}
+    with pytest.raises(ValueError, match="tolerance must be a number > 0"):
+        ig.attribute(x, 1, steps="auto", tolerance=0)

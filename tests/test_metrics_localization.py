@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve
 
+from medattn.data.preprocess import Preprocessing
 from medattn.explain import normalize
 from medattn.pipeline import peak_of, score
 
@@ -28,6 +29,8 @@ from medattn.metrics import (
     ssim,
     tune_threshold,
 )
+
+STRETCH = Preprocessing()  # a map stretched back onto the image (a medattn-trained model's placement)
 
 
 def cells(mask: np.ndarray) -> set[tuple[int, int]]:
@@ -124,9 +127,9 @@ def test_pointing_game_plays_at_the_maximum_before_clipping():
     display = normalize(raw, "positive")
     assert display[2, 5] == display[30, 30] == 1.0  # clipped to one plateau
     assert hit(display, box) is False  # the displayed map's first argmax is the ridge
-    assert peak_of(raw, "wildcat", (40, 40)) == (30, 30)
-    assert score(raw, "wildcat", box, (40, 40))["hit"] == 1.0
-    assert peak_of(raw, "wildcat", (80, 80))[0] in (60, 61)  # resized to the image frame like the display
+    assert peak_of(raw, "wildcat", (40, 40), STRETCH) == (30, 30)
+    assert score(raw, "wildcat", box, (40, 40), STRETCH)["hit"] == 1.0
+    assert peak_of(raw, "wildcat", (80, 80), STRETCH)[0] in (60, 61)  # resized to the image frame like the display
 
 
 GRADED = np.array(

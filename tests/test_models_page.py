@@ -16,8 +16,9 @@ from streamlit.testing.v1 import AppTest
 from medattn import inference, pipeline
 from medattn.data import load_dataset
 from tests.app_env import app_env
+from tests.sight import in_sight
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[1] / "workbench.py")
 TIMEOUT = 300
 
 
@@ -38,6 +39,7 @@ def world(tmp_path_factory):
     (folder / "variant.safetensors").symlink_to(env.checkpoints / "tiny_linear.safetensors")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(inference, "CHECKPOINT_DIR", folder)
+        patch.setattr(inference, "MODELS_DIR", tmp_path_factory.mktemp("models_page_yours"))  # imports land here
         patch.setattr(pipeline, "CACHE_DIR", env.cache)
         patch.setenv("MEDATTN_DATASET", str(env.dataset))
         yield env, folder
@@ -205,3 +207,50 @@ def test_a_resume_that_is_refused_says_why(world, tmp_path, monkeypatch):
     finally:
         for suffix in (".json", ".safetensors"):
             (folder / f"finished_meanwhile{suffix}").unlink()
+
+
+def test_coming_back_to_the_page_shows_a_running_training_with_its_stop(world, tmp_path, monkeypatch):
+    """The page opens on its Details tab: a running training's progress and Stop were in the
+    Train tab, out of sight."""
+    from medattn.jobs import manager as jobs
+
+    env, folder = world
+    monkeypatch.setattr(jobs, "default_root", lambda: tmp_path / "jobs")
+    spec = jobs.train_spec(env.dataset, "resnet18", "linear", tmp_path / "long_training", "wang", epochs=500,
+                           input_size=32, device="cpu")
+    job = jobs.JobManager().start(spec).id
+    try:
+        at = start()  # a reader coming back to the page
+        assert in_sight(at, f"models_train_{job}_stop")
+        at.button(key=f"models_train_{job}_stop").click().run()
+        assert not at.exception and jobs.JobManager().status(job).state in ("stopped", "interrupted")
+    finally:
+        jobs.JobManager().stop(job)
+
+
+def test_imports_and_trainings_go_to_the_users_models_folder_never_the_repository(world, tmp_path, monkeypatch, capsys):
+    """A new user's imports put 271 MB into the tracked checkpoints/ and broke the demo-checkpoint
+    test (issue 17): the command lines write to the user's models folder, created on first use,
+    and the app lists it beside the repository's."""
+    from medattn.models.importer import main as importer
+    from medattn.train import parse_args
+
+    env, folder = world
+    mine = tmp_path / "not_yet" / "models"
+    monkeypatch.setattr(inference, "MODELS_DIR", mine)
+    net = torchvision.models.resnet18(weights=None, num_classes=3)
+    torch.save(net.state_dict(), tmp_path / "chexnet_like.pth")
+    before = sorted(p.name for p in folder.iterdir())
+    assert importer([str(tmp_path / "chexnet_like.pth"), "--arch", "resnet18", "--classes", "a", "b", "c",
+                     "--task", "multilabel", "--input-size", "64"]) == 0, capsys.readouterr().err
+    assert (mine / "chexnet_like.json").exists() and sorted(p.name for p in folder.iterdir()) == before
+    assert importer([str(tmp_path / "chexnet_like.pth"), "--arch", "resnet18", "--classes", "a", "b", "c",
+                     "--task", "multilabel", "--input-size", "64", "--name", "second"]) == 0
+    assert (mine / "second.safetensors").exists()
+    assert parse_args(["--dataset", str(env.dataset), "--arch", "resnet18", "--head", "wildcat"]).out == str(mine / "resnet18_wildcat")
+    listed = [p for p in inference.list_all_checkpoints()]
+    assert [p.name for p in listed[:2]] == ["chexnet_like", "second"] and {"tiny_linear", "tiny_wildcat"} <= {p.name for p in listed}
+    at = start()
+    table = at.dataframe[0].value.set_index("name")
+    assert table.loc["second", "folder"] == "yours" and table.loc["tiny_linear", "folder"] == "repository"
+    assert str(mine) in texts(at.caption)

@@ -14,6 +14,7 @@ import fnmatch
 import socket
 from dataclasses import fields
 
+import numpy as np
 import pytest
 
 from medattn.explain import METHODS
@@ -114,3 +115,45 @@ def test_an_in_place_relu_after_the_layer_rewrites_pytorch_grad_cams_activations
     raw = reference_map("gradcam", model, x, 0, {"inplace_safe": False})
     assert compare("gradcam", ours, guarded) < 1e-4
     assert compare("gradcam", raw, guarded) > 0.05
+
+
+@pytest.fixture(scope="module")
+def nih(shared_data, tmp_path_factory):
+    from medattn.data import load_dataset
+    from medattn.data.build import main
+
+    out = tmp_path_factory.mktemp("nih") / "nih"
+    assert main(["nih", "--source", str(shared_data / "nih-cxr14-sample"), "--out", str(out)]) == 0
+    return load_dataset(out)
+
+
+@pytest.mark.parametrize("name", ["xrv/densenet121-res224-all", "monai/resnet50"])
+def test_precompute_over_nih_maps_every_method_that_applies(nih, tmp_path, name, capsys):
+    """A 1-channel TorchXRayVision model and a MONAI ResNet, imported: precompute over NIH images
+    gives rows for every method that applies and one line for each that does not; IG on
+    1-channel models crashed and took the whole run with it (issue 17)."""
+    from medattn.explain.conformance import TINY_PARAMS, import_entry
+    from medattn.jobs.precompute import main as precompute_cli, precompute
+    from medattn.models import load_checkpoint
+    from medattn.store import HeatmapCache, Run
+
+    entry = zoo.get_entry(name)
+    path, _, _ = import_entry(entry, tmp_path / "model")
+    meta = load_checkpoint(path)[1]
+    meta["classes"] = list(nih.classes) + [f"extra{i}" for i in range(entry.classes - len(nih.classes))]
+    (path.parent / "imported.json").write_text(__import__("json").dumps(meta))  # outputs named as NIH's classes
+    boxed = sorted(set(nih.boxes["image_id"]) & set(nih.split("test").index))[:1]
+    params = {**TINY_PARAMS, "pda": {"window": 16, "stride": 16, "samples": 2}}
+    frame = precompute(nih, [path], list(METHODS), image_ids=boxed, run=Run(tmp_path / "run"),
+                       cache=HeatmapCache(tmp_path / "cache"), device="cpu", params=params, progress=lambda *_: None)
+    applies = [m for m in METHODS if not expected_unavailable(name, m)]
+    assert set(frame["method"]) == set(applies)
+    assert frame.attrs["failed"] == []
+    assert [line.split(" on ")[0] for line in frame.attrs["not_applicable"]] == [m for m in METHODS if m not in applies]
+    boxed_rows = frame[frame["n_boxes"] >= 1]
+    assert set(boxed_rows["method"]) == set(applies) and np.isfinite(boxed_rows["auprc"].astype(float)).all()
+    # the command line says the same in its summary
+    assert precompute_cli(["--dataset", str(nih.root), "--checkpoints", str(path), "--methods", "saliency", "wildcat",
+                           "--images", *boxed, "--out", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "not applicable: wildcat on imported: 'wildcat' needs a model with class maps" in out

@@ -148,12 +148,31 @@ def test_chexnet_import_is_explained_and_scored_in_the_stored_frame(nih, tmp_pat
     assert result.raw.shape == (224, 224) and result.display.shape == (1024, 1024)
     assert result.support is not None and not result.support[:64].any() and result.support[64:960, 64:960].all()
     assert result.display[~result.support].max() == 0 and 64 <= result.peak[0] < 960 and 64 <= result.peak[1] < 960
-    frame = precompute(nih, [tmp_path / "chexnet"], ["gradcam"], image_ids=[image_id], run=Run(tmp_path / "run"),
-                       cache=cache, device="cpu", progress=lambda *_: None)
+    frame = precompute(nih, [tmp_path / "chexnet"], ["gradcam", "saliency"], image_ids=[image_id],
+                       run=Run(tmp_path / "run"), cache=cache, device="cpu", progress=lambda *_: None)
     assert set(frame["target_class"]) == {"Pneumonia", "Edema"}  # its positive labels
-    scored = frame[frame["target_class"] == "Pneumonia"].iloc[0]
+    scored = frame[(frame["target_class"] == "Pneumonia") & (frame["method"] == "gradcam")].iloc[0]
     assert scored["n_boxes"] == 1 and bool(scored["cached"])  # the map computed above, from the cache
     assert np.isfinite(scored[["auprc", "hit", "miou"]].astype(float)).all()
+    # the README's snippet gives precompute's number on this cropping model (it stretched the map
+    # back before the placement was part of what `score` is given: issue 17)
+    import re
+    from pathlib import Path
+
+    from medattn.pipeline import ground_truth, score
+
+    snippet = re.search(r"<!-- scoring-snippet -->\s*```python\n(.*?)```",
+                        (Path(__file__).resolve().parents[1] / "README.md").read_text(), re.S).group(1)
+    row = frame[(frame["target_class"] == "Pneumonia") & (frame["method"] == "saliency")].iloc[0]
+    namespace = {"DATASET": nih.root, "CHECKPOINT": tmp_path / "chexnet", "IMAGE_ID": image_id, "TARGET": target}
+    exec(snippet, namespace)
+    np.testing.assert_allclose([namespace["scores"][k] for k in ("auprc", "hit", "miou")],
+                               row[["auprc", "hit", "miou"]].astype(float), rtol=1e-6)
+    stretched = score(namespace["raw"], "saliency", ground_truth(nih, image_id, "Pneumonia"), image.shape,
+                      Preprocessing(size=224))
+    assert stretched["auprc"] != pytest.approx(row["auprc"], abs=1e-3)  # the placement matters here
+    with pytest.raises(TypeError, match="needs the model's Preprocessing"):
+        score(namespace["raw"], "saliency", ground_truth(nih, image_id, "Pneumonia"), image.shape, loaded.preprocessing.place)
 
 
 XRV = Preprocessing(resize="center_crop_resize", size=224, interpolation="xrv", channels=1, intensity="xrv")

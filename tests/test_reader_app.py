@@ -28,7 +28,7 @@ from medattn.reader.validity import image_truth
 from tests.app_env import AppEnv, app_env
 from tests.reader_sim import simulate_ai_study
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[1] / "workbench.py")
 TIMEOUT = 300
 ADMIN = ("coordinator", "admin-password")
 READERS = (("alice", "alice-password"), ("bob", "bob-password-2"))

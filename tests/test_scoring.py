@@ -36,6 +36,10 @@ from medattn.store import Run
 from medattn.store import HeatmapCache
 from medattn.ui.compare_grid import FLAT_NOTE, caption
 
+from medattn.data.preprocess import Preprocessing
+
+STRETCH = Preprocessing()  # a map stretched back onto the image (a medattn-trained model's placement)
+
 REPO = Path(__file__).resolve().parents[1]
 BOX = [[2, 3, 3, 2]]  # cols 2..5, rows 3..5 of a 10×10 image: 12 pixels, p = 0.12
 
@@ -83,17 +87,17 @@ def test_flat_raw_maps_score_chance_under_every_protocol(protocol, method):
     raw = np.full((10, 10), -2.0 if method in ("gradcam", "wildcat", "occlusion") else 0.0, np.float32)
     if get_protocol(protocol).sign == "absolute" and method != "saliency":
         raw = np.zeros((10, 10), np.float32)
-    scores = score(raw, method, BOX, (10, 10), protocol)
+    scores = score(raw, method, BOX, (10, 10), STRETCH, protocol)
     share = scaled_truth(BOX, (10, 10), (10, 10)).mean() if get_protocol(protocol).frame == "input" else 0.12
     assert scores == {"auprc": pytest.approx(share), "hit": 0.0, "miou": 0.0, "degenerate": True}
-    assert peak_of(raw, method, (10, 10), protocol) is None  # no ✕ on the panel
+    assert peak_of(raw, method, (10, 10), STRETCH, protocol) is None  # no ✕ on the panel
 
 
 def test_flat_panel_says_so_and_leaderboard_counts_flat_maps():
-    flat = score(np.zeros((10, 10), np.float32), "gradcam", BOX, (10, 10))
+    flat = score(np.zeros((10, 10), np.float32), "gradcam", BOX, (10, 10), STRETCH)
     assert FLAT_NOTE == "flat map: no evidence" and caption(0.7, flat, "Pneumonia").endswith(FLAT_NOTE)
     ranked = np.arange(100, dtype=np.float32).reshape(10, 10)
-    assert FLAT_NOTE not in caption(0.7, score(ranked, "gradcam", BOX, (10, 10)), "Pneumonia")
+    assert FLAT_NOTE not in caption(0.7, score(ranked, "gradcam", BOX, (10, 10), STRETCH), "Pneumonia")
     rows = pd.DataFrame({
         "checkpoint": ["a"] * 4 + ["b"] * 2, "model": ["A"] * 4 + ["B"] * 2,
         "method": ["gradcam", "gradcam", "gradcam", "saliency", "gradcam", "gradcam"],
@@ -309,7 +313,7 @@ def test_chexlocalize_polygons_score_their_own_mask_at_iou_1(tiny_demo, tmp_path
     for protocol, iou in (("chexlocalize", 1.0), ("coco", None)):
         (folder / "dataset.json").write_text(json.dumps({**meta, "polygon_protocol": protocol}))
         truth = ground_truth(load_dataset(folder), image_id, label)
-        got = score(theirs.astype(np.float32), "saliency", truth, shape)["miou"]
+        got = score(theirs.astype(np.float32), "saliency", truth, shape, STRETCH)["miou"]
         if iou is None:
             assert got < 0.97
         else:
@@ -428,7 +432,7 @@ def test_arun2021_scales_boxes_as_published():
 def test_arun2021_scores_hand_built_map_to_1e6():
     raw = np.arange(16, dtype=np.float32).reshape(4, 4)  # model-input frame 4×4, image 8×8
     box = [[2, 2, 3, 3]]  # → rows 1..2, cols 1..2 of the input frame: values 5, 6, 9, 10
-    scores = score(raw, "saliency", box, (8, 8), "arun2021")
+    scores = score(raw, "saliency", box, (8, 8), STRETCH, "arun2021")
     # 99th percentile of 0..15 (linear): 14.85; clipped, min-max → v / 14.85
     norm = np.minimum(raw, 14.85) / 14.85
     truth = np.zeros((4, 4), dtype=bool)
@@ -474,6 +478,6 @@ def test_precompute_under_arun2021_maps_the_predicted_class_into_its_own_run(tin
         probabilities = cached_predictions(loaded, dataset, [row.image_id], Run(tmp_path / "run").prediction_store).iloc[0].to_numpy()
         assert int(row.target) == int(np.argmax(probabilities))
         raw = explain(loaded.model, loaded.to_input(image), int(row.target), "saliency", device="cpu", channels="sum_abs")
-        expected = score(raw, "saliency", dataset.boxes_for(row.image_id), image.shape, "arun2021")
+        expected = score(raw, "saliency", dataset.boxes_for(row.image_id), image.shape, STRETCH, "arun2021")
         np.testing.assert_allclose([row.auprc, row.hit, row.miou], [expected["auprc"], expected["hit"], expected["miou"]],
                                    rtol=1e-6)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_e2e import CHROMIUM, REPO, SLOW, browser, free_port, streamlit_server, wait_idle  # noqa: F401 - fixture
-from tests.test_reader_e2e import READER, server, sign_in, study  # noqa: F401 - fixtures
+from medattn.store.annotations import AnnotationStore
+from tests.test_e2e import CHROMIUM, REPO, SLOW, browser, free_port, screenshot, streamlit_server, wait_idle  # noqa: F401 - fixture
+from tests.test_reader_e2e import ADMIN, READER, server, sign_in, study  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="browser tests need Debian's chromium: apt-get install -y chromium chromium-driver"
@@ -56,6 +57,65 @@ def test_a_default_start_listens_on_loopback_only_and_contacts_no_outside_server
         context.close()
     outside = [u for u in requests if not u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:"))]
     assert requests and outside == []
+
+
+def outside_address() -> str | None:
+    """This machine's address on its default route (a UDP connect sends nothing), or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+WORKBENCH_PAGES = ("Compare", "Failure cases", "Leaderboard", "Data", "Models", "Reader", "Study admin")
+
+
+def test_a_server_reachable_from_elsewhere_without_a_study_database_asks_strangers_to_sign_in(browser, study, tmp_path):
+    """`streamlit run app.py --server.address 0.0.0.0` with no MEDATTN_STUDY_DB (studies in the
+    cache folder): a stranger, from this machine's network address or from loopback, asking for
+    any page by its URL (the first request after the start names one: Streamlit's legacy pages/
+    mode runs that page on its own) gets the sign-in and nothing of any page; an admin of the
+    cache folder's database gets every page."""
+    world = study[0]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    AnnotationStore(cache / "studies.sqlite").add_admin(*ADMIN)
+    port = free_port()
+    hosts = ["127.0.0.1", *filter(None, [outside_address()])]
+    env = {**world.environ(), "MEDATTN_CACHE": str(cache), "OMP_NUM_THREADS": "1", "MEDATTN_PREFETCH": "0"}
+    with streamlit_server(env, tmp_path, flags=("--server.address", "0.0.0.0"), port=port):
+        assert listening_addresses(port) == {"0.0.0.0"}
+        for host in reversed(hosts):  # the network address first: its first request is the start's first
+            context = browser.new_context()
+            page = context.new_page()
+            page.set_default_timeout(SLOW)
+            for path in ("models", "study_admin", "compare", "failures", "leaderboard", "data", "reader", ""):
+                page.goto(f"http://{host}:{port}/{path}")
+                page.get_by_role("button", name="Sign in").wait_for()
+                wait_idle(page)
+                for title in WORKBENCH_PAGES:
+                    assert page.get_by_role("heading", name=title, exact=True).count() == 0, (host, path, title)
+                    assert page.get_by_role("link", name=title, exact=True).count() == 0, (host, path, title)
+                assert page.locator("input[type=file]").count() == 0
+            context.close()
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(SLOW)
+        page.goto(f"http://{hosts[-1]}:{port}/")
+        page.get_by_role("textbox", name="Name").fill(ADMIN[0])
+        page.get_by_role("textbox", name="Password").fill(ADMIN[1])
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("button", name="Sign out").wait_for()
+        for title in WORKBENCH_PAGES:
+            page.get_by_role("link", name=title, exact=True).wait_for()
+        page.get_by_role("link", name="Study admin", exact=True).click()
+        page.get_by_role("heading", name="Study admin", exact=True).wait_for()
+        wait_idle(page)
+        screenshot(page, "reachable_admin_study_admin")
+        context.close()
 
 
 def test_clear_cache_from_a_second_client_leaves_readers_signed_in(server, browser, study):  # noqa: F811
@@ -160,3 +220,90 @@ def test_a_markdown_name_shows_as_text_and_fetches_nothing(server, browser, stud
     assert page.get_by_text(name, exact=False).count() >= 1  # the caption "Signed in as …" holds it verbatim
     assert page.locator("img[src*='pixel.png']").count() == 0 and not [u for u in fetched if "pixel" in u]
     page.context.close()
+
+
+def watch_session_ids(page) -> list[str]:
+    """The Streamlit session ids the server gives `page` (from its WebSocket's new_session
+    messages), newest last, as they come."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    session_ids: list[str] = []
+
+    def watch(socket) -> None:
+        def received(payload) -> None:
+            if isinstance(payload, bytes):
+                message = ForwardMsg.FromString(payload)
+                if message.WhichOneof("type") == "new_session":
+                    session_ids.append(message.new_session.initialize.session_id)
+        socket.on("framereceived", received)
+
+    page.on("websocket", watch)
+    return session_ids
+
+
+def own_xsrf_cookie(url: str) -> str:
+    """The `_streamlit_xsrf` cookie the server gives a fresh visitor (the page asks /_stcore/health)."""
+    with urllib.request.urlopen(url + "/_stcore/health", timeout=30) as response:
+        for header in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = header.partition("=")
+            if name.strip() == "_streamlit_xsrf":
+                return rest.split(";")[0]
+    raise AssertionError("the server set no XSRF cookie")
+
+
+def rerun_as(url: str, session_id: str, user_agent: str, seconds: float = 20) -> bytes:
+    """A script run in the session `session_id` asked for by a second client (its own XSRF cookie,
+    the given User-Agent, this machine's address: what a stranger behind the same NAT or proxy as
+    the victim presents): every frame the server sends back, concatenated."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from websockets.sync.client import connect
+
+    cookie = own_xsrf_cookie(url)
+    rerun = BackMsg()
+    rerun.rerun_script.query_string = ""
+    received = b""
+    with connect(url.replace("http://", "ws://") + "/_stcore/stream", proxy=None, origin=url,
+                 subprotocols=["streamlit", cookie, session_id], user_agent_header=user_agent,
+                 additional_headers={"Cookie": f"_streamlit_xsrf={cookie}"}) as stranger:
+        stranger.send(rerun.SerializeToString())
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                frame = stranger.recv(timeout=max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            received += frame
+            message = ForwardMsg.FromString(frame)
+            if message.WhichOneof("type") == "script_finished":
+                break
+    return received
+
+
+def test_a_session_id_presented_by_another_client_does_not_get_the_signed_in_session(server, browser, study):  # noqa: F811
+    """Streamlit resumes a session for any client that presents its id on the WebSocket (the id
+    travels in upload URLs and the page's messages). A second browser that knows the id, comes
+    from the same address and copies the User-Agent gets the sign-in form, never the reader's
+    study; the reader stays signed in."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1800})
+    page = context.new_page()
+    page.set_default_timeout(SLOW)
+    session_ids = watch_session_ids(page)
+    page.goto(server)
+    page.get_by_role("textbox", name="Name").fill(READER[0])
+    page.get_by_role("textbox", name="Password").fill(READER[1])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Reader").wait_for()
+    wait_idle(page)
+    assert session_ids, "no session id seen on the WebSocket"
+    user_agent = page.evaluate("navigator.userAgent")
+
+    seen = rerun_as(server, session_ids[-1], user_agent)
+    assert b"Password" in seen  # the sign-in form
+    assert b"Signed in as" not in seen and READER[0].encode() not in seen and b"Nodule detection" not in seen
+
+    page.wait_for_timeout(3000)  # the reader's browser reconnects to its session and goes on
+    page.get_by_role("button", name="Next ▶").click()
+    wait_idle(page)
+    assert page.get_by_role("button", name="Sign out").count() == 1
+    context.close()

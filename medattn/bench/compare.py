@@ -17,10 +17,13 @@ headless Chromium (Playwright, /usr/bin/chromium; nothing is downloaded) as a re
 `--image` and `--users` open the app by a link, which starts a new session with the sidebar's
 first choice, so they need `--models`/`--methods` to be that choice (the defaults are).
 
-The clock runs from the navigation or click until the page's status line reads "K of K maps
-ready (… from the cache) for IMAGE, target CLASS" for the image and class expected (the page
-writes it once the final grid has been sent; a new run clears it at once) and the grid's figure
-holds K panel captions and no "computing…". When the sidebar's first choice of checkpoints or
+The clock runs from the navigation or click, and three times are read off it: the first panel
+showing a map (a final map, or a preview of a slow method labelled "preview"), every panel
+showing one (no "computing…" left), and every map final: the page's status line reads "K of K
+maps ready (… from the cache) for IMAGE, target CLASS" for the image and class expected (the
+page writes it once the final grid has been sent; a new run clears it at once) and the grid's
+figure holds K panel captions and no "computing…" or preview. The first two count only once the
+page shows the expected image and no status line of another grid. When the sidebar's first choice of checkpoints or
 methods is not the one asked for, the sidebar is set on the Models page first and the cold
 clock starts at the click on Compare (the JSON says so: the models are then already loaded).
 
@@ -55,9 +58,11 @@ READY = re.compile(r"^(\d+) of (\d+) maps ready \((\d+) from the cache\) for (\S
 PROBE = """() => {
   const main = document.querySelector('[data-testid="stMain"]') || document.body;
   const live = e => !e.closest('[data-stale="true"]');
+  const captions = [...main.querySelectorAll('[data-testid="stCaptionContainer"]')].filter(live)
+    .map(e => e.innerText.trim());
   return {
-    status: [...main.querySelectorAll('[data-testid="stCaptionContainer"]')].filter(live)
-      .map(e => e.innerText.trim()).filter(t => t.includes(' maps ready (')),
+    status: captions.filter(t => t.includes(' maps ready (')),
+    image: (captions.find(t => t.includes(' · split ')) || '').split(' · ')[0],
     titles: [...main.querySelectorAll('.js-plotly-plot .annotation-text')].filter(live).map(e => e.textContent),
     errors: [...main.querySelectorAll('[data-testid="stException"]')].map(e => e.innerText.slice(0, 500)),
   };
@@ -83,30 +88,53 @@ class View:
     step: str
     image_id: str
     target: str
-    seconds: float
+    seconds: float  # every map final
     maps: int
     cached: int
     failed: int = 0
     load_average: list[float] = field(default_factory=list)
+    first_s: float | None = None  # the first panel showing a map (final or preview)
+    all_shown_s: float | None = None  # every panel showing a map (final or preview)
+    previews: int = 0  # panels seen as previews on the way
 
 
-async def wait_grid(page, accept, timeout_s: float, poll_s: float = 0.1) -> tuple[str, str, int, int, int]:
-    """Until a complete grid that `accept(image_id, target)` is shown; (image, target, maps,
-    cached, failed). Raises PageError on an exception on the page or after `timeout_s`."""
+def _shown(title: str) -> bool:
+    """A panel title of a panel that shows a map (a final map's scores, a preview) or says why not."""
+    return "p=" in title or "preview" in title or "failed" in title
+
+
+async def wait_grid(page, accept, timeout_s: float, started: float, poll_s: float = 0.1) -> tuple:
+    """Until a complete grid that `accept(image_id, target)` is shown: (image, target, maps,
+    cached, failed, seconds to the first panel with a map, to every panel with one, previews
+    seen), times from `started` (perf_counter). Raises PageError on an exception on the page or
+    after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     last: dict = {}
+    first = every = None
+    previews: set[int] = set()
     while time.monotonic() < deadline:
         last = await page.evaluate(PROBE)
+        now = round(time.perf_counter() - started, 2)
         if last["errors"]:
             raise PageError(f"the page shows an exception: {last['errors'][0]}")
+        titles = last["titles"]
+        other_grid = any((found := READY.match(line)) is not None and not accept(found[4], found[5])
+                         for line in last["status"])
+        if last["image"] and accept(last["image"], None) and not other_grid and titles:
+            if first is None and any(_shown(t) for t in titles):
+                first = now
+            if every is None and all(_shown(t) for t in titles) and not any("computing…" in t for t in titles):
+                every = now
+            previews |= {i for i, t in enumerate(titles) if "preview" in t}
         for line in last["status"]:
             found = READY.match(line)
             if found is None or not accept(found[4], found[5]):
                 continue
             ready, total, cached = int(found[1]), int(found[2]), int(found[3])
-            captions = sum("p=" in t for t in last["titles"])
-            if captions >= ready and not any("computing…" in t for t in last["titles"]):
-                return found[4], found[5], ready, cached, total - ready
+            captions = sum("p=" in t for t in titles)
+            if captions >= ready and not any("computing…" in t or "preview" in t for t in titles):
+                return (found[4], found[5], ready, cached, total - ready, first if first is not None else now,
+                        every if every is not None else now, len(previews))
         await asyncio.sleep(poll_s)
     raise PageError(f"no complete grid within {timeout_s:.0f} s; the page's status lines: {last.get('status')}")
 
@@ -114,10 +142,11 @@ async def wait_grid(page, accept, timeout_s: float, poll_s: float = 0.1) -> tupl
 async def timed(page, step: str, action, accept, timeout_s: float) -> View:
     started = time.perf_counter()
     await action()
-    image_id, target, maps, cached, failed = await wait_grid(page, accept, timeout_s)
+    image_id, target, maps, cached, failed, first, every, previews = await wait_grid(page, accept, timeout_s, started)
     view = View(step, image_id, target, round(time.perf_counter() - started, 2), maps, cached, failed,
-                [round(x, 2) for x in os.getloadavg()])
-    say(f"{step}: {view.seconds:.2f} s ({image_id}, target {target}, {maps} maps, {cached} from the cache)")
+                [round(x, 2) for x in os.getloadavg()], first, every, previews)
+    say(f"{step}: first map {first:.2f} s, every panel {every:.2f} s ({previews} previews), all final "
+        f"{view.seconds:.2f} s ({image_id}, target {target}, {maps} maps, {cached} from the cache)")
     return view
 
 
@@ -225,7 +254,7 @@ async def single_user(browser, url: str, args, classes: list[str], ready_made: b
             record["cold_from"] = ("click on Compare after setting the sidebar on the Models page "
                                    "(the models were already loaded)")
             await page.goto(f"{url}/models")
-            await page.get_by_text("Checkpoints in").first.wait_for()
+            await page.get_by_text("Your models in").first.wait_for()
             await wait_idle(page, args.timeout)
             await set_sidebar(page, args.models, args.methods, args.timeout)
             say("sidebar set on the Models page")
@@ -250,7 +279,7 @@ async def single_user(browser, url: str, args, classes: list[str], ready_made: b
 
         image_id = current.image_id
         views.append(await timed(page, "new target", choose_target,
-                                 lambda image, shown: image == image_id and shown == target, args.timeout))
+                                 lambda image, shown: image == image_id and shown in (target, None), args.timeout))
         await shot(page, args.screenshots, "final")
     except Exception:
         await shot(page, args.screenshots, "single_user_failed")
@@ -345,12 +374,13 @@ class Server:
 
 
 def table(views: list[dict]) -> str:
-    lines = [f"{'step':<12} {'image':<22} {'target':<14} {'maps':>4} {'cached':>6} {'seconds':>8}  load (1 min)"]
+    lines = [f"{'step':<12} {'image':<22} {'target':<14} {'maps':>4} {'cached':>6} {'first':>6} {'every':>6} "
+             f"{'final':>7}  load (1 min)"]
     for v in views:
         lines.append(f"{v['step']:<12} {v['image_id']:<22} {v['target']:<14} {v['maps']:>4} {v['cached']:>6} "
-                     f"{v['seconds']:>8.2f}  {v['load_average'][0]:.2f}"
+                     f"{v['first_s']:>6.2f} {v['all_shown_s']:>6.2f} {v['seconds']:>7.2f}  {v['load_average'][0]:.2f}"
                      + (f"  {v['failed']} failed" if v["failed"] else ""))
-    return "\n".join(lines)
+    return "\n".join(lines) + "\nfirst: a panel shows a map (final or preview); every: all panels do; final: all maps final (s)"
 
 
 def _commit() -> str | None:
@@ -444,7 +474,10 @@ def main(argv: list[str] | None = None) -> int:
     figures["views"] = views
     by_step = {v["step"]: v["seconds"] for v in views}
     nexts = [v["seconds"] for v in views if v["step"].startswith("next ")]
+    shown = {v["step"]: (v["first_s"], v["all_shown_s"]) for v in views}
     figures.update({
+        "cold_first_s": shown.get("cold", (None, None))[0], "cold_all_shown_s": shown.get("cold", (None, None))[1],
+        "next_all_shown_s": [v["all_shown_s"] for v in views if v["step"].startswith("next ")],
         "cold_grid_s": by_step.get("cold"), "next_s": nexts,
         "next_median_s": statistics.median(nexts) if nexts else None,
         "new_target_s": by_step.get("new target"),

@@ -31,8 +31,13 @@ Captum's default call already skips weight gradients (autograd.grad asks for inp
 only, so the FLOPs are the same); what makes ours faster is `evaluation_copy`: BatchNorm folded
 into the convolutions (about a quarter of the CPU time went to BatchNorm forward and backward)
 and channels-last memory format; for occlusion also `explain.incremental` (each occluded copy's
-first stage computed only where its window reaches, so it runs fewer FLOPs than Captum's). bfloat16 autocast was faster still but its maps on a
-random-weights ResNet-50 correlate only 0.98 (Spearman) with fp32's, so it is not used.
+first stage computed only where its window reaches, so it runs fewer FLOPs than Captum's).
+
+Our maps are timed in float32, the precision they are stored and scored in on every CPU; the
+first line printed names the CPU and its instruction sets (the figures depend on them).
+`--bfloat16` also times the opt-in bfloat16 path (`precision="bfloat16"`: the later
+ResNet/DenseNet stages in bfloat16, on CPUs with AVX512-BF16 or AMX) beside each float32 row
+where it applies, with its ratio to Captum and its Spearman correlation with our float32 map.
 """
 
 from __future__ import annotations
@@ -44,7 +49,6 @@ import ctypes
 import ctypes.util
 import functools
 import json
-import platform
 import resource
 import statistics
 import sys
@@ -66,8 +70,9 @@ from torch.utils.flop_counter import flop_registry
 from medattn.data import load_dataset
 from medattn.data.dataset import Dataset
 from medattn.data.preprocess import to_input
-from medattn.device import best_device, describe
+from medattn.device import best_device, cpu_line, describe
 from medattn.explain import METHODS, get_explainer, unavailable
+from medattn.explain.base import native_bfloat16
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
 from medattn.explain.cam import cam_layer
 from medattn.explain.gradients import OCCLUSION_AT_224, ig_baseline, quiet_relu_hooks
@@ -117,6 +122,15 @@ class Row:
     captum_gflop_per_image: float | None = None
     captum_peak_memory_mb: float | None = None
     spearman_vs_captum: float | None = None
+    precision: str = "float32"  # what our maps were computed in (Explainer.used_precision)
+    # the opt-in bfloat16 path (--bfloat16), where it applies: timed beside float32
+    bfloat16_seconds_per_image: float | None = None
+    bfloat16_captum_ratio: float | None = None
+    bfloat16_spearman_vs_float32: float | None = None
+    # integrated gradients: steps used and completeness error |Σ map − (f(x) − f(baseline))| / |f(x) − f(baseline)|
+    steps: int | None = None
+    completeness: float | None = None
+    captum_completeness: float | None = None
     note: str = ""
 
 
@@ -315,14 +329,24 @@ def _captum(call: Callable[[], Tensor]) -> Tensor:
 
 
 def bench_method(subject: Subject, method: str, device: torch.device, repeats: int, batch: int,
-                 rate: float, max_seconds: float, precision: str = "auto", protocol: str = DEFAULT_PROTOCOL) -> Row:
-    """One row: our explainer and, where Captum has the method, Captum's default call."""
-    params = method_params(method, subject, protocol)
-    ours = get_explainer(method)(subject.model, device=device, precision=precision)
+                 rate: float, max_seconds: float, bfloat16: bool = False, protocol: str = DEFAULT_PROTOCOL,
+                 overrides: dict[str, Any] | None = None) -> Row:
+    """One row: our explainer in float32 (the maps that are stored) and, where Captum has the
+    method, Captum's default call; with `bfloat16`, also our opt-in bfloat16 path where it
+    applies on this CPU (`Explainer.used_precision`), timed in the same alternation.
+    `overrides`: our call's parameters over the benchmark's (e.g. integrated gradients'
+    steps="auto"); Captum's call keeps its defaults."""
+    params = {**method_params(method, subject, protocol), **(overrides or {})}
+    ours = get_explainer(method)(subject.model, device=device)
+    fast = get_explainer(method)(subject.model, device=device, precision="bfloat16")
+    with_bfloat16 = bfloat16 and fast.mixed
     x, target = subject.images[:1].to(device), subject.targets[0]
 
     def run_ours() -> Tensor:
         return ours.attribute(x, target, **params)
+
+    def run_fast() -> Tensor:
+        return fast.attribute(x, target, **params)
 
     reference_model = copy.deepcopy(subject.model).to(device).eval().requires_grad_(True)
     theirs = captum_call(method, reference_model, x.clone(), target)
@@ -338,14 +362,20 @@ def bench_method(subject: Subject, method: str, device: torch.device, repeats: i
     slow = warmup > max_seconds
     if slow:
         notes.append(f"one call (warm-up took {warmup:.0f} s > --max-seconds)")
-    times, captum_times = [], []
-    mine = other = None
+    if with_bfloat16:
+        run_fast()  # its own warm-up (its own evaluation copy)
+    times, captum_times, fast_times = [], [], []
+    mine = other = quick = None
     for _ in range(1 if slow else repeats):
         mine, seconds = _timed(run_ours, device)
         times.append(seconds)
         if theirs is not None:
             other, seconds = _timed(lambda: _captum(theirs), device)
             captum_times.append(seconds)
+        if with_bfloat16:
+            quick, seconds = _timed(run_fast, device)
+            fast_times.append(seconds)
+    checks = list(getattr(ours, "completeness", []))  # of the last timed call on the one image
     with PeakMemory(device) as peak:
         run_ours()
     captum_peak = None
@@ -367,7 +397,11 @@ def bench_method(subject: Subject, method: str, device: torch.device, repeats: i
         seconds_per_image=per_image, seconds_all=times, images_per_second=ips,
         batch=min(batch, len(subject.images)), peak_memory_mb=peak.mb,
         gflop_per_image=flops / 1e9, gflop_per_second=flops / 1e9 / per_image,
-        fraction_of_conv_rate=flops / 1e9 / per_image / rate, note="; ".join(notes))
+        fraction_of_conv_rate=flops / 1e9 / per_image / rate, precision="float32", note="; ".join(notes))
+    if with_bfloat16:
+        row.bfloat16_seconds_per_image = statistics.median(fast_times)
+        rho = spearman(quick[0].numpy(), mine[0].numpy())
+        row.bfloat16_spearman_vs_float32 = None if np.isnan(rho) else rho
     if theirs is not None:
         row.captum_seconds_per_image = statistics.median(captum_times)
         row.captum_seconds_all = captum_times
@@ -376,6 +410,16 @@ def bench_method(subject: Subject, method: str, device: torch.device, repeats: i
         row.captum_peak_memory_mb = captum_peak
         rho = spearman(mine[0].numpy(), other[0].numpy())  # NaN when a map is constant
         row.spearman_vs_captum = None if np.isnan(rho) else rho
+        if row.bfloat16_seconds_per_image:
+            row.bfloat16_captum_ratio = row.captum_seconds_per_image / row.bfloat16_seconds_per_image
+    if checks:
+        [check] = checks
+        row.steps, row.completeness = check.steps, check.relative
+        if other is not None:
+            with torch.no_grad():
+                logits = reference_model(torch.cat([x, ig_baseline(reference_model, x, "black")]))[:, target]
+            rise = float(logits[0] - logits[1])
+            row.captum_completeness = abs(float(other[0].sum()) - rise) / abs(rise) if rise else None
     return row
 
 
@@ -433,12 +477,16 @@ def _subject(name: str, model: nn.Module, size: int, dataset: Dataset, batch: in
 
 
 def run_bench(subjects: Sequence[Subject], methods: Sequence[str], device: torch.device,
-              repeats: int = 3, batch: int = 4, max_seconds: float = 120.0, precision: str = "auto",
+              repeats: int = 3, batch: int = 4, max_seconds: float = 120.0, bfloat16: bool = False,
               skip: Callable[[Subject, str], bool] | None = None,
-              log: Callable[[str], None] = print, protocol: str = DEFAULT_PROTOCOL) -> dict[str, Any]:
+              log: Callable[[str], None] = print, protocol: str = DEFAULT_PROTOCOL,
+              overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Benchmark every applicable method on every subject; the JSON-ready result."""
     rate = conv_rate(device)
-    log(f"{describe(device)}: float32 3×3 convolution at {rate:.1f} GFLOP/s")
+    cpu = cpu_line()
+    log(f"CPU: {cpu}")
+    log(f"{describe(device)}: float32 3×3 convolution at {rate:.1f} GFLOP/s; our maps in float32"
+        + (", the opt-in bfloat16 path beside them where it applies" if bfloat16 else ""))
     rows: list[Row] = []
     for subject in subjects:
         subject.model.to(device).eval()
@@ -447,7 +495,8 @@ def run_bench(subjects: Sequence[Subject], methods: Sequence[str], device: torch
         for method in methods:
             if unavailable(subject.model, method) is not None or (skip is not None and skip(subject, method)):
                 continue
-            row = bench_method(subject, method, device, repeats, batch, rate, max_seconds, precision, protocol)
+            row = bench_method(subject, method, device, repeats, batch, rate, max_seconds, bfloat16, protocol,
+                               (overrides or {}).get(method))
             rows.append(row)
             log(format_row(row))
     demo_name = next((s.name for s in subjects if s.demo), None)
@@ -461,9 +510,9 @@ def run_bench(subjects: Sequence[Subject], methods: Sequence[str], device: torch
     }
     return {
         "machine": {"device": describe(device), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+                    "threads": torch.get_num_threads(), "cpu": cpu, "native_bfloat16": native_bfloat16(),
                     "conv_gflop_per_second": rate},
-        "settings": {"repeats": repeats, "batch": batch, "max_seconds": max_seconds, "precision": precision,
+        "settings": {"repeats": repeats, "batch": batch, "max_seconds": max_seconds, "bfloat16": bfloat16,
                      "pda": FAST_PDA, "pda_features": FAST_PDA_FEATURES},
         "subjects": [{"name": s.name, "size": s.size, "note": s.note} for s in subjects],
         "results": [asdict(r) for r in rows],
@@ -478,19 +527,27 @@ def versus_captum(rows: Sequence[Row]) -> dict[str, Any]:
     timed = [r for r in rows if r.captum_ratio is not None]
     ours = sum(r.seconds_per_image for r in timed)
     theirs = sum(r.captum_seconds_per_image or 0.0 for r in timed)
+    fast = sum(r.bfloat16_seconds_per_image or r.seconds_per_image for r in timed)
+    with_bfloat16 = any(r.bfloat16_seconds_per_image for r in timed)
     return {"methods": {r.method: r.captum_ratio for r in timed},
-            "seconds_ours": ours, "seconds_captum": theirs, "set_ratio": theirs / ours if ours else None}
+            "seconds_ours": ours, "seconds_captum": theirs, "set_ratio": theirs / ours if ours else None,
+            "bfloat16_methods": {r.method: r.bfloat16_captum_ratio for r in timed if r.bfloat16_captum_ratio},
+            "bfloat16_set_ratio": theirs / fast if with_bfloat16 and fast else None}
 
 
 def format_versus_captum(model: str, versus: dict[str, Any]) -> str:
     if versus["set_ratio"] is None:
         return f"{model}: no method with a Captum equivalent"
     each = ", ".join(f"{m} {r:.2f}" for m, r in versus["methods"].items())
-    return (f"{model}: ×Captum {each}; the set {versus['set_ratio']:.2f} "
+    line = (f"{model}: float32 ×Captum {each}; the set {versus['set_ratio']:.2f} "
             f"(Captum {versus['seconds_captum']:.1f} s / ours {versus['seconds_ours']:.1f} s per image)")
+    if versus.get("bfloat16_set_ratio"):
+        fast = ", ".join(f"{m} {r:.2f}" for m, r in versus["bfloat16_methods"].items())
+        line += f"\n{model}: opt-in bfloat16 ×Captum {fast}; the set {versus['bfloat16_set_ratio']:.2f}"
+    return line
 
 
-HEADER = (f"{'model':32s} {'method':20s} {'s/img':>8s} {'img/s':>7s} {'peak MB':>8s} {'GFLOP':>8s} "
+HEADER = (f"{'model':32s} {'method':20s} {'prec':>5s} {'s/img':>8s} {'img/s':>7s} {'peak MB':>8s} {'GFLOP':>8s} "
           f"{'GFLOP/s':>8s} {'%conv':>6s} {'captum s':>9s} {'×captum':>8s} {'ρ':>6s}")
 
 
@@ -498,11 +555,29 @@ def format_row(r: Row) -> str:
     def num(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    return (f"{r.model[:32]:32s} {r.method:20s} {r.seconds_per_image:8.2f} {num(r.images_per_second, '7.2f')} "
+    line = (f"{r.model[:32]:32s} {r.method:20s} {'fp32':>5s} {r.seconds_per_image:8.2f} {num(r.images_per_second, '7.2f')} "
             f"{r.peak_memory_mb:8.0f} {r.gflop_per_image:8.1f} {r.gflop_per_second:8.1f} "
             f"{100 * r.fraction_of_conv_rate:6.0f} {num(r.captum_seconds_per_image, '9.2f')} "
             f"{num(r.captum_ratio, '8.2f')} {num(r.spearman_vs_captum, '6.3f')}"
             + (f"  ({r.note})" if r.note else ""))
+    if r.completeness is not None:
+        line += (f"  completeness error {100 * r.completeness:.2f}% at {r.steps} steps"
+                 + (f" (Captum's 50: {100 * r.captum_completeness:.2f}%)" if r.captum_completeness is not None else ""))
+    if r.bfloat16_seconds_per_image is not None:  # the opt-in path, ρ against our float32 map
+        line += (f"\n{r.model[:32]:32s} {r.method:20s} {'bf16':>5s} {r.bfloat16_seconds_per_image:8.2f} "
+                 f"{'':>7s} {'':>8s} {'':>8s} {'':>8s} {'':>6s} {'':>9s} {num(r.bfloat16_captum_ratio, '8.2f')} "
+                 f"{num(r.bfloat16_spearman_vs_float32, '6.3f')}  (ρ vs float32)")
+    return line
+
+
+def _ig_overrides(steps: str | None, tolerance: float | None) -> dict[str, Any]:
+    """--ig-steps / --ig-tolerance as integrated-gradients parameters."""
+    chosen: dict[str, Any] = {}
+    if steps is not None:
+        chosen["steps"] = steps if steps == "auto" else int(steps)
+    if tolerance is not None:
+        chosen["tolerance"] = tolerance
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -519,8 +594,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=120.0,
                         help="time a method by its warm-up call alone when that took longer")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=["auto", "float32"],
-                        help="the explainers' precision option (float32: no bfloat16 anywhere)")
+    parser.add_argument("--ig-steps", default=None,
+                        help="integrated gradients' steps for our call: a number, or auto (the fewest passing the "
+                             "completeness check within --ig-tolerance); Captum's call keeps its 50")
+    parser.add_argument("--ig-tolerance", type=float, default=None, help="relative completeness error for --ig-steps auto")
+    parser.add_argument("--bfloat16", action="store_true",
+                        help="also time the opt-in bfloat16 path (later ResNet/DenseNet stages of integrated gradients, "
+                             "SmoothGrad-IG, occlusion and PDA, on CPUs with native bfloat16) beside the float32 maps")
     parser.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=list(PROTOCOLS),
                         help="explainer parameters of a scoring protocol (arun2021: 10 IG steps, squared "
                              "SmoothGrad, |gradient| summed over channels); see medattn/metrics/protocols.py")
@@ -531,8 +611,29 @@ def main(argv: list[str] | None = None) -> int:
                              "against Quantus on the demo checkpoint (medattn.bench.metrics)")
     parser.add_argument("--metrics", nargs="+", help="the faithfulness metrics of the metrics section (default: all)")
     parser.add_argument("--metric-repeats", type=int, default=2, help="timed calls per metric, each side")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--zoo", nargs="*", metavar="GLOB",
+                        help="instead: the model-zoo conformance matrix at full size (medattn.bench.zoo), every zoo "
+                             "model or those matching the globs, e.g. --zoo 'timm/*'")
+    parser.add_argument("--zoo-tiny", action="store_true", help="with --zoo: the test suite's tiny configurations")
+    parser.add_argument("--gpu-report", action="store_true",
+                        help="instead: the GPU report (medattn.bench.gpu): throughput and fraction of the card's dense "
+                             "peak, the demo precompute, the Compare grid through AppTest; with --quick a reduced form "
+                             "that runs anywhere")
+    parser.add_argument("--checkpoints", type=Path, help="--gpu-report: the checkpoint folder (default checkpoints/)")
+    parser.add_argument("--out", type=Path, help=f"JSON to write (default {DEFAULT_OUT}, or bench_zoo.json / "
+                                                 "gpu_report.json beside it)")
     args = parser.parse_args(argv)
+    if args.zoo is not None:
+        from medattn.bench.zoo import main as zoo_main
+
+        return zoo_main(args.zoo, args.zoo_tiny, args.out or DEFAULT_OUT.with_name("bench_zoo.json"))
+    if args.gpu_report:
+        from medattn.bench import gpu
+
+        gpu.report(best_device(args.device), quick=args.quick, dataset_root=args.dataset,
+                   checkpoints=args.checkpoints, out=args.out or gpu.DEFAULT_REPORT, log=lambda line: print(line, flush=True))
+        return 0
+    args.out = args.out or DEFAULT_OUT
     if args.quick:
         args.repeats, args.batch = 1, 2
     device = best_device(args.device)
@@ -552,7 +653,8 @@ def main(argv: list[str] | None = None) -> int:
                                     if arch == "demo" else [arch_subject(arch, args.size, dataset, args.batch)])]
         print(HEADER, flush=True)
         result = run_bench(subjects, args.methods, device, args.repeats, args.batch, args.max_seconds,
-                           args.precision, skip, log=lambda line: print(line, flush=True), protocol=args.protocol)
+                           args.bfloat16, skip, log=lambda line: print(line, flush=True), protocol=args.protocol,
+                           overrides={"integrated_gradients": _ig_overrides(args.ig_steps, args.ig_tolerance)})
         summary = result["summary"]
         for model, versus in summary["versus_captum"].items():
             print(format_versus_captum(model, versus))

@@ -24,14 +24,14 @@ __all__ = ["DEFAULT_SIGN", "METHODS", "Explainer", "explain", "get_explainer", "
 
 def explain(model: torch.nn.Module, x: torch.Tensor, target: int | Sequence[int], method: str,
             device: str | torch.device | None = None, batch_size: int | None = None,
-            progress: Callable[[int, int], None] | None = None, precision: str = "auto",
+            progress: Callable[[int, int], None] | None = None, precision: str = "float32",
             **params: Any) -> np.ndarray:
     """Raw map float32 (H, W) of `method` for image x (3, H, W) or (1, 3, H, W) and class
     `target`; a batch (B, 3, H, W) with one target per image gives (B, H, W). `progress`
     (done, total) is reported by the methods that count their work (PDA: windows); the others
     call progress(0, 0) before each forward pass (`base.ticking`), so a caller can stop any
     method between two passes by raising from it. `device`, `batch_size` and `precision`
-    ("auto" or "float32") are the execution options of `Explainer` (medattn/explain/base.py)."""
+    ("float32" or "bfloat16") are the execution options of `Explainer` (medattn/explain/base.py)."""
     cls = get_explainer(method)
     options = {"progress": progress} if progress is not None and cls.reports_progress else {}
     explainer = cls(model, device=device, batch_size=batch_size, precision=precision, **options)

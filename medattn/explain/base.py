@@ -11,13 +11,17 @@ An explainer is one class per method, in the manner of Captum:
   default, so callers can canonicalise them (cache keys, UI forms). Parameters given to the
   constructor become the explainer's defaults; those given to `attribute` override them for that
   call. Unknown names raise ValueError.
-- `device`, `batch_size` and `precision` are execution options, not method parameters: they
-  change speed and memory, not what the map means. `batch_size` is the number of model
-  evaluations per forward pass (interpolation steps, noise samples, occluded copies); the
-  explainer moves the model to `device` (`medattn.device.best_device` unless told otherwise)
-  and keeps it there. `precision` "auto" lets the methods that allow it run part of the model
-  in bfloat16 where that was measured to leave the map's ranking intact (see
-  `evaluation_copy`); "float32" keeps every operation in float32.
+- `device` and `batch_size` are execution options, not method parameters: they change speed
+  and memory, not the map. `batch_size` is the number of model evaluations per forward pass
+  (interpolation steps, noise samples, occluded copies); the explainer moves the model to
+  `device` (`medattn.device.best_device` unless told otherwise) and keeps it there.
+- `precision` is "float32" (the default: every operation in float32, so a map is the same on
+  every CPU up to float32 rounding) or "bfloat16", an explicit choice of a faster, slightly
+  different map: the methods with `bfloat16_stages` (integrated gradients, SmoothGrad-IG,
+  occlusion, pixel PDA) then run the later backbone stages of ResNet/DenseNet models under
+  bfloat16 autocast, on CPUs with native bfloat16 (`native_bfloat16`) only. `used_precision`
+  says which one a map is computed in ("bfloat16" falls back to "float32" elsewhere); callers
+  that store maps key and record them by it (`medattn.pipeline`).
 - The map is raw (signed where the method is signed) and in the input's frame; normalisation
   for display and scoring is `medattn.explain.normalize`.
 
@@ -50,7 +54,7 @@ from medattn.device import best_device
 from medattn.errors import MedattnError
 
 DEFAULT_BATCH_SIZE = 32
-PRECISIONS = ("auto", "float32")
+PRECISIONS = ("float32", "bfloat16")
 # Backbones whose later two stages may run in bfloat16 (evaluation_copy, mixed=True): integrated
 # gradients on random-weight models at 224 kept a Spearman correlation >= 0.992 with float32
 # maps (ResNet-18/50, DenseNet-121; ~1.0 on the trained demo ResNet-18) and ran 1.1-1.35x faster.
@@ -68,6 +72,7 @@ class Explainer:
     requires: ClassVar[tuple[str, str] | None] = None  # e.g. ("class_maps", "class maps")
     keyless: ClassVar[tuple[str, ...]] = ()  # see key_params
     reports_progress: ClassVar[bool] = False  # takes a `progress(done, total)` option
+    bfloat16_stages: ClassVar[bool] = False  # precision "bfloat16" changes its maps (see used_precision)
 
     @classmethod
     def key_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,18 +92,29 @@ class Explainer:
         model: nn.Module,
         device: str | torch.device | None = None,
         batch_size: int | None = None,
-        precision: str = "auto",
+        precision: str = "float32",
         **params: Any,
     ):
         self.device = best_device("auto" if device is None else str(device))
         self.model = model.to(self.device)
         self.batch_size = (DEFAULT_BATCH_SIZE if batch_size is None
                            else positive_int(self.name, "batch_size", batch_size))
-        if precision not in PRECISIONS:
-            raise ValueError(f"{self.name}: precision must be one of {', '.join(PRECISIONS)}, "
-                             f"got {precision!r}")
-        self.precision = precision
+        self.precision = check_precision(self.name, precision)
         self.params = self._merge(self.defaults, params)
+
+    @classmethod
+    def used_precision(cls, model: nn.Module, device: str | torch.device, precision: str = "float32") -> str:
+        """The precision this method's maps of `model` on `device` are computed in when
+        `precision` is asked for: "bfloat16" only for a method with `bfloat16_stages`, on a
+        CPU with native bfloat16, for a backbone in MIXED_PRECISION_ARCHS; else "float32"."""
+        check_precision(cls.name, precision)
+        mixed = precision == "bfloat16" and cls.bfloat16_stages and bfloat16_applies(model, torch.device(device))
+        return "bfloat16" if mixed else "float32"
+
+    @property
+    def mixed(self) -> bool:
+        """Whether this explainer runs the later backbone stages in bfloat16 (`used_precision`)."""
+        return self.used_precision(self.model, self.device, self.precision) == "bfloat16"
 
     def attribute(self, x: Tensor, target: int | Sequence[int] | Tensor, **params: Any) -> Tensor:
         """Maps (B, H, W) float32 on the CPU for images `x` and their `target` classes."""
@@ -128,6 +144,13 @@ class Explainer:
             raise ValueError(f"{self.name}: unknown parameter(s) {', '.join(unknown)}; "
                              f"allowed: {allowed}")
         return {**base, **given}
+
+
+def check_precision(method: str, precision: str) -> str:
+    """`precision` when it is one of PRECISIONS, else ValueError naming the method."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{method}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
 
 
 def evaluation_copy(model: nn.Module, example: Tensor, mixed: bool = False) -> nn.Module:
@@ -175,7 +198,7 @@ def evaluation_copy(model: nn.Module, example: Tensor, mixed: bool = False) -> n
             return model
         inner = fast.model if isinstance(fast, ChannelsLast) else fast
         stages = getattr(getattr(inner, "backbone", None), "stages", None)
-        if mixed and _mixed_applies(model, example) and isinstance(stages, nn.ModuleList):
+        if mixed and bfloat16_applies(model, example.device) and isinstance(stages, nn.ModuleList):
             for i in range(1, len(stages)):
                 stages[i] = BFloat16(stages[i])
         return fast
@@ -193,7 +216,7 @@ def evaluation_model(model: nn.Module, example: Tensor, mixed: bool = False) -> 
     earlier instead of copying and checking the model again (about 0.1 s for a ResNet-18 per
     call, most of a saliency map's time). Each copy is lent to one caller at a time, so two
     threads explaining one model never share hooks (Grad-CAM's, guided backprop's)."""
-    mixed = bool(mixed) and _mixed_applies(model, example)  # else the same copy as float32's
+    mixed = bool(mixed) and bfloat16_applies(model, example.device)  # else the same copy as float32's
     weights = tuple((id(t), t._version) for t in model.state_dict(keep_vars=True).values())
     key = (weights, example.device, tuple(example.shape[1:]), mixed)
     with _POOL_LOCK:
@@ -213,10 +236,10 @@ def evaluation_model(model: nn.Module, example: Tensor, mixed: bool = False) -> 
                 _POOL[model][key].append(fast)
 
 
-def _mixed_applies(model: nn.Module, example: Tensor) -> bool:
-    """Whether evaluation_copy's `mixed` changes anything for this model and device."""
-    return example.device.type == "cpu" and getattr(model, "arch", None) in MIXED_PRECISION_ARCHS \
-        and native_bfloat16()
+def bfloat16_applies(model: nn.Module, device: torch.device) -> bool:
+    """Whether evaluation_copy's `mixed` changes anything for this model on this device: a
+    backbone in MIXED_PRECISION_ARCHS on a CPU with native bfloat16."""
+    return device.type == "cpu" and getattr(model, "arch", None) in MIXED_PRECISION_ARCHS and native_bfloat16()
 
 
 def counterpart(model: nn.Module, fast: nn.Module, module: nn.Module) -> nn.Module | None:

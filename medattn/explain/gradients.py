@@ -13,12 +13,12 @@ Channel aggregation (the map is per pixel, the attribution per channel), paramet
 Scores are the model's logits for the target class.
 
 Speed: every method here runs on `base.evaluation_model`, a copy of the model built once per
-model and input shape (BatchNorm folded into the convolutions, channels-last); with the
-explainer's `precision="auto"` (the default) the two path methods and occlusion also run the
-later backbone stages of ResNet/DenseNet models in bfloat16 on CPUs that have it (maps agree
-with float32 to a Spearman correlation >= 0.99; occlusion on the demo WILDCAT model: 1.0 on three
-test images, 1.2x faster; bfloat16 throughout would be 1.85x at 0.995, not used);
-`precision="float32"` keeps them exact. Occlusion computes each occluded copy's first backbone
+model and input shape (BatchNorm folded into the convolutions, channels-last), in float32 by
+default. With the explainer's `precision="bfloat16"` (an explicit choice, keyed and recorded
+apart by the pipeline) the two path methods and occlusion also run the later backbone stages of
+ResNet/DenseNet models in bfloat16 on CPUs that have it (maps agree with float32 to a Spearman
+correlation >= 0.99; occlusion on the demo WILDCAT model: 1.0 on three test images, 1.2x faster;
+bfloat16 throughout would be 1.85x at 0.995, not used). Occlusion computes each occluded copy's first backbone
 stage only where its window reaches (`incremental`, Krypton's incremental inference): on the demo
 ResNet-18 at 192 px about 1.7x fewer operations per copy, maps equal to Captum's to rounding.
 """
@@ -29,6 +29,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -84,28 +85,86 @@ class SmoothGrad(Explainer):
         return reduce_channels(self.name, torch.cat(grads), channels)
 
 
+@dataclass(frozen=True)
+class Completeness:
+    """How far an integrated-gradients map is from completeness (Sundararajan et al. 2017,
+    §3: the attributions sum to f(x) − f(baseline)): `error` = |Σ attributions − (f(x) −
+    f(baseline))| in logits, `relative` = error / |f(x) − f(baseline)|, at `steps` path steps."""
+
+    steps: int
+    error: float
+    relative: float
+
+
 class IntegratedGradients(Explainer):
     """Integrated gradients (Sundararajan et al. 2017), summed over channels, sign kept.
 
-    steps: path steps (Gauss-Legendre), default 50.
+    steps: path steps (Gauss-Legendre), default 50; or "auto": the fewest of AUTO_STEPS whose
+    map passes the authors' completeness check within `tolerance`, tried in turn (the last is
+    kept when none does). tolerance: the completeness error allowed with "auto", relative to
+    |f(x) − f(baseline)|, default 0.05 (the authors' "within 5%").
     baseline: "black" (default: intensity 0 of the stored image through the model's
     preprocessing, `medattn.explain.fills`), "zeros" (zeros in model-input units, the mean
     image under a z-score), "blur" (the image blurred with a Gaussian of sigma max(H, W)/16),
     or a tensor (C, H, W) / (B, C, H, W) in model-input units.
     channels: "sum" (default), "sum_abs" or "max_abs" (see the module docstring).
+
+    After each call `completeness` holds one `Completeness` per image (Captum's convergence
+    delta: two more forward passes per image). Checking a map against the error of a 50-step
+    call on the same image would cost that call itself, so "auto" takes a stated tolerance.
     """
 
     name = "integrated_gradients"
-    defaults = {"steps": 50, "baseline": "black", "channels": "sum"}
-    keyless = ("channels",)
+    bfloat16_stages = True
+    defaults = {"steps": 50, "baseline": "black", "channels": "sum", "tolerance": 0.05}
+    keyless = ("channels", "tolerance")
 
-    def _attribute(self, x: Tensor, targets: Tensor, steps: int, baseline: Any, channels: str) -> Tensor:
-        steps = positive_int(self.name, "steps", steps)
-        with evaluation_model(self.model, x, self.precision == "auto") as fast:
-            a = attr.IntegratedGradients(fast).attribute(
-                x, baselines=ig_baseline(self.model, x, baseline), target=targets, n_steps=steps,
-                internal_batch_size=max(self.batch_size, len(x)))
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.completeness: list[Completeness] = []
+
+    def _attribute(self, x: Tensor, targets: Tensor, steps: int | str, baseline: Any, channels: str,
+                   tolerance: float) -> Tensor:
+        if steps != "auto":
+            steps = positive_int(self.name, "steps", steps)
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance > 0:
+            raise ValueError(f"{self.name}: tolerance must be a number > 0, got {tolerance!r}")
+        base = ig_baseline(self.model, x, baseline)
+        with evaluation_model(self.model, x, self.mixed) as fast:
+            ig = attr.IntegratedGradients(fast)
+            if steps == "auto":
+                found = [_fewest_steps(ig, x[i:i + 1], base[i:i + 1], targets[i:i + 1], tolerance, self.batch_size)
+                         for i in range(len(x))]
+                a = torch.cat([a for a, _ in found])
+                self.completeness = [c for _, c in found]
+            else:
+                a, self.completeness = _integrated(ig, x, base, targets, steps, max(self.batch_size, len(x)))
         return reduce_channels(self.name, a, channels)
+
+
+AUTO_STEPS = (16, 24, 32, 50, 64, 100, 128)  # integrated gradients' steps="auto" tries these in turn
+
+
+def _integrated(ig: attr.IntegratedGradients, x: Tensor, base: Tensor, targets: Tensor, steps: int,
+                batch_size: int) -> tuple[Tensor, list[Completeness]]:
+    """Captum's integrated gradients (B, C, H, W) with each image's completeness."""
+    a, delta = ig.attribute(x, baselines=base, target=targets, n_steps=steps, internal_batch_size=batch_size,
+                            return_convergence_delta=True)
+    delta = delta.detach().float().cpu()  # Σ a − (f(x) − f(baseline)), so the rise is Σ a − delta
+    rise = (a.detach().float().cpu().flatten(1).sum(1) - delta).abs().tolist()
+    return a, [Completeness(steps, e, e / r if r > 0 else (float("inf") if e > 0 else 0.0))
+               for e, r in zip(delta.abs().tolist(), rise)]
+
+
+def _fewest_steps(ig: attr.IntegratedGradients, x: Tensor, base: Tensor, target: Tensor, tolerance: float,
+                  batch_size: int) -> tuple[Tensor, Completeness]:
+    """One image's map at the fewest AUTO_STEPS whose relative completeness error is at most
+    `tolerance` (the last tried when none is), and its completeness."""
+    for steps in AUTO_STEPS:
+        a, [check] = _integrated(ig, x, base, target, steps, batch_size)
+        if check.relative <= tolerance:
+            break
+    return a, check
 
 
 class SmoothGradIG(Explainer):
@@ -119,13 +178,14 @@ class SmoothGradIG(Explainer):
 
     name = "smoothgrad_ig"
     defaults = {"n_samples": 10, "noise": 0.15, "steps": 20, "baseline": "black", "seed": 0, "channels": "sum"}
+    bfloat16_stages = True
     keyless = ("channels",)
 
     def _attribute(self, x: Tensor, targets: Tensor, n_samples: int, noise: float, steps: int,
                    baseline: Any, seed: int, channels: str) -> Tensor:
         steps = positive_int(self.name, "steps", steps)
         base = ig_baseline(self.model, x, baseline)
-        with evaluation_model(self.model, x, self.precision == "auto") as fast:
+        with evaluation_model(self.model, x, self.mixed) as fast:
             ig = attr.IntegratedGradients(fast)
             a = [_smooth(self, ig, x[i:i + 1], int(targets[i]), n_samples, noise, seed,
                          per_sample_cost=steps, baselines=base[i:i + 1], n_steps=steps,
@@ -168,6 +228,7 @@ class Occlusion(Explainer):
 
     name = "occlusion"
     defaults = {"window": None, "stride": None, "baseline": "black"}
+    bfloat16_stages = True
     needs_grad = False
 
     def _attribute(self, x: Tensor, targets: Tensor, window: Any, stride: Any,
@@ -182,7 +243,7 @@ class Occlusion(Explainer):
         fill = occlusion_fill(self.model, x, baseline)
         # one value per channel (C, 1, 1): what a window is set to, in the copies and the plans
         value = fill[0, :, :1, :1].clone() if isinstance(fill, Tensor) else fill
-        with evaluation_model(self.model, x, self.precision == "auto") as fast:
+        with evaluation_model(self.model, x, self.mixed) as fast:
             plans = [incremental.plan(fast, self.model, x[i:i + 1], win, value)
                      for i in range(len(x))]
             if all(p is not None for p in plans):

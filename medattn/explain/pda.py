@@ -42,8 +42,8 @@ take a batch larger than their input are run on as many copies of the image inst
 
 Execution: each forward pass holds the copies of several windows (`batch_size` evaluations,
 default 64), in inference mode on the explainer's device; pixel PDA runs on
-`base.evaluation_model` (BatchNorm folded, channels-last, and with precision "auto" the later
-ResNet/DenseNet stages in bfloat16 on CPUs that have it), each copy's first backbone stage
+`base.evaluation_model` (BatchNorm folded, channels-last, and with precision "bfloat16" the
+later ResNet/DenseNet stages in bfloat16 on CPUs that have it), each copy's first backbone stage
 computed only where its window reaches (`incremental`, as occlusion). Cost: (number of windows × samples + 1) evaluations per image,
 e.g. 27² × 4 + 1 = 2917 for window 16, stride 8 on a 224-pixel image.
 """
@@ -106,7 +106,7 @@ class _PredictionDifferenceBase(Explainer):
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None,
                  batch_size: int | None = None, progress: Progress = None,
-                 precision: str = "auto", **params: Any):
+                 precision: str = "float32", **params: Any):
         super().__init__(model, device=device, batch_size=batch_size or DEFAULT_BATCH_SIZE,
                          precision=precision, **params)
         self.progress = progress
@@ -172,6 +172,7 @@ class PredictionDifference(_PredictionDifferenceBase):
     """
 
     name = "pda"
+    bfloat16_stages = True
     defaults = {"window": 10, "stride": 1, "padding": 2, "samples": 10, "sampling": "marginal",
                 "reference": None, "n_train": DEFAULT_N_TRAIN, "output": "auto", "seed": 0}
 
@@ -190,11 +191,11 @@ class PredictionDifference(_PredictionDifferenceBase):
         else:
             _warn_no_reference(self.name, sampling)
         tick = _ticker(self.progress, len(x) * _n_windows(x.shape[2:], window, stride))
-        # BatchNorm folded, channels-last and, with precision "auto", the later stages of
+        # BatchNorm folded, channels-last and, with precision "bfloat16", the later stages of
         # ResNet/DenseNet in bfloat16 (base.evaluation_model): the app's fast PDA on the demo
         # ResNet-18 models ran 1.2x faster than in float32, maps at Spearman >= 0.9998.
         maps = []
-        with evaluation_model(self.model, x, self.precision == "auto") as fast:
+        with evaluation_model(self.model, x, self.mixed) as fast:
             for image, target in zip(x, targets.tolist()):
                 work = channels.lower(image[None])
                 sampler = shared if shared is not None else \
@@ -223,7 +224,7 @@ class FeaturePredictionDifference(_PredictionDifferenceBase):
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None,
                  batch_size: int | None = None, progress: Progress = None,
-                 precision: str = "auto", **params: Any):
+                 precision: str = "float32", **params: Any):
         super().__init__(model, device=device, batch_size=batch_size, progress=progress,
                          precision=precision, **params)
         self._expand_input = False

@@ -87,16 +87,21 @@ def _smoothgrad(model: nn.Module, x: Tensor, target: int, p: dict) -> Tensor:
         abs=True).amax(1)
 
 
+INTERNAL_BATCH = 8  # evaluations per pass of the path methods' recipes: float64 at 224 px stays in memory
+
+
 def _integrated_gradients(model: nn.Module, x: Tensor, target: int, p: dict) -> Tensor:
     return attr.IntegratedGradients(model).attribute(
-        x, baselines=image_fill(model, x, p["baseline"]), target=target, n_steps=p["steps"]).sum(1)
+        x, baselines=image_fill(model, x, p["baseline"]), target=target, n_steps=p["steps"],
+        internal_batch_size=INTERNAL_BATCH).sum(1)
 
 
 def _smoothgrad_ig(model: nn.Module, x: Tensor, target: int, p: dict) -> Tensor:
     torch.manual_seed(int(p["seed"]))
     return attr.NoiseTunnel(attr.IntegratedGradients(model)).attribute(
         x, nt_type="smoothgrad", nt_samples=p["n_samples"], stdevs=_noise_std(x, p),
-        baselines=image_fill(model, x, p["baseline"]), target=target, n_steps=p["steps"]).sum(1)
+        baselines=image_fill(model, x, p["baseline"]), target=target, n_steps=p["steps"],
+        internal_batch_size=INTERNAL_BATCH).sum(1)
 
 
 def _guided_backprop(model: nn.Module, x: Tensor, target: int, p: dict) -> Tensor:

@@ -59,18 +59,21 @@ def score_batch(
     tick: Callable[[], None] | None = None,
     protocol: str = DEFAULT_PROTOCOL,
     stop: Callable[[], bool] | None = None,
+    precision: str = "float32",
     faithfulness: FaithfulnessSettings | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Maps (from the cache when present) and score rows for a batch of one checkpoint's jobs.
 
     The unit of work of both engines: run in a loop locally, and inside one actor per checkpoint
     under Ray. Returns the rows and one warning per job that failed (an unreadable image, a
-    parameter the image does not allow), so that one bad input never stops a long run; `tick` is
+    parameter the image does not allow, any exception of one model × method), so that one bad
+    input or map never stops a long run; `tick` is
     called after every job, and `stop` before each: when it returns True, or `Interrupted` is
     raised during a map (`medattn.jobs.interrupt`: a job's SIGTERM), the rows so far are
     returned (a Stop in the app). Each image is read once per batch, and the PDA reference
     images once. Reference maps ("reference:…") are made, not explained. With `faithfulness`,
-    each row also carries those metrics (`pipeline.faithfulness_scores`).
+    each row also carries those metrics (`pipeline.faithfulness_scores`). `precision` is the
+    explainers' (each row records the one its map was computed in).
     """
     rows: list[dict] = []
     skipped: list[str] = []
@@ -92,13 +95,15 @@ def score_batch(
                         result = reference_result(loaded, dataset, job.image_id, job.method, job.target, image)
                     else:
                         result = compute_map(loaded, dataset, job.image_id, job.method, job.target, method_args, cache,
-                                             image=image)
+                                             image=image, precision=precision)
                     row = _row(loaded, dataset, job, method_args, result, image.shape, protocol)
                     if faithfulness is not None:
                         row.update(faithfulness_scores(loaded, image, result.raw, job.method, job.target, faithfulness,
                                                        method_args, lambda c: box_prior(dataset, dataset.classes[c], loaded)))
-                except (ValueError, MedattnError) as exc:  # methods a model lacks were left out when planning
-                    skipped.append(f"{job.method} on {loaded.name}: {exc}")
+                except Exception as exc:  # noqa: BLE001 - one model × method × image fails alone, named; the run goes on
+                    text = str(exc).strip().splitlines()
+                    kind = "" if isinstance(exc, (ValueError, MedattnError)) else f"{type(exc).__name__}: "
+                    skipped.append(f"{job.method} on {loaded.name}, image {job.image_id}: {kind}{text[0] if text else ''}")
                     row = None
             if row is not None:
                 rows.append(row)
@@ -125,5 +130,5 @@ def _row(loaded: LoadedModel, dataset: Dataset, job: Job, method_args: dict, res
         "cached": result.cached,
         "params": "{}" if is_reference(job.method) else canonical_params(
             {k: v for k, v in resolved_params(job.method, method_args).items() if k != "reference"}),
-        "scoring": SCORING, "protocol": protocol, **score(result.raw, job.method, truth, shape, protocol, loaded.preprocessing.place),
+        "scoring": SCORING, "protocol": protocol, "precision": result.precision, **score(result.raw, job.method, truth, shape, loaded.preprocessing, protocol),
     }

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from medattn.errors import MedattnError
+from medattn.inference import models_dir
 from medattn.jobs import manager as _manager
 from medattn.jobs.manager import JobManager, JobRunning, precompute_spec, train_spec
 from medattn.jobs.options import add_metric_options
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer.add_argument("--dataset", required=True)
     trainer.add_argument("--arch", required=True, help="backbone, e.g. resnet18, densenet121, mobilenet_v2")
     trainer.add_argument("--head", default="linear")
-    trainer.add_argument("--out", required=True, help="new checkpoint path without suffix, e.g. checkpoints/NAME")
+    trainer.add_argument("--out", help="new checkpoint path without suffix; default ARCH_HEAD in your models folder "
+                         "(MEDATTN_MODELS, default ~/.local/share/medattn/models)")
     trainer.add_argument("--preset", default="goncalves", help="goncalves, wang or aggarwal (medattn.train PRESETS)")
     trainer.add_argument("--epochs", type=int)
     trainer.add_argument("--input-size", type=int, default=224)
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "start-train":
         options = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
         try:
-            status = manager.start(train_spec(args.dataset, args.arch, args.head, args.out, args.preset, args.epochs,
+            out = args.out or str(models_dir() / f"{args.arch}_{args.head}")
+            status = manager.start(train_spec(args.dataset, args.arch, args.head, out, args.preset, args.epochs,
                                               args.input_size, args.device, **options))
         except (JobRunning, ValueError, MedattnError) as exc:
             print(f"error: {exc}", file=sys.stderr)

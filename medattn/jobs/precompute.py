@@ -40,6 +40,7 @@ from medattn.data.dataset import Dataset
 from medattn.data.skips import Skips
 from medattn.errors import MedattnError
 from medattn.explain import unavailable
+from medattn.explain.base import PRECISIONS
 from medattn.inference import LoadedModel, cached_predictions, load_model
 from medattn.jobs.batch import Job, batches, score_batch
 from medattn.jobs.interrupt import interruptible
@@ -88,6 +89,7 @@ def precompute(
     skips: Skips | None = None,
     protocol: str = DEFAULT_PROTOCOL,
     stop: Callable[[], bool] | None = None,
+    precision: str = "float32",
     faithfulness: FaithfulnessSettings | None = None,
     stored: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
@@ -108,10 +110,16 @@ def precompute(
     `protocol` (`medattn.metrics.protocols`) sets the explainer parameters, the targets and the
     scoring; its rows go to their own run folder unless `run` is given.
     `engine="ray"` runs the same batches on Ray actors (`medattn.jobs.ray_engine`), joining the
-    cluster at `ray_address` or starting Ray on this machine.
+    cluster at `ray_address` or starting Ray on this machine. `precision` is the explainers'
+    ("float32", or "bfloat16" where `Explainer.used_precision` allows it): bfloat16 rows go to
+    their own run folder unless `run` is given, and every row records its map's precision.
     `methods` may name reference maps ("reference:blank", … `metrics.faithfulness.REFERENCE_MAPS`),
     scored like methods. With `faithfulness`, every row carries those metrics, and rows
     computed without them (or under other settings) are computed again from the cached maps.
+    One model × method × image that fails is skipped and named, never the run: the returned
+    table's `attrs` hold `not_applicable` (one line per model × method that does not apply,
+    with the method's reason) and `failed` (one line per map that failed), which the command
+    line prints after its summary.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -120,7 +128,7 @@ def precompute(
 
         require_ray()  # fail before the predictions, not after
     get_protocol(protocol)  # an unknown name fails before any work
-    run = run or Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=protocol)
+    run = run or Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=protocol, precision=precision)
     cache = cache or default_cache()
     ids = list(image_ids) if image_ids is not None else list(dataset.split(split).index if split else dataset.images.index)
     unknown = [i for i in ids if i not in dataset.images.index]
@@ -129,9 +137,11 @@ def precompute(
     table = run.scores
     skips = skips if skips is not None else Skips("images")
     with interruptible():  # a Stop while loading ends it at once; what it stores (predictions) is written atomically
-        jobs, already, models = _plan(dataset, checkpoints, methods, ids, run, device, skips, protocol, faithfulness)
+        jobs, already, models, not_applicable = _plan(dataset, checkpoints, methods, ids, run, device, skips, protocol,
+                                                      faithfulness)
     hashes = {name: loaded.hash for name, loaded in models.items()}
     model_params = {name: dict(params(loaded) if callable(params) else params or {}) for name, loaded in models.items()}
+    failed: list[str] = []
     total = already + len(jobs)
     bar = tqdm(total=total, initial=already, desc="heatmaps", file=sys.stderr, disable=progress is not None)
     finished = already
@@ -164,7 +174,7 @@ def precompute(
 
             run_batches(models, dataset, batches(todo), cache, model_params, table, advance_stored, address=ray_address,
                         device=device, take=shared.take, release=shared.release, stop=stopped, protocol=protocol,
-                        faithfulness=faithfulness)
+                        precision=precision, faithfulness=faithfulness)
         else:
             for batch in batches(todo):
                 if stopped():
@@ -174,9 +184,10 @@ def precompute(
                     continue
                 rows, skipped = score_batch(models[batch[0].checkpoint], dataset, mine, cache,
                                             model_params[batch[0].checkpoint], tick=advance, protocol=protocol,
-                                            stop=stopped, faithfulness=faithfulness)
+                                            stop=stopped, precision=precision, faithfulness=faithfulness)
                 for message in skipped:
                     log.warning(message)
+                failed += skipped
                 table.append(rows)  # every batch, so that a kill loses at most this one
                 settle()
                 shared.release(mine)
@@ -184,19 +195,26 @@ def precompute(
     bar.close()
     if not stopped():
         table.compact()  # a finished run leaves one part: the table the README describes
-    return table.read()
+    frame = table.read()
+    # what this run did not map, and why: one line per model × method that does not apply, one
+    # per map that failed (the local engine's; Ray's actors log theirs)
+    frame.attrs.update(not_applicable=not_applicable, failed=failed)
+    return frame
 
 
 def _plan(dataset: Dataset, checkpoints: Sequence[str | Path], methods: Sequence[str], ids: list[str], run: Run,
-          device: str, skips: Skips, protocol: str, faithfulness: FaithfulnessSettings | None) -> tuple[list[Job], int, dict[str, LoadedModel]]:
+          device: str, skips: Skips, protocol: str, faithfulness: FaithfulnessSettings | None,
+          ) -> tuple[list[Job], int, dict[str, LoadedModel], list[str]]:
     """Load the models, predict the images (kept in the run's prediction store) and list the
-    maps to compute: (jobs, maps of the plan stored before, models by name)."""
+    maps to compute: (jobs, maps of the plan stored before, models by name, one line per
+    model × method that does not apply)."""
     models = {loaded.name: loaded for loaded in (load_model(path, device, dataset) for path in checkpoints)}
     hashes = {name: loaded.hash for name, loaded in models.items()}
     done = run.scores.done_keys(_complete(current_rows(run.scores.read(), hashes), faithfulness))
     for loaded in models.values():
         loaded.check_classes(dataset)
     jobs, already = [], 0  # `already`: maps of this run's plan stored before (a resume counts them done)
+    not_applicable: list[str] = []
     for loaded in models.values():
         usable = []
         for method in methods:  # an unknown name fails here, before any work
@@ -205,6 +223,7 @@ def _plan(dataset: Dataset, checkpoints: Sequence[str | Path], methods: Sequence
                 usable.append(method)
             else:  # e.g. wildcat maps asked of a linear model: said once, not once per image
                 log.warning("skipping %s on %s: %s", method, loaded.name, reason)
+                not_applicable.append(f"{method} on {loaded.name}: {reason}")
         probabilities = cached_predictions(loaded, dataset, ids, run.prediction_store, skips)
         rule = loaded.decision(dataset.task)
         for image_id in ids:
@@ -220,7 +239,7 @@ def _plan(dataset: Dataset, checkpoints: Sequence[str | Path], methods: Sequence
                     else:
                         jobs.append(Job(loaded.name, image_id, target, method, float(probs[target]), int(labels[target]),
                                         int(predicted[target])))
-    return jobs, already, models
+    return jobs, already, models, not_applicable
 
 
 def _complete(frame: pd.DataFrame, faithfulness: FaithfulnessSettings | None) -> pd.DataFrame:
@@ -314,6 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default=DEFAULT_PROTOCOL,
                         help="scoring protocol: medattn (default), chexlocalize (Saporta et al. 2022) or arun2021 "
                              "(Arun et al. 2021); see medattn/metrics/protocols.py")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
+                        help="float32 (default: the same maps on every CPU) or bfloat16 (faster on CPUs with native "
+                             "bfloat16 for integrated gradients, SmoothGrad-IG, occlusion and PDA on ResNet/DenseNet; "
+                             "maps differ slightly, stored in their own run folder)")
+    parser.add_argument("--app-params", action="store_true",
+                        help="the app's explainer settings (PDA with a window of an eighth of the input side), "
+                             "as `python -m medattn.jobs start --app-params`")
     add_metric_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -322,13 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     dataset = load_dataset(args.dataset)
-    run = Run(args.out) if args.out else Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=args.protocol)
+    run = Run(args.out) if args.out else Run.for_dataset(dataset, CACHE_DIR / "runs", protocol=args.protocol,
+                                                         precision=args.precision)
     split = None if args.split == "all" else args.split
     skips = Skips("images", strict=args.strict)
     try:
+        params = None
+        if args.app_params:
+            from medattn.ui.methods import precompute_params as params
         frame = precompute(dataset, args.checkpoints, methods, split, args.images, run, device=args.device,
-                           engine=args.engine, ray_address=args.ray_address, skips=skips, protocol=args.protocol,
-                           faithfulness=faithfulness)
+                           params=params, engine=args.engine, ray_address=args.ray_address, skips=skips,
+                           protocol=args.protocol, precision=args.precision, faithfulness=faithfulness)
     except MedattnError as exc:  # --strict: the first unreadable image, named
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -339,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         means = chosen.groupby(["checkpoint", "method"])[list(faithfulness.metrics)].mean()
         print(means.round(3).to_string() if len(means) else "no rows with faithfulness metrics")
     print(f"{len(frame)} rows in {run.root / 'scores'}")
+    for line in frame.attrs.get("not_applicable", []):
+        print(f"not applicable: {line}")
+    failed = frame.attrs.get("failed", [])
+    if failed:
+        print(f"{len(failed)} map(s) failed; the rest of the run went on:")
+        print("\n".join(f"  {line}" for line in failed[:50]) + (f"\n  … and {len(failed) - 50} more" if len(failed) > 50 else ""))
     if len(skips):
         print(skips.summary(limit=50))
     return 0

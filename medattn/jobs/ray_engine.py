@@ -48,7 +48,7 @@ class Scorer:
 
     def __init__(self, checkpoint: str, checkpoint_hash: str, dataset_root: str, dataset_hash: str,
                  cache_root: str, device: str, params: dict[str, dict] | None, protocol: str = "medattn",
-                 faithfulness: FaithfulnessSettings | None = None):
+                 precision: str = "float32", faithfulness: FaithfulnessSettings | None = None):
         self.dataset = load_dataset(dataset_root)
         if self.dataset.hash != dataset_hash:
             raise DatasetError(dataset_root, [f"manifests on this node hash to {self.dataset.hash}, the driver's to {dataset_hash}"])
@@ -58,11 +58,12 @@ class Scorer:
         self.cache = HeatmapCache(cache_root)
         self.params = params
         self.protocol = protocol
+        self.precision = precision
         self.faithfulness = faithfulness
 
     def score(self, jobs: list[Job]) -> tuple[list[dict], list[str]]:
         return score_batch(self.loaded, self.dataset, jobs, self.cache, self.params, protocol=self.protocol,
-                           faithfulness=self.faithfulness)
+                           precision=self.precision, faithfulness=self.faithfulness)
 
 
 def start(ray: ModuleType, address: str | None) -> bool:
@@ -90,6 +91,7 @@ def run_batches(
     address: str | None = None,
     device: str = "auto",
     protocol: str = "medattn",
+    precision: str = "float32",
     take: Callable[[list[Job]], list[Job]] = list,
     release: Callable[[list[Job]], None] = lambda jobs: None,
     stop: Callable[[], bool] = lambda: False,
@@ -114,7 +116,7 @@ def run_batches(
             loaded = models[name]
             actors[name] = actor_class.remote(str(loaded.path.resolve()), loaded.hash, str(dataset.root.resolve()),
                                               dataset.hash, str(cache.root.resolve()), device, params[name], protocol,
-                                              faithfulness)
+                                              precision, faithfulness)
         running: dict[Any, tuple[str, list[Job]]] = {}  # result ref → (checkpoint, its batch)
 
         def feed(name: str) -> None:

@@ -14,8 +14,9 @@
 - Repeatability (Arun et al. 2021): maps of the same image from checkpoints of one
   architecture and head trained with different seeds should agree.
 
-Maps are compared as the app shows them: raw map → `medattn.explain.normalize` with the
-method's `DEFAULT_SIGN` → resized to the stored image; then `medattn.metrics.similarity.ssim`
+Maps are compared as the app shows them (`medattn.pipeline.scored_map`: raw map →
+`medattn.explain.normalize` with the method's `DEFAULT_SIGN` → placed on the stored image by the
+model's preprocessing); then `medattn.metrics.similarity.ssim`
 and `spearman`. The models are deep copies; the checkpoints are never changed, and the same
 seed gives the same rows.
 
@@ -61,13 +62,13 @@ from torch import nn
 
 from medattn.data import load_dataset
 from medattn.data.dataset import Dataset
-from medattn.data.transforms import resize
-from medattn.explain import DEFAULT_SIGN, explain, normalize
+from medattn.data.preprocess import Preprocessing
+from medattn.explain import explain
 from medattn.inference import LoadedModel, load_model
 from medattn.models.files import unique_checkpoints
 from medattn.metrics.similarity import spearman, ssim
 from medattn.models.class_names import OutputSelect
-from medattn.pipeline import CACHE_DIR, compute_map, resolved_params
+from medattn.pipeline import CACHE_DIR, compute_map, resolved_params, scored_map
 from medattn.store import Run
 from medattn.store import HeatmapCache
 
@@ -174,13 +175,13 @@ def _compare(a: np.ndarray | None, b: np.ndarray | None) -> dict[str, float]:
     return {"ssim": ssim(a, b), "spearman": spearman(a, b)}
 
 
-def _display(raw: np.ndarray, method: str, shape: tuple[int, ...], place=resize) -> np.ndarray | None:
-    """The map as the app shows it (medattn.pipeline.compute_map's `display`: placed in the
-    image frame by the model's preprocessing); None when the map is not finite (a randomised
-    network can overflow)."""
+def _display(raw: np.ndarray, method: str, shape: tuple[int, ...], preprocessing: Preprocessing) -> np.ndarray | None:
+    """The map as the app shows it (`medattn.pipeline.scored_map`: placed in the image frame by
+    the model's preprocessing); None when the map is not finite (a randomised network can
+    overflow)."""
     if not np.isfinite(raw).all():
         return None
-    return np.clip(place(normalize(raw, sign=DEFAULT_SIGN[method]), shape), 0.0, 1.0)
+    return scored_map(raw, method, shape, preprocessing)
 
 
 def target_of(loaded: LoadedModel, dataset: Dataset, image_id: str, image: np.ndarray) -> int:
@@ -206,7 +207,7 @@ def cascading(loaded: LoadedModel, dataset: Dataset, image_ids: Sequence[str], m
         maps = cascading_maps(model, loaded.to_input(image), output, method,
                               _explain_params(loaded, dataset, method, params), seed,
                               loaded.device)
-        place = functools.partial(_display, method=method, shape=image.shape, place=loaded.preprocessing.place)
+        place = functools.partial(_display, method=method, shape=image.shape, preprocessing=loaded.preprocessing)
         reference = place(maps[0][2])
         for step, layer, raw, seconds in maps:
             rows.append(_row(loaded, dataset, image_id, target, "cascading", method,

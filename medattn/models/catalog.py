@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,19 +98,21 @@ def _mean_auc(metrics: Any) -> float | None:
     return None
 
 
-def free_name(folder: str | os.PathLike, name: str) -> Path:
+def free_name(folder: str | os.PathLike, name: str, taken_in: Sequence[str | os.PathLike] = ()) -> Path:
     """The base path of a new checkpoint NAME in `folder`. ValueError for a name that is not a
     plain file name (letters, digits, '.', '_', '-': no folders, so nothing is written outside
-    `folder`) or one already taken there (nothing is overwritten)."""
+    `folder`) or one already taken there or in the `taken_in` folders (nothing is overwritten,
+    and no two listed checkpoints share a name)."""
     if len(name) > MAX_NAME:
         raise ValueError(f"checkpoint names have at most {MAX_NAME} characters, got {len(name)}")
     if not NAME.match(name):
         raise ValueError(f"checkpoint names start with a letter or digit and use letters, digits, '.', '_' and '-' "
                          f"only, got {name!r}")
-    weights, info = checkpoint_paths(Path(folder) / name)
-    if weights.exists() or info.exists():
-        raise ValueError(f"a checkpoint named {name} already exists in {folder}")
-    return weights.with_suffix("")
+    for place in (folder, *taken_in):
+        weights, info = checkpoint_paths(Path(place) / name)
+        if weights.exists() or info.exists():
+            raise ValueError(f"a checkpoint named {name} already exists in {place}")
+    return checkpoint_paths(Path(folder) / name)[0].with_suffix("")
 
 
 def rename_checkpoint(path: str | os.PathLike, new_name: str) -> Path:

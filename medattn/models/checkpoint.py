@@ -47,7 +47,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "int8": torch.int8
 RESERVED = ("format", "arch", "head", "num_classes", "params", "dtype", "sha256",
             "medattn_version", "created", "library", "constructor", "storage")
 IMPORT_HINT = ("import it once with: python -m medattn.models.importer {path} --arch ARCH "
-               "--classes C1 C2 … --task TASK --input-size N --out checkpoints/NAME")
+               "--classes C1 C2 … --task TASK --input-size N --name NAME (into your models folder)")
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, dtype: str = "float32",

@@ -1,5 +1,9 @@
 """Bring your own model: `python -m medattn.models.importer WEIGHTS --arch ARCH --classes C1 C2 …
---task TASK --input-size N --out checkpoints/NAME [preprocessing options]`.
+--task TASK --input-size N [--name NAME | --out PATH] [preprocessing options]`.
+
+The checkpoint goes to your models folder (`medattn.inference.models_dir`: MEDATTN_MODELS,
+default ~/.local/share/medattn/models, created on first use; the app lists it beside the
+repository's checkpoints/) under --name (default: the weights file's name), or to --out.
 
 Writes a medattn checkpoint (NAME.safetensors + NAME.json) from
 - a state dict in torchvision's own key names for any medattn backbone (`--arch densenet121`,
@@ -49,6 +53,7 @@ from medattn.errors import CheckpointError
 from medattn.models.backbones import ARCHS
 from medattn.models.checkpoint import save_checkpoint
 from medattn.models import torchfile
+from medattn.models.catalog import NAME
 from medattn.models.external import CLASS_COUNT, INPUT_CHANNELS, LIBRARIES, ExternalModel, strip_unused
 from medattn.models.files import brief, check_unpacked_size, checkpoint_paths, file_sha256, sniff
 from medattn.models.keymap import LINEAR_HEADS, normalise_keys, torchvision_to_medattn
@@ -371,7 +376,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classes", nargs="+", help="output names in order ('' for an untrained output); "
                         "default for --library xrv: its pathology list")
     parser.add_argument("--task", required=True, choices=TASKS)
-    parser.add_argument("--out", required=True, type=Path, help="checkpoint path without suffix, e.g. checkpoints/chexnet")
+    parser.add_argument("--name", help="checkpoint name in your models folder (MEDATTN_MODELS, default "
+                        "~/.local/share/medattn/models; the app lists it); default: the weights file's name")
+    parser.add_argument("--out", type=Path, help="checkpoint path without suffix, instead of --name (any folder)")
     parser.add_argument("--dataset", help="what it was trained on (shown on the Models page)")
     group = parser.add_argument_group("preprocessing (stored in the checkpoint, applied wherever the model sees an image)")
     group.add_argument("--input-size", type=int, required=True, help="side of the square the model receives")
@@ -431,11 +438,27 @@ def _pairs(items: Sequence[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def default_out(weights: Path, name: str | None) -> Path:
+    """Where an import goes without --out: NAME (default the weights file's name without its
+    suffixes) in the user's models folder (`medattn.inference.models_dir`), created on first use."""
+    from medattn.inference import models_dir
+
+    if name is None:
+        name = weights.name.split(".")[0] or "imported"
+    if not NAME.match(name):
+        raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (no folders); or give --out")
+    return models_dir() / name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Import from the command line; prints what was done, or one clear error and exits 2."""
     args = parse_args(argv)
     library = LIBRARY_ALIASES.get(args.library, args.library)
     try:
+        if args.out is None:
+            args.out = default_out(args.weights, args.name)
+        elif args.name:
+            raise ValueError("give --name (your models folder) or --out (a path), not both")
         taken = [p.name for p in checkpoint_paths(args.out) if p.exists()]
         if taken and not args.overwrite:  # e.g. --out checkpoints/demo_resnet18_linear replaced the demo model
             raise ValueError(f"{' and '.join(taken)} exist in {args.out.parent}: choose another --out, or add "

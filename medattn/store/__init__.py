@@ -5,9 +5,9 @@ temporary and a rename; every unreadable file is set aside and recomputed
 
 from medattn.store.annotations import AnnotationStore
 from medattn.store.claims import Claims
-from medattn.store.heatmaps import HeatmapCache, canonical_params, file_hash
+from medattn.store.heatmaps import HeatmapCache, MemoryHeatmapCache, canonical_params, file_hash
 from medattn.store.predictions import PredictionStore
 from medattn.store.runs import Run
 from medattn.store.scores import ScoreTable
 
-__all__ = ["AnnotationStore", "Claims", "HeatmapCache", "PredictionStore", "Run", "ScoreTable", "canonical_params", "file_hash"]
+__all__ = ["AnnotationStore", "Claims", "HeatmapCache", "MemoryHeatmapCache", "PredictionStore", "Run", "ScoreTable", "canonical_params", "file_hash"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
@@ -79,3 +81,31 @@ class HeatmapCache:
 
     def __contains__(self, key: str) -> bool:
         return self.path(key).exists()
+
+
+class MemoryHeatmapCache(HeatmapCache):
+    """`HeatmapCache`'s keys over the newest `size` maps in this process's memory, never on
+    disk: maps that are shown but not kept, such as the Compare page's previews. Thread-safe."""
+
+    def __init__(self, size: int = 64):
+        super().__init__("<memory>")
+        self.size = size
+        self._maps: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            if key in self._maps:
+                self._maps.move_to_end(key)
+            return self._maps.get(key)
+
+    def put(self, key: str, heatmap: np.ndarray) -> None:  # type: ignore[override]
+        with self._lock:
+            self._maps[key] = np.asarray(heatmap, dtype=np.float32)
+            self._maps.move_to_end(key)
+            while len(self._maps) > self.size:
+                self._maps.popitem(last=False)
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._maps

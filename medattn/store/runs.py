@@ -1,6 +1,8 @@
-"""A run folder: where one dataset's (and one protocol's) predictions, scores and work claims
-live, side by side (`<base>/<dataset>-<hash>[-<protocol>]/`: `predictions/`, `scores/`,
-`claims/`). Precompute writes it; the pages, the Leaderboard and the sanity checks read it."""
+"""A run folder: where one dataset's (and one protocol's and precision's) predictions, scores and
+work claims live, side by side (`<base>/<dataset>-<hash>[-<protocol>][-bfloat16]/`:
+`predictions/`, `scores/`, `claims/`). Precompute writes it; the pages, the Leaderboard and the
+sanity checks read it. Maps asked for in bfloat16 get their own run, so its rows never stand in
+for float32 ones (`medattn.explain.base`: precision)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medattn.data.dataset import Dataset
+from medattn.explain.base import check_precision
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, get_protocol
 from medattn.store.claims import Claims
 from medattn.store.predictions import PredictionStore
@@ -21,9 +24,12 @@ class Run:
     root: Path
 
     @classmethod
-    def for_dataset(cls, dataset: Dataset, base: Path, protocol: str = DEFAULT_PROTOCOL) -> "Run":
-        """`base/<dataset>-<hash>[-<protocol>]`: a run per dataset version and protocol."""
+    def for_dataset(cls, dataset: Dataset, base: Path, protocol: str = DEFAULT_PROTOCOL,
+                    precision: str = "float32") -> "Run":
+        """`base/<dataset>-<hash>[-<protocol>][-bfloat16]`: a run per dataset version, protocol
+        and precision asked for."""
         suffix = "" if protocol == DEFAULT_PROTOCOL else f"-{get_protocol(protocol).name}"
+        suffix += "" if check_precision("precompute", precision) == "float32" else f"-{precision}"
         return cls(base / f"{dataset.name}-{dataset.hash}{suffix}")
 
     @property

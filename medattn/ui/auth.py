@@ -1,6 +1,6 @@
 """Who is using the app: sign-in, sign-out, the one-tab-per-reader rule, and when to ask.
 
-Everyone signs in first (readers get the Reader page only, admins every page; app.py builds the
+Everyone signs in first (readers get the Reader page only, admins every page; workbench.py builds the
 page list from the role, so a page not offered cannot be opened by its URL) unless the app runs
 in the single-user loopback mode: no `MEDATTN_STUDY_DB`, the server listening on loopback only
 (the default: .streamlit/config.toml) and the request not relayed by a proxy. There the user is
@@ -10,9 +10,11 @@ asks for an admin sign-in before research pages and Study admin.
 
 Passwords go straight to `AnnotationStore.authenticate` (argon2id hashes; limits kept in the
 database, per name × client, client, name and server); they are never stored in the session or
-logged. A session is bound to the account and to the client that signed in (address and
-browser): it ends when either changes, when the account is signed out everywhere or gets a new
-password. A reader signed in on a second tab or after a reload takes the study over there; the
+logged. A session is bound to the account and to the browser that signed in (its address,
+User-Agent and the secret token of its Streamlit XSRF cookie): another client presenting the
+session's id (Streamlit resumes a session for whoever presents it) gets the sign-in form, the
+session staying signed in for its own browser; it ends when the account is signed out
+everywhere or gets a new password. A reader signed in on a second tab or after a reload takes the study over there; the
 older tab then says so and waits. The registries of stores and tabs are plain process globals,
 not Streamlit caches: Streamlit's "clear cache" message, which any client can send, empties
 those caches for everyone and must sign nobody out.
@@ -20,6 +22,8 @@ those caches for everyone and must sign nobody out.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import os
 import secrets
@@ -34,6 +38,7 @@ from medattn.reader.errors import LoginRateLimitedError, SignInBusyError
 from medattn.store.annotations import AnnotationStore
 from medattn.store.annotations.backup import BACKUP_EVERY_S, Backups
 from medattn.store.annotations.engine import database_url, is_sqlite
+from medattn.ui.entrypoint import ensure_entrypoint
 from medattn.ui.plain import plain
 
 STUDY_DB_ENV = "MEDATTN_STUDY_DB"
@@ -41,7 +46,8 @@ BACKUP_ENV = "MEDATTN_BACKUP_HOURS"
 PROXY_ENV = "MEDATTN_BEHIND_PROXY"  # "1": a local reverse proxy relays clients; their address is in X-Real-IP
 USER_KEY = "study_user"
 TAB_KEY = "study_tab"
-SESSION_KEY = "study_session"  # (signed_in_at, client) of this tab's sign-in
+SESSION_KEY = "study_session"  # (signed_in_at, fingerprint) of this tab's sign-in
+XSRF_COOKIE = "_streamlit_xsrf"
 ADMIN, READER = "admin", "reader"
 _LOCK = threading.Lock()
 _STORES: dict[str, AnnotationStore] = {}
@@ -98,8 +104,27 @@ def client() -> str:
     return _peer() or "local"
 
 
+def browser_secret(xsrf_cookie: str | None) -> str:
+    """A digest of the secret token in a browser's Streamlit XSRF cookie (`_streamlit_xsrf`:
+    random per browser, kept across reloads, sent with the WebSocket handshake and each upload);
+    "" without one. Streamlit resumes a session for any client that presents its id, so address
+    and User-Agent (which a stranger behind the same NAT can copy) are not enough to tell the
+    browser apart."""
+    from streamlit.web.server.starlette.starlette_app_utils import decode_xsrf_token_string
+
+    token, _ = decode_xsrf_token_string(xsrf_cookie or "")
+    return hashlib.sha256(token).hexdigest() if token else ""
+
+
+def this_browser() -> str:
+    """`browser_secret` of this session's client."""
+    return browser_secret(st.context.cookies.get(XSRF_COOKIE))
+
+
 def _fingerprint() -> str:
-    return f"{client()} {_header('User-Agent')[:200]}"
+    """What a signed-in session is bound to: the client's address, its browser's secret token
+    and its User-Agent."""
+    return f"{client()} {this_browser()} {_header('User-Agent')[:200]}"
 
 
 def db_target() -> str:
@@ -145,13 +170,17 @@ def current_user() -> User | None:
 
 
 def signed_in_reader() -> User | None:
-    """The reader (or admin) signed in on this tab, None for none. A session whose client
-    changed, or whose account was signed out everywhere since, is signed out here."""
+    """The reader (or admin) signed in on this tab, None for none. A session presented by
+    another client (address, browser or User-Agent differ from the sign-in's) is not theirs:
+    that client gets None and the session stays signed in for its own browser. A session whose
+    account was signed out everywhere since is signed out here."""
     user = st.session_state.get(USER_KEY)
     if user is None:
         return None
     signed_in_at, fingerprint = st.session_state.get(SESSION_KEY, (0.0, None))
-    if fingerprint != _fingerprint() or not store().session_valid(user.name, signed_in_at):
+    if not hmac.compare_digest(str(fingerprint).encode(), _fingerprint().encode()):
+        return None
+    if not store().session_valid(user.name, signed_in_at):
         sign_out()
         return None
     return user
@@ -173,8 +202,12 @@ def sign_in(name: str, password: str) -> User | None:
 
 
 def sign_out() -> None:
+    """Forget this tab's user, and withdraw the uploads this session was offered."""
+    from medattn.ui import uploads  # uploads asks auth who may upload
+
     for key in (USER_KEY, TAB_KEY, SESSION_KEY):
         st.session_state.pop(key, None)
+    uploads.withdraw()
 
 
 def sign_out_everywhere() -> None:
@@ -234,10 +267,17 @@ def take_over_tab(user: User) -> None:
 
 
 def require_admin() -> User:
-    """The admin using this page (the local admin outside study mode); anyone else gets a
-    message and the page stops."""
+    """The admin using this page (the local admin in the single-user loopback mode): the first
+    call of every page but the Reader's. A page run on its own goes through the workbench script
+    (medattn.ui.entrypoint); nobody signed in gets the sign-in form, a reader a message; either
+    way the page stops there."""
+    ensure_entrypoint()
     user = current_user()
-    if user is None or not user.is_admin:
+    if user is None:
+        st.title("medattn reader studies")
+        login_form()
+        st.stop()
+    if not user.is_admin:
         st.error("This page is for study admins only.")
         st.stop()
     return user

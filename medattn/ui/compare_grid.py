@@ -1,18 +1,22 @@
 """The Compare grid's work: one map per model × method for one image and class, from the heatmap
-cache or computed with a progress bar, then scored and laid out as panels.
+cache or computed, then scored and laid out as panels.
 
-Quick methods run in the page's own run; slow ones (integrated gradients, PDA, occlusion,
-SmoothGrad on a CPU) run on the background worker, cheapest first, and the panels fill in as
-they finish while the progress bar names the panel at work and, for PDA, its window count. A
-widget change reruns the page at the next progress tick, but the job goes on: the new run joins
-it, or reads its map from the cache.
+Every map is computed on the background worker (`medattn.ui.background`), in this order: the
+quick methods' maps and the previews of the slow ones (integrated gradients, SmoothGrad,
+SmoothGrad-IG, occlusion, PDA: the same method with less work, `ui.methods.preview_params`),
+cheapest first, then the slow methods' final maps, cheapest first. A panel shows its map as
+soon as it exists: a preview labelled "preview" with its final map's progress, replaced by the
+final map, which alone is scored and stored. Previews live in memory only (`PREVIEWS`). A
+widget change reruns the page, but the work goes on: the new run joins it, or reads its map
+from the cache; work no run waits for any more yields to the next image's (`Worker.release`).
+
 """
 
 from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Hashable, Sequence
@@ -28,21 +32,21 @@ from medattn.inference import LoadedModel
 from medattn.metrics.boxes import as_box_array
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, get_protocol
 from medattn.pipeline import MapResult, cached_map, compute_map, faithfulness_curves, ground_truth, score
-from medattn.store import file_hash
+from medattn.store import MemoryHeatmapCache, file_hash
 from medattn.ui import background, loaders
 from medattn.ui.errors import message
-from medattn.ui.methods import app_params, cost_rank, unavailable
+from medattn.ui.methods import app_params, cost_rank, preview_params, unavailable
 from medattn.ui.sidebar import Selection
 from medattn.viz.colormaps import window_level
 from medattn.viz.grid import Panel
 from medattn.viz.scaling import shared_normalize
 
-# Run on the background worker (see medattn.ui.background): seconds or more on a CPU.
-SLOW = ("integrated_gradients", "smoothgrad", "smoothgrad_ig", "occlusion", "pda", "pda_features")
 POLL_SECONDS = 0.2
+PREVIEWS = MemoryHeatmapCache(size=128)  # previews of this process: shown, never scored nor stored
+PREVIEW_NOTE = "preview"
 MIN_SHOW_SECONDS = 1.0  # panels finishing closer together wait for the next update: each resends the figure
 NUMBER_COLUMNS = ["image_id", "target_class", "checkpoint", "model", "method", "probability", "auprc", "hit", "miou",
-                  "degenerate", "n_boxes", "seconds", "cached"]
+                  "degenerate", "n_boxes", "seconds", "cached", "precision"]
 FLAT_NOTE = "flat map: no evidence"
 
 
@@ -59,8 +63,9 @@ class Display:
 
 
 @st.cache_data(max_entries=2048, show_spinner=False)
-def _scores(key: tuple, _raw: np.ndarray, method: str, _truth, shape: tuple[int, ...], protocol: str, _place) -> dict:
-    return score(_raw, method, _truth, shape, protocol, _place)
+def _scores(key: tuple, _raw: np.ndarray, method: str, _truth, shape: tuple[int, ...], protocol: str,
+            _preprocessing) -> dict:
+    return score(_raw, method, _truth, shape, _preprocessing, protocol)
 
 
 def caption(probability: float, scores: dict[str, float], class_name: str) -> str:
@@ -74,10 +79,19 @@ def caption(probability: float, scores: dict[str, float], class_name: str) -> st
 
 
 def _map(loaded: LoadedModel, data: Dataset, image_id: str, method: str, target: int, image: np.ndarray | None,
-         progress: Callable[[int, int], None] | None = None, protocol: str = DEFAULT_PROTOCOL) -> MapResult:
+         progress: Callable[[int, int], None] | None = None, protocol: str = DEFAULT_PROTOCOL,
+         preview: bool = False) -> MapResult:
+    """A panel's final map (stored in the heatmap cache), or with `preview` its preview (kept
+    in `PREVIEWS`; the final map instead when that is stored already, as a prefetch may find)."""
+    params = _params(loaded, method, protocol)
+    if preview:
+        stored = cached_map(loaded, data, image_id, method, target, params, image=image)
+        if stored is not None:
+            return stored
+        params = _preview_params(loaded, method, protocol)
     with loaders.model_lock(loaded.name):
-        return compute_map(loaded, data, image_id, method, target, _params(loaded, method, protocol), progress=progress,
-                           image=image)
+        return compute_map(loaded, data, image_id, method, target, params, progress=progress, image=image,
+                           cache=PREVIEWS if preview else None)
 
 
 def _params(loaded: LoadedModel, method: str, protocol: str) -> dict:
@@ -85,12 +99,32 @@ def _params(loaded: LoadedModel, method: str, protocol: str) -> dict:
     return get_protocol(protocol).params(method, app_params(method, loaded.input_size))
 
 
+def _preview_params(loaded: LoadedModel, method: str, protocol: str) -> dict | None:
+    """The parameters of a panel's preview (`methods.preview_params` over the panel's own); None
+    for a quick method, or where the protocol's own settings leave nothing to save."""
+    coarse = preview_params(method, loaded.input_size)
+    if coarse is None:
+        return None
+    final = _params(loaded, method, protocol)
+    preview = {**final, **coarse}
+    return None if preview == final else preview
+
+
 def _job_key(loaded: LoadedModel, data: Dataset, image_id: str, method: str, target: int,
-             protocol: str = DEFAULT_PROTOCOL) -> tuple:
+             protocol: str = DEFAULT_PROTOCOL, preview: bool = False) -> tuple:
     """What determines a map and its scores: the weights, the dataset and image, method, class
-    and scoring protocol (which may set the explainer's parameters)."""
+    and scoring protocol (which may set the explainer's parameters); and whether it is the
+    preview."""
     return (loaded.hash, str(data.root), data.hash, file_hash(data.image_path(image_id)), image_id, method, target,
-            protocol)
+            protocol) + (("preview",) if preview else ())
+
+
+def _preview_note(job: background.Job | None) -> str:
+    """A preview panel's title: that it is one, and how far its final map is."""
+    if job is None or not job.started:
+        return f"{PREVIEW_NOTE} · final map queued"
+    done, total = job.progress
+    return f"{PREVIEW_NOTE} · final map {10 * (10 * done // total)}%" if total else f"{PREVIEW_NOTE} · final map computing"
 
 
 def panel_curves(selection: Selection, image_id: str, target: int, panels: Sequence[tuple[LoadedModel, str]],
@@ -155,69 +189,117 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
         return [[cells[(m.name, method)] for m, method in row] for row in rows_of_panels]
 
     def finish(loaded: LoadedModel, method: str, work: Callable[[], MapResult]) -> bool:
-        """Fill one panel from `work()`; whether its map was freshly computed."""
+        """Fill one panel from `work()`, its final map; whether that was freshly computed."""
         cell = cells[(loaded.name, method)]
         try:
             result = work()
         except Exception as exc:  # noqa: BLE001 - one failing panel says why; the others still show
-            cell.note = f"failed: {message(exc)}"
-            return False
+            cell.heatmap, cell.point, cell.caption, cell.note = None, None, "", f"failed: {message(exc)}"
+            return True
         results[(loaded.name, method)] = result
         scores = _scores(_job_key(loaded, data, image_id, method, target, protocol), result.raw, method, truth,
-                         image.shape, protocol, loaded.preprocessing.place)
+                         image.shape, protocol, loaded.preprocessing)
         cell.heatmap, cell.support = result.display, result.support
         cell.point = result.peak  # None for a flat map: no ✕
         cell.caption, cell.note = caption(probability[loaded.name], scores, class_name), ""
         rows.append({"image_id": image_id, "target_class": class_name, "checkpoint": loaded.name, "model": loaded.label,
                      "method": method, "probability": probability[loaded.name], **scores, "n_boxes": len(boxes),
-                     "seconds": float("nan") if result.cached else round(result.seconds, 3), "cached": result.cached})
+                     "seconds": float("nan") if result.cached else round(result.seconds, 3), "cached": result.cached,
+                     "precision": result.precision})
         return not result.cached
 
-    def cached(loaded: LoadedModel, method: str) -> MapResult | None:
-        """The panel's map from the cache, without the model's lock or the worker: a ▶ to an
-        image whose maps were prefetched never waits behind a map computing for another."""
-        return cached_map(loaded, data, image_id, method, target, _params(loaded, method, protocol), image=image)
+    def sketch(loaded: LoadedModel, method: str, result: MapResult, final: background.Job | None) -> None:
+        """Show a preview in its panel: the map, no scores, no ✕, labelled."""
+        cell = cells[(loaded.name, method)]
+        cell.heatmap, cell.support, cell.point = result.display, result.support, None
+        cell.caption, cell.note = "", _preview_note(final)
 
-    def quick(loaded: LoadedModel, method: str) -> MapResult:
-        """In this run, or joined when a prefetch is computing it right now."""
-        job = worker.running(_job_key(loaded, data, image_id, method, target, protocol))
-        return (job.future.result() if job is not None
-                else _map(loaded, data, image_id, method, target, image, protocol=protocol))
+    def lookup(loaded: LoadedModel, method: str, preview: bool = False) -> MapResult | None:
+        """The panel's final map from the cache (or its preview from memory), without the
+        model's lock or the worker: a ▶ to an image whose maps were prefetched never waits
+        behind a map computing for another."""
+        params = _preview_params(loaded, method, protocol) if preview else _params(loaded, method, protocol)
+        if params is None:
+            return None
+        return cached_map(loaded, data, image_id, method, target, params, image=image,
+                          cache=PREVIEWS if preview else None)
 
     panels = sorted(((m, method) for row in rows_of_panels for m, method in row), key=lambda panel: cost_rank(panel[1]))
-    from_cache = {(m.name, method): result for m, method in panels if (result := cached(m, method)) is not None}
+    fresh = False
     for m, method in panels:
-        if (m.name, method) in from_cache:
-            finish(m, method, lambda result=from_cache[(m.name, method)]: result)
-    panels = [(m, method) for m, method in panels if (m.name, method) not in from_cache]
-    bar = status.progress(0.0, text="Maps") if panels else None
-    slow = [(m, method, worker.submit(_job_key(m, data, image_id, method, target, protocol),
-                                      partial(_map, m, data, image_id, method, target, image, protocol=protocol)))
-            for m, method in panels if method in SLOW]
-    unshown, shown_at = False, 0.0  # freshly computed panels not yet on screen; when the grid was last sent
+        stored = lookup(m, method)
+        if stored is not None:
+            finish(m, method, lambda result=stored: result)
+    todo = [(m, method) for m, method in panels if (m.name, method) not in results]
+    for m, method in todo:
+        kept = lookup(m, method, preview=True)
+        if kept is not None:
+            sketch(m, method, kept, None)
+            fresh = True
+    coarse = {(m.name, method) for m, method in todo if _preview_params(m, method, protocol) is not None
+              and cells[(m.name, method)].heatmap is None}  # slow panels without a preview in memory
+    # quick maps and previews first, then the slow methods' final maps, each cheapest first
+    previews, finals = {}, {}
+    for m, method in todo:
+        quick = _preview_params(m, method, protocol) is None
+        if quick or (m.name, method) in coarse:
+            jobs, preview = (finals, False) if quick else (previews, True)
+            jobs[(m.name, method)] = worker.submit(
+                _job_key(m, data, image_id, method, target, protocol, preview=preview),
+                partial(_map, m, data, image_id, method, target, image, protocol=protocol, preview=preview), first=True)
+    for m, method in todo:
+        if (m.name, method) not in finals:
+            finals[(m.name, method)] = worker.submit(_job_key(m, data, image_id, method, target, protocol),
+                                                     partial(_map, m, data, image_id, method, target, image,
+                                                             protocol=protocol))
+    keys = [_job_key(m, data, image_id, method, target, protocol, preview=True) for m, method in todo
+            if (m.name, method) in previews] + [_job_key(m, data, image_id, method, target, protocol) for m, method in todo]
+    by_name = {(m.name, method): m for m, method in todo}
+    bar = status.progress(0.0, text="Maps") if todo else None
+    shown_at, mapped = 0.0, False  # when the grid was last sent; whether it showed a map yet
 
     def update(now: bool = False) -> None:
-        """Send the grid when panels wait to be shown, at most every MIN_SHOW_SECONDS."""
-        nonlocal unshown, shown_at
-        if (unshown or now) and (now or time.monotonic() - shown_at >= MIN_SHOW_SECONDS):
+        """Send the grid when panels wait to be shown, at most every MIN_SHOW_SECONDS (the first
+        map at once)."""
+        nonlocal fresh, shown_at, mapped
+        first_map = fresh and not mapped
+        if (fresh or now) and (now or first_map or time.monotonic() - shown_at >= MIN_SHOW_SECONDS):
             show(grid())
-            unshown, shown_at = False, time.monotonic()
+            mapped |= any(cell.heatmap is not None for cell in cells.values())
+            fresh, shown_at = False, time.monotonic()
 
-    for number, (loaded, method) in enumerate(p for p in panels if p[1] not in SLOW):
-        bar.progress(number / len(panels), text=f"{number + 1}/{len(panels)}: {method} · {loaded.name}")
-        unshown |= finish(loaded, method, partial(quick, loaded, method))
-    if slow and (unshown or show_first):
+    if fresh or show_first:
         update(now=True)
-    for number, (loaded, method, job) in enumerate(slow, len(panels) - len(slow)):
-        label = f"{number + 1}/{len(panels)}: {method} · {loaded.name}"
-        while not wait([job.future], timeout=POLL_SECONDS).done:
-            done, total = job.progress
-            bar.progress((number + (done / total if total else 0)) / len(panels),
-                         text=f"{label}: window {done}/{total}" if total else label)
+    try:
+        while finals or previews:
+            futures = [job.future for job in [*finals.values(), *previews.values()]]
+            wait(futures, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+            for panel, job in list(previews.items()):
+                if job.future.done():
+                    del previews[panel]
+                    if panel in finals and not job.future.cancelled() and job.future.exception() is None:
+                        sketch(by_name[panel], panel[1], job.future.result(), finals[panel])
+                        fresh = True
+            for panel, job in list(finals.items()):
+                if job.future.done():
+                    del finals[panel]
+                    fresh |= finish(by_name[panel], panel[1], job.future.result)
+                elif cells[panel].note.startswith(PREVIEW_NOTE):
+                    note = _preview_note(job)
+                    fresh |= note != cells[panel].note
+                    cells[panel].note = note
+            done = len(todo) - len(finals)
+            running = next(((panel, job) for panel, job in [*previews.items(), *finals.items()] if job.started), None)
+            text = f"{done}/{len(todo)} final maps"
+            if running is not None:
+                (name, method), job = running
+                kind = "preview of " if running[0] in previews and job is previews[running[0]] else ""
+                at, total = job.progress
+                text += f" · {kind}{method} · {name}" + (f": window {at}/{total}" if total else "")
+            bar.progress(done / len(todo), text=text)
             update()
-        unshown |= finish(loaded, method, job.future.result)
-        if number + 1 < len(panels):
-            update()
+    finally:
+        worker.release(keys)  # a rerun or another image: work nobody waits for yields to theirs
     if bar is not None:
         bar.empty()
     if display.shared:
@@ -239,17 +321,24 @@ def prefetch(selection: Selection, targets: Sequence[tuple[str, int]], protocol:
     context = get_script_run_ctx()
     owner: Hashable = context.session_id if context is not None else None
     rows_of_panels, _ = layout(selection)
-    work = [(cost_rank(method), n, loaded, method, image_id, target)
-            for n, (image_id, target) in enumerate(targets) for row in rows_of_panels for loaded, method in row]
-    # the probabilities first: a grid needs them, and computing them takes the model's lock,
-    # which a map of the worker (integrated gradients cannot yield) may hold for seconds
+    panels = [(n, loaded, method, image_id, target)
+              for n, (image_id, target) in enumerate(targets) for row in rows_of_panels for loaded, method in row]
+    # quick maps and previews (each image in turn), then the final maps, cheapest first over all images
+    first = [(n, cost_rank(method), loaded, method, image_id, target, _preview_params(loaded, method, protocol) is not None)
+             for n, loaded, method, image_id, target in panels]
+    later = [(cost_rank(method), n, loaded, method, image_id, target, False)
+             for n, loaded, method, image_id, target in panels if _preview_params(loaded, method, protocol) is not None]
+    # the probabilities first: a grid needs them, and computing them takes the model's lock
     ids = list(dict.fromkeys(image_id for image_id, _ in targets))
     probabilities = [(("predictions", loaded.hash, str(data.root), data.hash, tuple(ids)),
                       partial(_predictions, loaded, data, ids)) for loaded in selection.models]
-    background.worker().prefetch(owner, probabilities + [
-        (_job_key(loaded, data, image_id, method, target, protocol),
-         partial(_map, loaded, data, image_id, method, target, None, protocol=protocol))
-        for _, _, loaded, method, image_id, target in sorted(work, key=lambda w: w[:2])])
+    work, soon = list(probabilities), {key for key, _ in probabilities}
+    for *_, loaded, method, image_id, target, preview in sorted(first, key=lambda w: w[:2]) + sorted(later, key=lambda w: w[:2]):
+        key = _job_key(loaded, data, image_id, method, target, protocol, preview=preview)
+        work.append((key, partial(_map, loaded, data, image_id, method, target, None, protocol=protocol, preview=preview)))
+        if preview or (_preview_params(loaded, method, protocol) is None):
+            soon.add(key)
+    background.worker().prefetch(owner, work, first=soon)
 
 
 def _predictions(loaded: LoadedModel, data: Dataset, image_ids: list[str], progress=None) -> pd.DataFrame:

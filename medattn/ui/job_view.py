@@ -83,7 +83,8 @@ def jobs_list() -> None:
     if not jobs:
         return
     active = sum(j.active for j in jobs)
-    with st.expander(f"Background jobs ({active} running)" if active else f"Background jobs ({len(jobs)})"):
+    with st.expander(f"Background jobs ({active} running)" if active else f"Background jobs ({len(jobs)})",
+                     expanded=bool(active)):
         (_live_list if active else _list)()
 
 

@@ -6,6 +6,11 @@ cost in model evaluations (901) are then the same at every input size, and the w
 the same share of the anatomy; the authors' window 10, stride 1, 10 samples needs ~150 000
 evaluations at 128 pixels. Precompute started from the app uses the same settings, so its maps
 are the ones the pages read back from the cache.
+
+Slow methods show a preview first on Compare (`preview_params`): the same method with less work
+(fewer path steps or noise samples, windows that do not overlap, one PDA sample), 4-14 times
+cheaper, shown labelled "preview" until the final map replaces it; previews are never scored or
+stored.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from medattn.explain import get_explainer
+from medattn.explain.gradients import OCCLUSION_AT_224
 from medattn.inference import LoadedModel
 
 PDA_SAMPLES = 4
@@ -32,6 +38,26 @@ def app_params(method: str, input_size: int) -> dict[str, Any]:
     return {}
 
 
+def preview_params(method: str, input_size: int) -> dict[str, Any] | None:
+    """The coarse settings of `method`'s preview on a model with this input side, over
+    `app_params`; None for a method quick enough to show at once."""
+    if method == "integrated_gradients":
+        return {"steps": 8}  # of 50
+    if method == "smoothgrad":
+        return {"n_samples": 5}  # of 25
+    if method == "smoothgrad_ig":
+        return {"n_samples": 2, "steps": 8}  # 16 evaluations of 200
+    if method == "occlusion":
+        window = max(1, round(OCCLUSION_AT_224[0] * input_size / 224))
+        return {"window": window, "stride": window}  # a quarter of the windows
+    if method == "pda":
+        window = app_params(method, input_size)["window"]
+        return {**app_params(method, input_size), "stride": window, "samples": 1}  # a sixteenth of the evaluations
+    if method == "pda_features":
+        return {**app_params(method, input_size), "samples": 1}
+    return None
+
+
 def precompute_params(loaded: LoadedModel) -> dict[str, dict[str, Any]]:
     """`app_params` of every method for one model, in precompute's `params` form."""
     return {method: app_params(method, loaded.input_size) for method in ("pda", "pda_features")}
@@ -41,8 +67,9 @@ def unavailable(loaded: LoadedModel, method: str) -> str | None:
     """Why `method` cannot explain this model, in a panel's words (e.g. "linear head has no
     class maps"), else None."""
     explainer = get_explainer(method)
-    if explainer.unavailable(loaded.model) is None:
-        return None
+    reason = explainer.unavailable(loaded.model)
+    if reason is None or explainer.requires is None:  # e.g. guided methods on a GELU model: the method's own line
+        return reason
     return f"{loaded.meta.get('head', 'this')} head has no {explainer.requires[1]}"
 
 

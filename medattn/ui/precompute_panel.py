@@ -23,8 +23,10 @@ from medattn.ui.split_scope import data_splits, split_images
 
 
 def precompute_panel(selection: Selection, key: str, expanded: bool) -> None:
-    """An expander with the method choice, the Start button and the job of this dataset ×
-    checkpoint set; the page reruns when the job finishes, so that its rows appear."""
+    """An expander with the method choice and the Start button, and below it, always in sight,
+    the job of this dataset × checkpoint set (progress, Stop, Resume): coming back to the page
+    while it runs shows it unfolded. The page reruns when the job finishes, so that its rows
+    appear."""
     data = selection.dataset
     manager = JobManager()
     checkpoints = [m.path for m in selection.models]
@@ -59,5 +61,5 @@ def precompute_panel(selection: Selection, key: str, expanded: bool) -> None:
                     st.warning(str(exc))
                 else:
                     st.rerun(scope="app")  # the button shows disabled, the job's progress below it
-        if status is not None:
-            job_view(job, key)
+    if status is not None:
+        job_view(job, key)

@@ -1,8 +1,8 @@
 """The sidebar every page shares: dataset, checkpoints, device and method set.
 
-`sidebar()` runs in app.py before the page, so its widgets keep their values across pages; it
-stores the resulting `Selection` where `current()` finds it. The dataset and checkpoints also live
-in the URL (`url_state`): a reload or a new tab opens them again. Problems (a folder that is not a
+`sidebar()` runs in workbench.py before the page, so its widgets keep their values across pages;
+it stores the resulting `Selection` where `current()` finds it. The dataset and checkpoints also
+live in the URL (`url_state`): a reload or a new tab opens them again. Problems (a folder that is not a
 valid dataset, a checkpoint that cannot be read or predicts other classes) are shown in the
 sidebar and leave the rest of the app working.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,12 +22,12 @@ from medattn.data.dataset import Dataset
 from medattn.data.demo import ensure_demo
 from medattn.device import best_device, describe
 from medattn.explain import METHODS
-from medattn.inference import LoadedModel, list_checkpoints
+from medattn.inference import LoadedModel, list_all_checkpoints
 from medattn.ui import loaders, url_state
+from medattn.ui.entrypoint import ensure_entrypoint
 from medattn.ui.errors import message, show_error
 from medattn.ui.methods import DEFAULT_METHODS, PDA_SAMPLES, unavailable
 
-APP_SCRIPT = Path(__file__).resolve().parents[2] / "app.py"
 STATE_KEY = "medattn_selection"
 DATASET_KEY = "sb_dataset_path"
 # The baseline and the WILDCAT model are selected by default: they carry every default method
@@ -54,21 +53,8 @@ class Selection:
 
 def current() -> Selection:
     """The selection made by the sidebar in this run (an empty one outside the app)."""
-    _ensure_entrypoint()
+    ensure_entrypoint()
     return st.session_state.get(STATE_KEY) or Selection()
-
-
-def _ensure_entrypoint() -> None:
-    """Streamlit runs a pages/ script on its own (its legacy multipage mode: no app.py, no
-    sidebar) when a run starts before app.py's st.navigation has switched that mode off, as on
-    the first request after a start when it names a page's URL, and on every AppTest run. Run
-    app.py in its place, in this same run so that button clicks are not lost, then stop."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        runpy.run_path(str(APP_SCRIPT), run_name="__main__")
-        st.stop()
 
 
 def _base(path: Path) -> Path:
@@ -148,26 +134,26 @@ def _dataset_section(selection: Selection) -> None:
 
 def _checkpoint_section(selection: Selection) -> None:
     st.sidebar.subheader("Checkpoints")
-    folder = inference.CHECKPOINT_DIR
-    found = list_checkpoints(folder)
+    folders = inference.checkpoint_folders()
+    found = list_all_checkpoints()
     names = [p.name for p in found]
     if "sb_checkpoints" not in st.session_state:  # a session's first run: the link's, else the defaults
         linked = url_state.linked_models()
         st.session_state["sb_checkpoints"] = default_checkpoints(found) if linked is None else linked
         gone = [n for n in linked or [] if n not in names]
         if gone:
-            st.sidebar.warning(f"The link names {', '.join(gone)}, not in {folder.name}/ (renamed or deleted?)")
+            st.sidebar.warning(f"The link names {', '.join(gone)}, not among the checkpoints (renamed or deleted?)")
     pending = st.session_state.pop("sb_pending_checkpoints", [])
     # checkpoints removed from the folder drop out of the choice
     st.session_state["sb_checkpoints"] = [n for n in dict.fromkeys(st.session_state["sb_checkpoints"] + pending) if n in names]
     # Pills show every name whole (a multiselect's chips cut them at about 25 characters).
-    chosen = st.sidebar.pills(f"From {folder.name}/", names, selection_mode="multi", key="sb_checkpoints",
-                              help=f"Every NAME.safetensors + NAME.json in {folder}") or []
+    chosen = st.sidebar.pills("Yours and the repository's", names, selection_mode="multi", key="sb_checkpoints",
+                              help="Every NAME.safetensors + NAME.json in " + " and ".join(str(f) for f in folders)) or []
     extra = st.sidebar.text_input("Another checkpoint (path)", key="sb_extra_checkpoint",
                                   placeholder="path/to/NAME.safetensors")
     if not found:
-        st.sidebar.info(f"No checkpoints in {folder}; train one with `python -m medattn.train` "
-                        "or set MEDATTN_CHECKPOINTS.")
+        st.sidebar.info(f"No checkpoints in {' or '.join(str(f) for f in folders)}; import or train one on the "
+                        "Models page.")
     paths = [p for p in found if p.name in chosen] + ([Path(extra.strip()).expanduser()] if extra.strip() else [])
     for path in paths:
         name = _base(path).name

@@ -12,6 +12,7 @@ import streamlit as st
 
 from medattn.jobs import JobManager, JobRunning, job_id, train_spec
 from medattn.models.backbones import ARCHS
+from medattn import inference
 from medattn.models.catalog import free_name
 from medattn.models.registry import HEADS
 from medattn.train import PRESETS
@@ -23,12 +24,19 @@ SHOWN_JOBS = 8  # the newest training jobs listed
 
 
 def train_panel(selection: Selection, folder: Path) -> None:
+    """The form and the training jobs that are not running (those are `running_trainings`)."""
     data = selection.dataset
     if data is None:
         st.info("Load a dataset in the sidebar to train a model on it.")
     else:
         _form(selection, folder)
-    _jobs(folder)
+    _jobs(folder, active=False)
+
+
+def running_trainings(folder: Path) -> None:
+    """The running training jobs with their progress and Stop, for the top of the page: coming
+    back to it while one runs shows it, not inside a tab the page does not open on."""
+    _jobs(folder, active=True)
 
 
 def _form(selection: Selection, folder: Path) -> None:
@@ -56,7 +64,8 @@ def _form(selection: Selection, folder: Path) -> None:
         with guard("Training"):
             if not name.strip():
                 raise ValueError("give the new checkpoint a name")
-            out = free_name(folder, name.strip())  # a plain name, not taken: nothing is overwritten
+            # a plain name, taken in no listed folder: nothing is overwritten, no two share a name
+            out = free_name(folder, name.strip(), [f for f in inference.checkpoint_folders() if f != Path(folder)])
             spec = train_spec(data.root, arch, head, out, preset, int(epochs), int(input_size), selection.device)
             try:
                 JobManager().start(spec)
@@ -71,12 +80,12 @@ def _key(job: str) -> str:
     return f"models_train_{job}"
 
 
-def _jobs(folder: Path) -> None:
+def _jobs(folder: Path, active: bool) -> None:
     manager = JobManager()
-    jobs = [s for s in manager.list() if s.kind == "train"][:SHOWN_JOBS]
+    jobs = [s for s in manager.list() if s.kind == "train" and s.active == active][:SHOWN_JOBS]
     if not jobs:
         return
-    st.subheader("Training jobs")
+    st.subheader("Training now" if active else "Training jobs")
     for status in jobs:
         st.markdown(f"**{status.title}**")
         job_view(status.id, _key(status.id))

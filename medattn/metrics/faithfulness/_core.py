@@ -12,11 +12,12 @@ Conventions (DESIGN.md, "Faithfulness and robustness"):
   al.'s insertion substrate: each channel blurred by a Gaussian of σ = 5 px in an 11-px
   window), or a tensor broadcastable to `x` (e.g. the image's black carried through the
   checkpoint's preprocessing, (C, 1, 1)).
-- `precision="auto"` runs the forward passes under bfloat16 autocast on CPUs with native
-  bfloat16 (AMX / AVX512-BF16) for the backbones of `explain.base.MIXED_PRECISION_ARCHS`: on
-  the demo ResNet-18 WILDCAT (4 test images × saliency and Grad-CAM maps, 50 steps) it moved
-  deletion AUCs by at most 2.3e-4 and insertion AUCs by 2e-5, and took half the time;
-  "float32" keeps every operation in float32 (and is what runs everywhere else).
+- `precision` is "float32" (the default: every operation in float32, so a score is the same on
+  every CPU up to float32 rounding) or "bfloat16", an explicit choice (as the explainers'):
+  the forward passes under bfloat16 autocast on CPUs with native bfloat16 (AMX / AVX512-BF16)
+  for the backbones of `explain.base.MIXED_PRECISION_ARCHS`, float32 elsewhere. On the demo
+  ResNet-18 WILDCAT (4 test images × saliency and Grad-CAM maps, 50 steps) it moved deletion
+  AUCs by at most 2.3e-4 and insertion AUCs by 2e-5, and took half the time.
 - Random draws come from `numpy.random.RandomState(seed)` or `torch.Generator().manual_seed(seed)`
   started afresh for each image, so an image's value depends on its seed only, never on the
   batch it was computed in, and every map of one image meets the same perturbations (common
@@ -33,7 +34,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import Tensor, nn
 
-from medattn.explain.base import MIXED_PRECISION_ARCHS, PRECISIONS, evaluation_model, frozen, native_bfloat16
+from medattn.explain.base import bfloat16_applies, check_precision, evaluation_model, frozen
 
 TASKS = ("multiclass", "multilabel", "binary", "logit")
 Baseline = Union[float, str, Tensor, np.ndarray]
@@ -150,17 +151,15 @@ class Scorer:
     `explain.base.evaluation_model`) frozen and in inference mode."""
 
     def __init__(self, model: nn.Module, x: Tensor, task: str, batch_size: int = DEFAULT_BATCH_SIZE,
-                 precision: str = "auto"):
+                 precision: str = "float32"):
         check_task(task)
         if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        check_precision("faithfulness", precision)
         self.model, self.task, self.batch_size = model, task, int(batch_size)
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self._example = x[:1].to(self.device)
-        self.bfloat16 = precision == "auto" and self.device.type == "cpu" and native_bfloat16() \
-            and getattr(model, "arch", None) in MIXED_PRECISION_ARCHS
+        self.bfloat16 = precision == "bfloat16" and bfloat16_applies(model, self.device)
         self._stack: list = []
 
     def __enter__(self) -> "Scorer":

@@ -79,7 +79,7 @@ def noisy_linear_imputation(image: Tensor | np.ndarray, removed: Sequence[int] |
 def road(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarray, targets: Targets, *,
          percentages: Sequence[float] = DEFAULT_PERCENTAGES, order: str = "morf", noise: float = 0.01,
          task: str = "multilabel", curves: bool = False, seed: int = 0,
-         batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+         batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "float32") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """ROAD (Rong et al. 2022): for each percentage p, the int(H·W·p / 100) pixels ranked first
     ("morf": most relevant first; "lerf": least relevant first) are removed by
     `noisy_linear_imputation` (noise std `noise`, model-input units, drawn from

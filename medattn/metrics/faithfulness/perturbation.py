@@ -37,7 +37,7 @@ def _curve(model: nn.Module, start: Tensor, end: Tensor, ranks: np.ndarray, coun
 
 def deletion(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarray, targets: Targets, *, steps: int = 100,
              baseline: Baseline = 0.0, task: str = "multilabel", curves: bool = False, seed: int = 0,
-             batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+             batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "float32") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Deletion (Petsiuk et al. 2018, "RISE", §4.1): the area under the class score as the
     map's pixels are replaced by `baseline`, most relevant first; lower is better (the score
     falls fast when the map marks what the model uses).
@@ -60,7 +60,7 @@ def deletion(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarray, tar
 
 def insertion(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarray, targets: Targets, *, steps: int = 100,
               baseline: Baseline = "blur", task: str = "multilabel", curves: bool = False, seed: int = 0,
-              batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+              batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "float32") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Insertion (Petsiuk et al. 2018, §4.1): the area under the class score as the image's
     pixels are put into `baseline` (default their blurred copy), most relevant first; higher
     is better. Same steps, area and returns as `deletion`."""
@@ -103,7 +103,7 @@ def _aopc(model: nn.Module, x: Tensor, baseline: Baseline, ranks: np.ndarray, co
 def region_perturbation(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarray, targets: Targets, *,
                         patch_size: int = 8, regions: int = 100, order: str = "morf", baseline: Baseline = 0.0,
                         task: str = "multilabel", curves: bool = False, seed: int = 0,
-                        batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                        batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "float32") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Region perturbation (Samek et al. 2017, "Evaluating the visualization of what a deep
     neural network has learned", §III): the image's `patch_size` grid cells are replaced by
     `baseline` one more at a time, in the order of their summed attribution ("morf": most
@@ -126,7 +126,7 @@ def region_perturbation(model: nn.Module, x: Tensor, attributions: Tensor | np.n
 def pixel_flipping(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarray, targets: Targets, *,
                    steps: int = 100, order: str = "morf", baseline: Baseline = 0.0, task: str = "multilabel",
                    curves: bool = False, seed: int = 0,
-                   batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                   batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "float32") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Pixel flipping (Bach et al. 2015; scored as Samek et al. 2017's AOPC): every pixel is
     replaced by `baseline` in `steps` equal steps, most relevant first ("morf"; "lerf": least
     first, "random": seeded), and the value is AOPC = mean over k = 0 … steps of
@@ -149,7 +149,7 @@ def pixel_flipping(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarra
 def faithfulness_correlation(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarray, targets: Targets, *,
                              n_subsets: int = 100, subset_size: int | None = None, baseline: Baseline = 0.0,
                              task: str = "multilabel", seed: int = 0,
-                             batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto") -> np.ndarray:
+                             batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "float32") -> np.ndarray:
     """Faithfulness correlation (Bhatt et al. 2020, "Evaluating and aggregating feature-based
     model explanations", eq. 2): the Pearson correlation, over `n_subsets` random pixel sets S
     of `subset_size` pixels (default 2% of the image), between Σ_{p∈S} φ_p and

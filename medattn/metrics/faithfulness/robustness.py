@@ -18,7 +18,7 @@ Explain = Callable[[nn.Module, Tensor, Tensor], "Tensor | np.ndarray"]  # (model
 
 def infidelity(model: nn.Module, x: Tensor, attributions: Tensor | np.ndarray, targets: Targets, *,
                n_samples: int = 32, noise_std: float = 0.1, normalize: bool = True, task: str = "logit",
-               seed: int = 0, batch_size: int = 64, precision: str = "auto") -> np.ndarray:
+               seed: int = 0, batch_size: int = 64, precision: str = "float32") -> np.ndarray:
     """Infidelity (Yeh et al. 2019, eq. 1): E_I[(Iᵀφ − (f(x) − f(x − I)))²] over `n_samples`
     Gaussian perturbations I of std `noise_std` (model-input units) on every channel of every
     pixel, φ the map broadcast over channels, f the target's logit (`task="logit"`; a
