@@ -4,17 +4,22 @@ to the same rows a foreground run gives; two runs over the same work share it.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from medattn.data import load_dataset
-from medattn.jobs import JobManager, JobRunning, job_id, precompute_spec
+from medattn.jobs import JobManager, JobRunning, JobStatus, job_id, precompute_spec
+from medattn.jobs.manager import _write_status
 from medattn.jobs.batch import BATCH_SIZE
 from medattn.jobs.precompute import precompute
 from medattn.inference import cached_predictions
@@ -75,6 +80,100 @@ def test_job_stops_fast_reads_interrupted_after_a_kill_and_resumes(tiny_demo, ti
     monkeypatch.setattr("medattn.jobs.batch.compute_map", fail)
     frame = precompute(dataset, [tiny_checkpoint], METHODS, split="test", run=run, cache=cache, device="cpu")
     assert set(frame["method"]) == set(METHODS) and len(frame) == len(frame.drop_duplicates(["image_id", "method", "target"]))
+
+
+REPO = Path(__file__).resolve().parents[1]
+# A job's worker whose Stop signal arrives while it writes a batch's rows: what happens when Stop's
+# "cancel" file is seen between two maps (or the batch ends) just before its SIGTERM is delivered
+SIGNAL_WHILE_STORING = """
+import os, signal, sys
+from pathlib import Path
+from medattn.jobs import worker
+from medattn.store import ScoreTable
+
+real = ScoreTable.append
+
+def append(self, rows):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(self, rows)
+
+ScoreTable.append = append
+sys.exit(worker.work(Path(sys.argv[1])))
+"""
+
+
+def test_a_stop_that_lands_while_a_batch_is_stored_keeps_its_rows(tiny_demo, tiny_checkpoint, tmp_path):
+    """The SIGTERM ends a map in progress, never the writing of the finished rows: the batch is
+    stored, the job stops, and its status counts exactly the rows stored. (It raised inside the
+    write: 0 rows stored under "stopped at 4/33 maps; finished rows are stored".)"""
+    run = Run(tmp_path / "run")
+    spec = precompute_spec(tiny_demo, [tiny_checkpoint], ["saliency", "gradcam"], split="test", run_root=run.root,
+                           cache_root=tmp_path / "cache", device="cpu")
+    folder = JobManager(tmp_path / "jobs").folder(job_id(spec))
+    folder.mkdir(parents=True)
+    (folder / "spec.json").write_text(json.dumps(spec))
+    worker = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_STORING, str(folder)], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    status = JobManager(tmp_path / "jobs").status(job_id(spec))
+    assert status.state == "stopped" and status.pending == 0, status
+    assert 0 < len(run.scores.read()) == status.done < status.total  # the whole first batch, counted as stored
+
+
+# A worker that holds `pending` finished maps when Stop's SIGTERM comes and takes STORE_S to store
+# them (starved of CPU, or finishing a long step), then says so in status.json like a real one
+HOLDING_WORKER = """
+import fcntl, json, os, signal, sys, time
+from pathlib import Path
+
+folder, pending, store_s = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+lock = open(folder / "lock", "a")
+fcntl.flock(lock, fcntl.LOCK_EX)
+status = json.loads((folder / "status.json").read_text())
+
+def write(**fields):
+    status.update(fields)
+    (folder / "status.json.tmp").write_text(json.dumps(status))
+    os.replace(folder / "status.json.tmp", folder / "status.json")
+
+def on_sigterm(*_):
+    time.sleep(store_s)
+    (folder / "stored").touch()
+    write(state="stopped", pending=0, message="stopped at 5/20 maps; finished rows are stored")
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, on_sigterm)
+write(state="running", pid=os.getpid(), done=5, total=20, pending=pending)
+(folder / "ready").touch()
+while True:
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.parametrize("pending, store_s, store_grace, stored, done, said", [
+    (3, 3.0, 60.0, True, 5, "finished rows are stored"),  # holds rows: waited for, beyond the grace
+    (0, 3.0, 60.0, False, 5, "stopped at 5/20 maps"),  # a long step and nothing held: killed after the grace
+    (3, 600.0, 1.0, False, 2, "3 finished maps were not stored"),  # never stores: killed, and the count says so
+])
+def test_stop_kills_after_the_grace_only_a_worker_that_holds_no_finished_maps(tmp_path, pending, store_s, store_grace,
+                                                                            stored, done, said):
+    manager = JobManager(tmp_path)
+    folder = manager.folder("precompute-held")
+    folder.mkdir()
+    _write_status(folder, JobStatus("precompute-held", "precompute", "held", "queued"))
+    worker = subprocess.Popen([sys.executable, "-c", HOLDING_WORKER, str(folder), str(pending), str(store_s)],
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (folder / "ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        manager.stop("precompute-held", grace=0.2, store_grace=store_grace)
+        assert worker.wait(timeout=10) is not None
+    finally:
+        worker.kill()
+    final = manager.status("precompute-held")
+    assert (folder / "stored").exists() == stored
+    assert final.state == "stopped" and final.done == done and final.pending == 0 and said in final.message, final
 
 
 def test_two_runs_over_the_same_work_share_it(tiny_demo, tiny_checkpoint, tmp_path, monkeypatch):

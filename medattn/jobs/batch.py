@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 from medattn.data.dataset import Dataset
 from medattn.errors import MedattnError
 from medattn.inference import LoadedModel
+from medattn.jobs.interrupt import Interrupted, interruptible
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, get_protocol
 from medattn.metrics.faithfulness import is_reference
 from medattn.pipeline import (
@@ -20,12 +21,6 @@ from medattn.pipeline import (
 from medattn.store import HeatmapCache, canonical_params
 
 BATCH_SIZE = 16  # jobs per batch, the unit stored at once: a kill loses at most one batch
-
-
-class Interrupted(BaseException):
-    """Raised (by a job's SIGTERM handler) to end the map in progress at once: `score_batch`
-    returns the rows finished before it, and precompute stores them and returns when its
-    `stop()` says so. A BaseException, so that no `except Exception` swallows it."""
 
 
 @dataclass(frozen=True)
@@ -74,41 +69,43 @@ def score_batch(
     parameter the image does not allow, any exception of one model × method), so that one bad
     input or map never stops a long run; `tick` is
     called after every job, and `stop` before each: when it returns True, or `Interrupted` is
-    raised during a map, the rows so far are returned (a Stop in the app). Each image is read
-    once per batch, and the PDA reference images once. Reference maps ("reference:…") are made,
-    not explained. With `faithfulness`, each row also carries those metrics
-    (`pipeline.faithfulness_scores`). `precision` is the explainers'
-    (each row records the one its map was computed in).
+    raised during a map (`medattn.jobs.interrupt`: a job's SIGTERM), the rows so far are
+    returned (a Stop in the app). Each image is read once per batch, and the PDA reference
+    images once. Reference maps ("reference:…") are made, not explained. With `faithfulness`,
+    each row also carries those metrics (`pipeline.faithfulness_scores`). `precision` is the
+    explainers' (each row records the one its map was computed in).
     """
     rows: list[dict] = []
     skipped: list[str] = []
     image_id, image, reference = None, None, None
     try:
         for job in jobs:
-            if stop is not None and stop():
-                break
-            reference_map = is_reference(job.method)
-            method_args = {} if reference_map else get_protocol(protocol).params(job.method, (params or {}).get(job.method))
-            try:
-                if job.image_id != image_id:
-                    image_id, image = job.image_id, dataset.read_image(job.image_id)
-                if job.method in PDA_METHODS and method_args.get("reference") is None:
-                    reference = reference_images(loaded, dataset) if reference is None else reference
-                    method_args = {**method_args, "reference": reference}
-                if reference_map:
-                    result = reference_result(loaded, dataset, job.image_id, job.method, job.target, image)
-                else:
-                    result = compute_map(loaded, dataset, job.image_id, job.method, job.target, method_args, cache,
-                                         image=image, precision=precision)
-                row = _row(loaded, dataset, job, method_args, result, image.shape, protocol)
-                if faithfulness is not None:
-                    row.update(faithfulness_scores(loaded, image, result.raw, job.method, job.target, faithfulness,
-                                                   method_args, lambda c: box_prior(dataset, dataset.classes[c], loaded)))
-            except Exception as exc:  # noqa: BLE001 - one model × method × image fails alone, named; the run goes on
-                text = str(exc).strip().splitlines()
-                kind = "" if isinstance(exc, (ValueError, MedattnError)) else f"{type(exc).__name__}: "
-                skipped.append(f"{job.method} on {loaded.name}, image {job.image_id}: {kind}{text[0] if text else ''}")
-            else:
+            with interruptible():  # a Stop from here on ends this map at once, never the storing that follows
+                if stop is not None and stop():  # asked once armed: a Stop that came just before is seen here
+                    break
+                reference_map = is_reference(job.method)
+                method_args = {} if reference_map else get_protocol(protocol).params(job.method, (params or {}).get(job.method))
+                try:
+                    if job.image_id != image_id:
+                        image_id, image = job.image_id, dataset.read_image(job.image_id)
+                    if job.method in PDA_METHODS and method_args.get("reference") is None:
+                        reference = reference_images(loaded, dataset) if reference is None else reference
+                        method_args = {**method_args, "reference": reference}
+                    if reference_map:
+                        result = reference_result(loaded, dataset, job.image_id, job.method, job.target, image)
+                    else:
+                        result = compute_map(loaded, dataset, job.image_id, job.method, job.target, method_args, cache,
+                                             image=image, precision=precision)
+                    row = _row(loaded, dataset, job, method_args, result, image.shape, protocol)
+                    if faithfulness is not None:
+                        row.update(faithfulness_scores(loaded, image, result.raw, job.method, job.target, faithfulness,
+                                                       method_args, lambda c: box_prior(dataset, dataset.classes[c], loaded)))
+                except Exception as exc:  # noqa: BLE001 - one model × method × image fails alone, named; the run goes on
+                    text = str(exc).strip().splitlines()
+                    kind = "" if isinstance(exc, (ValueError, MedattnError)) else f"{type(exc).__name__}: "
+                    skipped.append(f"{job.method} on {loaded.name}, image {job.image_id}: {kind}{text[0] if text else ''}")
+                    row = None
+            if row is not None:
                 rows.append(row)
             if tick is not None:
                 tick()

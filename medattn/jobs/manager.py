@@ -8,9 +8,10 @@ epochs).
 A job is a folder `<jobs root>/<id>/` (default `.cache/jobs/`, under MEDATTN_CACHE):
 - `spec.json`: what to run (`kind` and its arguments);
 - `status.json`: `state` (queued, running, done, failed, stopped, interrupted), `pid`,
-  `done`/`total` counted in `unit` (maps, batches), `rate` (units/s), `eta_s`, `stage` (e.g.
+  `done`/`total` counted in `unit` (maps, batches), `pending` (of `done`, the finished maps
+  whose rows are not stored yet: at most a batch), `rate` (units/s), `eta_s`, `stage` (e.g.
   "epoch 2/5"), `message`, times; rewritten (temporary + rename) at most every
-  `STATUS_EVERY_S` while it runs;
+  `STATUS_EVERY_S` while it runs, and at once when a batch is stored or its first map held;
 - `log.txt`: the worker's output (warnings name skipped images and set-aside files);
 - `lock`: held (`fcntl.flock`) by the worker for its lifetime. The lock, not the pid, says
   whether a job is alive: the OS drops it when the process dies, however it dies.
@@ -20,9 +21,11 @@ dataset × output checkpoint for training, so each has one job at a time; starti
 it runs raises `JobRunning`. `stop` signals the worker's process group, and only a worker it
 can prove (`_worker_pid`: the lock's holder in the kernel's /proc/locks, or before the lock the
 process running this very job folder), never a pid that status.json merely claims (SIGTERM: precompute
-stores finished rows and exits after the map in progress; training stops before its next batch)
-and kills it after `STOP_GRACE_S` if a long map (PDA) or batch is still running. A job whose
-process died (server restart, kill, power loss) reads as `interrupted`; `resume` starts it again:
+ends the map in progress at once, stores the finished rows and exits, `medattn.jobs.interrupt`;
+training stops before its next batch). It kills the worker after `STOP_GRACE_S` if a long step
+is still running, unless the worker holds finished maps not yet stored (`pending`): then it
+waits up to `STORE_GRACE_S` for them to be stored (a worker starved of CPU needs that long),
+so that a Stop keeps every finished map's row. A job whose process died (server restart, kill, power loss) reads as `interrupted`; `resume` starts it again:
 precompute skips the rows already stored, training continues after the last epoch kept in its
 `NAME.resume.pt`. The worker runs at a lower priority and under the
 thread policy (`medattn.threads`). A plain subprocess and files suffice on one machine; a
@@ -53,6 +56,7 @@ STATES = ("queued", "running", "done", "failed", "stopped", "interrupted")
 ACTIVE = ("queued", "running")
 STATUS_EVERY_S = 0.5
 STOP_GRACE_S = 1.5  # after SIGTERM, how long a map in progress may take before the job is killed
+STORE_GRACE_S = 60.0  # ...and how long a worker holding finished maps may take to store them
 UNITS = {"precompute": "maps", "train": "batches"}  # what a job's progress counts
 START_TIMEOUT_S = 120.0  # a queued job whose worker never took its lock by then is interrupted
 
@@ -74,6 +78,7 @@ class JobStatus:
     pid: int | None = None
     done: int = 0
     total: int = 0
+    pending: int = 0  # of `done`, finished units whose results are not stored yet (precompute: at most a batch)
     rate: float | None = None  # units per second
     eta_s: float | None = None
     message: str = ""
@@ -289,8 +294,10 @@ class JobManager:
         found = [self.status(p.parent.name) for p in self.root.glob("*/status.json")] if self.root.is_dir() else []
         return sorted((s for s in found if s is not None), key=lambda s: s.created, reverse=True)
 
-    def stop(self, job: str, grace: float = STOP_GRACE_S) -> float:
-        """Ask the job to stop and wait until its process is gone; seconds that took."""
+    def stop(self, job: str, grace: float = STOP_GRACE_S, store_grace: float = STORE_GRACE_S) -> float:
+        """Ask the job to stop and wait until its process is gone; seconds that took. The worker
+        is killed after `grace`, or after `store_grace` while it holds finished maps whose rows
+        are not stored yet (status.json's `pending`)."""
         started = time.perf_counter()
         folder = self.folder(job)
         status = self.status(job)
@@ -299,18 +306,31 @@ class JobManager:
         (folder / "cancel").touch()
         pid = _worker_pid(folder, status.pid)
         _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while _running(folder, pid) and time.monotonic() < deadline:
+        signalled = time.monotonic()
+
+        def waiting() -> bool:  # within the grace, or within the store grace while the worker holds rows
+            elapsed = time.monotonic() - signalled
+            return elapsed < grace or (elapsed < store_grace and self._holds_rows(job))
+
+        while _running(folder, pid) and waiting():
             time.sleep(0.05)
         if _running(folder, pid):
-            _signal_group(pid, signal.SIGKILL)  # a long map in progress: its rows were stored before it
-            while _running(folder, pid) and time.monotonic() < deadline + 5:
+            _signal_group(pid, signal.SIGKILL)  # a long step in progress, or a worker that never stored its rows
+            killed = time.monotonic()
+            while _running(folder, pid) and time.monotonic() < killed + 5:
                 time.sleep(0.05)
         final = self.status(job)
         if final is not None and final.state in (*ACTIVE, "interrupted"):
-            final.state, final.message = "stopped", f"stopped at {final.done}/{final.total} {final.unit}"
+            lost = f"; {final.pending} finished {final.unit} were not stored" if final.pending else ""
+            final.done, final.pending = final.done - final.pending, 0  # what a resume starts from
+            final.state, final.message = "stopped", f"stopped at {final.done}/{final.total} {final.unit}{lost}"
             _write_status(folder, final)
         return time.perf_counter() - started
+
+    def _holds_rows(self, job: str) -> bool:
+        """Whether the job's worker holds finished maps whose rows are not stored yet."""
+        status = self.status(job)
+        return status is not None and status.pending > 0
 
     def log_tail(self, job: str, lines: int = 12) -> str:
         path = self.folder(job) / "log.txt"

@@ -43,6 +43,7 @@ from medattn.explain import unavailable
 from medattn.explain.base import PRECISIONS
 from medattn.inference import LoadedModel, cached_predictions, load_model
 from medattn.jobs.batch import Job, batches, score_batch
+from medattn.jobs.interrupt import interruptible
 from medattn.jobs.options import add_metric_options
 from medattn.metrics.decision import DecisionRule, decision_rule
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
@@ -90,15 +91,20 @@ def precompute(
     stop: Callable[[], bool] | None = None,
     precision: str = "float32",
     faithfulness: FaithfulnessSettings | None = None,
+    stored: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """Compute every missing row and return the full score table of the run.
 
     `params` are per-method explainer parameters, or a function of the loaded model giving them
     (the app's PDA window follows each model's input size). `progress(done, total)` is called
     after every map, including maps another run computed meanwhile; both count the whole plan,
-    so a resumed run starts at the maps stored before (67 of 336, not 0 of 269). `stop()` is
-    asked between maps; when it returns True the finished rows are stored and the table
-    returned early.
+    so a resumed run starts at the maps stored before (67 of 336, not 0 of 269). `stored(done)`
+    is called whenever rows reach the table (once a batch), with progress's count at that
+    moment: maps that `progress` counted after it are finished but held in memory until their
+    batch is stored (a job's Stop waits for them, `medattn.jobs.manager`). `stop()` is asked
+    between maps; when it returns True the finished rows are stored and the table returned
+    early. Loading and each map are `interruptible()` (`medattn.jobs.interrupt`: a job's
+    SIGTERM ends them at once); storing never is.
     An image that cannot be read is skipped and named in `skips` (a fresh report when None;
     `Skips(strict=True)` fails on the first one instead); the rest of the run goes on.
     `protocol` (`medattn.metrics.protocols`) sets the explainer parameters, the targets and the
@@ -130,15 +136,85 @@ def precompute(
         raise SystemExit(f"image ids not in {dataset.root}/images.csv: {', '.join(unknown[:10])}")
     table = run.scores
     skips = skips if skips is not None else Skips("images")
+    with interruptible():  # a Stop while loading ends it at once; what it stores (predictions) is written atomically
+        jobs, already, models, not_applicable = _plan(dataset, checkpoints, methods, ids, run, device, skips, protocol,
+                                                      faithfulness)
+    hashes = {name: loaded.hash for name, loaded in models.items()}
+    model_params = {name: dict(params(loaded) if callable(params) else params or {}) for name, loaded in models.items()}
+    failed: list[str] = []
+    total = already + len(jobs)
+    bar = tqdm(total=total, initial=already, desc="heatmaps", file=sys.stderr, disable=progress is not None)
+    finished = already
+    if progress is not None and already:
+        progress(finished, total)
+
+    def advance(count: int = 1) -> None:
+        nonlocal finished
+        finished += count
+        bar.update(count)
+        if progress is not None:
+            progress(finished, total)
+
+    def settle() -> None:  # the maps counted so far are in the table (or skipped)
+        if stored is not None:
+            stored(finished)
+
+    def advance_stored(count: int) -> None:  # maps whose rows are in the table already: Ray's batches, others' work
+        advance(count)
+        settle()
+
+    settle()
+
+    stopped = stop or (lambda: False)
+    shared = _SharedWork(run.claims)
+    todo = jobs
+    while todo and not stopped():
+        if engine == "ray":
+            from medattn.jobs.ray_engine import run_batches
+
+            run_batches(models, dataset, batches(todo), cache, model_params, table, advance_stored, address=ray_address,
+                        device=device, take=shared.take, release=shared.release, stop=stopped, protocol=protocol,
+                        precision=precision, faithfulness=faithfulness)
+        else:
+            for batch in batches(todo):
+                if stopped():
+                    break
+                mine = shared.take(batch)
+                if not mine:
+                    continue
+                rows, skipped = score_batch(models[batch[0].checkpoint], dataset, mine, cache,
+                                            model_params[batch[0].checkpoint], tick=advance, protocol=protocol,
+                                            stop=stopped, precision=precision, faithfulness=faithfulness)
+                for message in skipped:
+                    log.warning(message)
+                failed += skipped
+                table.append(rows)  # every batch, so that a kill loses at most this one
+                settle()
+                shared.release(mine)
+        todo = shared.wait_for_others(table, hashes, advance_stored, stopped, faithfulness)
+    bar.close()
+    if not stopped():
+        table.compact()  # a finished run leaves one part: the table the README describes
+    frame = table.read()
+    # what this run did not map, and why: one line per model × method that does not apply, one
+    # per map that failed (the local engine's; Ray's actors log theirs)
+    frame.attrs.update(not_applicable=not_applicable, failed=failed)
+    return frame
+
+
+def _plan(dataset: Dataset, checkpoints: Sequence[str | Path], methods: Sequence[str], ids: list[str], run: Run,
+          device: str, skips: Skips, protocol: str, faithfulness: FaithfulnessSettings | None,
+          ) -> tuple[list[Job], int, dict[str, LoadedModel], list[str]]:
+    """Load the models, predict the images (kept in the run's prediction store) and list the
+    maps to compute: (jobs, maps of the plan stored before, models by name, one line per
+    model × method that does not apply)."""
     models = {loaded.name: loaded for loaded in (load_model(path, device, dataset) for path in checkpoints)}
     hashes = {name: loaded.hash for name, loaded in models.items()}
-    done = table.done_keys(_complete(current_rows(table.read(), hashes), faithfulness))
+    done = run.scores.done_keys(_complete(current_rows(run.scores.read(), hashes), faithfulness))
     for loaded in models.values():
         loaded.check_classes(dataset)
-    model_params = {name: dict(params(loaded) if callable(params) else params or {}) for name, loaded in models.items()}
     jobs, already = [], 0  # `already`: maps of this run's plan stored before (a resume counts them done)
     not_applicable: list[str] = []
-    failed: list[str] = []
     for loaded in models.values():
         usable = []
         for method in methods:  # an unknown name fails here, before any work
@@ -163,53 +239,7 @@ def precompute(
                     else:
                         jobs.append(Job(loaded.name, image_id, target, method, float(probs[target]), int(labels[target]),
                                         int(predicted[target])))
-    total = already + len(jobs)
-    bar = tqdm(total=total, initial=already, desc="heatmaps", file=sys.stderr, disable=progress is not None)
-    finished = already
-    if progress is not None and already:
-        progress(finished, total)
-
-    def advance(count: int = 1) -> None:
-        nonlocal finished
-        finished += count
-        bar.update(count)
-        if progress is not None:
-            progress(finished, total)
-
-    stopped = stop or (lambda: False)
-    shared = _SharedWork(run.claims)
-    todo = jobs
-    while todo and not stopped():
-        if engine == "ray":
-            from medattn.jobs.ray_engine import run_batches
-
-            run_batches(models, dataset, batches(todo), cache, model_params, table, advance, address=ray_address,
-                        device=device, take=shared.take, release=shared.release, stop=stopped, protocol=protocol,
-                        precision=precision, faithfulness=faithfulness)
-        else:
-            for batch in batches(todo):
-                if stopped():
-                    break
-                mine = shared.take(batch)
-                if not mine:
-                    continue
-                rows, skipped = score_batch(models[batch[0].checkpoint], dataset, mine, cache,
-                                            model_params[batch[0].checkpoint], tick=advance, protocol=protocol,
-                                            stop=stopped, precision=precision, faithfulness=faithfulness)
-                for message in skipped:
-                    log.warning(message)
-                failed += skipped
-                table.append(rows)  # every batch, so that a kill loses at most this one
-                shared.release(mine)
-        todo = shared.wait_for_others(table, hashes, advance, stopped, faithfulness)
-    bar.close()
-    if not stopped():
-        table.compact()  # a finished run leaves one part: the table the README describes
-    frame = table.read()
-    # what this run did not map, and why: one line per model × method that does not apply, one
-    # per map that failed (the local engine's; Ray's actors log theirs)
-    frame.attrs.update(not_applicable=not_applicable, failed=failed)
-    return frame
+    return jobs, already, models, not_applicable
 
 
 def _complete(frame: pd.DataFrame, faithfulness: FaithfulnessSettings | None) -> pd.DataFrame:

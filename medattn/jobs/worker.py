@@ -15,19 +15,22 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from medattn.jobs.batch import Interrupted
+from medattn.jobs.interrupt import Interrupted, interrupt
 from medattn.jobs.manager import STATUS_EVERY_S, UNITS, JobStatus, _title, _write_status, log
 from medattn.store.files import read_or_set_aside
 
 
 class _Reporter:
     """Turns progress calls (precompute's maps, training's batches) into status.json updates with
-    the rate and ETA."""
+    the rate and ETA, and precompute's `stored` calls into `pending`: the finished maps whose
+    rows are not in the table yet, told at once when the first of a batch finishes, so that a
+    Stop never kills the worker while it holds them (`JobManager.stop`)."""
 
     def __init__(self, folder: Path, status: JobStatus):
         self.folder, self.status = folder, status
         self.first: tuple[float, int] | None = None  # (time, done) at the first map: loading is not throughput
         self.written = 0.0
+        self.kept: int | None = None  # the count when rows last reached the table; None: this work stores no rows
 
     def __call__(self, done: int, total: int, stage: str | None = None) -> None:
         now = time.monotonic()
@@ -35,14 +38,22 @@ class _Reporter:
             self.first = (now, done)  # a resumed job starts at what it kept
             self.status.message = f"computing {self.status.unit}" if self.status.unit == "maps" else "training"
         self.status.done, self.status.total = done, total
+        held = self.status.pending
+        self.status.pending = max(0, done - self.kept) if self.kept is not None else 0
         if stage is not None:
             self.status.stage = stage
         elapsed, counted = now - self.first[0], done - self.first[1]
         if elapsed > 0 and counted > 0:
             self.status.rate = counted / elapsed
             self.status.eta_s = (total - done) / self.status.rate
-        if now - self.written >= STATUS_EVERY_S or done == total:
+        if now - self.written >= STATUS_EVERY_S or done == total or (self.status.pending and not held):
             self.write()
+
+    def stored(self, done: int) -> None:
+        """The rows of the maps counted up to `done` are in the table (precompute's `stored`)."""
+        self.kept = done
+        self.status.pending = max(0, self.status.done - done)
+        self.write()
 
     def write(self, state: str | None = None, message: str | None = None) -> None:
         if state is not None:
@@ -53,7 +64,7 @@ class _Reporter:
         self.written = time.monotonic()
 
 
-def _run_precompute(spec: dict, progress: Callable[[int, int], None], stop: Callable[[], bool]) -> str:
+def _run_precompute(spec: dict, reporter: _Reporter, stop: Callable[[], bool]) -> str:
     from medattn.data import load_dataset
     from medattn.data.skips import Skips
     from medattn.jobs.precompute import precompute
@@ -75,15 +86,15 @@ def _run_precompute(spec: dict, progress: Callable[[int, int], None], stop: Call
 
         faithfulness = FaithfulnessSettings.from_fields(spec["faithfulness"])
     frame = precompute(dataset, spec["checkpoints"], spec["methods"], spec.get("split"), spec.get("image_ids"), run,
-                       cache, spec.get("device", "auto"), params, progress=progress, skips=skips, stop=stop,
-                       faithfulness=faithfulness)
+                       cache, spec.get("device", "auto"), params, progress=reporter, skips=skips, stop=stop,
+                       faithfulness=faithfulness, stored=reporter.stored)
     if stop():
         raise Stopped("finished rows are stored")
     done = f"{len(frame)} rows in {run.root / 'scores'}"
     return f"{done}; {skips.summary()}" if len(skips) else done
 
 
-def _run_train(spec: dict, progress: Callable[..., None], stop: Callable[[], bool]) -> str:
+def _run_train(spec: dict, reporter: _Reporter, stop: Callable[[], bool]) -> str:
     """`medattn.train.train` itself, with the job's progress and stop; its log lines (one per
     epoch) go to the job's log."""
     from medattn import train as training
@@ -94,7 +105,7 @@ def _run_train(spec: dict, progress: Callable[..., None], stop: Callable[[], boo
         print(message, file=sys.stderr, flush=True)
 
     try:
-        out = training.train(config, log=log_line, progress=progress, stop=stop)
+        out = training.train(config, log=log_line, progress=reporter, stop=stop)
     except training.Stopped as exc:
         raise Stopped(f"{exc.epoch}/{exc.epochs} epochs finished and kept; Resume continues from there") from None
     except SystemExit as exc:  # train's own "needs images in both splits" refusal: a failure, not an exit
@@ -106,9 +117,9 @@ class Stopped(Exception):
     """A job's work ended early because it was asked to stop; the message says what was kept."""
 
 
-KINDS: dict[str, Callable[[dict, Callable[..., None], Callable[[], bool]], str]] = {
+KINDS: dict[str, Callable[[dict, _Reporter, Callable[[], bool]], str]] = {
     "precompute": _run_precompute, "train": _run_train}
-INTERRUPTIBLE = {"precompute"}  # kinds whose work SIGTERM may end mid-step (training checks between batches)
+INTERRUPTIBLE = {"precompute"}  # kinds whose maps SIGTERM may end mid-step (training checks between batches)
 
 
 def work(folder: Path) -> int:
@@ -133,11 +144,9 @@ def work(folder: Path) -> int:
         stopping = threading.Event()
 
         def on_sigterm(*_: object) -> None:
-        
-            first = not stopping.is_set()
             stopping.set()
-            if first and spec["kind"] in INTERRUPTIBLE:
-                raise Interrupted  # ends the map in progress; the finished rows are stored
+            if spec["kind"] in INTERRUPTIBLE:
+                interrupt()  # ends the map (or the loading) in progress, never a write: the finished rows are stored
 
         signal.signal(signal.SIGTERM, on_sigterm)
 
@@ -146,7 +155,7 @@ def work(folder: Path) -> int:
 
         try:
             summary = KINDS[spec["kind"]](spec, reporter, stop)
-        except (Interrupted, Stopped) as exc:  # Interrupted outside a map (loading, storing): what was stored stays
+        except (Interrupted, Stopped) as exc:  # Interrupted while loading: what was stored stays
             kept = str(exc) if isinstance(exc, Stopped) else "finished rows are stored"
             reporter.write("stopped", f"stopped at {status.done}/{status.total} {status.unit}; {kept}")
         except Exception as exc:  # noqa: BLE001 - the job's failure is its status, the trace its log
