@@ -15,13 +15,14 @@ import streamlit as st
 
 from medattn.reader import analysis
 from medattn.reader.agreement import agreement, measures
-from medattn.reader.errors import StudyError
+from medattn.reader.errors import AnalysisNotReadyError
 from medattn.reader.export import FORMATS, export_study, neutral_csv
 from medattn.reader.mrmc import COVARIANCES, roc_points
 from medattn.reader.mrmc_study import study_mrmc
 from medattn.store.annotations import AnnotationStore
 from medattn.ui import loaders
 from medattn.ui.errors import guard
+from medattn.ui.plain import plain
 from medattn.viz import interval_bars, reader_change_figure, reader_roc_figure
 
 EXPORTS = {  # format → (button label, file suffix, MIME type)
@@ -190,8 +191,8 @@ def mrmc_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
     readers, cases = FACTOR_CHOICES[factors]
     try:
         result = study_mrmc(store, study_id, question, cov=cov, readers=readers, cases=cases)
-    except StudyError as error:
-        st.info(str(error))
+    except AnalysisNotReadyError as error:  # what is missing and what to do, in the coordinator's words
+        st.info(plain(error))
         return
     used = result["table"]
     note = (f"{used['reader'].nunique()} readers × {used['case'].nunique()} cases "
