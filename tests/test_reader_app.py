@@ -322,10 +322,18 @@ def test_admin_sees_the_mrmc_analysis_and_roc_curves_of_an_ai_study(world):
     metrics = {m.label: m.value for m in admin.metric}
     assert metrics["AUC with AI"] == f"{expected['auc']['with_ai']:.3f}"
     assert metrics["AUC without AI"] == f"{expected['auc']['without_ai']:.3f}"
-    assert metrics["AUC difference (with AI − without AI)"] == f"{expected['difference']:+.3f}"
+    assert metrics["AUC change with AI"] == f"{expected['difference']:+.3f}"
     assert metrics["p (AUC)"] == f"{expected['p']:.4f}"
+    deltas = {m.label: m.proto.delta for m in admin.metric}  # the CIs under the numbers
+    low, high = expected["ci"]
+    assert deltas["AUC change with AI"] == f"95% CI {low:+.3f} to {high:+.3f}"
+    sentence = texts(admin.markdown).replace("\\", "")
+    assert f"With AI, the readers' mean AUC was {abs(expected['difference']):.3f}" in sentence
+    assert f"p = {expected['p']:.3g}" in sentence and "generalising to other readers and images like these" in sentence
     charts = [c.proto.spec for c in admin.get("plotly_chart")]
-    assert any("ROC per reader and arm" in c for c in charts)
+    roc = next(c for c in charts if "ROC curves per arm" in c)
+    assert "with AI: average of 3 readers, AUC" in roc and "without AI: each reader" in roc
+    assert "false positive rate (1 \\u2212 specificity)" in roc  # JSON escapes the minus sign
     admin.selectbox(key=f"sa_mrmc_q_{study_id}").set_value("present").run()  # yes/no: sensitivity, specificity
     labels = {m.label for m in admin.metric}
     assert {"sensitivity with AI", "specificity without AI"} <= labels

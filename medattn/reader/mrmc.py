@@ -345,3 +345,21 @@ def roc_points(frame: pd.DataFrame) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=["reader", "treatment", "fpr", "tpr", "threshold"])
     return pd.concat(parts, ignore_index=True)
+
+
+def average_roc(points: pd.DataFrame, n_grid: int = 201) -> pd.DataFrame:
+    """The readers' average ROC curve per treatment by vertical averaging (Fawcett 2006, Pattern
+    Recognit Lett 27:861, "vertical averaging"): each reader's empirical curve (`roc_points`,
+    straight segments, a vertical step taken at its top) read at `n_grid` false positive rates
+    from 0 to 1, and the true positive rates averaged. Its area is the mean of the readers'
+    trapezoidal AUCs (up to the grid's resolution). Returns treatment, fpr, tpr, n_readers."""
+    grid = np.linspace(0.0, 1.0, n_grid)
+    parts = []
+    for treatment, group in points.groupby("treatment", sort=False):
+        curves = [np.interp(grid, curve["fpr"].to_numpy(float), curve["tpr"].to_numpy(float))  # fpr non-decreasing:
+                  for _, curve in group.groupby("reader", sort=False)]  # interp takes a step's last point
+        parts.append(pd.DataFrame({"treatment": treatment, "fpr": grid, "tpr": np.mean(curves, axis=0),
+                                   "n_readers": len(curves)}))
+    if not parts:
+        return pd.DataFrame(columns=["treatment", "fpr", "tpr", "n_readers"])
+    return pd.concat(parts, ignore_index=True)

@@ -134,9 +134,10 @@ def analysis_gap(table: pd.DataFrame, design: pd.Series, *, maps: bool = False, 
     modalities = list(dict.fromkeys(table["modality"]))
     if len(modalities) < 2:
         if not maps:
+            more = (f" and add {_count(needed - started, 'more reader')} under Readers" if started < needed else "")
             return (f"Only the {_arm_name(modalities[0])} arm has answers so far ({_count(started, 'reader')} "
                     f"started): the comparison needs {pair} read {by}. Each reader reads one arm's "
-                    "session, then the other (after the washout, if the study has one); wait for second sessions.")
+                    f"session, then the other (after the washout, if the study has one): wait for second sessions{more}.")
         return (f"Only one map ({modalities[0]}) has ratings so far: the comparison needs at least 2 maps rated {by}.")
     if not crossed:
         return ("This study splits its images between the arms (each reader reads each image once, with or without "
