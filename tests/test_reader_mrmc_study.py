@@ -40,8 +40,8 @@ CASES = {
                                             ["Only the with-AI arm", "(1 reader started)", "by at least 1 reader.",
                                              "wait for second sessions."]),
     "one reader of two in one arm": ({"ana": {WITHOUT_AI: ALL}}, TRUTH, {},
-                                     ["Only the without-AI arm", "wait for second sessions and add 1 more reader under "
-                                      "Readers."]),
+                                     ["Only the without-AI arm", ("wait for second sessions and add 1 more reader under "
+                                                                  "Readers.")]),
     "one map of a rating study": ({"ana": {"model · gradcam": ALL}}, TRUTH, {"maps": True},
                                   ["Only one map (model · gradcam) has ratings", "at least 2 maps"]),
     "split design": ({"ana": {WITH_AI: (1, 4), WITHOUT_AI: (2, 5)}, "ben": {WITH_AI: (2, 5), WITHOUT_AI: (1, 4)}},

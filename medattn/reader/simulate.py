@@ -140,7 +140,7 @@ def simulate_study(store: AnnotationStore, dataset: str | Path, checkpoint: str 
         reader_case = {i: rng.normal(0, np.sqrt(VARIANCES["reader_case"])) for i in ids}
         error = {(arm, i): rng.normal(0, np.sqrt(VARIANCES["error"])) for arm in mu for i in ids}
         order = store.cases_for(study_id, name)  # drawn from the reader's name: the draws above are not
-        for case in order[: int(round(done * len(order)))]:
+        for case in order[: round(done * len(order))]:
             arm, image = store.arm_for(study_id, name, case), key[case]
             positive = bool(truth[image])
             latent = (positive * (mu[arm] + skill + arm_skill[arm]) + case_effect[image] + arm_case[arm, image]
