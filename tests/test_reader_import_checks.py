@@ -199,12 +199,16 @@ def test_a_case_whose_image_is_gone_costs_that_case_only(answered, tmp_path, bre
         assert key[broken] not in set(load_dataset(tmp_path / "truth", check_files=False).images.index)
 
 
-def test_a_dataset_that_is_gone_or_no_dataset_says_so(answered):
+def test_a_dataset_that_is_gone_or_no_dataset_says_so(answered, tmp_path):
     store, study_id, folder = answered
     case = store.cases_for(study_id, "ana")[0]
+    other = Path(shutil.copytree(folder, tmp_path / "other"))
+    for name in ("images.csv", "boxes.csv"):  # another dataset: none of the study's images
+        table = pd.read_csv(other / name, dtype=str)
+        table.assign(image_id="other_" + table["image_id"]).to_csv(other / name, index=False)
     (folder / "dataset.json").unlink()
     with pytest.raises(DatasetMovedError, match="no longer a valid dataset"):
         store.case_image(study_id, "ana", case)
     assert len(store.case_problems(study_id)) == 4
-    with pytest.raises(DatasetMovedError, match="no longer a valid dataset"):  # repointing checks the new folder
-        store.update_study(study_id, {"dataset": str(folder)}, store.study(study_id)["revision"])
+    with pytest.raises(DatasetMovedError, match="holds none of the study's 4 images"):  # the wrong folder
+        store.update_study(study_id, {"dataset": str(other)}, store.study(study_id)["revision"])

@@ -77,15 +77,13 @@ def _check_meta(what: str, meta: Mapping) -> dict:
 
 
 def _check_in_dataset(folder: str, image_ids: Sequence[str], case_label: str):
-    """The dataset at `folder` when it is here (None when it is not: an import may come before
-    its images), with StudyError naming the first case whose image id is not in its images.csv,
-    or a folder that is no dataset."""
-    if not Path(folder).is_dir():
-        return None
+    """The dataset at `folder` when it loads, with StudyError naming the first case whose image
+    id is not in its images.csv; None when it does not load (an import may come before its
+    images: its cases then show as unavailable until an admin repoints it, `update_study`)."""
     try:
         images = study_images(folder)
-    except DatasetMovedError as error:
-        raise StudyError(f"study spec field 'dataset': {error}") from error
+    except DatasetMovedError:
+        return None
     missing = [(i, image_id) for i, image_id in enumerate(image_ids) if image_id not in images.images.index]
     if missing:
         i, image_id = missing[0]
@@ -100,7 +98,7 @@ def check_spec(spec: Mapping[str, Any], dataset_must_exist: bool = True,
     """The spec checked and normalised as every way in (the Study admin form, `create_study`, a
     JSON import) needs it: only the fields the app knows (SPEC_FIELDS), name, kind, cases (image
     ids, never paths; at most MAX_CASES, no duplicates; each in the dataset's images.csv whenever
-    the folder is here), case_meta (flat, bounded), dataset (an absolute path; a folder unless
+    the folder loads as a dataset), case_meta (flat, bounded), dataset (an absolute path; a folder unless
     `dataset_must_exist` is False: an imported study's images may be elsewhere until an admin
     repoints it), target_class (a class of the dataset), questions with defaults, panels, arms
     and seed. StudyError naming the first bad field (`case_label`, `meta_label` name a case's
@@ -491,11 +489,11 @@ class Studies:
                 raise DatasetMovedError(f"study {study_id}: new dataset {changes['dataset']} is not a folder")
             changes["dataset"] = str(Path(changes["dataset"]).resolve())
             try:
-                images = study_images(changes["dataset"]).images.index
-            except DatasetMovedError as error:
-                raise DatasetMovedError(f"study {study_id}: new {error}") from error
+                images = set(study_images(changes["dataset"]).images.index)
+            except DatasetMovedError:
+                images = None  # not a dataset (yet): its cases show as unavailable, as before the move
             ids = set(self.case_key(study_id)["image_id"])
-            if not ids & set(images):  # some may be gone (counted as unavailable); none: the wrong folder
+            if images is not None and not ids & images:  # some may be gone (counted as unavailable); none: wrong folder
                 raise DatasetMovedError(f"study {study_id}: new dataset {changes['dataset']} holds none of the study's "
                                         f"{len(ids)} images (e.g. {sorted(ids)[0]!r})")
         try:
