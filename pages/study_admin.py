@@ -71,6 +71,8 @@ if st.session_state.get("sa_study") not in names:
     st.session_state["sa_study"] = list(names)[-1]
 study_id = study_picker(names, key="sa_study")
 spec = db.study(study_id)
+if spec.get("description"):
+    st.caption(plain(spec["description"]))
 for warning in study_warnings(spec, list(db.case_key(study_id)["image_id"])):
     st.warning(f"This study's cases: {plain(warning)}. Every export says so in its provenance.")
 

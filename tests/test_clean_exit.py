@@ -53,7 +53,7 @@ def test_a_script_that_renders_compare_through_apptest_exits_0(tmp_path_factory,
         from streamlit.testing.v1 import AppTest
         from medattn.ui.background import worker
 
-        at = AppTest.from_file({str(REPO / "app.py")!r}, default_timeout=300)
+        at = AppTest.from_file({str(REPO / "workbench.py")!r}, default_timeout=300)
         at.session_state["sb_methods"] = ["gradcam", "occlusion"]
         at.run()
         assert not at.exception, [e.value for e in at.exception]

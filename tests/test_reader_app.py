@@ -24,9 +24,9 @@ from medattn.reader.export import import_study, read_study_json
 from medattn.reader.presets import default_questions
 from medattn.store.annotations import AnnotationStore
 from medattn.reader.mrmc_study import study_mrmc
+from medattn.reader.simulate import simulate_study
 from medattn.reader.validity import image_truth
 from tests.app_env import AppEnv, app_env
-from tests.reader_sim import simulate_ai_study
 
 APP = str(Path(__file__).resolve().parents[1] / "workbench.py")
 TIMEOUT = 300
@@ -313,8 +313,8 @@ def test_a_detection_study_built_in_the_pages_natural_order_has_negatives_or_is_
 
 
 def test_admin_sees_the_mrmc_analysis_and_roc_curves_of_an_ai_study(world):
-    study_id = simulate_ai_study(world.store, world.app.dataset, str(world.app.checkpoints / "tiny_wildcat"),
-                                 readers=3, images=16)
+    study_id = simulate_study(world.store, world.app.dataset, str(world.app.checkpoints / "tiny_wildcat"),
+                              readers=3, images=16)
     expected = study_mrmc(world.store, study_id)
     admin = sign_in(*ADMIN, page="study_admin")
     admin.selectbox(key="sa_study").set_value(study_id).run()
@@ -322,13 +322,36 @@ def test_admin_sees_the_mrmc_analysis_and_roc_curves_of_an_ai_study(world):
     metrics = {m.label: m.value for m in admin.metric}
     assert metrics["AUC with AI"] == f"{expected['auc']['with_ai']:.3f}"
     assert metrics["AUC without AI"] == f"{expected['auc']['without_ai']:.3f}"
-    assert metrics["AUC difference (with AI − without AI)"] == f"{expected['difference']:+.3f}"
+    assert metrics["AUC change with AI"] == f"{expected['difference']:+.3f}"
     assert metrics["p (AUC)"] == f"{expected['p']:.4f}"
+    deltas = {m.label: m.proto.delta for m in admin.metric}  # the CIs under the numbers
+    low, high = expected["ci"]
+    assert deltas["AUC change with AI"] == f"95% CI {low:+.3f} to {high:+.3f}"
+    sentence = texts(admin.markdown).replace("\\", "")
+    assert f"With AI, the readers' mean AUC was {abs(expected['difference']):.3f}" in sentence
+    assert f"p = {expected['p']:.3g}" in sentence and "generalising to other readers and images like these" in sentence
     charts = [c.proto.spec for c in admin.get("plotly_chart")]
-    assert any("ROC per reader and arm" in c for c in charts)
+    roc = next(c for c in charts if "ROC curves per arm" in c)
+    assert "with AI: average of 3 readers, AUC" in roc and "without AI: each reader" in roc
+    assert "false positive rate (1 \\u2212 specificity)" in roc  # JSON escapes the minus sign
     admin.selectbox(key=f"sa_mrmc_q_{study_id}").set_value("present").run()  # yes/no: sensitivity, specificity
     labels = {m.label for m in admin.metric}
     assert {"sensitivity with AI", "specificity without AI"} <= labels
+
+
+def test_admin_reads_what_an_incomplete_ai_study_lacks_in_plain_words(world):
+    """One reader through the without-AI session only: the MRMC part says what is missing and
+    what to do (never a repr such as "the table has only ['without_ai']"), and the study is
+    labelled as simulated."""
+    study_id = simulate_study(world.store, world.app.dataset, str(world.app.checkpoints / "tiny_wildcat"),
+                              readers=1, images=8, done=0.5)
+    admin = sign_in(*ADMIN, page="study_admin")
+    admin.selectbox(key="sa_study").set_value(study_id).run()
+    assert not admin.exception, [e.value for e in admin.exception]
+    shown = texts(admin.info).replace("\\", "")  # shown as plain text: markdown characters escaped
+    assert "Only the without-AI arm has answers so far (1 reader started)" in shown, shown
+    assert "[" not in shown and "_ai" not in shown and not admin.metric
+    assert "SIMULATED readers" in texts(admin.caption).replace("\\", "")
 
 
 def test_studies_of_the_same_name_can_each_be_opened_and_a_reload_resumes_the_one_in_progress(world):

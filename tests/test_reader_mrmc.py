@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medattn.reader.mrmc import empirical_auc, fully_crossed, obuchowski_rockette, roc_points
+from medattn.reader.mrmc import average_roc, empirical_auc, fully_crossed, obuchowski_rockette, roc_points
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +190,14 @@ def test_roc_points_per_reader_and_treatment(vandyke):
     curve = points.query("reader == 1 and treatment == 1")
     assert curve["fpr"].is_monotonic_increasing and curve["tpr"].is_monotonic_increasing
     assert np.trapezoid(curve["tpr"], curve["fpr"]) == pytest.approx(0.9196457, abs=1e-7)
+
+
+def test_average_roc_has_the_readers_mean_auc_as_its_area(vandyke):
+    """Vertical averaging (Fawcett 2006): the average curve's area is the mean of the readers'
+    trapezoidal AUCs, which are the published per-treatment AUCs."""
+    average = average_roc(roc_points(vandyke))
+    for treatment, published in ((1, 0.8970370), (2, 0.9408374)):
+        curve = average[average["treatment"] == treatment]
+        assert (curve["n_readers"] == 5).all() and curve["tpr"].is_monotonic_increasing
+        assert (curve["fpr"].iloc[0], curve["fpr"].iloc[-1], curve["tpr"].iloc[-1]) == (0, 1, 1)
+        assert np.trapezoid(curve["tpr"], curve["fpr"]) == pytest.approx(published, abs=2e-3)

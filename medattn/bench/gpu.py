@@ -161,7 +161,7 @@ def compare_section(dataset: Path, checkpoints: Path, names: Sequence[str], devi
 
     from medattn import inference, pipeline
 
-    app = str(Path(__file__).resolve().parents[2] / "app.py")
+    app = str(Path(__file__).resolve().parents[2] / "workbench.py")
     with tempfile.TemporaryDirectory(prefix="medattn-gpu-report-app-") as tmp:
         folder = Path(tmp) / "checkpoints"
         folder.mkdir()

@@ -1,10 +1,13 @@
-"""Command line: make an admin account, export a study, or import a JSON export.
+"""Command line: make an admin account, export a study, import a JSON export, or make a demo study.
 
     python -m medattn.reader add-admin --db DB --name NAME   (asks the password twice, never echoed)
     python -m medattn.reader export --db DB --study ID --format {csv,json,coco,mrmc,imrmc,key,boxes} --out FILE
     python -m medattn.reader import --db DB --json FILE [--key KEY.csv]
     python -m medattn.reader migrate --from DB --to DB [--study ID ...]
     python -m medattn.reader backup --db FILE --out FILE   (SQLite's online backup, while readers save)
+    python -m medattn.reader demo-study --db DB [--dataset DIR] [--checkpoint CKPT] [--readers 5] [--images 40]
+                                        [--finding CLASS] [--done 1.0] [--seed 0]
+        (a with-/without-AI study read by SIMULATED readers, to see Study admin's analysis first)
 
 DB is an SQLite file's path or an SQLAlchemy URL (postgresql://user@host/medattn).
 """
@@ -53,7 +56,24 @@ def main(argv: list[str] | None = None) -> int:
                                                 "use (the app also keeps copies in DB.backups/)")
     backup.add_argument("--db", required=True, help="the SQLite file")
     backup.add_argument("--out", required=True, help="the copy to write")
+    demo = commands.add_parser(
+        "demo-study", help="create a with-/without-AI detection study read by SIMULATED readers (sim-reader-1, …; "
+                           "medattn.reader.simulate), to see Study admin's MRMC analysis and ROC curves before "
+                           "recruiting readers; labelled as simulated everywhere")
+    demo.add_argument("--db", required=True, help=DB_HELP)
+    demo.add_argument("--dataset", help="dataset folder (default: the demo dataset, built when missing)")
+    demo.add_argument("--checkpoint", help="the with-AI arm's model (default: checkpoints/demo_resnet18_wildcat)")
+    demo.add_argument("--method", default="saliency", help="the with-AI arm's map (default: saliency)")
+    demo.add_argument("--readers", type=int, default=5, help="simulated readers (default 5)")
+    demo.add_argument("--images", type=int, default=40, help="test images, half with the finding (default 40; "
+                                                             "each is read with and without AI)")
+    demo.add_argument("--finding", help="the target class (default: any finding vs none)")
+    demo.add_argument("--done", type=float, default=1.0, help="fraction of each reader's cases read, in their order "
+                                                              "(default 1: all; below 0.5 only first sessions)")
+    demo.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.command == "demo-study":
+        return _demo_study(args)
     if args.command == "backup":
         from medattn.store.annotations.backup import backup_sqlite
 
@@ -86,6 +106,38 @@ def main(argv: list[str] | None = None) -> int:
     except MedattnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _demo_study(args: argparse.Namespace) -> int:
+    from medattn.data.demo import ensure_demo
+    from medattn.inference import CHECKPOINT_DIR
+    from medattn.reader.errors import AnalysisNotReadyError
+    from medattn.reader.mrmc_study import study_mrmc
+    from medattn.reader.simulate import simulate_study
+    from medattn.store.annotations import AnnotationStore
+
+    try:
+        store = AnnotationStore(args.db)
+        dataset = Path(args.dataset) if args.dataset else ensure_demo()
+        checkpoint = args.checkpoint or str(CHECKPOINT_DIR / "demo_resnet18_wildcat")
+        study_id = simulate_study(store, dataset, checkpoint, readers=args.readers, images=args.images,
+                                  target_class=args.finding, method=args.method, seed=args.seed, done=args.done)
+        print(f"created study {study_id} ({store.study(study_id)['name']}) in {store.where}: "
+              f"{args.readers} simulated reader{'s' if args.readers != 1 else ''}; open Study admin with MEDATTN_STUDY_DB={args.db}")
+        try:
+            result = study_mrmc(store, study_id)
+        except AnalysisNotReadyError as error:
+            print(f"analysis: {error}")
+            return 0
+    except MedattnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    low, high = result["ci"]
+    print(f"AUC without AI {result['auc']['without_ai']:.3f}, with AI {result['auc']['with_ai']:.3f}; difference "
+          f"{result['difference']:+.3f} (95% CI {low:+.3f} to {high:+.3f}), F = {result['f']:.2f} on "
+          f"({result['df1']}, {result['df2']:.1f}) df, p = {result['p']:.4f} (Obuchowski–Rockette, random readers "
+          "and cases; simulated readers)")
     return 0
 
 

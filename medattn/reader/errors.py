@@ -52,3 +52,8 @@ class InvalidAnswerError(StudyError):
 
 class ImportFormatError(StudyError):
     """A study JSON file to import is malformed (the message names the file and field)."""
+
+
+class AnalysisNotReadyError(StudyError):
+    """The answers so far cannot support an analysis (one arm read, one reader, too few images of
+    a kind): the message says, for the study's coordinator, what is missing and what to do."""

@@ -44,6 +44,10 @@ METRICS = ("auc", "sensitivity", "specificity")
 COLUMNS = ("reader", "treatment", "case", "truth", "rating")
 
 
+class NoVarianceError(ValueError):
+    """The test has no variance to compare the treatments' difference with (its denominator is 0)."""
+
+
 def empirical_auc(truth: Sequence[int], rating: Sequence[float]) -> float:
     """Mann–Whitney AUC of `rating` for `truth` (0/1), ties counting 1/2; NaN without both classes."""
     truth, rating = np.asarray(truth).astype(bool), np.asarray(rating, dtype=float)
@@ -111,8 +115,7 @@ def fully_crossed(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     counts = frame.groupby("reader")["treatment"].nunique()
     readers = counts.index[counts == treatments]
     kept = frame[frame["reader"].isin(readers)]
-    per_case = kept.groupby("case").apply(lambda g: len(g[["reader", "treatment"]].drop_duplicates()),
-                                          include_groups=False)
+    per_case = kept[["case", "reader", "treatment"]].drop_duplicates().groupby("case").size()  # (empty: no reader)
     cases = per_case.index[per_case == len(readers) * treatments]
     out = kept[kept["case"].isin(cases)].reset_index(drop=True)
     return out, {"readers_dropped": sorted(set(frame["reader"]) - set(readers), key=str),
@@ -189,7 +192,8 @@ def obuchowski_rockette(frame: pd.DataFrame, cov: str = "jackknife", readers: st
     `covariance` (G × G DataFrame over treatment × reader).
 
     ValueError: a missing column, a bad value (naming the row), a design that is not fully
-    crossed, fewer than 2 treatments, 2 readers (random readers), or 2 cases of each truth."""
+    crossed, fewer than 2 treatments, 2 readers (random readers), or 2 cases of each truth;
+    NoVarianceError (a ValueError) when the figures of merit do not vary (denominator 0)."""
     if cov not in COVARIANCES:
         raise ValueError(f"cov must be one of {COVARIANCES}, got {cov!r}")
     if readers not in FACTORS or cases not in FACTORS:
@@ -260,16 +264,16 @@ def obuchowski_rockette(frame: pd.DataFrame, cov: str = "jackknife", readers: st
             per_reader.append(row)
 
     if readers == "random" and cases == "random":
-        denominator = ms_tr + r * max(cov2 - cov3, 0.0)
+        denominator = _varies(ms_tr + r * max(cov2 - cov3, 0.0))
         f, df1 = ms_t / denominator, t - 1
         df2 = denominator ** 2 / (ms_tr ** 2 / ((t - 1) * (r - 1))) if ms_tr > 0 else np.inf
         p = float(stats.f.sf(f, df1, df2))
     elif readers == "fixed":
-        denominator = var_error - cov1 + (r - 1) * (cov2 - cov3)
+        denominator = _varies(var_error - cov1 + (r - 1) * (cov2 - cov3))
         chi2 = (t - 1) * ms_t / denominator
         f, df1, df2, p = chi2 / (t - 1), t - 1, np.inf, float(stats.chi2.sf(chi2, t - 1))
     else:
-        denominator = ms_tr
+        denominator = _varies(ms_tr)
         f, df1, df2 = ms_t / ms_tr, t - 1, float((t - 1) * (r - 1))
         p = float(stats.f.sf(f, df1, df2))
 
@@ -320,6 +324,13 @@ def obuchowski_rockette(frame: pd.DataFrame, cov: str = "jackknife", readers: st
     return result
 
 
+def _varies(denominator: float) -> float:
+    if not denominator > 1e-15:  # rounding: identical tables give ~1e-19, not 0
+        raise NoVarianceError("the figures of merit do not vary over readers and cases (every reader scored alike in "
+                              "every treatment, e.g. each separated the cases perfectly): the test's denominator is 0")
+    return denominator
+
+
 def roc_points(frame: pd.DataFrame) -> pd.DataFrame:
     """Empirical ROC curve of each reader × treatment: reader, treatment, fpr, tpr, threshold
     (scikit-learn's `roc_curve` with every threshold kept); groups with one truth class are skipped."""
@@ -333,4 +344,22 @@ def roc_points(frame: pd.DataFrame) -> pd.DataFrame:
                                    "threshold": thresholds}))
     if not parts:
         return pd.DataFrame(columns=["reader", "treatment", "fpr", "tpr", "threshold"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def average_roc(points: pd.DataFrame, n_grid: int = 201) -> pd.DataFrame:
+    """The readers' average ROC curve per treatment by vertical averaging (Fawcett 2006, Pattern
+    Recognit Lett 27:861, "vertical averaging"): each reader's empirical curve (`roc_points`,
+    straight segments, a vertical step taken at its top) read at `n_grid` false positive rates
+    from 0 to 1, and the true positive rates averaged. Its area is the mean of the readers'
+    trapezoidal AUCs (up to the grid's resolution). Returns treatment, fpr, tpr, n_readers."""
+    grid = np.linspace(0.0, 1.0, n_grid)
+    parts = []
+    for treatment, group in points.groupby("treatment", sort=False):
+        curves = [np.interp(grid, curve["fpr"].to_numpy(float), curve["tpr"].to_numpy(float))  # fpr non-decreasing:
+                  for _, curve in group.groupby("reader", sort=False)]  # interp takes a step's last point
+        parts.append(pd.DataFrame({"treatment": treatment, "fpr": grid, "tpr": np.mean(curves, axis=0),
+                                   "n_readers": len(curves)}))
+    if not parts:
+        return pd.DataFrame(columns=["treatment", "fpr", "tpr", "n_readers"])
     return pd.concat(parts, ignore_index=True)

@@ -7,6 +7,8 @@ Obuchowski–Rockette analysis (`medattn.reader.mrmc`): the one path from stored
 - Heatmap-rating study: modality = the panel's model · method (saliency methods as
   modalities); rating = the reader's rating of that map; truth = the case's finding.
 `case` numbers images, so the two cases of one image in a crossed design share a number.
+`analysis_gap` says, in the coordinator's words, what a study's answers still lack for the
+analysis (one arm read, one reader, too few images of a kind) and what to do.
 Admin only: reads the case and panel keys.
 """
 
@@ -18,11 +20,12 @@ import pandas as pd
 
 from medattn.reader.analysis import case_truth, checkpoint_name
 from medattn.reader.arms import WITH_AI, WITHOUT_AI
-from medattn.reader.errors import StudyError
-from medattn.reader.mrmc import fully_crossed, obuchowski_rockette
+from medattn.reader.errors import AnalysisNotReadyError, StudyError
+from medattn.reader.mrmc import NoVarianceError, fully_crossed, obuchowski_rockette
 from medattn.store.annotations import AnnotationStore
 
 COLUMNS = ["reader", "modality", "case", "truth", "rating"]
+ARM_NAMES = {WITH_AI: "with-AI", WITHOUT_AI: "without-AI"}
 
 
 def mrmc_cases(store: AnnotationStore, study_id: str) -> pd.Series:
@@ -50,15 +53,13 @@ def rating_question(spec: dict, question_id: str | None = None) -> dict:
     return questions[chosen]
 
 
-def mrmc_table(store: AnnotationStore, study_id: str, question_id: str | None = None) -> pd.DataFrame:
-    """reader, modality, case, truth, rating: one row per reader × case (× map in a rating study)
-    with an answer to the rating question (`rating_question`); sorted by reader, modality, case."""
-    spec = store.study(study_id)
-    if spec["kind"] not in ("detection", "heatmap_rating"):
-        raise StudyError(f"study {study_id} is a {spec['kind']} study; MRMC needs a detection or heatmap-rating study")
-    question = rating_question(spec, question_id)
-    truth = case_truth(store, study_id)
-    numbers = mrmc_cases(store, study_id)
+def _design(store: AnnotationStore, study_id: str) -> pd.DataFrame:
+    """case_id → MRMC case number (`case`) and `truth` (0/1), for every case of the study."""
+    return pd.DataFrame({"case": mrmc_cases(store, study_id), "truth": case_truth(store, study_id)})
+
+
+def _table(store: AnnotationStore, spec: dict, question: dict, design: pd.DataFrame) -> pd.DataFrame:
+    study_id = spec["id"]
     answers = store.answers(study_id)
     answers = answers[answers["question_id"] == question["id"]]
     if question.get("per_panel"):
@@ -73,15 +74,95 @@ def mrmc_table(store: AnnotationStore, study_id: str, question_id: str | None = 
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
     frame = pd.DataFrame(rows)
-    frame["case"] = numbers.loc[frame["case_id"]].to_numpy()
-    frame["truth"] = truth.loc[frame["case_id"]].to_numpy()
+    frame["case"] = design.loc[frame["case_id"], "case"].to_numpy()
+    frame["truth"] = design.loc[frame["case_id"], "truth"].to_numpy()
     return frame[COLUMNS].sort_values(["reader", "modality", "case"]).reset_index(drop=True)
+
+
+def _check_kind(spec: dict) -> None:
+    if spec["kind"] not in ("detection", "heatmap_rating"):
+        raise StudyError(f"study {spec['id']} is a {spec['kind']} study; MRMC needs a detection or heatmap-rating study")
+
+
+def mrmc_table(store: AnnotationStore, study_id: str, question_id: str | None = None) -> pd.DataFrame:
+    """reader, modality, case, truth, rating: one row per reader × case (× map in a rating study)
+    with an answer to the rating question (`rating_question`); sorted by reader, modality, case."""
+    spec = store.study(study_id)
+    _check_kind(spec)
+    return _table(store, spec, rating_question(spec, question_id), _design(store, study_id))
 
 
 def treatment_order(modalities) -> list:
     """With AI before without AI (differences are with − without); other modalities sorted."""
     present = sorted(set(modalities), key=str)
     return sorted(present, key=lambda m: (m != WITH_AI, m != WITHOUT_AI, str(m)))
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _arm_name(modality) -> str:
+    return ARM_NAMES.get(modality, str(modality))
+
+
+def analysis_gap(table: pd.DataFrame, design: pd.Series, *, maps: bool = False, crossed: bool = True,
+                 readers: str = "random", binary: bool = False) -> str | None:
+    """What an MRMC comparison of `table` (reader, modality, case, truth, rating: the answers so
+    far) lacks, as a sentence for the study's coordinator saying what to do; None when it can run.
+
+    `design`: truth (0/1) of every MRMC case of the study, answered or not (a study whose images
+    are all of one kind can never be analysed; one in progress can); `maps`: the modalities are
+    the maps of a rating study (else the with-/without-AI arms); `crossed`: every reader reads
+    every image in every modality (False: the split design, each image once per reader);
+    `readers`: "random" needs 2 readers, "fixed" 1; `binary`: a yes/no rating (sensitivity,
+    specificity) rather than a scale (AUC). The needs are those of `obuchowski_rockette`: 2
+    modalities, a fully crossed part, 2 readers (random), 2 images with and 2 without the finding."""
+    unit, pair = ("map", "every map") if maps else ("arm", "both arms")
+    figure = "sensitivity and specificity need" if binary else "the AUC needs"
+    needed = 2 if readers == "random" else 1
+    by = f"by at least {_count(needed, 'reader')}"
+    n1, n0 = int((design == 1).sum()), int((design == 0).sum())
+    if n1 < 2 or n0 < 2:
+        return (f"This study cannot give an AUC, sensitivity or specificity: its {_count(n1 + n0, 'image')} include "
+                f"{n1} with the finding and {n0} without, and each of these figures needs at least 2 of each. "
+                "Create a new study whose cases include images with and without the finding.")
+    if table.empty:
+        return (f"No answers to this question yet: the comparison needs {pair} read {by}. "
+                "Add readers under Readers and ask them to sign in; the analysis appears as they save.")
+    started = table["reader"].nunique()
+    modalities = list(dict.fromkeys(table["modality"]))
+    if len(modalities) < 2:
+        if not maps:
+            more = (f" and add {_count(needed - started, 'more reader')} under Readers" if started < needed else "")
+            return (f"Only the {_arm_name(modalities[0])} arm has answers so far ({_count(started, 'reader')} "
+                    f"started): the comparison needs {pair} read {by}. Each reader reads one arm's "
+                    f"session, then the other (after the washout, if the study has one): wait for second sessions{more}.")
+        return (f"Only one map ({modalities[0]}) has ratings so far: the comparison needs at least 2 maps rated {by}.")
+    if not crossed:
+        return ("This study splits its images between the arms (each reader reads each image once, with or without "
+                "AI): the Obuchowski–Rockette analysis shown here needs every reader to read every image in both "
+                "arms (the crossed design). Download the iMRMC input below: iMRMC analyses split designs.")
+    complete, _ = fully_crossed(table.rename(columns={"modality": "treatment"}))
+    both = complete["reader"].nunique()
+    if both < needed:
+        if both == 0:
+            return (f"No reader has read in {pair} yet ({_count(started, 'reader')} started, each in one {unit}): "
+                    f"the comparison needs at least {_count(needed, 'reader')} who have read the same images in {pair}. It "
+                    "appears as readers finish their second session.")
+        return (f"Only 1 reader ({complete['reader'].iloc[0]}) has read in {pair} so far: generalising to other "
+                "readers needs at least 2. Wait for another reader to finish, or choose 'fixed readers' under "
+                "'Generalise to' to describe these readers only.")
+    per_case = complete.groupby("case")["truth"].first()
+    k1, k0 = int(per_case.sum()), int((per_case == 0).sum())
+    if k1 < 2 or k0 < 2:
+        waiting = int(table["case"].nunique()) - len(per_case)
+        return (f"So far {_count(len(per_case), 'image has', 'images have')} been read in {pair} by all "
+                f"{_count(both, 'reader')} who have read in {pair}: {k1} with the finding and {k0} without; {figure} at "
+                "least 2 of each. " + (f"{_count(waiting, 'more image')} will count once each of these readers has "
+                                       f"read {'it' if waiting == 1 else 'them'} in {pair}." if waiting
+                                       else "Wait for more readings."))
+    return None
 
 
 def study_mrmc(store: AnnotationStore, study_id: str, question_id: str | None = None, *, cov: str = "jackknife",
@@ -91,16 +172,20 @@ def study_mrmc(store: AnnotationStore, study_id: str, question_id: str | None = 
     the `obuchowski_rockette` result plus `table` (the MRMC table used), `readers_dropped`,
     `cases_dropped`, `question`. A scale question gives AUCs; a yes/no question gives
     `sensitivity` and `specificity` results (each an `obuchowski_rockette` result).
-    StudyError with the reason when the answers cannot support it yet (one arm, one reader, a
-    single truth class)."""
+    AnalysisNotReadyError saying what is missing and what to do (`analysis_gap`) while the
+    answers cannot support it (one arm, one reader, too few images of a kind); StudyError for a
+    study of another kind or question."""
     spec = store.study(study_id)
+    _check_kind(spec)
     question = rating_question(spec, question_id)
-    table = mrmc_table(store, study_id, question["id"])
-    if table.empty:
-        raise StudyError(f"study {study_id}: no answers to {question['id']!r} yet")
+    design = _design(store, study_id)
+    table = _table(store, spec, question, design)
+    gap = analysis_gap(table, design.groupby("case")["truth"].first(), maps=bool(question.get("per_panel")),
+                       crossed=spec.get("arms") != "split",
+                       readers=readers, binary=question["type"] == "yes_no")
+    if gap:
+        raise AnalysisNotReadyError(gap)
     complete, dropped = fully_crossed(table.rename(columns={"modality": "treatment"}))
-    if complete.empty:
-        raise StudyError(f"study {study_id}: no case has been read by the same readers under every modality yet")
     order = treatment_order(complete["treatment"])
     try:
         if question["type"] == "yes_no":
@@ -109,6 +194,12 @@ def study_mrmc(store: AnnotationStore, study_id: str, question_id: str | None = 
                       for metric in ("sensitivity", "specificity")}
         else:
             result = obuchowski_rockette(complete, cov=cov, readers=readers, cases=cases, treatments=order)
+    except NoVarianceError as error:
+        metric = "sensitivity and specificity" if question["type"] == "yes_no" else "AUC"
+        raise AnalysisNotReadyError(
+            f"Every reader's {metric} is the same in both arms and over these images (for example every reading "
+            "separates the images perfectly), so the difference cannot be tested: there is no variation to test it "
+            "against. More readers or more (harder) images give the test its variance.") from error
     except ValueError as error:
-        raise StudyError(f"study {study_id}: MRMC analysis not possible yet: {error}") from error
+        raise StudyError(f"study {study_id}: the MRMC analysis failed: {error}") from error
     return {**result, "table": complete, "question": question["id"], **dropped}

@@ -15,13 +15,14 @@ import streamlit as st
 
 from medattn.reader import analysis
 from medattn.reader.agreement import agreement, measures
-from medattn.reader.errors import StudyError
+from medattn.reader.errors import AnalysisNotReadyError
 from medattn.reader.export import FORMATS, export_study, neutral_csv
-from medattn.reader.mrmc import COVARIANCES, roc_points
+from medattn.reader.mrmc import COVARIANCES, average_roc, roc_points
 from medattn.reader.mrmc_study import study_mrmc
 from medattn.store.annotations import AnnotationStore
 from medattn.ui import loaders
 from medattn.ui.errors import guard
+from medattn.ui.plain import plain
 from medattn.viz import interval_bars, reader_change_figure, reader_roc_figure
 
 EXPORTS = {  # format → (button label, file suffix, MIME type)
@@ -36,10 +37,10 @@ EXPORTS = {  # format → (button label, file suffix, MIME type)
 WITH_KEY = ("json", "boxes")  # the admin's downloads carry image ids: a backup, a ground truth
 AGREEMENT_TYPES = ("yes_no", "scale", "choice")
 ARM_NAMES = {"with_ai": "with AI", "without_ai": "without AI"}
-FACTOR_CHOICES = {  # label → (readers, cases)
-    "random readers and cases": ("random", "random"),
-    "fixed readers (these readers), random cases": ("fixed", "random"),
-    "random readers, fixed cases (these cases)": ("random", "fixed"),
+FACTOR_CHOICES = {  # label → (readers, cases, what the result generalises to)
+    "random readers and cases": ("random", "random", "other readers and images like these"),
+    "fixed readers (these readers), random cases": ("fixed", "random", "other images like these, for these readers"),
+    "random readers, fixed cases (these cases)": ("random", "fixed", "other readers like these, for these images"),
 }
 COVARIANCE_NAMES = {"jackknife": "jackknife", "delong": "DeLong", "unbiased": "unbiased (Gallas)"}
 
@@ -168,10 +169,6 @@ def mrmc_questions(spec: dict) -> list[dict]:
     return []
 
 
-def _interval(row) -> str:
-    return f"{row['estimate']:.3f} ({row['low']:.3f} to {row['high']:.3f})"
-
-
 def mrmc_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
     """Obuchowski–Rockette MRMC analysis of the arms (or maps) with ROC curves per reader × arm."""
     questions = mrmc_questions(spec)
@@ -187,56 +184,90 @@ def mrmc_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
                       disabled=chosen["type"] == "yes_no", help="Of the AUCs over cases; binary answers use the jackknife")
     factors = c.selectbox("Generalise to", list(FACTOR_CHOICES), key=f"sa_mrmc_factors_{study_id}",
                           help="Random readers and cases: to other readers and cases like these (the standard).")
-    readers, cases = FACTOR_CHOICES[factors]
+    readers, cases, generalise = FACTOR_CHOICES[factors]
     try:
         result = study_mrmc(store, study_id, question, cov=cov, readers=readers, cases=cases)
-    except StudyError as error:
-        st.info(str(error))
+    except AnalysisNotReadyError as error:  # what is missing and what to do, in the coordinator's words
+        st.info(plain(error))
         return
     used = result["table"]
-    note = (f"{used['reader'].nunique()} readers × {used['case'].nunique()} cases "
-            f"({int(used.groupby('case')['truth'].first().sum())} with the finding) read under every modality")
+    images = used.groupby("case")["truth"].first()
+    where = "in both arms" if set(used["treatment"]) <= set(ARM_NAMES) else "under every map"
+    note = (f"{used['reader'].nunique()} readers × {len(images)} images ({int(images.sum())} with the finding, "
+            f"{int((images == 0).sum())} without), every image read {where} by every reader")
     if result["readers_dropped"] or result["cases_dropped"]:
-        note += (f"; left out until complete: {result['cases_dropped']} case(s)"
+        note += (f"; left out until complete: {result['cases_dropped']} image(s)"
                  + (f", reader(s) {', '.join(map(str, result['readers_dropped']))}" if result["readers_dropped"] else ""))
-    st.caption(note)
+    st.caption(plain(note))
     results = {m: result[m] for m in ("sensitivity", "specificity")} if chosen["type"] == "yes_no" else {"AUC": result}
     for metric, one in results.items():
-        treatments = one["per_treatment"].assign(treatment=lambda f: f["treatment"].map(_arm))
-        diff = one["differences"].iloc[0]
-        columns = st.columns(len(treatments) + 2)
-        for column, row in zip(columns, treatments.itertuples()):
-            column.metric(f"{metric} {row.treatment}", f"{row.estimate:.3f}", help=f"95% CI {row.low:.3f} to {row.high:.3f}")
-        columns[-2].metric(f"{metric} difference ({_arm(diff['treatment_a'])} − {_arm(diff['treatment_b'])})",
-                           f"{diff['estimate']:+.3f}", help=f"95% CI {diff['low']:+.3f} to {diff['high']:+.3f}")
-        columns[-1].metric(f"p ({metric})", f"{one['p']:.4f}", help=(f"F = {one['f']:.3f} on ({one['df1']}, {one['df2']:.2f}) df"
-                                                        if np.isfinite(one["df2"]) else f"χ² = {one['f'] * one['df1']:.3f} on {one['df1']} df"))
-        table = pd.DataFrame({
-            "": [f"{metric} {t}" for t in treatments["treatment"]] + [f"difference {_arm(d.treatment_a)} − {_arm(d.treatment_b)}"
-                                                                     for d in one["differences"].itertuples()],
-            "estimate (95% CI)": [_interval(r) for _, r in treatments.iterrows()]
-                                 + [_interval(r) for _, r in one["differences"].iterrows()],
-            "SE": list(treatments["se"]) + list(one["differences"]["se"]),
-            "df": list(treatments["df"]) + list(one["differences"]["df"])})
-        st.dataframe(table, hide_index=True, column_config={"SE": st.column_config.NumberColumn(format="%.4f"),
-                                                            "df": st.column_config.NumberColumn(format="%.2f")})
-        with st.expander(f"{metric}: test and variance components"):
-            st.dataframe(pd.DataFrame([{
-                "F" if np.isfinite(one["df2"]) else "χ²/df": one["f"], "df1": one["df1"], "df2": one["df2"], "p": one["p"],
-                "MS(T)": one["ms_t"], "MS(T:R)": one["ms_tr"], "Var(error)": one["var_error"], "Cov1": one["cov1"],
-                "Cov2": one["cov2"], "Cov3": one["cov3"], "σ²(R)": one["var_reader"], "σ²(T:R)": one["var_treatment_reader"],
-                "covariance": one["cov_method"], "readers": one["readers"], "cases": one["cases"]}]), hide_index=True)
+        mrmc_figures(one, metric, generalise)
     if chosen["type"] == "scale":
         left, right = st.columns([3, 2])
         points = roc_points(used).assign(treatment=lambda f: f["treatment"].map(_arm))
         aucs = {(r.reader, _arm(r.treatment)): r.estimate for r in result["per_reader"].itertuples()}
-        figure = reader_roc_figure(points, aucs)
-        figure.update_layout(height=560, legend=dict(orientation="v", x=1.02, y=0.5))
+        per_treatment = result["per_treatment"].assign(treatment=lambda f: f["treatment"].map(_arm))
+        figure = reader_roc_figure(points, average_roc(points), per_treatment, aucs)
+        figure.update_layout(height=640)
         left.plotly_chart(figure, key=f"sa_roc_{study_id}")
         change = reader_change_figure(result["per_reader"].assign(treatment=lambda f: f["treatment"].map(_arm)),
-                                      result["per_treatment"].iloc[::-1].assign(treatment=lambda f: f["treatment"].map(_arm)))
-        change.update_layout(height=560)
+                                      per_treatment.iloc[::-1], title="AUC per reader, and the readers' mean (95% CI)")
+        change.update_layout(height=640, xaxis_title="arm")
         right.plotly_chart(change, key=f"sa_reader_auc_{study_id}")
+
+
+def verdict(one: dict, metric: str, generalise: str) -> str:
+    """The comparison in one sentence: the first two treatments' difference with its CI, the
+    test and what a p below 0.05 means here (`one`: an `obuchowski_rockette` result)."""
+    diff = one["differences"].iloc[0]
+    a, b = _arm(diff["treatment_a"]), _arm(diff["treatment_b"])
+    arms = {diff["treatment_a"], diff["treatment_b"]} <= set(ARM_NAMES)
+    change = "higher" if diff["estimate"] >= 0 else "lower"
+    subject = (f"With AI, the readers' mean {metric} was {abs(diff['estimate']):.3f} {change}" if arms
+               else f"The readers' mean {metric} was {abs(diff['estimate']):.3f} {change} with {a} than with {b}")
+    test = (f"F = {one['f']:.2f} on {one['df1']} and {one['df2']:.1f} df" if np.isfinite(one["df2"])
+            else f"χ² = {one['f'] * one['df1']:.2f} on {one['df1']} df")
+    significant = "a significant difference" if one["p"] < 0.05 else "not significant"
+    return (f"{subject} (95% CI {diff['low']:+.3f} to {diff['high']:+.3f}; {test}, p = {one['p']:.3g}): "
+            f"{significant} at the 5% level, generalising to {generalise}.")
+
+
+def mrmc_figures(one: dict, metric: str, generalise: str) -> None:
+    """One figure of merit's comparison: headline numbers with their CIs, the sentence, the
+    table of estimates and the test with its variance components."""
+    treatments = one["per_treatment"].assign(treatment=lambda f: f["treatment"].map(_arm))
+    differences = one["differences"]
+    diff = differences.iloc[0]
+    arms = {diff["treatment_a"], diff["treatment_b"]} <= set(ARM_NAMES)
+    columns = st.columns(len(treatments) + 2)
+    quiet = dict(delta_color="off", delta_arrow="off")
+    for column, row in zip(columns, treatments.itertuples()):
+        column.metric(f"{metric} {row.treatment}", f"{row.estimate:.3f}", f"95% CI {row.low:.3f} to {row.high:.3f}",
+                      **quiet)
+    columns[-2].metric(f"{metric} change with AI" if arms else f"{metric} difference",
+                       f"{diff['estimate']:+.3f}", f"95% CI {diff['low']:+.3f} to {diff['high']:+.3f}", **quiet,
+                       help=f"{_arm(diff['treatment_a'])} − {_arm(diff['treatment_b'])}")
+    columns[-1].metric(f"p ({metric})", f"{one['p']:.4f}", "F test, Hillis df" if np.isfinite(one["df2"]) else "χ² test",
+                       **quiet)
+    st.markdown(plain(verdict(one, metric, generalise)))
+    table = pd.DataFrame({
+        "": [f"{metric} {t}" for t in treatments["treatment"]]
+            + [f"difference: {_arm(d.treatment_a)} − {_arm(d.treatment_b)}" for d in differences.itertuples()],
+        "estimate": [f"{e:.3f}" for e in treatments["estimate"]] + [f"{e:+.3f}" for e in differences["estimate"]],
+        "95% CI": [f"{r.low:.3f} to {r.high:.3f}" for r in treatments.itertuples()]
+                  + [f"{d.low:+.3f} to {d.high:+.3f}" for d in differences.itertuples()],
+        "SE": list(treatments["se"]) + list(differences["se"]),
+        "df": list(treatments["df"]) + list(differences["df"]),
+        "p": [""] * len(treatments) + [f"{p:.4f}" for p in differences["p"]]})  # a p belongs to a comparison
+    st.dataframe(table, hide_index=True, column_config={
+        "SE": st.column_config.NumberColumn(format="%.4f"),
+        "df": st.column_config.NumberColumn(format="%.1f", help="degrees of freedom (Hillis)")})
+    with st.expander(f"{metric}: test and variance components (Obuchowski–Rockette)"):
+        st.dataframe(pd.DataFrame([{
+            "F" if np.isfinite(one["df2"]) else "χ²/df": one["f"], "df1": one["df1"], "df2": one["df2"], "p": one["p"],
+            "MS(T)": one["ms_t"], "MS(T:R)": one["ms_tr"], "Var(error)": one["var_error"], "Cov1": one["cov1"],
+            "Cov2": one["cov2"], "Cov3": one["cov3"], "σ²(R)": one["var_reader"], "σ²(T:R)": one["var_treatment_reader"],
+            "covariance": one["cov_method"], "readers": one["readers"], "cases": one["cases"]}]), hide_index=True)
 
 
 def analysis_section(store: AnnotationStore, study_id: str, spec: dict) -> None:

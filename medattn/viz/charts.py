@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from medattn.viz.palette import model_colors
+from medattn.viz.palette import PALETTE, model_colors
 
 LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
 
@@ -69,26 +69,41 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title
     return figure
 
 
-def reader_roc_figure(points: pd.DataFrame, aucs: Mapping[tuple, float] | None = None,
-                      title: str = "ROC per reader and arm") -> go.Figure:
-    """Empirical ROC curves of a reader study (`medattn.reader.mrmc.roc_points`: reader,
-    treatment, fpr, tpr): one colour per reader, one dash per treatment (solid first), and the
-    chance line; `aucs` {(reader, treatment): AUC} goes into the legend."""
+def reader_roc_figure(points: pd.DataFrame, average: pd.DataFrame, per_treatment: pd.DataFrame | None = None,
+                      aucs: Mapping[tuple, float] | None = None, title: str = "ROC curves per arm") -> go.Figure:
+    """Empirical ROC curves of a reader study, one colour per treatment (arm): each reader's
+    curve thin (`medattn.reader.mrmc.roc_points`: reader, treatment, fpr, tpr; hover names the
+    reader and `aucs` {(reader, treatment): AUC}), the readers' average curve thick
+    (`average_roc`), labelled with the treatment's AUC and 95% CI from `per_treatment`
+    (treatment, estimate, low, high), and the chance line."""
     figure = go.Figure()
-    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(dash="dot", color="grey")))
-    colors = model_colors(points["reader"].astype(str).unique())
-    dashes = dict(zip(pd.unique(points["treatment"]), ("solid", "dash", "dashdot", "longdash")))
-    for (reader, treatment), curve in points.groupby(["reader", "treatment"], sort=False):
-        auc = (aucs or {}).get((reader, treatment))
-        name = f"{reader} · {treatment}" + (f" (AUC {auc:.3f})" if auc is not None else "")
-        figure.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=name,
-                                    legendgroup=str(treatment),
-                                    line=dict(color=colors[str(reader)], dash=dashes[treatment], width=2)))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(dash="dot", color="grey"),
+                                hoverinfo="skip"))
+    treatments = list(pd.unique(average["treatment"]))
+    colors = dict(zip(treatments, ("#d62728", "#1f77b4", *PALETTE[2:])))  # with AI red, without AI blue
+    stats = per_treatment.set_index("treatment") if per_treatment is not None else None
+    for treatment in treatments:
+        color = colors[treatment]
+        for i, (reader, curve) in enumerate(points[points["treatment"] == treatment].groupby("reader", sort=True)):
+            auc = (aucs or {}).get((reader, treatment))
+            label = f"{reader} · {treatment}" + (f" (AUC {auc:.3f})" if auc is not None else "")
+            figure.add_trace(go.Scatter(
+                x=curve["fpr"], y=curve["tpr"], mode="lines", name=f"{treatment}: each reader", legendgroup=treatment,
+                showlegend=i == 0, opacity=0.45, line=dict(color=color, width=1),
+                hovertemplate=f"{label}<br>FPR %{{x:.2f}}, TPR %{{y:.2f}}<extra></extra>"))
+        mean = average[average["treatment"] == treatment]
+        name = f"{treatment}: average of {int(mean['n_readers'].iloc[0])} readers"
+        if stats is not None and treatment in stats.index:
+            row = stats.loc[treatment]
+            name += f", AUC {row['estimate']:.3f} (95% CI {row['low']:.3f}–{row['high']:.3f})"
+        figure.add_trace(go.Scatter(x=mean["fpr"], y=mean["tpr"], mode="lines", name=name, legendgroup=treatment,
+                                    line=dict(color=color, width=3.5),
+                                    hovertemplate=f"{treatment}, average<br>FPR %{{x:.2f}}, TPR %{{y:.2f}}<extra></extra>"))
     figure.update_layout(title=title, xaxis_title="false positive rate (1 − specificity)",
                          yaxis_title="true positive rate (sensitivity)", xaxis_range=[0, 1], yaxis_range=[0, 1.02],
-                         **LAYOUT)
-    figure.update_xaxes(constrain="domain")
-    figure.update_yaxes(scaleanchor="x", scaleratio=1, constrain="domain")
+                         **{**LAYOUT, "legend": dict(orientation="v", x=0, y=-0.18, yanchor="top")})
+    figure.update_xaxes(constrain="domain", dtick=0.2)
+    figure.update_yaxes(scaleanchor="x", scaleratio=1, constrain="domain", dtick=0.2)
     return figure
 
 
