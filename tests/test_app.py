@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from medattn import inference, pipeline
 from medattn.data import load_dataset
 from medattn.store import Run
-from tests.app_env import app_env
+from tests.app_env import app_env, texts
 from tests.sight import in_sight
 
 APP = str(Path(__file__).resolve().parents[1] / "workbench.py")
@@ -42,10 +42,6 @@ def start(page: str | None = None) -> AppTest:
         at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
 
 
 def test_compare_grid_scores_every_model_and_method(env):
