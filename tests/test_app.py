@@ -235,7 +235,7 @@ def test_failure_case_opens_in_compare(env):
     at.selectbox(key="fail_method").set_value("saliency").run()
     buttons = [b for b in at.button if b.key and b.key.startswith("fail_open_")]
     assert buttons, "no failure case found"
-    captions = [c.value for c in at.caption if "·" in c.value and "**" in c.value]
+    captions = [t for t in texts(at.caption).split("\n") if "·" in t and "**" in t]
     image_id = captions[0].split("**")[1]
     target_class = captions[0].split(" · ")[2].split()[0]
     buttons[0].click().run()
