@@ -301,10 +301,11 @@ def analysis_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
 
 
 def export_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
-    formats = formats_for(spec)
-    columns = [column for _ in range(0, len(formats), 4) for column in st.columns(4)]
-    for column, fmt in zip(columns, formats):
+    # One wrapping row: each button as wide as its whole label, the next one on a new line when
+    # the page is narrow (fixed columns cut long labels: "Study backup JSON (with im…").
+    row = st.container(horizontal=True, wrap=True)
+    for fmt in formats_for(spec):
         label, suffix, mime = EXPORTS[fmt]
-        with column, guard(f"{label} export"):
-            column.download_button(label, export_bytes(store, study_id, fmt), f"{study_id}.{suffix}", mime,
-                                   key=f"sa_export_{fmt}_{study_id}")
+        with row, guard(f"{label} export"):
+            row.download_button(label, export_bytes(store, study_id, fmt), f"{study_id}.{suffix}", mime,
+                                key=f"sa_export_{fmt}_{study_id}", width="content")
