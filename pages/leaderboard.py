@@ -54,8 +54,12 @@ with guard("Localization table"):
                    "Mean over scored (image, class) pairs with boxes (or masks) of that class; [95% bootstrap CI]. "
                    "flat: maps with no evidence (constant), scored at chance: AUPRC = the box's share of the image, "
                    "no hit, IoU 0.")
-        metric = st.radio("Chart", lb.METRICS, horizontal=True, key="lb_metric", **SESSION)
-        st.plotly_chart(interval_bars(table, metric, group="method", color="checkpoint", colors=colors), key="lb_bars")
+        metric = st.radio("Chart", lb.METRICS, format_func=lb.METRIC_TITLES.get, horizontal=True, key="lb_metric",
+                          **SESSION)
+        st.plotly_chart(interval_bars(table, metric, group="method", color="checkpoint", colors=colors,
+                                      label=lb.METRIC_TITLES[metric],
+                                      title=f"{lb.METRIC_TITLES[metric]} (higher is better): mean with 95% bootstrap CI"),
+                        key="lb_bars")
         st.download_button("Download localization CSV", neutral_csv(table), f"{data.name}_localization.csv",
                            "text/csv", key="lb_csv")
 

@@ -545,6 +545,8 @@ def test_leaderboard_faithfulness_columns_reference_rows_and_compare_curves(env,
     assert faith["Insertion AUC ↑"].str.match(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]").all()
     agreement = next(d.value for d in at.dataframe if "tau" in d.value.columns)
     assert set(agreement["checkpoint"]) == {"tiny_linear", "tiny_wildcat", "all"}
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("lower is better" in spec and "Deletion AUC" in spec for spec in charts)  # the axis says which way
     localization = at.dataframe[0].value
     assert "reference:box_prior" in set(localization["method"])  # AUPRC beside the methods'
     at.checkbox(key="lb_agree_refs").check().run()

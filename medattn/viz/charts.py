@@ -17,10 +17,12 @@ LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", 
 
 
 def interval_bars(table: pd.DataFrame, metric: str, group: str = "method", color: str = "model",
-                  colors: Mapping[str, str] | None = None) -> go.Figure:
+                  colors: Mapping[str, str] | None = None, label: str | None = None,
+                  title: str | None = None) -> go.Figure:
     """Grouped bars of `metric` with asymmetric error bars from `{metric}_low`/`{metric}_high`
     (e.g. the leaderboard's bootstrap 95% intervals); one colour per `color` value, from
-    `colors` (default `model_colors` of the values)."""
+    `colors` (default `model_colors` of the values). `label` titles the axis (default `metric`),
+    e.g. "Deletion AUC ↓"; `title` the chart (default "`label` with 95% bootstrap CI")."""
     figure = go.Figure()
     colors = colors or model_colors(table[color].astype(str))
     for name, rows in table.groupby(color, sort=False):
@@ -34,7 +36,8 @@ def interval_bars(table: pd.DataFrame, metric: str, group: str = "method", color
                 hovertemplate=f"{as_label(name)}<br>%{{x}}: %{{y:.3f}}<extra></extra>",
             )
         )
-    figure.update_layout(barmode="group", yaxis_title=metric, title=f"{metric} with 95% bootstrap CI", **LAYOUT)
+    label = label or metric
+    figure.update_layout(barmode="group", yaxis_title=label, title=title or f"{label} with 95% bootstrap CI", **LAYOUT)
     return figure
 
 
@@ -168,9 +171,11 @@ def cascading_figure(table: pd.DataFrame, metric: str = "ssim", colors: Mapping[
 
 
 def agreement_scatter(localization: pd.DataFrame, faithfulness: pd.DataFrame, localization_metric: str,
-                      faithfulness_metric: str, title: str, colors: Mapping[str, str] | None = None) -> go.Figure:
+                      faithfulness_metric: str, title: str, colors: Mapping[str, str] | None = None,
+                      labels: tuple[str, str] | None = None) -> go.Figure:
     """One point per checkpoint × method at (localization mean, faithfulness mean) with both
-    95% intervals as error bars; one colour per checkpoint; reference maps as open diamonds."""
+    95% intervals as error bars; one colour per checkpoint; reference maps as open diamonds.
+    `labels` title the x and y axes (default the metrics' column names)."""
     keys = ["checkpoint", "method"]
     joined = localization.merge(faithfulness, on=keys, suffixes=("", "_f"))
     colors = colors or model_colors(joined["checkpoint"].astype(str))
@@ -188,23 +193,26 @@ def agreement_scatter(localization: pd.DataFrame, faithfulness: pd.DataFrame, lo
                          arrayminus=y - rows[f"{faithfulness_metric}_low"].to_numpy(float), thickness=1),
             hovertemplate=f"{as_label(checkpoint)} · %{{text}}<br>{localization_metric} %{{x:.3f}}<br>"
                           f"{faithfulness_metric} %{{y:.3f}}<extra></extra>"))
-    figure.update_layout(title=as_label(title), xaxis_title=localization_metric, yaxis_title=faithfulness_metric, **LAYOUT)
+    x_title, y_title = labels or (localization_metric, faithfulness_metric)
+    figure.update_layout(title=as_label(title), xaxis_title=x_title, yaxis_title=y_title, **LAYOUT)
     return figure
 
 
 def perturbation_curves_figure(curves: Mapping[str, Mapping[str, np.ndarray]], title: str,
                                colors: Mapping[str, str] | None = None) -> go.Figure:
     """Deletion (solid) and insertion (dashed) curves, one colour per panel: panel name →
-    {"fraction", "deletion", "insertion"} (`pipeline.faithfulness_curves`), the areas in the legend."""
+    {"fraction", "deletion", "insertion"} (`pipeline.faithfulness_curves`), the areas in the legend
+    with their better direction (deletion ↓, insertion ↑)."""
     figure = go.Figure()
     colors = colors or model_colors(curves)
     for name, curve in curves.items():
         x = np.asarray(curve["fraction"], dtype=float)
-        for kind, dash in (("deletion", "solid"), ("insertion", "dash")):
+        for kind, dash, better in (("deletion", "solid", "↓"), ("insertion", "dash", "↑")):
             y = np.asarray(curve[kind], dtype=float)
             area = float(np.trapezoid(y, x))
-            figure.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{as_label(name)} · {kind} (AUC {area:.3f})",
+            figure.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{as_label(name)} · {kind} (AUC {area:.3f} {better})",
                                         line=dict(color=colors.get(name), dash=dash), legendgroup=name))
-    figure.update_layout(title=as_label(title), xaxis_title="fraction of pixels removed (deletion) or inserted (insertion)",
+    figure.update_layout(title=f"{as_label(title)} · deletion AUC ↓ lower is better, insertion AUC ↑ higher is better",
+                         xaxis_title="fraction of pixels removed (deletion) or inserted (insertion)",
                          yaxis_title="class score", xaxis_range=[0, 1], **LAYOUT)
     return figure
