@@ -428,11 +428,13 @@ def to_input_frame(maps: Tensor, size: Sequence[int]) -> Tensor:
 
 
 def describe(model: nn.Module) -> str:
-    """A short name for a model in error messages, with its arch and head when it records them
-    (medattn models do)."""
-    parts = [f"{key}={getattr(model, key)}" for key in ("arch", "head")
-             if isinstance(getattr(model, key, None), str)]
-    return f"{type(model).__name__}({', '.join(parts)})" if parts else type(model).__name__
+    """A model in words for messages people read: "resnet18 with a linear head" for a model that
+    records its arch and head (medattn's do), its arch alone, else its class name; never a
+    Python repr."""
+    arch, head = (getattr(model, key, None) for key in ("arch", "head"))
+    if isinstance(arch, str) and isinstance(head, str):
+        return f"{arch} with a {head} head"
+    return arch if isinstance(arch, str) else type(model).__name__
 
 
 CHANNEL_RULES = ("max_abs", "sum", "sum_abs")

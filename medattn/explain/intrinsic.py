@@ -27,7 +27,7 @@ class Wildcat(Explainer):
         distinct, index = distinct_rows(x)
         maps = self.model.class_maps(distinct)
         if maps.ndim != 4 or maps.shape[0] != len(distinct):
-            raise MedattnError(f"{describe(self.model)}.class_maps returned shape "
+            raise MedattnError(f"the class_maps() of {describe(self.model)} returned shape "
                                f"{tuple(maps.shape)}, expected (B, C, h, w)")
         if int(targets.max()) >= maps.shape[1]:
             raise ValueError(f"target {int(targets.max())} out of range for "
@@ -57,7 +57,7 @@ class Attention(Explainer):
         found = self.model.attention_maps(distinct)
         named = dict(found) if isinstance(found, Mapping) else {"attention": found}
         if not named:
-            raise MedattnError(f"{describe(self.model)}.attention_maps returned no maps")
+            raise MedattnError(f"the attention_maps() of {describe(self.model)} returned no maps")
         maps = {key: self._reduce(key, m, distinct)[index.to(m.device)] for key, m in named.items()}
         if which in maps:
             return maps[which]
@@ -72,6 +72,6 @@ class Attention(Explainer):
         if m.ndim == 4:
             m = m.mean(dim=1)
         if m.ndim != 3 or m.shape[0] != len(x):
-            raise MedattnError(f"{describe(self.model)}.attention_maps[{key!r}] has shape "
+            raise MedattnError(f"the attention_maps()[{key!r}] of {describe(self.model)} has shape "
                                f"{tuple(m.shape)}, expected (B, h, w) or (B, k, h, w)")
         return to_input_frame(m.float(), x.shape[2:])

@@ -368,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     except MedattnError as exc:  # --strict: the first unreadable image, named
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = frame[frame["auprc"].notna()].groupby(["checkpoint", "method"])[["auprc", "hit", "miou", "degenerate"]].mean()
+    scored = frame[frame["auprc"].notna()] if "auprc" in frame else frame.iloc[0:0]  # no rows: every image skipped
+    summary = scored.groupby(["checkpoint", "method"])[["auprc", "hit", "miou", "degenerate"]].mean() if len(scored) else scored
     print(summary.round(3).to_string() if len(summary) else "no rows with ground truth")
     if faithfulness is not None:
         chosen = _complete(frame, faithfulness)

@@ -11,6 +11,7 @@ import streamlit as st
 
 from medattn import leaderboard as lb
 from medattn.metrics.faithfulness import HIGHER, METRICS
+from medattn.spreadsheet import neutral_csv
 from medattn.viz import agreement_scatter, interval_bars
 
 SESSION = dict(persist_state="session")
@@ -57,7 +58,7 @@ def faithfulness_section(scores: pd.DataFrame, localization: pd.DataFrame, targe
     st.plotly_chart(interval_bars(table, chart_metric, group="method", color="checkpoint", colors=colors,
                                   label=heading(chart_metric),
                                   title=f"{axis_title(chart_metric)}: mean with 95% bootstrap CI"), key="lb_faith_bars")
-    st.download_button("Download faithfulness CSV", table.to_csv(index=False), f"{dataset_name}_faithfulness.csv",
+    st.download_button("Download faithfulness CSV", neutral_csv(table), f"{dataset_name}_faithfulness.csv",
                        "text/csv", key="lb_faith_csv")
 
     st.subheader("Do localization and faithfulness rank methods alike?")

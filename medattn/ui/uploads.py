@@ -30,6 +30,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from medattn.ui.plain import plain
+
 MiB = 2**20
 # Held or arriving at once: each uploader takes one file, a page shows two at most (a study's
 # JSON and its case key), and a file stays until it is removed or its session ends.
@@ -263,7 +265,7 @@ def uploader(limit: Limit, key: str) -> Upload | None:
         upload = _received(session_id, file)
         check(limit, upload)
     except UploadRefused as refused:
-        st.error(str(refused))
+        st.error(plain(refused))
         return None
     return upload
 
