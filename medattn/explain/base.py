@@ -25,6 +25,9 @@ An explainer is one class per method, in the manner of Captum:
 - The map is raw (signed where the method is signed) and in the input's frame; normalisation
   for display and scoring is `medattn.explain.normalize`.
 
+Subclasses whose maps of a batch are each image's own map (no batch statistics, no randomness
+shared across the batch) set `batch_invariant`: precompute then explains the images and target
+classes of a method together, one forward pass per distinct image (`medattn.explain.shared`).
 Subclasses set `name`, `defaults`, `needs_grad` and implement `_attribute(x, targets, **params)`;
 parameters added to a method after its maps were first cached are listed in `keyless` and left
 out of cache keys while at their default (`key_params`), so those maps stay valid;
@@ -73,6 +76,9 @@ class Explainer:
     keyless: ClassVar[tuple[str, ...]] = ()  # see key_params
     reports_progress: ClassVar[bool] = False  # takes a `progress(done, total)` option
     bfloat16_stages: ClassVar[bool] = False  # precision "bfloat16" changes its maps (see used_precision)
+    # an image's map is the same (to float32 rounding) whatever batch it comes in, so callers may
+    # stack images and targets into one call (`pipeline.compute_maps`); tested per method
+    batch_invariant: ClassVar[bool] = False
 
     @classmethod
     def key_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
