@@ -35,6 +35,7 @@ from medattn.metrics.decision import DecisionRule, decision_rule
 from medattn.metrics.faithfulness import HIGHER, METRICS as FAITHFULNESS_METRICS, is_reference
 
 METRICS = ("auprc", "hit", "miou")
+METRIC_TITLES = {"auprc": "Box AUPRC ↑", "hit": "Pointing game hit rate ↑", "miou": "mIoU ↑"}  # all: higher is better
 SANITY_PREFIX = "sanity:"
 SANITY_KEYS = ("check", "explainer", "step", "layer", "other_checkpoint")
 SANITY_VALUES = ("ssim", "spearman")

@@ -40,7 +40,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -123,17 +123,54 @@ def compute_map(
     """The map of `method` for class `target` on one dataset image, cached by content and by
     the precision it is computed in (`precision` as the explainers take it: "float32", or
     "bfloat16" where `Explainer.used_precision` allows it)."""
-    cache, params, image, key, used = _lookup(loaded, dataset, image_id, method, target, params, cache, image,
-                                              precision)
-    raw = cache.get(key)
-    if raw is not None:
-        return _result(loaded, raw, method, image, 0.0, cached=True, precision=used)
-    started = time.perf_counter()
-    raw = explain(loaded.model, loaded.to_input(image), int(target), method, device=loaded.device,
-                  progress=progress, precision=used, **params)
-    seconds = time.perf_counter() - started
-    cache.put(key, raw)
-    return _result(loaded, raw, method, image, seconds, cached=False, precision=used)
+    return compute_maps(loaded, dataset, [(image_id, target)], method, params, cache, progress,
+                        None if image is None else {image_id: image}, precision)[0]
+
+
+def compute_maps(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    requests: Sequence[tuple[str, int]],
+    method: str,
+    params: Mapping[str, Any] | None = None,
+    cache: HeatmapCache | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    images: Mapping[str, np.ndarray] | None = None,
+    precision: str = "float32",
+) -> list[MapResult]:
+    """`compute_map` for several (image id, target class) pairs of one method, in their order:
+    each map from the cache when present, the others explained together in one call when the
+    method's maps do not depend on their batch (`Explainer.batch_invariant`: an image stacked
+    once per target class, the model run once per distinct image, `medattn.explain.shared`),
+    else one call each. Same maps and cache keys as one `compute_map` per pair, up to float32
+    rounding (tests/test_shared_maps.py). `images` are the stored images already read, by id;
+    a batch's `seconds` are shared equally among its maps."""
+    cache, params, keyed, used = _settings(loaded, dataset, method, params, cache, precision)
+    read = dict(images or {})
+    results: list[MapResult | None] = []
+    missing: list[tuple[int, str, int, str]] = []  # (position, image id, target, cache key)
+    for image_id, target in requests:
+        if image_id not in read:
+            read[image_id] = dataset.read_image(image_id)
+        key = _map_key(loaded, dataset, cache, image_id, method, keyed, target)
+        raw = cache.get(key)
+        results.append(None if raw is None else _result(loaded, raw, method, read[image_id], 0.0, cached=True,
+                                                        precision=used))
+        if raw is None:
+            missing.append((len(results) - 1, image_id, int(target), key))
+    together = [missing] if get_explainer(method).batch_invariant and missing else [[one] for one in missing]
+    for batch in together:
+        started = time.perf_counter()
+        x = torch.cat([loaded.to_input(read[image_id]) for _, image_id, _, _ in batch])
+        raws = explain(loaded.model, x, [target for _, _, target, _ in batch], method, device=loaded.device,
+                       progress=progress, precision=used, **params)
+        raws = raws.reshape(len(batch), *raws.shape[-2:])
+        seconds = (time.perf_counter() - started) / len(batch)
+        for (position, image_id, _, key), raw in zip(batch, raws):
+            raw = np.ascontiguousarray(raw)
+            cache.put(key, raw)
+            results[position] = _result(loaded, raw, method, read[image_id], seconds, cached=False, precision=used)
+    return results  # type: ignore[return-value]
 
 
 def cached_map(
@@ -149,28 +186,33 @@ def cached_map(
 ) -> MapResult | None:
     """`compute_map`'s result when the map is in the cache, else None. The model does not run,
     so a page may call this while another thread explains with the same model."""
-    cache, params, image, key, used = _lookup(loaded, dataset, image_id, method, target, params, cache, image,
-                                              precision)
-    raw = cache.get(key)
-    return None if raw is None else _result(loaded, raw, method, image, 0.0, cached=True, precision=used)
+    cache, _, keyed, used = _settings(loaded, dataset, method, params, cache, precision)
+    raw = cache.get(_map_key(loaded, dataset, cache, image_id, method, keyed, target))
+    if raw is None:
+        return None
+    image = dataset.read_image(image_id) if image is None else image
+    return _result(loaded, raw, method, image, 0.0, cached=True, precision=used)
 
 
-def _lookup(loaded: LoadedModel, dataset: Dataset, image_id: str, method: str, target: int,
-            params: Mapping[str, Any] | None, cache: HeatmapCache | None, image: np.ndarray | None,
-            precision: str) -> tuple[HeatmapCache, dict[str, Any], np.ndarray, str, str]:
-    """The cache, the resolved parameters, the image, the map's cache key and the precision the
-    map is computed in. Methods with bfloat16 stages key their maps by that precision, float32
-    too: before SCORING 5 their unkeyed maps were bfloat16 on CPUs that have it."""
+def _settings(loaded: LoadedModel, dataset: Dataset, method: str, params: Mapping[str, Any] | None,
+              cache: HeatmapCache | None, precision: str) -> tuple[HeatmapCache, dict[str, Any], dict[str, Any], str]:
+    """The cache, the resolved parameters, the parameters the cache key is built from, and the
+    precision the maps are computed in. Methods with bfloat16 stages key their maps by that
+    precision, float32 too: before SCORING 5 their unkeyed maps were bfloat16 on CPUs that have it."""
     cache = cache or default_cache()
     params = resolved_params(method, params)
     if method in PDA_METHODS and params.get("reference") is None:
         params["reference"] = reference_images(loaded, dataset)
-    image = dataset.read_image(image_id) if image is None else image
     explainer = get_explainer(method)
     used = explainer.used_precision(loaded.model, loaded.device, precision)
     keyed = {**params, "precision": used} if explainer.bfloat16_stages else params
-    key = cache.key(loaded.hash, file_hash(dataset.image_path(image_id)), method, keyed, target)
-    return cache, params, image, key, used
+    return cache, params, keyed, used
+
+
+def _map_key(loaded: LoadedModel, dataset: Dataset, cache: HeatmapCache, image_id: str, method: str,
+             keyed: Mapping[str, Any], target: int) -> str:
+    """The cache key of one map: weights, image file content, method, parameters, target."""
+    return cache.key(loaded.hash, file_hash(dataset.image_path(image_id)), method, keyed, target)
 
 
 def _result(loaded: LoadedModel, raw: np.ndarray, method: str, image: np.ndarray, seconds: float,

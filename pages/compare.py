@@ -4,10 +4,12 @@ import streamlit as st
 
 from medattn.data.skips import Skips
 from medattn.metrics.protocols import PROTOCOLS
+from medattn.spreadsheet import neutral_csv
 from medattn.ui import auth, compare_request, url_state
 from medattn.ui.chooser import LABELS, OUTCOMES, SPLITS, filtered_ids
 from medattn.ui.compare_grid import Display, compute_grid, layout, panel_curves, prefetch
 from medattn.ui.errors import guard
+from medattn.ui.plain import plain
 from medattn.ui.sidebar import current
 from medattn.viz import COLORMAPS, Panel, grid_figure, grid_png, perturbation_curves_figure, window_level
 
@@ -21,10 +23,10 @@ if selection.dataset is None:
 data = selection.dataset
 unknown_link = compare_request.apply(data)
 if unknown_link is not None:
-    st.warning(f"The link asks for image {unknown_link!r}, which {data.name} does not have; showing the first "
+    st.warning(f"The link asks for image {plain(repr(unknown_link))}, which {plain(data.name)} does not have; showing the first "
                "image of the filters below instead.")
 
-split_col, class_col, label_col, outcome_col, boxed_col, fair_col = st.columns([1, 1, 1, 1.4, 1, 1.1],
+split_col, class_col, label_col, outcome_col, boxed_col, fair_col = st.columns([1, 1, 1, 1.25, 1.25, 1.1],
                                                                               vertical_alignment="bottom")
 split = split_col.selectbox("Split", SPLITS, key="cmp_split", **SESSION)
 class_name = class_col.selectbox("Class", ["any", *data.classes], key="cmp_class", **SESSION)
@@ -43,7 +45,7 @@ with guard("Filtering images"), st.spinner("Predicting the split for the filters
     ids = filtered_ids(selection, split, None if class_name == "any" else class_name, label, outcome, fair, boxed,
                        unreadable)
 if len(unreadable):
-    st.warning(f"{unreadable.summary()}. Left out of the prediction filters and the fair set.")
+    st.warning(f"{plain(unreadable.summary())}. Left out of the prediction filters and the fair set.")
 if not ids:
     st.warning("No image matches these filters.")
     st.stop()
@@ -89,7 +91,7 @@ row = data.images.loc[image_id]
 labels = [c for c in data.classes if row[c]] or ["none"]
 details = [f"split {row['split']}", f"labels: {', '.join(labels)}", f"patient {row['patient_id']}"]
 details += [f"{k} {row[k]}" for k in ("view", "sex", "age", "marker") if k in row.index]
-st.caption(f"**{image_id}** · " + " · ".join(details) + " · green: boxes of the target class · ✕: the map's maximum (none on a flat map)")
+st.caption(f"**{plain(image_id)}** · " + plain(" · ".join(details)) + " · green: boxes of the target class · ✕: the map's maximum (none on a flat map)")
 
 if not selection.models:
     st.warning("No selected checkpoint predicts this dataset's classes (the sidebar says why), so there are no "
@@ -130,11 +132,11 @@ with guard("Computing the grid"):
     # Says when this image's grid is complete (sent after the grid itself): the reader knows
     # nothing is still computing, and the browser benchmark (medattn.bench.compare) stops its clock.
     ready, total = sum(p.heatmap is not None for r in panels for p in r), sum(len(r) for r in panels)
-    status.caption(f"{ready} of {total} maps ready ({int(numbers['cached'].sum())} from the cache) for {image_id}, "
-                   f"target {target_name}" + (f" · {total - ready} failed: see the panels" if ready < total else ""))
+    status.caption(f"{ready} of {total} maps ready ({int(numbers['cached'].sum())} from the cache) for "
+                   f"{plain(image_id)}, target {plain(target_name)}" + (f" · {total - ready} failed: see the panels" if ready < total else ""))
     said_once = layout(selection)[1]
     if said_once:
-        notes.caption(" ".join(said_once))
+        notes.caption(plain(" ".join(said_once)))
     shown_numbers = numbers.drop(columns=["image_id", "target_class", "cached", "precision"])  # precision: in the CSV
     shown_numbers["seconds"] = [("cached" if cached else f"{seconds:.2f}")
                                 for seconds, cached in zip(numbers["seconds"], numbers["cached"])]
@@ -147,7 +149,7 @@ with guard("Computing the grid"):
     with downloads.container():
         left, right = st.columns(2)
         left.download_button("Download grid PNG", png, f"{image_id}_{target_name}_grid.png", "image/png", key="cmp_png")
-        right.download_button("Download numbers CSV", numbers.to_csv(index=False),
+        right.download_button("Download numbers CSV", neutral_csv(numbers),
                               f"{image_id}_{target_name}_scores.csv", "text/csv", key="cmp_csv")
 
 with st.expander("Deletion and insertion curves", expanded=False):

@@ -13,6 +13,7 @@ from medattn import pipeline
 from medattn.ui import auth
 from medattn.ui.compare_request import open_in_compare
 from medattn.ui.errors import guard, show_error
+from medattn.ui.plain import plain
 from medattn.ui.sidebar import current, use_dataset
 from medattn.ui.summary import split_counts
 from medattn.ui.thumbnails import image_thumbnail
@@ -28,13 +29,13 @@ browse, prepare = st.tabs(["Current dataset", "Load or build"])
 with browse:
     data = selection.dataset
     if data is None:
-        st.warning(f"No dataset loaded: {selection.dataset_problem or 'choose one in the sidebar'}. "
+        st.warning(f"No dataset loaded: {plain(selection.dataset_problem or 'choose one in the sidebar')}. "
                    "Load or build one in the next tab.")
     else:
-        st.subheader(data.name)
-        st.caption(f"{data.root} · task {data.task} · classes {', '.join(data.classes)} · source: {data.source or '—'}")
+        st.subheader(plain(data.name))
+        st.caption(plain(f"{data.root} · task {data.task} · classes {', '.join(data.classes)} · source: {data.source or '—'}"))
         if data.meta.get("description"):
-            st.write(data.meta["description"])
+            st.text(data.meta["description"])
         images = data.images
         with guard("Counting"):
             counts = split_counts(data)
@@ -69,7 +70,7 @@ with browse:
                     with guard(f"Image {image_id}"):
                         st.image(image_thumbnail(data, image_id), width="stretch")
                     found = [c for c in data.classes if shown.at[image_id, c]] or ["no finding"]
-                    st.caption(f"**{image_id}** · {shown.at[image_id, 'split']} · {', '.join(found)}")
+                    st.caption(f"**{plain(image_id)}** · " + plain(f"{shown.at[image_id, 'split']} · {', '.join(found)}"))
                     if st.button("Open in Compare", key=f"data_open_{image_id}"):
                         open_in_compare(image_id, found[0] if found[0] in data.classes else data.classes[0])
 
@@ -80,8 +81,8 @@ with prepare:
         try:
             checked = load_dataset(Path(folder.strip()).expanduser())
             st.session_state["data_candidate"] = str(checked.root)
-            st.success(f"{checked.name}: {len(checked.images)} images, {len(checked.boxes)} boxes, "
-                       f"classes {', '.join(checked.classes)} — no problems found.")
+            st.success(plain(f"{checked.name}: {len(checked.images)} images, {len(checked.boxes)} boxes, "
+                             f"classes {', '.join(checked.classes)}") + " — no problems found.")
         except Exception as exc:  # noqa: BLE001 - every problem is listed for the user to fix
             show_error(exc, "Not a valid dataset")
 
@@ -95,17 +96,17 @@ with prepare:
     options = st.text_input("Builder options (JSON)", "{}", key="data_options",
                             help='e.g. {"seed": 1, "test_frac": 0.3}; see python -m medattn.data.build KIND --help')
     if st.button("Build", key="data_build", type="primary") and source.strip():
-        with guard(f"Building {kind}"), st.spinner(f"Building {kind} from {source}…"):
+        with guard(f"Building {kind}"), st.spinner(f"Building {kind} from {plain(source)}…"):
             chosen = {**({"split": "test"} if whole else {}), **json.loads(options or "{}")}
             built = BUILDERS[kind](source.strip(), out.strip(), **chosen)
             st.session_state["data_candidate"] = str(built)
-            st.success(f"Built {built}.")
+            st.success(f"Built {plain(built)}.")
             skipped = recorded(built)
             if len(skipped):
-                st.warning(f"{skipped.summary()} (listed in dataset.json under 'skipped')")
+                st.warning(f"{plain(skipped.summary())} (listed in dataset.json under 'skipped')")
 
     candidate = st.session_state.get("data_candidate")
     if candidate:
-        if st.button(f"Use {candidate} in the sidebar", key="data_use"):
+        if st.button(f"Use {plain(candidate)} in the sidebar", key="data_use"):
             use_dataset(candidate)
             st.rerun()

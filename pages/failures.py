@@ -7,6 +7,7 @@ from medattn.failures import CATEGORIES, SORTS, failure_cases, failure_counts, s
 from medattn.ui import auth, loaders
 from medattn.ui.compare_request import open_in_compare
 from medattn.ui.errors import guard
+from medattn.ui.plain import plain
 from medattn.ui.precompute_panel import jobs_list, precompute_panel
 from medattn.ui.sidebar import current
 from medattn.ui.split_scope import scoped_scores
@@ -49,10 +50,10 @@ with guard("Finding failure cases"):
     cases = failure_cases(scores, method, threshold, checkpoint, None if class_name == "all" else class_name)
     st.dataframe(failure_counts(failure_cases(scores, method, threshold)).rename(columns=CATEGORIES), width="content")
     cases = sort_failures(cases[cases["category"].isin(chosen)], order)
-    st.subheader(f"{len(cases)} case(s) for {checkpoint} on the {split} split")
+    st.subheader(f"{len(cases)} case(s) for {plain(checkpoint)} on the {split} split")
     rule = selection.model(checkpoint).decision(data.task) if selection.model(checkpoint) else None
     if rule is not None:
-        st.caption(f"Predicted means {rule.describe()}, the rule the Leaderboard's metrics use.")
+        st.caption(f"Predicted means {plain(rule.describe())}, the rule the Leaderboard's metrics use.")
     if cases.empty:
         st.stop()
     pages = (len(cases) - 1) // PER_PAGE + 1
@@ -64,6 +65,7 @@ with guard("Finding failure cases"):
             with column.container(border=True, height="stretch"):
                 with guard(f"Thumbnail of {case.image_id}"):
                     st.image(thumbnail(loaded, data, case.image_id, method, int(case.target)), width="stretch")
-                st.caption(f"**{case.image_id}** · {CATEGORIES[case.category]} · {case.target_class}  \n{case.reason}")
+                st.caption(f"**{plain(case.image_id)}** · {CATEGORIES[case.category]} · {plain(case.target_class)}  \n"
+                           f"{plain(case.reason)}")
                 if st.button("Open in Compare", key=f"fail_open_{case.image_id}_{case.target}"):
                     open_in_compare(case.image_id, case.target_class)

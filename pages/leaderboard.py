@@ -6,9 +6,11 @@ import pandas as pd
 import streamlit as st
 
 from medattn import leaderboard as lb
+from medattn.spreadsheet import neutral_csv
 from medattn.ui import auth, loaders
 from medattn.ui.errors import guard
 from medattn.ui.faithfulness_view import faithfulness_section
+from medattn.ui.plain import plain
 from medattn.ui.precompute_panel import jobs_list, precompute_panel
 from medattn.ui.sidebar import current
 from medattn.ui.split_scope import coverage_label, scoped_scores
@@ -52,9 +54,13 @@ with guard("Localization table"):
                    "Mean over scored (image, class) pairs with boxes (or masks) of that class; [95% bootstrap CI]. "
                    "flat: maps with no evidence (constant), scored at chance: AUPRC = the box's share of the image, "
                    "no hit, IoU 0.")
-        metric = st.radio("Chart", lb.METRICS, horizontal=True, key="lb_metric", **SESSION)
-        st.plotly_chart(interval_bars(table, metric, group="method", color="checkpoint", colors=colors), key="lb_bars")
-        st.download_button("Download localization CSV", table.to_csv(index=False), f"{data.name}_localization.csv",
+        metric = st.radio("Chart", lb.METRICS, format_func=lb.METRIC_TITLES.get, horizontal=True, key="lb_metric",
+                          **SESSION)
+        st.plotly_chart(interval_bars(table, metric, group="method", color="checkpoint", colors=colors,
+                                      label=lb.METRIC_TITLES[metric],
+                                      title=f"{lb.METRIC_TITLES[metric]} (higher is better): mean with 95% bootstrap CI"),
+                        key="lb_bars")
+        st.download_button("Download localization CSV", neutral_csv(table), f"{data.name}_localization.csv",
                            "text/csv", key="lb_csv")
 
 with guard("Faithfulness"):
@@ -97,11 +103,11 @@ with guard("Classification metrics"):
                      column_config={c: st.column_config.NumberColumn(format="%.3f")
                                     for c in classification.columns if c not in ("checkpoint", "n")})
         st.caption(f"The scored images of the {split} split. Decisions: "
-                   + "; ".join(f"{name}: {rule.describe()}" for name, rule in rules.items()) + ".")
+                   + plain("; ".join(f"{name}: {rule.describe()}" for name, rule in rules.items())) + ".")
         curve_class = st.selectbox("Curves for class", data.classes, key="lb_curve_class", **SESSION)
         pr, roc = lb.curves(predictions, data.images, curve_class)
         if not pr:
-            st.info(f"The scored images hold only one label value for {curve_class}: no curve.")
+            st.info(f"The scored images hold only one label value for {plain(curve_class)}: no curve.")
         else:
             pr_col, roc_col = st.columns(2)
             pr_col.plotly_chart(pr_figure(pr, f"Precision-recall · {curve_class}", colors), key="lb_pr")

@@ -15,10 +15,11 @@ from medattn.models.backbones import ARCHS
 from medattn.models.catalog import (checkpoint_table, delete_checkpoint, free_name, read_meta, rename_checkpoint,
                                    test_metrics_table)
 from medattn.models.class_names import exact_mapping, remember_class_map, suggest_mapping
-from medattn.models.importer import DEFAULT_INTENSITY, import_checkpoint
+from medattn.models.importer import DEFAULT_INTENSITY, Controls, import_checkpoint
 from medattn.models.registry import HEADS
 from medattn.ui import auth, uploads
 from medattn.ui.errors import guard
+from medattn.ui.plain import plain
 from medattn.ui.sidebar import current, use_checkpoint
 from medattn.ui.train_panel import running_trainings, train_panel
 
@@ -27,6 +28,11 @@ LIBRARIES = {"torchvision key names → medattn backbone": None, "TorchXRayVisio
 ARCH_HINTS = {"torchxrayvision": "DenseNet", "monai": "DenseNet121", "timm": "resnet18", "torchvision": "vgg16"}
 NONE = "— none —"
 
+MAY_STAY_RANDOM = "May stay random (model tensors, patterns, space-separated)"
+MAY_BE_DROPPED = "May be dropped (file tensors, patterns, space-separated)"
+# the importer's advice in this page's words
+PAGE_CONTROLS = Controls(allow_missing="'May stay random'", ignore="'May be dropped'", classes="'Output classes'",
+                         channels="'Channels'")
 auth.require_admin()  # first: nothing of this page before an admin is known
 selection = current()
 folder = inference.models_dir()  # where imports and trainings go: the user's, never the tracked checkpoints/
@@ -34,8 +40,8 @@ shipped = [f for f in inference.checkpoint_folders() if f != folder]
 paths = list_all_checkpoints()
 mine = [p for p in paths if p.parent == folder]
 st.title("Models")
-st.caption(f"Your models in {folder} (MEDATTN_MODELS), where imports and trainings are saved; "
-           + "".join(f"the repository's in {f} (MEDATTN_CHECKPOINTS). " for f in shipped))
+st.caption(f"Your models in {plain(folder)} (MEDATTN_MODELS), where imports and trainings are saved; "
+           + "".join(f"the repository's in {plain(f)} (MEDATTN_CHECKPOINTS). " for f in shipped))
 
 with guard("Listing the checkpoints"):
     if paths:
@@ -111,8 +117,11 @@ with importing:
                             help="imagenet z-score, xrv [-1024, 1024], unit [0, 1], meanstd: your mean/std")
     mean_text = c.text_input("Mean (meanstd)", key="models_mean", placeholder="0.5")
     std_text = d.text_input("Std (meanstd)", key="models_std", placeholder="0.25")
-    allow_missing = st.text_input("May stay random (patterns, space-separated)", key="models_allow_missing",
-                                  placeholder="e.g. classifier.*  — empty: refuse any partial load")
+    a, b = st.columns(2)
+    allow_missing = a.text_input(MAY_STAY_RANDOM, key="models_allow_missing",
+                                 placeholder="e.g. classifier.*  — empty: refuse any partial load")
+    ignore = b.text_input(MAY_BE_DROPPED, key="models_ignore",
+                          placeholder="e.g. aux_logits.*  — empty: every file tensor must find its place")
 
     if st.button("Import", type="primary", key="models_import"):
         with guard("Import"):
@@ -133,27 +142,30 @@ with importing:
                                  intensity=intensity, **geometry, **numbers)
             if upload is not None:
                 weights = upload.path  # on disk under its own name: the importer reads the format from it
+                shown = upload.name  # messages name the user's file, never where the server holds it
             elif server_path.strip():
                 weights = Path(server_path.strip()).expanduser()
+                shown = str(weights)
             else:
                 raise ValueError("choose a weights file")
             with st.spinner("Importing…"):
                 saved, report = import_checkpoint(
                     weights, free_name(folder, name.strip(), shipped), arch=arch, classes=classes, task=task,
                     preprocessing=prep, library=library, head=head, kwargs=json.loads(kwargs_text or "{}"),
-                    allow_missing=allow_missing.split(), dataset=trained_on.strip() or None)
+                    allow_missing=allow_missing.split(), ignore=ignore.split(), dataset=trained_on.strip() or None,
+                    shown=shown, controls=PAGE_CONTROLS)
             st.session_state["models_imported"] = (saved.name, report.notes, report.random, report.max_logit_difference)
             st.rerun()
     done = st.session_state.get("models_imported")
     if done:
         saved_name, notes, left_random, difference = done
         verified = f" Logits checked against the source architecture: max |Δ| = {difference:.2g}." if difference is not None else ""
-        st.success(f"Imported **{saved_name}**.{verified}")
+        st.success(f"Imported **{plain(saved_name)}**.{verified}")
         for note in notes:
-            st.caption(f"· {note}")
+            st.caption(f"· {plain(note)}")
         if left_random:
-            st.warning(f"Left random (allowed): {', '.join(left_random[:8])}")
-        if st.button(f"Use {saved_name} in Compare", key="models_use"):
+            st.warning(f"Left random (allowed): {plain(', '.join(left_random[:8]))}")
+        if st.button(f"Use {plain(saved_name)} in Compare", key="models_use"):
             use_checkpoint(saved_name)
             st.session_state.pop("models_imported")
             st.rerun()
@@ -166,7 +178,7 @@ with classes_tab:
     if data is None:
         st.info("Load a dataset in the sidebar to map class names.")
     else:
-        st.caption(f"Checkpoints whose class names differ from {data.name}'s ({', '.join(data.classes)}). "
+        st.caption(f"Checkpoints whose class names differ from {plain(data.name)}'s ({plain(', '.join(data.classes))}). "
                    "Choose the output that answers each dataset class; the mapping is saved in the checkpoint's json.")
         shown = 0
         for path in paths:
@@ -177,7 +189,7 @@ with classes_tab:
             shown += 1
             saved_map = (meta.get("class_map") or {}).get(data.name) or {}
             suggested = {**suggest_mapping(outputs, data.classes), **saved_map}
-            with st.expander(f"{path.name}: {len([o for o in outputs if o])} outputs"
+            with st.expander(f"{plain(path.name)}: {len([o for o in outputs if o])} outputs"
                              + (" · mapping saved" if saved_map else ""), expanded=not saved_map):
                 with st.form(f"models_map_{path.name}"):
                     cols = st.columns(3)
@@ -185,7 +197,7 @@ with classes_tab:
                     picked = {}
                     for i, cls in enumerate(data.classes):
                         guess = suggested.get(cls)
-                        picked[cls] = cols[i % 3].selectbox(cls, choices, index=choices.index(guess) if guess in choices else 0,
+                        picked[cls] = cols[i % 3].selectbox(plain(cls), choices, index=choices.index(guess) if guess in choices else 0,
                                                             key=f"models_map_{path.name}_{cls}")
                     if st.form_submit_button("Save mapping"):
                         with guard("Saving the mapping"):
@@ -193,13 +205,13 @@ with classes_tab:
                             if unmapped:
                                 raise ValueError(f"choose an output for {', '.join(unmapped)}")
                             remember_class_map(path, data.name, picked)
-                            st.success(f"Saved: {path.name} now answers {data.name}'s classes.")
+                            st.success(f"Saved: {plain(path.name)} now answers {plain(data.name)}'s classes.")
         if not shown:
             st.success("Every checkpoint here uses this dataset's class names.")
 
 with manage:
     if not mine:
-        st.info(f"Your models folder ({folder}) is empty; the repository's checkpoints are not renamed or deleted here.")
+        st.info(f"Your models folder ({plain(folder)}) is empty; the repository's checkpoints are not renamed or deleted here.")
     else:
         target = st.selectbox("Checkpoint (yours)", [p.name for p in mine], key="models_manage")
         a, b = st.columns(2)
@@ -208,7 +220,7 @@ with manage:
             with guard("Rename"):
                 rename_checkpoint(folder / target, new_name.strip())
                 st.rerun()
-        sure = b.checkbox(f"Delete {target} (both files, cannot be undone)", key="models_delete_sure")
+        sure = b.checkbox(f"Delete {plain(target)} (both files, cannot be undone)", key="models_delete_sure")
         if b.button("Delete", key="models_delete", disabled=not sure):
             with guard("Delete"):
                 delete_checkpoint(folder / target)

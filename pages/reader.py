@@ -67,16 +67,16 @@ st.progress(progress["n_done"] / progress["n_cases"],
             text=f"{progress['n_done']} of {progress['n_cases']} cases done{others}")
 message = flow.notice()
 if message:
-    st.success(message)
+    st.success(plain(message))
 if progress["next_case"] is None:
     st.success("Every case of this study is saved. Thank you! You can still look back and change an answer.")
 
 lock = db.session_lock(study_id, user.name, case_id)
 if lock is not None and "opens once" in lock:
-    st.info(f"Case {position + 1} is not open yet: {lock}.")
+    st.info(f"Case {position + 1} is not open yet: {plain(lock)}.")
     st.stop()
 if lock is not None:
-    st.info(f"Case {position + 1}: {lock}. You can look at it; changes are not saved.")
+    st.info(f"Case {position + 1}: {plain(lock)}. You can look at it; changes are not saved.")
 try:
     image = db.case_image(study_id, user.name, case_id)
 except DatasetMovedError:
@@ -110,7 +110,7 @@ values: dict = {}
 viewer_place, form_place = st.columns([2.4, 1])
 with viewer_place:
     for code, note in notes.items():
-        st.warning(f"{note[0].upper()}{note[1:]}: its viewport shows the image alone.")
+        st.warning(f"{plain(note[0].upper() + note[1:])}: its viewport shows the image alone.")
     case_title = f"Case {position + 1}"
     if kind == "detection":
         arm = db.arm_for(study_id, user.name, case_id)
@@ -157,7 +157,7 @@ with form_place, st.form(f"{key}_form"):
 if submitted:
     missing = missing_labels(questions, values, codes)
     if missing:
-        st.error("Please answer before saving: " + "; ".join(missing))
+        st.error("Please answer before saving: " + plain("; ".join(missing)))
     else:
         try:
             db.submit_case(study_id, user.name, case_id, {q: v for q, v in values.items() if v is not None})

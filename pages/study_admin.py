@@ -21,11 +21,11 @@ admin = auth.require_admin()  # first: nothing of this page before an admin is k
 selection = current()
 db = auth.store()
 st.title("Study admin")
-st.caption(f"Study database: {db.where}" + ("" if auth.study_mode() else
+st.caption(f"Study database: {plain(db.where)}" + ("" if auth.study_mode() else
            " (set MEDATTN_STUDY_DB to run studies on a shared server with sign-in)"))
 notice = st.session_state.pop("sa_notice", None)
 if notice:
-    st.success(notice)
+    st.success(plain(notice))
 
 
 def create(spec: dict) -> None:
@@ -82,7 +82,7 @@ for warning in study_warnings(spec, list(db.case_key(study_id)["image_id"])):
 seen_key = f"sa_seen_revision_{study_id}"
 if not Path(spec["dataset"]).is_dir():
     seen = st.session_state.setdefault(seen_key, spec["revision"])
-    st.warning(f"The study's dataset folder {spec['dataset']} is gone: readers see a message and nothing is lost. "
+    st.warning(f"The study's dataset folder {plain(spec['dataset'])} is gone: readers see a message and nothing is lost. "
                "Point the study at the folder's new place:")
     moved = st.text_input("New dataset folder", key="sa_moved")
     if st.button("Save the new folder", key="sa_moved_save") and moved.strip():
@@ -97,7 +97,7 @@ if not Path(spec["dataset"]).is_dir():
         except StudyError as error:
             show_error(error, "Not saved")
 elif st.session_state.pop(seen_key, spec["revision"]) != spec["revision"]:
-    st.info(f"Another admin pointed this study at {spec['dataset']} meanwhile; the folder you were entering was "
+    st.info(f"Another admin pointed this study at {plain(spec['dataset'])} meanwhile; the folder you were entering was "
             "not saved.")
 
 st.subheader("Readers")

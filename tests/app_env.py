@@ -62,3 +62,11 @@ def _build(env: AppEnv) -> None:
         methods = [m for m in SCORED_METHODS if m != "wildcat" or "wildcat" in path.name]
         precompute(dataset, [path], methods, run=Run.for_dataset(dataset, env.cache / "runs"),
                    cache=HeatmapCache(env.cache / "heatmaps"), device="cpu", progress=lambda *_: None)
+
+
+def texts(elements) -> str:
+    """The text of AppTest elements as the reader sees it: the markdown escapes `medattn.ui.plain`
+    adds to names (`demo\\_00040`) removed, one element a line."""
+    import re
+
+    return "\n".join(re.sub(r"\\(.)", r"\1", str(e.value)) for e in elements)

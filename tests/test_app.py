@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from medattn import inference, pipeline
 from medattn.data import load_dataset
 from medattn.store import Run
-from tests.app_env import app_env
+from tests.app_env import app_env, texts
 from tests.sight import in_sight
 
 APP = str(Path(__file__).resolve().parents[1] / "workbench.py")
@@ -42,10 +42,6 @@ def start(page: str | None = None) -> AppTest:
         at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
 
 
 def test_compare_grid_scores_every_model_and_method(env):
@@ -239,7 +235,7 @@ def test_failure_case_opens_in_compare(env):
     at.selectbox(key="fail_method").set_value("saliency").run()
     buttons = [b for b in at.button if b.key and b.key.startswith("fail_open_")]
     assert buttons, "no failure case found"
-    captions = [c.value for c in at.caption if "·" in c.value and "**" in c.value]
+    captions = [t for t in texts(at.caption).split("\n") if "·" in t and "**" in t]
     image_id = captions[0].split("**")[1]
     target_class = captions[0].split(" · ")[2].split()[0]
     buttons[0].click().run()
@@ -549,6 +545,8 @@ def test_leaderboard_faithfulness_columns_reference_rows_and_compare_curves(env,
     assert faith["Insertion AUC ↑"].str.match(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]").all()
     agreement = next(d.value for d in at.dataframe if "tau" in d.value.columns)
     assert set(agreement["checkpoint"]) == {"tiny_linear", "tiny_wildcat", "all"}
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("lower is better" in spec and "Deletion AUC" in spec for spec in charts)  # the axis says which way
     localization = at.dataframe[0].value
     assert "reference:box_prior" in set(localization["method"])  # AUPRC beside the methods'
     at.checkbox(key="lb_agree_refs").check().run()

@@ -269,3 +269,31 @@ def test_the_dense_peak_is_the_datasheet_figure_of_the_math_the_convolutions_run
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
     peak, source = gpu.dense_peak(torch.device("cuda"))
     assert peak == pytest.approx(expected) and ("TF32" if tf32 else "FLOAT32") in source
+
+
+def test_precompute_ab_times_both_sides_and_checks_they_give_the_same_rows(tiny_demo, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "ab.json"
+    assert main(["--precompute-ab", "--dataset", str(tiny_demo), "--checkpoint", str(tiny_checkpoint), "--ab-images", "4",
+                 "--ab-methods", "saliency", "gradcam", "wildcat", "--device", "cpu", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 4 and result["maps"] >= 12 and result["ratio"] > 0
+    assert set(result["maps_per_second"]) == {"shared", "one by one"} and "native bfloat16" in result["cpu"]
+    assert set(result["method_seconds"]["shared"]) == {"saliency", "gradcam", "wildcat"}
+    printed = capsys.readouterr().out
+    assert "ratio:" in printed and "load average" in printed and "CPU:" in printed
+
+
+def test_precompute_ab_fails_when_the_rows_differ():
+    import pandas as pd
+
+    from medattn.bench.precompute import CLOSE, KEYS, SAME, same_rows
+
+    row = {**{k: "x" for k in KEYS + SAME}, **{c: 0.5 for c in CLOSE}}
+    base = pd.DataFrame([row, {**row, "image_id": "y"}])
+    assert same_rows(base, base.iloc[::-1])["auprc"]["rows_differing"] == 0  # order does not matter
+    with pytest.raises(AssertionError):
+        same_rows(base, base.assign(auprc=[0.5, 0.6]))
+    with pytest.raises(AssertionError):
+        same_rows(base, base.assign(hit=["x", "miss"]))
+    with pytest.raises(AssertionError):
+        same_rows(base, base.iloc[:1])

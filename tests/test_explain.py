@@ -249,6 +249,20 @@ def test_intrinsic_maps_need_a_model_that_has_them():
         explain(TinyWildcat(), image(), 0, "attention", device="cpu")
 
 
+# Messages name a model in words (its arch and head, or its class), never as a Python repr.
+@pytest.mark.parametrize("arch, head, method, said", [
+    ("resnet18", "linear", "wildcat", "resnet18 with a linear head has none"),
+    ("resnet18", "linear", "attention", "resnet18 with a linear head has none"),
+    ("densenet121", "channel_attention", "wildcat", "densenet121 with a channel_attention head has none"),
+])
+def test_a_method_a_model_lacks_is_said_with_the_models_arch_and_head_in_words(arch, head, method, said):
+    from medattn.explain import unavailable
+    from medattn.models import build
+
+    reason = unavailable(build(arch, head, 2), method)
+    assert reason is not None and reason.endswith(said) and "=" not in reason and "Model(" not in reason, reason
+
+
 def test_wildcat_map_is_the_target_class_map_upsampled():
     model, x = TinyWildcat(), image(7)
     with torch.no_grad():
@@ -320,7 +334,7 @@ def test_intrinsic_maps_of_real_heads():
         assert out.shape == (SIZE, SIZE) and np.isfinite(out).all()
     np.testing.assert_allclose(both, sum(m / np.abs(m).max() for m in levels) / 3, rtol=1e-4,
                                atol=1e-6)
-    with pytest.raises(MedattnError, match="arch=resnet18, head=linear"):
+    with pytest.raises(MedattnError, match="resnet18 with a linear head has none"):
         explain(build("resnet18", "linear", 3), x, 0, "wildcat", device="cpu")
 
 

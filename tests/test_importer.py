@@ -18,7 +18,8 @@ from safetensors.torch import save_file
 
 from medattn.errors import CheckpointError
 from medattn.models import load_checkpoint
-from medattn.models.importer import main
+from medattn.data.preprocess import Preprocessing
+from medattn.models.importer import Controls, import_checkpoint, main
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -119,6 +120,7 @@ def test_the_command_line_runs_as_a_module(tmp_path, x):
                            "--interpolation", "bilinear", "--out", str(tmp_path / "cli")],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "RuntimeWarning" not in done.stderr, done.stderr  # the package does not import its CLI module first
     assert "read the state dict under 'state_dict'" in done.stdout
     model, meta = load_checkpoint(tmp_path / "cli")
     with torch.inference_mode():
@@ -335,3 +337,52 @@ def test_a_class_count_argument_must_agree_with_the_classes(tmp_path, capsys):
     assert main([str(tmp_path / "w.pt"), "--library", "monai", "--arch", "DenseNet121", "--kwarg", "out_channels=5",
                  "--classes", *CLASSES, "--task", "multilabel", "--input-size", str(SIZE), "--out", str(tmp_path / "c")]) == 2
     assert "out_channels=5 but --classes names 3 classes" in capsys.readouterr().err
+
+
+# What the app shows: an upload named by its own name (never where the server holds it), the
+# advice in the page's own fields, and a pickle said for what it is.
+PAGE = Controls(allow_missing="'May stay random'", ignore="'May be dropped'", classes="'Output classes'",
+                channels="'Channels'")
+
+
+def _legacy_pickle(folder: Path, marker: Path) -> Path:
+    torch.save({"state_dict": torchvision_net("mobilenet_v2").state_dict(), "x": Payload(marker)}, folder / "evil.pt",
+               _use_new_zipfile_serialization=False)
+    return folder / "evil.pt"
+
+
+def _whole_model(folder: Path, marker: Path) -> Path:
+    torch.save(torchvision_net("mobilenet_v2"), folder / "evil.pt")
+    return folder / "evil.pt"
+
+
+def _other_backbone(folder: Path, marker: Path) -> Path:
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=len(CLASSES)).state_dict(), folder / "evil.pt")
+    return folder / "evil.pt"
+
+
+def _wrong_classes(folder: Path, marker: Path) -> Path:
+    torch.save(torchvision.models.mobilenet_v2(weights=None, num_classes=7).state_dict(), folder / "evil.pt")
+    return folder / "evil.pt"
+
+
+@pytest.mark.parametrize("make, said", [
+    (_legacy_pickle, ["refused", "legacy (pre-zip) pickle", "'state_dict'", "torch.load('evil.pt', weights_only=False)",
+                      "on your own machine"]),
+    (_whole_model, ["refused", "a whole pickled model", "model = torch.load('evil.pt', weights_only=False)"]),
+    (_other_backbone, ["do not fit", "'May stay random'", "'May be dropped'"]),
+    (_wrong_classes, ["mis-shaped", "'Output classes' lists another number"]),
+])
+def test_messages_for_an_upload_name_its_file_and_the_pages_controls_only(tmp_path, make, said):
+    held = tmp_path / "cache" / "uploads" / "6288" / "0123abcd"  # where the server keeps an upload
+    held.mkdir(parents=True)
+    marker = tmp_path / "unpickled"
+    weights = make(held, marker)
+    with pytest.raises(CheckpointError) as info:
+        import_checkpoint(weights, tmp_path / "out", arch="mobilenet_v2", classes=CLASSES, task="multilabel",
+                          preprocessing=Preprocessing(size=SIZE), shown="evil.pt", controls=PAGE)
+    message = str(info.value)
+    assert message.startswith("evil.pt: ") and str(tmp_path) not in message and "uploads" not in message
+    assert "--" not in message and "unknown" not in message, message  # no CLI flag, no "needs the global(s) unknown"
+    assert all(s in message for s in said), message
+    assert not marker.exists() and not (tmp_path / "out.json").exists()

@@ -179,3 +179,33 @@ def test_transfer_syntax_that_lies_about_the_encoding_is_named(tmp_path):
     make.pydicom.dcmwrite(path, ds, implicit_vr=False, little_endian=True, force_encoding=True)
     with pytest.raises(ImageReadError, match=r"be\.dcm.*Transfer Syntax UID \(Explicit VR Big Endian\) does not match"):
         read_image(path)
+
+
+def _garbled(path, compression):
+    """A DICOM whose compressed frame is damaged halfway: every decoder plugin fails on it."""
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_fragmented_frames
+
+    make.mono(path, (np.arange(64 * 64).reshape(64, 64) % 251).astype(np.uint8), compression=compression)
+    ds = pydicom.dcmread(path)
+    frame = b"".join(next(generate_fragmented_frames(ds.PixelData)))
+    ds.PixelData = encapsulate([frame[:20] + b"\xff\xd9garbage" * 40])
+    ds.save_as(path)
+    return path
+
+
+# Each decoder plugin that fails logs its traceback through pydicom; the reader says the one
+# line (a skip upstream) and the tracebacks wait for DEBUG.
+@pytest.mark.parametrize("compression", ["jpeg", "j2k", "rle"])
+def test_a_damaged_frame_is_one_message_and_decoder_tracebacks_only_at_debug(tmp_path, compression, caplog, capfd):
+    path = _garbled(tmp_path / f"{compression}.dcm", compression)
+    caplog.set_level("INFO")
+    with pytest.raises(ImageReadError, match="cannot decode pixel data"):
+        read_image(path)
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    assert "Traceback" not in capfd.readouterr().err
+    caplog.clear()
+    caplog.set_level("DEBUG", logger="pydicom")
+    with pytest.raises(ImageReadError):
+        read_image(path)
+    assert [r for r in caplog.records if r.exc_info and r.levelname == "DEBUG"]

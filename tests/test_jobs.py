@@ -77,7 +77,7 @@ def test_job_stops_fast_reads_interrupted_after_a_kill_and_resumes(tiny_demo, ti
     def fail(*args, **kwargs):
         raise AssertionError("the resumed job left a row to compute")
 
-    monkeypatch.setattr("medattn.jobs.batch.compute_map", fail)
+    monkeypatch.setattr("medattn.jobs.batch.compute_maps", fail)
     frame = precompute(dataset, [tiny_checkpoint], METHODS, split="test", run=run, cache=cache, device="cpu")
     assert set(frame["method"]) == set(METHODS) and len(frame) == len(frame.drop_duplicates(["image_id", "method", "target"]))
 

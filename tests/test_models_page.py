@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from medattn import inference, pipeline
 from medattn.data import load_dataset
-from tests.app_env import app_env
+from tests.app_env import app_env, texts
 from tests.sight import in_sight
 
 APP = str(Path(__file__).resolve().parents[1] / "workbench.py")
@@ -44,10 +44,6 @@ def world(tmp_path_factory):
         patch.setenv("MEDATTN_DATASET", str(env.dataset))
         yield env, folder
     torch.set_num_threads(threads)
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
 
 
 def start() -> AppTest:

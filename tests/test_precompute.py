@@ -60,7 +60,7 @@ def test_precompute_rows_resume_and_agree_with_direct_metrics(tiny_demo, tiny_ch
     def fail(*args, **kwargs):
         raise AssertionError("recomputed a finished row")
 
-    monkeypatch.setattr("medattn.jobs.batch.compute_map", fail)
+    monkeypatch.setattr("medattn.jobs.batch.compute_maps", fail)
     again = precompute(dataset, [tiny_checkpoint], METHODS, image_ids=ids, run=run, cache=cache, device="cpu")
     assert len(again) == len(frame)
 

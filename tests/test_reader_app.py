@@ -7,6 +7,7 @@ page of a heatmap-rating case names no model, method or checkpoint."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from io import BytesIO
@@ -209,6 +210,10 @@ def test_study_from_creation_to_exports(world, downloads, kind, source):
     agreement = next(d.value for d in admin.dataframe if "measure" in d.value.columns)
     assert set(agreement["question"]) >= {"rating"} if kind == "heatmap_rating" else len(agreement) >= 1
     assert "Fleiss' kappa" in set(agreement["measure"]) and agreement["level"].str.len().gt(0).all()
+    # never a raw None: a value, or "—" that the caption under the tables explains
+    assert all(isinstance(v, str) and re.fullmatch(r"—|-?\d\.\d{3}", v) for v in agreement["value"]), agreement
+    if "—" in set(agreement["value"]):
+        assert "—: not defined yet" in texts(admin.caption)
     charts = [c.proto.spec for c in admin.get("plotly_chart")]
     assert any("Cases done per reader" in c for c in charts)
     if kind == "heatmap_rating":

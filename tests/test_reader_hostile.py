@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from medattn.reader.errors import DuplicateReaderError, InvalidAnswerError, StudyError
-from medattn.reader.export import export_study, import_study, text_cell
+from medattn.reader.export import export_study, import_study
 from medattn.reader.presets import default_questions
+from medattn.spreadsheet import text_cell
 from medattn.store.annotations import AnnotationStore
 from medattn.store.annotations import answers as answers_module
 from medattn.store.annotations import studies as studies_module

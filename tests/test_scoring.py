@@ -397,7 +397,9 @@ def test_readme_snippet_gives_precomputes_row_on_mask_ground_truth(tiny_demo, ti
     namespace = {"DATASET": folder, "CHECKPOINT": tiny_checkpoint, "IMAGE_ID": row["image_id"], "TARGET": int(row["target"])}
     exec(readme_snippet(), namespace)
     got = namespace["scores"]
-    np.testing.assert_allclose([got["auprc"], got["hit"], got["miou"]], [row["auprc"], row["hit"], row["miou"]], rtol=1e-6)
+    # precompute explains the batch's images together (one forward pass per image, another batch
+    # size than the snippet's single image): the same map to float32 rounding
+    np.testing.assert_allclose([got["auprc"], got["hit"], got["miou"]], [row["auprc"], row["hit"], row["miou"]], rtol=1e-4)
     assert got["degenerate"] == row["degenerate"]
     truth = ground_truth(dataset, row["image_id"], row["target_class"])
     assert truth.dtype == bool and truth.any()

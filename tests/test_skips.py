@@ -19,6 +19,7 @@ from medattn.inference import load_model
 from medattn.jobs.precompute import main, precompute
 from medattn.store import Run
 from medattn.store import HeatmapCache
+from tests.app_env import texts
 
 
 def test_skips_count_name_and_strict():
@@ -123,7 +124,7 @@ def test_compare_page_notes_the_unreadable_image(tmp_path_factory, tmp_path, mon
         at.run()
         assert at.toggle(key="cmp_fair").value
         assert not at.exception, [e.value for e in at.exception]
-        note = "\n".join(str(w.value) for w in at.warning)
+        note = texts(at.warning)
         assert f"1 image skipped: {bad} (cannot read image {copy / 'images'}" in note and "fair set" in note
         chooser = [s for s in at.selectbox if s.key == "image"]
         assert not chooser or bad not in chooser[0].options

@@ -107,3 +107,20 @@ def test_every_chart_gives_a_model_one_colour():
     pr, roc = colours(pr_figure(curves), "line"), colours(roc_figure(curves), "line")  # ROC leads with the chance line
     bars = colours(interval_bars(table, "auprc", color="checkpoint"), "marker")
     assert pr == roc == bars and len(set(pr.values())) == 2
+
+
+def test_charts_title_their_axes_with_the_metric_and_its_better_direction():
+    """The Leaderboard's charts said 'deletion' and 'auprc' (column names) with no word on which
+    way is better; a lower-is-better metric read like the others."""
+    from medattn.viz import agreement_scatter, interval_bars, perturbation_curves_figure
+
+    table = pd.DataFrame({"checkpoint": ["a", "a"], "method": ["saliency", "reference:blank"],
+                          **{f"{m}{s}": [0.3, 0.5] for m in ("auprc", "deletion") for s in ("", "_low", "_high")}})
+    bars = interval_bars(table, "deletion", color="checkpoint", label="Deletion AUC ↓", title="lower is better")
+    assert (bars.layout.yaxis.title.text, bars.layout.title.text) == ("Deletion AUC ↓", "lower is better")
+    assert interval_bars(table, "auprc", color="checkpoint").layout.yaxis.title.text == "auprc"
+    scatter = agreement_scatter(table, table, "auprc", "deletion", "t", labels=("Box AUPRC ↑", "Deletion AUC ↓"))
+    assert (scatter.layout.xaxis.title.text, scatter.layout.yaxis.title.text) == ("Box AUPRC ↑", "Deletion AUC ↓")
+    curve = {"fraction": np.linspace(0, 1, 3), "deletion": np.array([1.0, 0.2, 0.0]), "insertion": np.array([0.1, 0.9, 1.0])}
+    names = [t.name for t in perturbation_curves_figure({"m · saliency": curve}, "img").data]
+    assert names == ["m · saliency · deletion (AUC 0.350 ↓)", "m · saliency · insertion (AUC 0.725 ↑)"]

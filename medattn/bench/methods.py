@@ -620,6 +620,14 @@ def main(argv: list[str] | None = None) -> int:
                              "peak, the demo precompute, the Compare grid through AppTest; with --quick a reduced form "
                              "that runs anywhere")
     parser.add_argument("--checkpoints", type=Path, help="--gpu-report: the checkpoint folder (default checkpoints/)")
+    parser.add_argument("--precompute-ab", action="store_true",
+                        help="instead: precompute over the demo test split with shared work against one map at a "
+                             "time, alternately in one run, asserting the same rows (medattn.bench.precompute); "
+                             "every demo checkpoint unless --checkpoint names some")
+    parser.add_argument("--ab-methods", nargs="+", help="--precompute-ab: the methods (default: precompute's defaults)")
+    parser.add_argument("--ab-images", type=int, help="--precompute-ab: the first N test images (default: all)")
+    parser.add_argument("--ab-chunks", type=int, default=2,
+                        help="--precompute-ab: image chunks, each run by both sides, the order switched every chunk")
     parser.add_argument("--out", type=Path, help=f"JSON to write (default {DEFAULT_OUT}, or bench_zoo.json / "
                                                  "gpu_report.json beside it)")
     args = parser.parse_args(argv)
@@ -633,6 +641,16 @@ def main(argv: list[str] | None = None) -> int:
         gpu.report(best_device(args.device), quick=args.quick, dataset_root=args.dataset,
                    checkpoints=args.checkpoints, out=args.out or gpu.DEFAULT_REPORT, log=lambda line: print(line, flush=True))
         return 0
+    if args.precompute_ab:
+        from medattn.bench import precompute as precompute_ab
+        from medattn.data.demo import ensure_demo
+        from medattn.jobs.precompute import FAST_METHODS
+
+        chosen = [c for c in unique_checkpoints(args.checkpoint) if c is not None and str(c) != "all"]
+        chosen = chosen or [p for p in list_checkpoints(CHECKPOINT_DIR) if p.name.startswith("demo_")]
+        return precompute_ab.main(load_dataset(args.dataset or ensure_demo()), chosen, args.ab_methods or list(FAST_METHODS),
+                                  args.ab_images, args.ab_chunks, str(best_device(args.device)),
+                                  args.out or DEFAULT_OUT.with_name("bench_precompute_ab.json"))
     args.out = args.out or DEFAULT_OUT
     if args.quick:
         args.repeats, args.batch = 1, 2

@@ -25,6 +25,9 @@ An explainer is one class per method, in the manner of Captum:
 - The map is raw (signed where the method is signed) and in the input's frame; normalisation
   for display and scoring is `medattn.explain.normalize`.
 
+Subclasses whose maps of a batch are each image's own map (no batch statistics, no randomness
+shared across the batch) set `batch_invariant`: precompute then explains the images and target
+classes of a method together, one forward pass per distinct image (`medattn.explain.shared`).
 Subclasses set `name`, `defaults`, `needs_grad` and implement `_attribute(x, targets, **params)`;
 parameters added to a method after its maps were first cached are listed in `keyless` and left
 out of cache keys while at their default (`key_params`), so those maps stay valid;
@@ -73,6 +76,9 @@ class Explainer:
     keyless: ClassVar[tuple[str, ...]] = ()  # see key_params
     reports_progress: ClassVar[bool] = False  # takes a `progress(done, total)` option
     bfloat16_stages: ClassVar[bool] = False  # precision "bfloat16" changes its maps (see used_precision)
+    # an image's map is the same (to float32 rounding) whatever batch it comes in, so callers may
+    # stack images and targets into one call (`pipeline.compute_maps`); tested per method
+    batch_invariant: ClassVar[bool] = False
 
     @classmethod
     def key_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -422,11 +428,13 @@ def to_input_frame(maps: Tensor, size: Sequence[int]) -> Tensor:
 
 
 def describe(model: nn.Module) -> str:
-    """A short name for a model in error messages, with its arch and head when it records them
-    (medattn models do)."""
-    parts = [f"{key}={getattr(model, key)}" for key in ("arch", "head")
-             if isinstance(getattr(model, key, None), str)]
-    return f"{type(model).__name__}({', '.join(parts)})" if parts else type(model).__name__
+    """A model in words for messages people read: "resnet18 with a linear head" for a model that
+    records its arch and head (medattn's do), its arch alone, else its class name; never a
+    Python repr."""
+    arch, head = (getattr(model, key, None) for key in ("arch", "head"))
+    if isinstance(arch, str) and isinstance(head, str):
+        return f"{arch} with a {head} head"
+    return arch if isinstance(arch, str) else type(model).__name__
 
 
 CHANNEL_RULES = ("max_abs", "sum", "sum_abs")

@@ -34,6 +34,7 @@ class GradCAM(Explainer):
     upsampled bilinearly to the input size. layer: submodule name, default None (see module)."""
 
     name = "gradcam"
+    batch_invariant = True
     defaults = {"layer": None}
 
     def _attribute(self, x: Tensor, targets: Tensor, layer: str | None) -> Tensor:
@@ -48,6 +49,7 @@ class GuidedGradCAM(Explainer):
     Unavailable for models with SiLU, Hardswish, GELU or Mish."""
 
     name = "guided_gradcam"
+    batch_invariant = True
     defaults = {"layer": None, "channels": "max_abs"}
     keyless = ("channels",)
 

@@ -41,6 +41,7 @@ from medattn.explain import incremental
 from medattn.explain.base import Explainer, as_batch, evaluation_model, positive_int, reduce_channels
 from medattn.explain.fills import FILLS, image_fill
 from medattn.explain.guided import guided, guided_unavailable
+from medattn.explain.shared import shared_gradients
 
 BLUR_SIGMA_FRACTION = 1 / 16  # "blur" baseline: Gaussian sigma as a fraction of max(H, W)
 OCCLUSION_AT_224 = (16, 8)  # default occlusion window and stride for a 224-pixel side
@@ -52,12 +53,13 @@ class Saliency(Explainer):
     channels: "max_abs" (default), "sum_abs" or "sum" (see the module docstring)."""
 
     name = "saliency"
+    batch_invariant = True
     defaults = {"channels": "max_abs"}
     keyless = ("channels",)
 
     def _attribute(self, x: Tensor, targets: Tensor, channels: str) -> Tensor:
         with evaluation_model(self.model, x) as fast:
-            grads = attr.Saliency(fast).attribute(x, target=targets, abs=False)
+            grads = _shared(attr.Saliency(fast)).attribute(x, target=targets, abs=False)
         return reduce_channels(self.name, grads, channels)
 
 
@@ -115,6 +117,7 @@ class IntegratedGradients(Explainer):
     """
 
     name = "integrated_gradients"
+    batch_invariant = True
     bfloat16_stages = True
     defaults = {"steps": 50, "baseline": "black", "channels": "sum", "tolerance": 0.05}
     keyless = ("channels", "tolerance")
@@ -131,7 +134,7 @@ class IntegratedGradients(Explainer):
             raise ValueError(f"{self.name}: tolerance must be a number > 0, got {tolerance!r}")
         base = ig_baseline(self.model, x, baseline)
         with evaluation_model(self.model, x, self.mixed) as fast:
-            ig = attr.IntegratedGradients(fast)
+            ig = _shared(attr.IntegratedGradients(fast))
             if steps == "auto":
                 found = [_fewest_steps(ig, x[i:i + 1], base[i:i + 1], targets[i:i + 1], tolerance, self.batch_size)
                          for i in range(len(x))]
@@ -199,6 +202,7 @@ class GuidedBackprop(Explainer):
     GELU or Mish. channels: as saliency, default "max_abs"."""
 
     name = "guided_backprop"
+    batch_invariant = True
     defaults = {"channels": "max_abs"}
     keyless = ("channels",)
 
@@ -214,7 +218,14 @@ class GuidedBackprop(Explainer):
 def guided_gradients(model: torch.nn.Module, x: Tensor, targets: Tensor) -> Tensor:
     """Guided-backpropagation gradients (B, C, H, W) of the target logits w.r.t. x."""
     with guided(model):
-        return attr.Saliency(model).attribute(x, target=targets, abs=False)
+        return _shared(attr.Saliency(model)).attribute(x, target=targets, abs=False)
+
+
+def _shared(method: attr.GradientAttribution) -> attr.GradientAttribution:
+    """`method` with one forward pass per distinct input row (`shared.shared_gradients`): the
+    same image stacked once per target class goes through the model once per gradient."""
+    method.gradient_func = shared_gradients
+    return method
 
 
 class Occlusion(Explainer):

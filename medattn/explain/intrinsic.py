@@ -1,5 +1,6 @@
 """Maps the model computes itself: WILDCAT class maps and attention maps, upsampled bilinearly
-to the input frame. Forward passes only (inference mode)."""
+to the input frame. Forward passes only (inference mode), one per distinct image of a batch
+(`shared.distinct_rows`: an image stacked once per target class runs once)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import Tensor
 
 from medattn.errors import MedattnError
 from medattn.explain.base import Explainer, describe, to_input_frame
+from medattn.explain.shared import distinct_rows
 
 
 class Wildcat(Explainer):
@@ -17,18 +19,20 @@ class Wildcat(Explainer):
     class-wise pooled maps (Durand et al. 2017). No parameters."""
 
     name = "wildcat"
+    batch_invariant = True
     needs_grad = False
     requires = ("class_maps", "class maps")
 
     def _attribute(self, x: Tensor, targets: Tensor) -> Tensor:
-        maps = self.model.class_maps(x)
-        if maps.ndim != 4 or maps.shape[0] != len(x):
-            raise MedattnError(f"{describe(self.model)}.class_maps returned shape "
+        distinct, index = distinct_rows(x)
+        maps = self.model.class_maps(distinct)
+        if maps.ndim != 4 or maps.shape[0] != len(distinct):
+            raise MedattnError(f"the class_maps() of {describe(self.model)} returned shape "
                                f"{tuple(maps.shape)}, expected (B, C, h, w)")
         if int(targets.max()) >= maps.shape[1]:
             raise ValueError(f"target {int(targets.max())} out of range for "
                              f"{maps.shape[1]} class maps")
-        picked = maps[torch.arange(len(x), device=maps.device), targets]
+        picked = maps[index.to(maps.device), targets]
         return to_input_frame(picked.float(), x.shape[2:])
 
 
@@ -43,16 +47,18 @@ class Attention(Explainer):
     """
 
     name = "attention"
+    batch_invariant = True
     defaults = {"which": "aggregate"}
     needs_grad = False
     requires = ("attention_maps", "intrinsic attention maps")
 
     def _attribute(self, x: Tensor, targets: Tensor, which: str) -> Tensor:
-        found = self.model.attention_maps(x)
+        distinct, index = distinct_rows(x)
+        found = self.model.attention_maps(distinct)
         named = dict(found) if isinstance(found, Mapping) else {"attention": found}
         if not named:
-            raise MedattnError(f"{describe(self.model)}.attention_maps returned no maps")
-        maps = {key: self._reduce(key, m, x) for key, m in named.items()}
+            raise MedattnError(f"the attention_maps() of {describe(self.model)} returned no maps")
+        maps = {key: self._reduce(key, m, distinct)[index.to(m.device)] for key, m in named.items()}
         if which in maps:
             return maps[which]
         if which != "aggregate":
@@ -66,6 +72,6 @@ class Attention(Explainer):
         if m.ndim == 4:
             m = m.mean(dim=1)
         if m.ndim != 3 or m.shape[0] != len(x):
-            raise MedattnError(f"{describe(self.model)}.attention_maps[{key!r}] has shape "
+            raise MedattnError(f"the attention_maps()[{key!r}] of {describe(self.model)} has shape "
                                f"{tuple(m.shape)}, expected (B, h, w) or (B, k, h, w)")
         return to_input_frame(m.float(), x.shape[2:])

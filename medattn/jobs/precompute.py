@@ -92,6 +92,7 @@ def precompute(
     precision: str = "float32",
     faithfulness: FaithfulnessSettings | None = None,
     stored: Callable[[int], None] | None = None,
+    share: bool = True,
 ) -> pd.DataFrame:
     """Compute every missing row and return the full score table of the run.
 
@@ -116,6 +117,10 @@ def precompute(
     `methods` may name reference maps ("reference:blank", … `metrics.faithfulness.REFERENCE_MAPS`),
     scored like methods. With `faithfulness`, every row carries those metrics, and rows
     computed without them (or under other settings) are computed again from the cached maps.
+    `share` (default) explains a batch's images and target classes of one method together where
+    the method allows (`score_batch`, `pipeline.compute_maps`: one forward pass per distinct
+    image); `share=False` (local engine) explains each map alone, for the A/B of
+    `python -m medattn.bench --precompute-ab`: the same maps and rows, slower.
     One model × method × image that fails is skipped and named, never the run: the returned
     table's `attrs` hold `not_applicable` (one line per model × method that does not apply,
     with the method's reason) and `failed` (one line per map that failed), which the command
@@ -184,7 +189,8 @@ def precompute(
                     continue
                 rows, skipped = score_batch(models[batch[0].checkpoint], dataset, mine, cache,
                                             model_params[batch[0].checkpoint], tick=advance, protocol=protocol,
-                                            stop=stopped, precision=precision, faithfulness=faithfulness)
+                                            stop=stopped, precision=precision, faithfulness=faithfulness,
+                                            share=share)
                 for message in skipped:
                     log.warning(message)
                 failed += skipped
@@ -362,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     except MedattnError as exc:  # --strict: the first unreadable image, named
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = frame[frame["auprc"].notna()].groupby(["checkpoint", "method"])[["auprc", "hit", "miou", "degenerate"]].mean()
+    scored = frame[frame["auprc"].notna()] if "auprc" in frame else frame.iloc[0:0]  # no rows: every image skipped
+    summary = scored.groupby(["checkpoint", "method"])[["auprc", "hit", "miou", "degenerate"]].mean() if len(scored) else scored
     print(summary.round(3).to_string() if len(summary) else "no rows with ground truth")
     if faithfulness is not None:
         chosen = _complete(frame, faithfulness)

@@ -15,10 +15,22 @@ Other tools' weights come in through `python -m medattn.models.importer` (torchv
 onto these backbones: `keymap`; TorchXRayVision, MONAI, timm models as they are: `external`).
 """
 
+from typing import Any
+
 from medattn.models.backbones import ARCHS
 from medattn.models.checkpoint import load_checkpoint, save_checkpoint
-from medattn.models.importer import import_state_dict
 from medattn.models.registry import COMBINATIONS, HEADS, build, head_params
 
 __all__ = ["ARCHS", "COMBINATIONS", "HEADS", "build", "head_params", "import_state_dict",
            "load_checkpoint", "save_checkpoint"]
+
+
+def __getattr__(name: str) -> Any:
+    """`import_state_dict` on first use (PEP 562): the package never imports its importer
+    module itself, so `python -m medattn.models.importer` runs that module once, as __main__,
+    without runpy's "found in sys.modules" RuntimeWarning."""
+    if name == "import_state_dict":
+        from medattn.models.importer import import_state_dict
+
+        return import_state_dict
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -85,48 +85,74 @@ class ImportReport:
                 "max_logit_difference": self.max_logit_difference}
 
 
+@dataclass(frozen=True)
+class Controls:
+    """How a front end spells the import's options in the advice its errors give: the command
+    line's flags (`CLI`) or the Models page's fields, so no message names a control the user
+    does not have."""
+
+    allow_missing: str = "--allow-missing PATTERN…"
+    ignore: str = "--ignore PATTERN…"
+    classes: str = "--classes"
+    channels: str = "--channels"
+
+
+CLI = Controls()
+
+
 # reading ----------------------------------------------------------------------------------
 
 
-def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor], list[str]]:
+def read_state_dict(path: str | os.PathLike, shown: str | None = None) -> tuple[dict[str, Tensor], list[str]]:
     """(name → tensor, notes) from a weights file of any supported form, never unpickling
-    anything but tensors and plain containers. Raises CheckpointError naming the file."""
+    anything but tensors and plain containers. Raises CheckpointError naming the file as
+    `shown` (default: its path; an upload's own file name, so no server path is shown)."""
     path = Path(path)
+    shown = shown or str(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+        raise CheckpointError(f"{shown}: no such file")
     kind = sniff(path)
     if kind == "safetensors":
         try:
             return load_file(str(path)), []
         except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: unreadable safetensors file: {e}") from None
+            raise CheckpointError(f"{shown}: unreadable safetensors file: {e}") from None
     if kind != "torch":
-        raise CheckpointError(f"{path}: unreadable: neither a safetensors file nor a PyTorch file "
+        raise CheckpointError(f"{shown}: unreadable: neither a safetensors file nor a PyTorch file "
                               "(torch.save); nothing else can hold weights")
     try:
         check_unpacked_size(path)
     except ValueError as e:
-        raise CheckpointError(str(e)) from None
+        raise CheckpointError(str(e).replace(str(path), shown)) from None
     try:
         loaded = torchfile.load(path)
     except Exception as e:  # noqa: BLE001 - torch.load raises many types; all mean "not plain tensors"
         text = str(e)
         refused = torchfile.unsafe_globals(path)
         if refused or "weights_only" in text or "global" in text.lower():
-            held, recipe = torchfile.resave_recipe(path, WRAPPERS)
-            names = ", ".join(refused) or "unknown"
-            raise CheckpointError(
-                f"{path}: cannot read with torch.load(weights_only=True): it holds {held}, which needs "
-                f"the global(s) {names}; medattn unpickles nothing but tensors, plain containers and "
-                f"numpy scalars, as unpickling runs code from the file. Re-save its weights as a state "
-                f"dict where it was made, with its code at hand:\n{recipe}\nthen import state_dict.pt.") from None
+            raise CheckpointError(_refusal(path, shown, refused)) from None
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-        raise CheckpointError(f"{path}: unreadable PyTorch file: {first}") from None
-    return unwrap(loaded, path)
+        raise CheckpointError(f"{shown}: unreadable PyTorch file: {first}") from None
+    return unwrap(loaded, shown)
 
 
-def unwrap(loaded: Any, path: Path) -> tuple[dict[str, Tensor], list[str]]:
-    """The state dict inside what torch.load returned (see the module docstring)."""
+def _refusal(path: Path, shown: str, refused: list[str]) -> str:
+    """Why a pickle is refused, what it is, and the lines that re-save its weights on the
+    user's own machine (where the file was made and its code is at hand)."""
+    held, recipe = torchfile.resave_recipe(path, WRAPPERS, shown=shown)
+    if refused:
+        what = f"it holds {held}, which needs the global(s) {', '.join(refused)}"
+    else:  # torch names globals only in its zip format: say what the file is instead
+        what = (f"it is a {'' if torchfile.is_zip(path) else 'legacy (pre-zip) '}pickle that holds {held}, "
+                "objects beyond tensors that only running its pickle could build")
+    return (f"{shown}: refused: {what}. medattn unpickles nothing but tensors, plain containers and numpy "
+            "scalars, as unpickling runs code from the file. Re-save its weights as a state dict on your own "
+            f"machine, where the file was made and its code is at hand:\n{recipe}\nthen import state_dict.pt.")
+
+
+def unwrap(loaded: Any, path: Path | str) -> tuple[dict[str, Tensor], list[str]]:
+    """The state dict inside what torch.load returned (see the module docstring); `path`
+    names the file in errors."""
     notes = []
     while isinstance(loaded, Mapping) and not _is_state_dict(loaded):
         key = next((k for k in WRAPPERS if isinstance(loaded.get(k), Mapping)), None)
@@ -153,14 +179,15 @@ def _is_state_dict(value: Mapping) -> bool:
 
 def load_into(target: nn.Module, tensors: Mapping[str, Tensor], source: str, describe: str,
           allow_missing: Sequence[str] = (), ignore: Sequence[str] = (),
-          aliases: Mapping[str, str] | None = None) -> ImportReport:
+          aliases: Mapping[str, str] | None = None, controls: Controls = CLI) -> ImportReport:
     """Load `tensors` (already in `target`'s names) into `target`, refusing a partial load.
 
     `allow_missing`: fnmatch patterns of target tensors that may stay as initialised;
     `ignore`: patterns of file tensors that may be dropped. `aliases`: target name → the name
     the user knows it by (torchvision's), used in messages and matched by the patterns too.
     BatchNorm's `num_batches_tracked` counters (absent from files older than PyTorch 0.4.1)
-    never matter in evaluation and are filled with 0."""
+    never matter in evaluation and are filled with 0. Advice names the options as `controls`
+    spells them."""
     aliases = aliases or {}
     expected = target.state_dict()
     report = ImportReport()
@@ -188,11 +215,12 @@ def load_into(target: nn.Module, tensors: Mapping[str, Tensor], source: str, des
     if refused_unexpected:
         problems.append(f"{len(refused_unexpected)} in the file but not in the model: {brief(refused_unexpected, 8)}")
     if problems:
-        hint = (" Pass --allow-missing PATTERN… for target tensors that may stay random (e.g. "
-                "'classifier.*' for a new head) and --ignore PATTERN… for file tensors to drop."
+        hint = (f" Name target tensors that may stay random in {controls.allow_missing} (e.g. 'classifier.*' "
+                f"for a new head) and file tensors to drop in {controls.ignore}."
                 if refused_missing or refused_unexpected else "")
         if any("classifier" in m or "fc." in m for m in misshaped):
-            hint += " A mis-shaped classifier usually means --classes lists another number of classes than the file has outputs."
+            hint += (f" A mis-shaped classifier usually means {controls.classes} lists another number of classes "
+                     "than the file has outputs.")
         raise CheckpointError(f"{source}: the weights do not fit {describe}: " + "; ".join(problems) + "." + hint)
     state = dict(expected)
     state.update({k: v.to(expected[k].dtype) for k, v in tensors.items() if k in expected})
@@ -218,24 +246,27 @@ def import_state_dict(pt_path: str | os.PathLike, arch: str, head: str, num_clas
 
 def import_torchvision(path: str | os.PathLike, arch: str, head: str, num_classes: int,
                        allow_missing: Sequence[str] = (), ignore: Sequence[str] = (), verify_size: int | None = None,
+                       shown: str | None = None, controls: Controls = CLI,
                        **params: Any) -> tuple[nn.Module, ImportReport]:
     """(medattn model `arch` + `head` in eval mode, report) from a state dict in torchvision's
     key names or medattn's own. With `verify_size` and a linear head on a backbone whose
     torchvision head is linear, the logits are compared with torchvision's model holding the
-    same weights on a random (1, 3, verify_size, verify_size) input."""
+    same weights on a random (1, 3, verify_size, verify_size) input. Errors name the file as
+    `shown` and the options as `controls` spells them."""
     model = build(arch, head, num_classes, **params)
-    raw, notes = read_state_dict(path)
+    shown = shown or str(path)
+    raw, notes = read_state_dict(path, shown)
     own = set(model.state_dict())
     if sum(k in own for k in raw) > len(raw) / 2:  # already medattn's layout (saved by hand)
         tensors, more = normalise_keys(raw, own)
-        report = load_into(model, tensors, str(path), _describe(model), allow_missing, ignore)
+        report = load_into(model, tensors, shown, _describe(model), allow_missing, ignore, controls=controls)
         report.notes[:0] = notes + more + ["keys were in medattn's layout already"]
         return model.eval(), report
     names = torchvision_to_medattn(arch)
     source, more = normalise_keys(raw, set(names))
     tensors = {names.get(k, k): v for k, v in source.items()}
     aliases = {v: k for k, v in names.items()}
-    report = load_into(model, tensors, str(path), _describe(model), allow_missing, ignore, aliases)
+    report = load_into(model, tensors, shown, _describe(model), allow_missing, ignore, aliases, controls)
     report.notes[:0] = notes + more + [f"mapped torchvision's {arch} names onto medattn's layout"]
     if verify_size and head == "linear" and any(arch.startswith(p) for p in LINEAR_HEADS) and not report.random:
         reference = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
@@ -249,19 +280,22 @@ def import_torchvision(path: str | os.PathLike, arch: str, head: str, num_classe
 def import_external(path: str | os.PathLike, library: str, callable_name: str, num_classes: int,
                     kwargs: Mapping[str, Any] | None = None, allow_missing: Sequence[str] = (),
                     ignore: Sequence[str] = (), channels: int | None = None,
-                    probe_size: int = VERIFY_SIZE) -> tuple[ExternalModel, ImportReport]:
+                    probe_size: int = VERIFY_SIZE, shown: str | None = None,
+                    controls: Controls = CLI) -> tuple[ExternalModel, ImportReport]:
     """(the library's model wrapped as `ExternalModel`, report) from a state dict in the
     library's own key names. `channels` sets the constructor's input-channel argument unless
     `kwargs` names it. The model must answer a (1, channels, probe_size, probe_size) input
-    with (1, num_classes) logits (a classifier), else CheckpointError."""
+    with (1, num_classes) logits (a classifier), else CheckpointError. `shown`, `controls`: as
+    in `import_torchvision`."""
     try:
         model = ExternalModel(library, callable_name, num_classes, kwargs, channels=channels)
     except (ValueError, ImportError) as e:
         raise CheckpointError(f"cannot build {callable_name}: {e}") from None
-    raw, notes = read_state_dict(path)
+    shown = shown or str(path)
+    raw, notes = read_state_dict(path, shown)
     tensors, more = normalise_keys(raw, set(model.net.state_dict()))
     tensors, dropped = strip_unused(tensors, model)
-    report = load_into(model.net, tensors, str(path), _describe(model), allow_missing, ignore)
+    report = load_into(model.net, tensors, shown, _describe(model), allow_missing, ignore, controls=controls)
     report.notes[:0] = notes + more + dropped
     model.eval()
     probe = torch.zeros(1, model.input_channels, probe_size, probe_size)
@@ -301,11 +335,14 @@ def import_checkpoint(weights: str | os.PathLike, out: str | os.PathLike, *, arc
                       task: str, preprocessing: Preprocessing, library: str | None = None, head: str = "linear",
                       kwargs: Mapping[str, Any] | None = None, head_params: Mapping[str, Any] | None = None,
                       allow_missing: Sequence[str] = (), ignore: Sequence[str] = (), dataset: str | None = None,
-                      dtype: str = "float32", **meta: Any) -> tuple[Path, ImportReport]:
+                      dtype: str = "float32", shown: str | None = None, controls: Controls = CLI,
+                      **meta: Any) -> tuple[Path, ImportReport]:
     """Import `weights` and write checkpoint `out` (NAME.safetensors + NAME.json); returns
     (NAME, report). `library` None: torchvision/medattn key names onto `arch` + `head`;
     otherwise one of `external.LIBRARIES` with `arch` the class (or timm/torchvision model)
-    name. Raises CheckpointError or ValueError saying what to change; nothing is written then."""
+    name. Raises CheckpointError or ValueError saying what to change, naming the file as `shown`
+    (default: its path; the app gives an upload's own name) and the options as `controls` spells
+    them (default: the command line's flags); nothing is written then."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     classes = [str(c) for c in classes]
@@ -318,16 +355,18 @@ def import_checkpoint(weights: str | os.PathLike, out: str | os.PathLike, *, arc
             raise ValueError(f"unknown arch {arch!r}; medattn backbones: {', '.join(ARCHS)} "
                              f"(or name a --library: {', '.join(LIBRARIES)})")
         model, report = import_torchvision(weights, arch, head, len(classes), allow_missing, ignore,
-                                           verify_size=min(preprocessing.input_size, VERIFY_SIZE), **dict(head_params or {}))
+                                           verify_size=min(preprocessing.input_size, VERIFY_SIZE), shown=shown,
+                                           controls=controls, **dict(head_params or {}))
         channels = 3
     else:
         model, report = import_external(weights, library, _callable(library, arch), len(classes),
                                         _kwargs(library, arch, kwargs), allow_missing, ignore,
-                                        channels=preprocessing.channels, probe_size=preprocessing.input_size)
+                                        channels=preprocessing.channels, probe_size=preprocessing.input_size,
+                                        shown=shown, controls=controls)
         channels = model.input_channels
     if preprocessing.channels != channels:
         raise ValueError(f"the model takes {channels}-channel input but the preprocessing gives "
-                         f"{preprocessing.channels}; pass --channels {channels}")
+                         f"{preprocessing.channels}; set {controls.channels} to {channels}")
     source = Path(weights)
     norm = ({"mean": list(preprocessing.mean), "std": list(preprocessing.std)}
             if preprocessing.intensity in ("imagenet", "meanstd") else None)

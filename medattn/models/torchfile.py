@@ -98,16 +98,27 @@ class _Sketcher(pickle.Unpickler):
         return None
 
 
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of torch.save's legacy (pre-1.6) format
+
+
 def sketch(path: Path) -> Any:
-    """The top-level object of a torch zip file with containers kept (dict, list, tuple) and
-    every other object as a `Stub` of its class; None when the file cannot be read so."""
+    """The top-level object of a torch file (zip format, legacy format, or a bare pickle) with
+    containers kept (dict, list, tuple) and every other object as a `Stub` of its class; None
+    when the file cannot be read so."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            name = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
-            if name is None:
-                return None
-            data = archive.read(name)
-        return _plain(_Sketcher(io.BytesIO(data)).load())
+        if is_zip(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+                if name is None:
+                    return None
+                data = archive.read(name)
+            return _plain(_Sketcher(io.BytesIO(data)).load())
+        with open(path, "rb") as file:  # legacy: magic number, protocol, sys info, then the object
+            first = _Sketcher(file).load()
+            if first != LEGACY_MAGIC:
+                return _plain(first)
+            _Sketcher(file).load(), _Sketcher(file).load()
+            return _plain(_Sketcher(file).load())
     except Exception:  # noqa: BLE001 - an odd pickle: the generic recipe applies
         return None
 
@@ -137,10 +148,16 @@ def _is_state_dict(value: Any) -> bool:
     return isinstance(value, dict) and bool(value) and all(_is_tensor(v) for v in value.values())
 
 
-def resave_recipe(path: Path, wrappers: tuple[str, ...]) -> tuple[str, str]:
+def is_zip(path: Path) -> bool:
+    """Whether `path` is in torch.save's zip format (PyTorch 1.6 on), not a legacy pickle."""
+    return zipfile.is_zipfile(path)
+
+
+def resave_recipe(path: Path, wrappers: tuple[str, ...], shown: str | None = None) -> tuple[str, str]:
     """(what the file holds, the lines that re-save its weights as a state dict) for a file
-    `torch.load(weights_only=True)` refuses, read off its `sketch`."""
-    shown = repr(str(path))
+    `torch.load(weights_only=True)` refuses, read off its `sketch`. The lines load the file as
+    `shown` (default: its path), run where the file was made."""
+    shown = repr(shown or str(path))
     top = sketch(path)
     load_line = f"    checkpoint = torch.load({shown}, weights_only=False)   # trusted file, where it was made\n"
     if isinstance(top, Stub):

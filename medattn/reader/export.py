@@ -43,6 +43,7 @@ from medattn.reader.errors import ImportFormatError, StudyError
 from medattn.reader.mrmc_study import mrmc_cases, mrmc_table
 from medattn.reader.questions import check_questions
 from medattn.reader.validity import study_warnings
+from medattn.spreadsheet import neutral_csv, text_cell
 from medattn.store.annotations import KINDS, AnnotationStore
 
 FORMATS = ("csv", "json", "coco", "mrmc", "imrmc", "key", "boxes")
@@ -82,27 +83,6 @@ def write_atomic(path: str | os.PathLike, text: str) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def text_cell(value: Any) -> Any:
-    """A cell a spreadsheet shows as text: text starting with = + - @, tab or carriage return
-    (a formula to Excel, LibreOffice and Google Sheets: OWASP "CSV injection") gets a leading
-    apostrophe; numbers, and text that reads as a number ("-2"), stay as they are."""
-    if not isinstance(value, str) or not value.startswith(FORMULA_START):
-        return value
-    try:
-        float(value)
-        return value
-    except ValueError:
-        return "'" + value
-
-
-def neutral_csv(frame: pd.DataFrame) -> str:
-    """`frame` as CSV with every text cell through `text_cell`."""
-    return frame.map(text_cell).to_csv(index=False)
 
 
 def _comment_header(info: dict) -> str:

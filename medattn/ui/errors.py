@@ -28,9 +28,10 @@ def show_error(exc: BaseException, what: str, container=st) -> None:
     if isinstance(exc, DatasetError):
         shown = "\n".join(f"- {plain(p)}" for p in exc.problems[:30])
         more = f"\n- … and {len(exc.problems) - 30} more" if len(exc.problems) > 30 else ""
-        container.error(f"{what}: dataset {plain(exc.path)} has {len(exc.problems)} problem(s)\n\n{shown}{more}")
+        container.error(f"{plain(what)}: dataset {plain(exc.path)} has {len(exc.problems)} problem(s)\n\n{shown}{more}")
     else:
-        container.error(f"{what}: {plain(message(exc))}")
+        # each line as text, the lines kept (a re-save recipe reads as the lines to run)
+        container.error(f"{plain(what)}: " + "  \n".join(plain(line) for line in message(exc).splitlines()))
 
 
 @contextlib.contextmanager

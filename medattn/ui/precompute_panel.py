@@ -18,6 +18,7 @@ from medattn.metrics.faithfulness import REFERENCE_MAPS, reference_name
 from medattn.ui import loaders
 from medattn.ui.errors import guard
 from medattn.ui.job_view import job_view, jobs_list  # noqa: F401 - jobs_list: the pages import it from here
+from medattn.ui.plain import plain
 from medattn.ui.sidebar import Selection
 from medattn.ui.split_scope import data_splits, split_images
 
@@ -58,7 +59,7 @@ def precompute_panel(selection: Selection, key: str, expanded: bool) -> None:
                 try:
                     manager.start(spec)
                 except JobRunning as exc:
-                    st.warning(str(exc))
+                    st.warning(plain(exc))
                 else:
                     st.rerun(scope="app")  # the button shows disabled, the job's progress below it
     if status is not None:

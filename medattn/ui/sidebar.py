@@ -27,6 +27,7 @@ from medattn.ui import loaders, url_state
 from medattn.ui.entrypoint import ensure_entrypoint
 from medattn.ui.errors import message, show_error
 from medattn.ui.methods import DEFAULT_METHODS, PDA_SAMPLES, unavailable
+from medattn.ui.plain import plain
 
 STATE_KEY = "medattn_selection"
 DATASET_KEY = "sb_dataset_path"
@@ -128,8 +129,8 @@ def _dataset_section(selection: Selection) -> None:
         show_error(exc, "Dataset not loaded", st.sidebar)
         return
     data = selection.dataset
-    st.sidebar.caption(f"**{data.name}** · {len(data.images)} images · {data.task} · "
-                       f"classes: {', '.join(data.classes)}")
+    st.sidebar.caption(f"**{plain(data.name)}** · {len(data.images)} images · {data.task} · "
+                       f"classes: {plain(', '.join(data.classes))}")
 
 
 def _checkpoint_section(selection: Selection) -> None:
@@ -142,17 +143,17 @@ def _checkpoint_section(selection: Selection) -> None:
         st.session_state["sb_checkpoints"] = default_checkpoints(found) if linked is None else linked
         gone = [n for n in linked or [] if n not in names]
         if gone:
-            st.sidebar.warning(f"The link names {', '.join(gone)}, not among the checkpoints (renamed or deleted?)")
+            st.sidebar.warning(f"The link names {plain(', '.join(gone))}, not among the checkpoints (renamed or deleted?)")
     pending = st.session_state.pop("sb_pending_checkpoints", [])
     # checkpoints removed from the folder drop out of the choice
     st.session_state["sb_checkpoints"] = [n for n in dict.fromkeys(st.session_state["sb_checkpoints"] + pending) if n in names]
     # Pills show every name whole (a multiselect's chips cut them at about 25 characters).
     chosen = st.sidebar.pills("Yours and the repository's", names, selection_mode="multi", key="sb_checkpoints",
-                              help="Every NAME.safetensors + NAME.json in " + " and ".join(str(f) for f in folders)) or []
+                              help="Every NAME.safetensors + NAME.json in " + plain(" and ".join(str(f) for f in folders))) or []
     extra = st.sidebar.text_input("Another checkpoint (path)", key="sb_extra_checkpoint",
                                   placeholder="path/to/NAME.safetensors")
     if not found:
-        st.sidebar.info(f"No checkpoints in {' or '.join(str(f) for f in folders)}; import or train one on the "
+        st.sidebar.info(f"No checkpoints in {plain(' or '.join(str(f) for f in folders))}; import or train one on the "
                         "Models page.")
     paths = [p for p in found if p.name in chosen] + ([Path(extra.strip()).expanduser()] if extra.strip() else [])
     for path in paths:
@@ -169,9 +170,9 @@ def _checkpoint_section(selection: Selection) -> None:
             selection.unusable[name] = message(exc)
     by_reason: dict[str, list[str]] = {}
     for name, why in selection.unusable.items():
-        by_reason.setdefault(why, []).append(f"**{name}**")
+        by_reason.setdefault(why, []).append(f"**{plain(name)}**")
     for why, names in by_reason.items():
-        st.sidebar.warning(f"{', '.join(names)} not used: {why}")
+        st.sidebar.warning(f"{', '.join(names)} not used: {plain(why)}")
     if selection.unusable:
         st.sidebar.page_link("pages/models.py", label="Models page: import, map classes", icon=":material/model_training:")
 

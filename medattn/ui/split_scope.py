@@ -13,6 +13,7 @@ import streamlit as st
 
 from medattn import leaderboard as lb
 from medattn.data.dataset import Dataset
+from medattn.ui.plain import plain
 
 
 def data_splits(data: Dataset) -> list[str]:
@@ -37,7 +38,7 @@ def scoped_scores(data: Dataset, scores: pd.DataFrame, key: str, column=st) -> t
     partial = coverage[~coverage["complete"].astype(bool)]
     if len(partial):
         listed = "; ".join(f"{r.checkpoint} · {r.method}: {r.images:,} of {r.of:,} images" for r in partial.itertuples())
-        st.warning(f"Partial results on the {split} split: {listed}. Their means and counts cover those images "
+        st.warning(f"Partial results on the {split} split: {plain(listed)}. Their means and counts cover those images "
                    "only; resume or run precompute to complete them.")
     return rows, split, coverage
 

@@ -16,6 +16,7 @@ from medattn.reader.validity import MEASURED_KINDS, balance_problem, image_truth
 from medattn.store.annotations import KINDS
 from medattn.ui import loaders
 from medattn.ui.methods import unavailable
+from medattn.ui.plain import plain
 from medattn.ui.sidebar import Selection
 
 KIND_NAMES = {"failure_review": "Failure review", "heatmap_rating": "Heatmap rating", "detection": "Detection reading"}
@@ -109,7 +110,7 @@ def new_study_form(selection: Selection, create) -> None:
         try:
             cases = listed_cases(selection, text)
         except ValueError as error:
-            st.error(str(error))
+            st.error(plain(error))
             return
 
     panels: list[tuple] = []
@@ -129,12 +130,12 @@ def new_study_form(selection: Selection, create) -> None:
     balance = ""
     if cases and kind in MEASURED_KINDS:
         truth = image_truth(data, list(dict.fromkeys(cases)), target_class)
-        balance = f": {int(truth.sum())} with {target_class or 'a finding'}, {int((truth == 0).sum())} without"
+        balance = f": {int(truth.sum())} with {plain(target_class or 'a finding')}, {int((truth == 0).sum())} without"
         problem = balance_problem(int(truth.sum()), int((truth == 0).sum()), target_class)
         if problem and kind == "detection":
-            st.error(f"A detection study needs images with and without the finding: {problem}.")
+            st.error(f"A detection study needs images with and without the finding: {plain(problem)}.")
         elif problem:
-            st.warning(f"No AUC or MRMC analysis for these cases: {problem}. The ratings still stand.")
+            st.warning(f"No AUC or MRMC analysis for these cases: {plain(problem)}. The ratings still stand.")
     st.caption(f"{len(cases)} image(s) selected{balance}.")
     washout = 0.0
     if kind == "detection" and panels:

@@ -16,14 +16,15 @@ import streamlit as st
 from medattn.reader import analysis
 from medattn.reader.agreement import agreement, measures
 from medattn.reader.errors import AnalysisNotReadyError
-from medattn.reader.export import FORMATS, export_study, neutral_csv
+from medattn.reader.export import FORMATS, export_study
 from medattn.reader.mrmc import COVARIANCES, average_roc, roc_points
 from medattn.reader.mrmc_study import study_mrmc
+from medattn.spreadsheet import neutral_csv
 from medattn.store.annotations import AnnotationStore
 from medattn.ui import loaders
 from medattn.ui.errors import guard
 from medattn.ui.plain import plain
-from medattn.viz import interval_bars, reader_change_figure, reader_roc_figure
+from medattn.viz import as_labels, interval_bars, reader_change_figure, reader_roc_figure
 
 EXPORTS = {  # format → (button label, file suffix, MIME type)
     "csv": ("Answers CSV (long)", "csv", "text/csv"),
@@ -89,9 +90,12 @@ def progress_section(store: AnnotationStore, study_id: str) -> None:
     left, right = st.columns([1, 1])
     left.dataframe(table, hide_index=True, column_config={
         "fraction": st.column_config.ProgressColumn("done", min_value=0.0, max_value=1.0, format="percent")})
-    figure = px.bar(table, x="reader", y="n_done", range_y=[0, max(1, int(table["n_cases"].max()))],
-                    title="Cases done per reader", labels={"n_done": "cases done"})
-    figure.update_layout(height=260, margin=dict(l=10, r=10, t=40, b=10))
+    # Readers on the y axis: their names read whole, however long, instead of slanting off the chart.
+    figure = px.bar(table.assign(reader=as_labels(table["reader"])), y="reader", x="n_done", orientation="h",
+                    range_x=[0, max(1, int(table["n_cases"].max()))], title="Cases done per reader",
+                    labels={"n_done": "cases done", "reader": ""})
+    figure.update_yaxes(automargin=True, autorange="reversed")
+    figure.update_layout(height=120 + 28 * len(table), margin=dict(l=10, r=10, t=40, b=10))
     right.plotly_chart(figure, key=f"sa_progress_{study_id}")
 
 
@@ -110,14 +114,19 @@ def agreement_section(spec: dict, answers: pd.DataFrame) -> None:
     summary = pd.concat(rows, ignore_index=True)
     st.caption("Agreement per question; 'level' is each measure's level of measurement (a scale's weights count "
                "steps over its declared levels, used or not)")
-    st.dataframe(summary, hide_index=True, column_config={"value": st.column_config.NumberColumn(format="%.3f")})
+    st.dataframe(summary.assign(value=_defined(summary["value"])), hide_index=True)
     table = pd.concat(pairs, ignore_index=True)
     st.caption("Cohen's kappa per reader pair")
-    st.dataframe(table[["question", "reader_a", "reader_b", "n", "kappa", "weights"]], hide_index=True,
-                 column_config={"kappa": st.column_config.NumberColumn(format="%.3f")})
+    st.dataframe(table[["question", "reader_a", "reader_b", "n", "kappa", "weights"]].assign(kappa=_defined(table["kappa"])),
+                 hide_index=True)
     if summary["value"].isna().any() or table["kappa"].isna().any():
-        st.caption("None: not defined yet (fewer than two units answered by the readers compared, or every answer "
+        st.caption("—: not defined yet (fewer than two units answered by the readers compared, or every answer "
                    "the same).")
+
+
+def _defined(values: pd.Series) -> list[str]:
+    """Agreement values to three decimals, "—" where undefined (explained under the table)."""
+    return ["—" if pd.isna(v) else f"{float(v):.3f}" for v in values]
 
 
 def _named(frame: pd.DataFrame) -> pd.DataFrame:
@@ -152,12 +161,13 @@ def tag_section(store: AnnotationStore, study_id: str) -> None:
     if counts.empty:
         st.caption("No region tags yet.")
         return
-    counts = _named(counts).assign(map=lambda f: f["checkpoint"] + " · " + f["method"])
-    figure = px.bar(counts.groupby(["tag", "map"], as_index=False)["count"].sum(), x="tag", y="count", color="map",
+    counts = _named(counts)
+    chart = counts.assign(map=as_labels(counts["checkpoint"] + " · " + counts["method"]), tag=as_labels(counts["tag"]))
+    figure = px.bar(chart.groupby(["tag", "map"], as_index=False)["count"].sum(), x="tag", y="count", color="map",
                     barmode="group", title="Where the maps' evidence lies: region tags per model × method")
     figure.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.35))
     st.plotly_chart(figure, key=f"sa_tags_{study_id}")
-    st.dataframe(counts.drop(columns="map"), hide_index=True)
+    st.dataframe(counts, hide_index=True)
 
 
 def box_section(store: AnnotationStore, study_id: str) -> None:
@@ -312,10 +322,11 @@ def analysis_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
 
 
 def export_section(store: AnnotationStore, study_id: str, spec: dict) -> None:
-    formats = formats_for(spec)
-    columns = [column for _ in range(0, len(formats), 4) for column in st.columns(4)]
-    for column, fmt in zip(columns, formats):
+    # One wrapping row: each button as wide as its whole label, the next one on a new line when
+    # the page is narrow (fixed columns cut long labels: "Study backup JSON (with im…").
+    row = st.container(horizontal=True, wrap=True)
+    for fmt in formats_for(spec):
         label, suffix, mime = EXPORTS[fmt]
-        with column, guard(f"{label} export"):
-            column.download_button(label, export_bytes(store, study_id, fmt), f"{study_id}.{suffix}", mime,
-                                   key=f"sa_export_{fmt}_{study_id}")
+        with row, guard(f"{label} export"):
+            row.download_button(label, export_bytes(store, study_id, fmt), f"{study_id}.{suffix}", mime,
+                                key=f"sa_export_{fmt}_{study_id}", width="content")

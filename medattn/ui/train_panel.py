@@ -18,6 +18,7 @@ from medattn.models.registry import HEADS
 from medattn.train import PRESETS
 from medattn.ui.errors import guard
 from medattn.ui.job_view import job_view
+from medattn.ui.plain import plain
 from medattn.ui.sidebar import Selection, use_checkpoint
 
 SHOWN_JOBS = 8  # the newest training jobs listed
@@ -42,8 +43,8 @@ def running_trainings(folder: Path) -> None:
 def _form(selection: Selection, folder: Path) -> None:
     data = selection.dataset
     split = data.images["split"].value_counts()
-    st.caption(f"Train a model on the current dataset, **{data.name}** ({split.get('train', 0)} train, "
-               f"{split.get('val', 0)} val, {split.get('test', 0)} test images; {', '.join(data.classes)}). "
+    st.caption(f"Train a model on the current dataset, **{plain(data.name)}** ({split.get('train', 0)} train, "
+               f"{split.get('val', 0)} val, {split.get('test', 0)} test images; {plain(', '.join(data.classes))}). "
                "It runs in the background: it goes on when you leave this page; Stop keeps the finished epochs "
                "and Resume continues from them. The best weights by validation loss become the checkpoint.")
     a, b, c = st.columns(3)
@@ -70,7 +71,7 @@ def _form(selection: Selection, folder: Path) -> None:
             try:
                 JobManager().start(spec)
             except JobRunning as exc:
-                st.warning(str(exc))
+                st.warning(plain(exc))
             else:
                 st.session_state[f"{_key(job_id(spec))}_seen"] = "active"
                 st.rerun()
@@ -87,12 +88,12 @@ def _jobs(folder: Path, active: bool) -> None:
         return
     st.subheader("Training now" if active else "Training jobs")
     for status in jobs:
-        st.markdown(f"**{status.title}**")
+        st.markdown(f"**{plain(status.title)}**")
         job_view(status.id, _key(status.id))
         spec = manager.spec(status.id) or {}
         out = Path(spec.get("out", ""))
         made = out.with_name(out.name + ".json")
         if status.state == "done" and out.parent == Path(folder).resolve() and made.exists():
-            if st.button(f"Use {out.name} in Compare", key=f"{_key(status.id)}_use"):
+            if st.button(f"Use {plain(out.name)} in Compare", key=f"{_key(status.id)}_use"):
                 use_checkpoint(out.name)
                 st.rerun()

@@ -31,6 +31,7 @@ from pathlib import Path
 import streamlit as st
 
 from medattn.reader.export import MAX_IMPORT_BYTES
+from medattn.ui.plain import plain
 
 MiB = 2**20
 # Held or arriving at once: each uploader takes one file, a page shows two at most (a study's
@@ -265,7 +266,7 @@ def uploader(limit: Limit, key: str) -> Upload | None:
         upload = _received(session_id, file)
         check(limit, upload)
     except UploadRefused as refused:
-        st.error(str(refused))
+        st.error(plain(refused))
         return None
     return upload
 

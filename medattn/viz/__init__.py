@@ -6,12 +6,15 @@ from medattn.viz.charts import (agreement_scatter, box_size_histogram, cascading
                                 roc_figure)
 from medattn.viz.colormaps import COLORMAPS, colorize, overlay, to_rgb, window_level
 from medattn.viz.grid import Panel, grid_figure, grid_png, render_panel
+from medattn.viz.labels import as_label, as_labels
 from medattn.viz.palette import model_colors
 
 __all__ = [
     "COLORMAPS",
     "Panel",
     "agreement_scatter",
+    "as_label",
+    "as_labels",
     "box_size_histogram",
     "cascading_figure",
     "colorize",

@@ -10,30 +10,34 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from medattn.viz.labels import as_label, as_labels
 from medattn.viz.palette import PALETTE, model_colors
 
 LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
 
 
 def interval_bars(table: pd.DataFrame, metric: str, group: str = "method", color: str = "model",
-                  colors: Mapping[str, str] | None = None) -> go.Figure:
+                  colors: Mapping[str, str] | None = None, label: str | None = None,
+                  title: str | None = None) -> go.Figure:
     """Grouped bars of `metric` with asymmetric error bars from `{metric}_low`/`{metric}_high`
     (e.g. the leaderboard's bootstrap 95% intervals); one colour per `color` value, from
-    `colors` (default `model_colors` of the values)."""
+    `colors` (default `model_colors` of the values). `label` titles the axis (default `metric`),
+    e.g. "Deletion AUC ↓"; `title` the chart (default "`label` with 95% bootstrap CI")."""
     figure = go.Figure()
     colors = colors or model_colors(table[color].astype(str))
     for name, rows in table.groupby(color, sort=False):
         estimate = rows[metric].to_numpy(dtype=float)
         figure.add_trace(
             go.Bar(
-                name=str(name), x=rows[group].astype(str), y=estimate, marker_color=colors.get(str(name)),
+                name=as_label(name), x=as_labels(rows[group]), y=estimate, marker_color=colors.get(str(name)),
                 error_y=dict(type="data", symmetric=False,
                              array=rows[f"{metric}_high"].to_numpy(dtype=float) - estimate,
                              arrayminus=estimate - rows[f"{metric}_low"].to_numpy(dtype=float)),
-                hovertemplate=f"{name}<br>%{{x}}: %{{y:.3f}}<extra></extra>",
+                hovertemplate=f"{as_label(name)}<br>%{{x}}: %{{y:.3f}}<extra></extra>",
             )
         )
-    figure.update_layout(barmode="group", yaxis_title=metric, title=f"{metric} with 95% bootstrap CI", **LAYOUT)
+    label = label or metric
+    figure.update_layout(barmode="group", yaxis_title=label, title=title or f"{label} with 95% bootstrap CI", **LAYOUT)
     return figure
 
 
@@ -44,9 +48,9 @@ def pr_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title:
     figure = go.Figure()
     colors = colors or model_colors(curves)
     for name, (recall, precision, ap) in curves.items():
-        figure.add_trace(go.Scatter(x=recall, y=precision, mode="lines", name=f"{name} (AP {ap:.3f})", line_shape="hv",
+        figure.add_trace(go.Scatter(x=recall, y=precision, mode="lines", name=f"{as_label(name)} (AP {ap:.3f})", line_shape="hv",
                                     line_color=colors.get(name)))
-    figure.update_layout(title=title, xaxis_title="recall", yaxis_title="precision",
+    figure.update_layout(title=as_label(title), xaxis_title="recall", yaxis_title="precision",
                          xaxis_range=[0, 1], yaxis_range=[0, 1.02], **LAYOUT)
     return figure
 
@@ -59,9 +63,9 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title
     colors = colors or model_colors(curves)
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(dash="dot", color="grey")))
     for name, (fpr, tpr, auc) in curves.items():
-        figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} (AUC {auc:.3f})",
+        figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{as_label(name)} (AUC {auc:.3f})",
                                     line_color=colors.get(name)))
-    figure.update_layout(title=title, xaxis_title="false positive rate", yaxis_title="true positive rate",
+    figure.update_layout(title=as_label(title), xaxis_title="false positive rate", yaxis_title="true positive rate",
                          xaxis_range=[0, 1], yaxis_range=[0, 1.02], **LAYOUT)
     return figure
 
@@ -87,7 +91,7 @@ def reader_roc_figure(points: pd.DataFrame, average: pd.DataFrame, per_treatment
             figure.add_trace(go.Scatter(
                 x=curve["fpr"], y=curve["tpr"], mode="lines", name=f"{treatment}: each reader", legendgroup=treatment,
                 showlegend=i == 0, opacity=0.45, line=dict(color=color, width=1),
-                hovertemplate=f"{label}<br>FPR %{{x:.2f}}, TPR %{{y:.2f}}<extra></extra>"))
+                hovertemplate=f"{as_label(label)}<br>FPR %{{x:.2f}}, TPR %{{y:.2f}}<extra></extra>"))
         mean = average[average["treatment"] == treatment]
         name = f"{treatment}: average of {int(mean['n_readers'].iloc[0])} readers"
         if stats is not None and treatment in stats.index:
@@ -96,7 +100,7 @@ def reader_roc_figure(points: pd.DataFrame, average: pd.DataFrame, per_treatment
         figure.add_trace(go.Scatter(x=mean["fpr"], y=mean["tpr"], mode="lines", name=name, legendgroup=treatment,
                                     line=dict(color=color, width=3.5),
                                     hovertemplate=f"{treatment}, average<br>FPR %{{x:.2f}}, TPR %{{y:.2f}}<extra></extra>"))
-    figure.update_layout(title=title, xaxis_title="false positive rate (1 − specificity)",
+    figure.update_layout(title=as_label(title), xaxis_title="false positive rate (1 − specificity)",
                          yaxis_title="true positive rate (sensitivity)", xaxis_range=[0, 1], yaxis_range=[0, 1.02],
                          **{**LAYOUT, "legend": dict(orientation="v", x=0, y=-0.18, yanchor="top")})
     figure.update_xaxes(constrain="domain", dtick=0.2)
@@ -114,7 +118,7 @@ def reader_change_figure(per_reader: pd.DataFrame, per_treatment: pd.DataFrame, 
     order = list(per_treatment["treatment"])
     for reader, rows in per_reader.groupby("reader", sort=False):
         rows = rows.set_index("treatment").loc[order].reset_index()
-        figure.add_trace(go.Scatter(x=rows["treatment"], y=rows["estimate"], mode="lines+markers", name=str(reader),
+        figure.add_trace(go.Scatter(x=rows["treatment"], y=rows["estimate"], mode="lines+markers", name=as_label(reader),
                                     line=dict(color=colors[str(reader)], width=1.5), marker=dict(size=7)))
     estimate = per_treatment["estimate"].to_numpy(dtype=float)
     figure.add_trace(go.Scatter(
@@ -132,7 +136,7 @@ def box_size_histogram(boxes: pd.DataFrame, bins: int = 30) -> go.Figure:
     sides = np.sqrt(boxes["w"].to_numpy(dtype=float) * boxes["h"].to_numpy(dtype=float))
     shared = dict(start=0.0, end=float(sides.max(initial=1.0)) * 1.001, size=max(float(sides.max(initial=1.0)) / bins, 1e-9))
     for label in sorted(boxes["label"].unique()):
-        figure.add_trace(go.Histogram(x=sides[(boxes["label"] == label).to_numpy()], name=str(label), xbins=shared,
+        figure.add_trace(go.Histogram(x=sides[(boxes["label"] == label).to_numpy()], name=as_label(label), xbins=shared,
                                       opacity=0.7))
     figure.update_layout(barmode="overlay", title="Box size", xaxis_title="√(w·h) in pixels of the stored image",
                          yaxis_title="boxes", **LAYOUT)
@@ -143,8 +147,8 @@ def count_bars(counts: pd.DataFrame, title: str) -> go.Figure:
     """Grouped bars of a count table: index on the x axis, one bar per column."""
     figure = go.Figure()
     for column in counts.columns:
-        figure.add_trace(go.Bar(name=str(column), x=counts.index.astype(str), y=counts[column]))
-    figure.update_layout(barmode="group", title=title, yaxis_title="images", **LAYOUT)
+        figure.add_trace(go.Bar(name=as_label(column), x=as_labels(counts.index), y=counts[column]))
+    figure.update_layout(barmode="group", title=as_label(title), yaxis_title="images", **LAYOUT)
     return figure
 
 
@@ -158,7 +162,7 @@ def cascading_figure(table: pd.DataFrame, metric: str = "ssim", colors: Mapping[
     colors = (colors or model_colors(rows["checkpoint"].astype(str))) if len(rows) else {}
     for (checkpoint, explainer), group in rows.groupby(["checkpoint", "explainer"], sort=True):
         group = group.sort_values("step")
-        figure.add_trace(go.Scatter(x=group["step"], y=group[metric], mode="lines+markers", name=f"{checkpoint} · {explainer}",
+        figure.add_trace(go.Scatter(x=group["step"], y=group[metric], mode="lines+markers", name=as_label(f"{checkpoint} · {explainer}"),
                                     line_color=colors.get(str(checkpoint)),
                                     text=group.get("layer"), hovertemplate="step %{x} (%{text}): %{y:.3f}<extra></extra>"))
     figure.update_layout(title=f"Cascading randomisation: {metric} to the trained model's map",
@@ -167,9 +171,11 @@ def cascading_figure(table: pd.DataFrame, metric: str = "ssim", colors: Mapping[
 
 
 def agreement_scatter(localization: pd.DataFrame, faithfulness: pd.DataFrame, localization_metric: str,
-                      faithfulness_metric: str, title: str, colors: Mapping[str, str] | None = None) -> go.Figure:
+                      faithfulness_metric: str, title: str, colors: Mapping[str, str] | None = None,
+                      labels: tuple[str, str] | None = None) -> go.Figure:
     """One point per checkpoint × method at (localization mean, faithfulness mean) with both
-    95% intervals as error bars; one colour per checkpoint; reference maps as open diamonds."""
+    95% intervals as error bars; one colour per checkpoint; reference maps as open diamonds.
+    `labels` title the x and y axes (default the metrics' column names)."""
     keys = ["checkpoint", "method"]
     joined = localization.merge(faithfulness, on=keys, suffixes=("", "_f"))
     colors = colors or model_colors(joined["checkpoint"].astype(str))
@@ -179,31 +185,34 @@ def agreement_scatter(localization: pd.DataFrame, faithfulness: pd.DataFrame, lo
         x, y = rows[localization_metric].to_numpy(float), rows[faithfulness_metric].to_numpy(float)
         figure.add_trace(go.Scatter(
             x=x, y=y, mode="markers+text", text=rows["method"].str.replace("reference:", "ref: ", regex=False),
-            textposition="top center", name=f"{checkpoint}" + (" · reference maps" if reference else ""),
+            textposition="top center", name=as_label(checkpoint) + (" · reference maps" if reference else ""),
             marker=dict(color=colors.get(str(checkpoint)), size=10, symbol="diamond-open" if reference else "circle"),
             error_x=dict(type="data", symmetric=False, array=rows[f"{localization_metric}_high"].to_numpy(float) - x,
                          arrayminus=x - rows[f"{localization_metric}_low"].to_numpy(float), thickness=1),
             error_y=dict(type="data", symmetric=False, array=rows[f"{faithfulness_metric}_high"].to_numpy(float) - y,
                          arrayminus=y - rows[f"{faithfulness_metric}_low"].to_numpy(float), thickness=1),
-            hovertemplate=f"{checkpoint} · %{{text}}<br>{localization_metric} %{{x:.3f}}<br>"
+            hovertemplate=f"{as_label(checkpoint)} · %{{text}}<br>{localization_metric} %{{x:.3f}}<br>"
                           f"{faithfulness_metric} %{{y:.3f}}<extra></extra>"))
-    figure.update_layout(title=title, xaxis_title=localization_metric, yaxis_title=faithfulness_metric, **LAYOUT)
+    x_title, y_title = labels or (localization_metric, faithfulness_metric)
+    figure.update_layout(title=as_label(title), xaxis_title=x_title, yaxis_title=y_title, **LAYOUT)
     return figure
 
 
 def perturbation_curves_figure(curves: Mapping[str, Mapping[str, np.ndarray]], title: str,
                                colors: Mapping[str, str] | None = None) -> go.Figure:
     """Deletion (solid) and insertion (dashed) curves, one colour per panel: panel name →
-    {"fraction", "deletion", "insertion"} (`pipeline.faithfulness_curves`), the areas in the legend."""
+    {"fraction", "deletion", "insertion"} (`pipeline.faithfulness_curves`), the areas in the legend
+    with their better direction (deletion ↓, insertion ↑)."""
     figure = go.Figure()
     colors = colors or model_colors(curves)
     for name, curve in curves.items():
         x = np.asarray(curve["fraction"], dtype=float)
-        for kind, dash in (("deletion", "solid"), ("insertion", "dash")):
+        for kind, dash, better in (("deletion", "solid", "↓"), ("insertion", "dash", "↑")):
             y = np.asarray(curve[kind], dtype=float)
             area = float(np.trapezoid(y, x))
-            figure.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{name} · {kind} (AUC {area:.3f})",
+            figure.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{as_label(name)} · {kind} (AUC {area:.3f} {better})",
                                         line=dict(color=colors.get(name), dash=dash), legendgroup=name))
-    figure.update_layout(title=title, xaxis_title="fraction of pixels removed (deletion) or inserted (insertion)",
+    figure.update_layout(title=f"{as_label(title)} · deletion AUC ↓ lower is better, insertion AUC ↑ higher is better",
+                         xaxis_title="fraction of pixels removed (deletion) or inserted (insertion)",
                          yaxis_title="class score", xaxis_range=[0, 1], **LAYOUT)
     return figure

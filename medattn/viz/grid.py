@@ -23,6 +23,7 @@ from plotly.subplots import make_subplots
 
 from medattn.metrics.boxes import as_box_array
 from medattn.viz.colormaps import colorize, overlay, to_rgb
+from medattn.viz.labels import as_label, as_labels
 
 BOX_RGB = (0, 255, 0)
 POINT_RGB = (255, 255, 255)
@@ -108,9 +109,9 @@ def _data_uri(rgb: np.ndarray) -> str:
 def _title(panel: Panel, show_map: bool, chars: int) -> str:
     """Bold method, the model, then the scores or the note, wrapped to the panel's width."""
     if not show_map:
-        return f"<b>image</b> · {panel.row}"
+        return f"<b>image</b> · {as_label(panel.row)}"
     lines = textwrap.wrap(panel.note or panel.caption, chars, max_lines=TITLE_LINES - 1, placeholder=" …")
-    return "<br>".join([f"<b>{panel.column}</b> · {panel.row}", *lines])
+    return "<br>".join([f"<b>{as_label(panel.column)}</b> · {as_label(panel.row)}", *as_labels(lines)])
 
 
 def colorscale(colormap: str = "jet", stops: int = 11) -> list[list]:
@@ -165,7 +166,7 @@ def grid_figure(panels: Grid, colormap: str = "jet", opacity: float = 0.5, side_
             if step > 1.0:
                 pixels = cv2.resize(pixels, (round(cols_px / step), round(rows_px / step)), interpolation=cv2.INTER_AREA)
             cell_traces = [go.Image(source=_data_uri(pixels), x0=(step - 1) / 2, y0=(step - 1) / 2, dx=step, dy=step,
-                                    name=f"{panel.column} · {panel.row}", hoverinfo="skip"), _hover(panel, show)]
+                                    name=as_label(f"{panel.column} · {panel.row}"), hoverinfo="skip"), _hover(panel, show)]
             if show and panel.point is not None and panel.heatmap is not None:
                 cell_traces.append(
                     go.Scatter(x=[panel.point[1]], y=[panel.point[0]], mode="markers", showlegend=False,

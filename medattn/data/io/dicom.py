@@ -44,6 +44,21 @@ from medattn.errors import ImageReadError
 
 log = logging.getLogger(__name__)
 
+
+class _TracebacksAtDebug(logging.Filter):
+    """pydicom logs each decoder plugin's failure with its traceback at ERROR, then raises the
+    error medattn reports as the image's one skip line: those tracebacks are debug detail, shown
+    only when the logger is enabled for DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is None or record.levelno <= logging.DEBUG:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+logging.getLogger("pydicom.pixels.decoders.base").addFilter(_TracebacksAtDebug())
+
 SUFFIXES = {".dcm", ".dicom", ".dic"}
 PIXEL_ELEMENTS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # Which PyPI packages decode which compressed transfer syntaxes (pydicom's plugin table).
