@@ -4,10 +4,12 @@ Everything shown comes from the store through the signed-in reader's name; maps 
 their blinded codes only. Layout only: the rules live in medattn.reader and medattn.ui.reader_*.
 """
 
+import logging
+
 import streamlit as st
 
-from medattn.errors import ImageReadError
-from medattn.reader.errors import AccessDeniedError, DatasetMovedError, InvalidAnswerError, StorageError, StudyError
+from medattn.reader.errors import (AccessDeniedError, CaseUnavailableError, DatasetMovedError, InvalidAnswerError,
+                                   StorageError)
 from medattn.ui import auth
 from medattn.ui import reader_flow as flow
 from medattn.ui.box_canvas import draw_boxes
@@ -19,6 +21,7 @@ from medattn.ui.study_picker import study_picker
 from medattn.ui.viewer import ViewerPanel, case_viewer
 
 ensure_entrypoint()
+log = logging.getLogger("medattn.ui.reader")
 db = auth.store()
 st.title("Reader")
 user = auth.signed_in_reader()
@@ -77,12 +80,16 @@ if lock is not None:
 try:
     image = db.case_image(study_id, user.name, case_id)
 except DatasetMovedError:
+    log.warning("reader %s, study %s: dataset unavailable", user.name, study_id, exc_info=True)
     st.error("The images of this study are not where they were. Your saved answers are safe; the study coordinator "
              "has to point the study at the images' new place. Please try again later.")
     st.stop()
-except (ImageReadError, StudyError, OSError):
-    st.warning(f"Case {position + 1} is unavailable: its image cannot be read. Your answers are safe; please go on "
-               "with the other cases (◀ ▶ above).")
+except CaseUnavailableError:  # this case only: the reader goes on, Study admin counts it
+    log.warning("reader %s, study %s: case %s unavailable", user.name, study_id, case_id, exc_info=True)
+    st.warning(f"Case {position + 1} is unavailable: its image cannot be shown. Your answers are safe, and the study "
+               "coordinator sees this case listed as unavailable. Please go on with the next case.")
+    st.button("Skip to the next case ▶", key="rd_skip", type="primary", on_click=flow.skip,
+              args=(db, study_id, user.name, cases, case_id))
     st.stop()
 flow.mark_shown_once(db, study_id, user.name, case_id)
 

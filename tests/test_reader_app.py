@@ -428,3 +428,34 @@ def test_wrong_password_rate_limit_and_unreadable_case(world, tmp_path):
     admin.button(key="sa_moved_save").click().run()  # seen now: a deliberate save goes through
     assert world.store.study(study_id)["dataset"] == str(tmp_path / "new place")
     assert world.store.study(study_id)["name"] == "Readability, renamed"
+
+
+def test_a_case_whose_image_left_the_dataset_is_skipped_and_counted(world, tmp_path):
+    """The dataset was rebuilt without one case's image (the tester's KeyError, and a traceback
+    for the reader): the reader sees that case as unavailable, skips to the next and reads it;
+    Study admin counts the case and names its image."""
+    copy = Path(shutil.copytree(world.app.dataset, tmp_path / "rebuilt"))
+    data = load_dataset(copy)
+    test = data.split("test").index
+    ids = [next(i for i in test if data.labels(i).any()), next(i for i in test if not data.labels(i).any())]
+    study_id = world.store.create_study({"name": "Rebuilt", "kind": "detection", "dataset": str(copy), "cases": ids,
+                                         "questions": default_questions("detection"), "seed": 2})
+    world.store.add_reader(study_id, "gina", "gina-password")
+    first, second = world.store.cases_for(study_id, "gina")
+    gone = world.store.case_key(study_id).set_index("case_id").at[first, "image_id"]
+    for name in ("images.csv", "boxes.csv"):
+        table = pd.read_csv(copy / name, dtype=str)
+        table[table["image_id"] != gone].to_csv(copy / name, index=False)
+
+    reader = sign_in("gina", "gina-password")
+    choose_study(reader, study_id)
+    assert not reader.exception and "Case 1 is unavailable" in texts(reader.warning)
+    assert gone not in page_source(reader) and str(copy) not in page_source(reader)
+    reader.button(key="rd_skip").click().run()
+    assert not reader.exception and not reader.warning
+    assert reader.selectbox(key="rd_case_select").value == second and reader.get("bidi_component")
+
+    admin = sign_in(*ADMIN, page="study_admin")
+    admin.selectbox(key="sa_study").set_value(study_id).run()
+    assert not admin.exception and "1 of 2 cases are unavailable" in texts(admin.warning)
+    assert gone in page_source(admin)

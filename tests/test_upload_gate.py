@@ -250,3 +250,19 @@ def test_behind_the_nginx_example_a_strangers_upload_is_refused_before_its_body(
     status, text = put(url, session_ids[-1], cookie_of(page), b"", declared=1000 * MiB)  # headers only, no body
     assert (status, text) == (403, "No upload is open to this session: an admin's page offers uploads.")
     page.context.close()
+
+
+def test_a_deeply_nested_import_is_refused_in_words(server, browser, tmp_path):  # noqa: F811
+    """JSON nested 200,000 deep (a RecursionError traceback type on this page once) is refused
+    as "not a valid study export", and the page goes on."""
+    page, _, _ = study_admin(browser, server)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    page.locator(".st-key-sa_import_file input[type=file]").set_input_files(str(deep))
+    page.get_by_text("deep.json", exact=True).wait_for()
+    wait_idle(page)
+    page.get_by_role("button", name="Import", exact=True).click()
+    page.get_by_text("Import: deep.json: not a valid study export: its JSON nests too deep to read").wait_for()
+    assert "RecursionError" not in page.content()
+    screenshot(page, "import_deep_json")
+    page.context.close()

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from medattn.data.dataset import Dataset, load_dataset, write_dataset
-from medattn.errors import DatasetError
+from medattn.data.dataset import Dataset, write_dataset
 from medattn.metrics.bootstrap import bootstrap_ci
 from medattn.metrics.boxes import box_mask
 from medattn.metrics.localization import hit_at
 from medattn.reader.arms import WITHOUT_AI
+from medattn.reader.availability import study_images
 from medattn.reader.errors import DatasetMovedError, StudyError
 from medattn.reader.validity import image_truth
 from medattn.store.annotations import AnnotationStore
@@ -34,15 +34,12 @@ BOX_COLUMNS = ["image_id", "label", "x", "y", "w", "h"]
 
 
 def study_dataset(store: AnnotationStore, study_id: str) -> Dataset:
-    """The study's dataset folder, loaded; DatasetMovedError naming the folder when it is gone."""
-    folder = store.study(study_id)["dataset"]
-    if not Path(folder).is_dir():
-        raise DatasetMovedError(f"study {study_id}: dataset folder {folder} is gone; point the study at its new "
-                                "place (AnnotationStore.update_study(..., {'dataset': NEW}))")
+    """The study's dataset folder, loaded; DatasetMovedError naming the folder when it is gone
+    or no longer a dataset (`medattn.reader.availability.study_images`)."""
     try:
-        return load_dataset(folder, check_files=False)
-    except DatasetError as error:
-        raise DatasetMovedError(f"study {study_id}: dataset folder {folder} is no longer valid: {error}") from error
+        return study_images(store.study(study_id)["dataset"])
+    except DatasetMovedError as error:
+        raise DatasetMovedError(f"study {study_id}: {error}") from error
 
 
 def checkpoint_name(checkpoint: str) -> str:
@@ -53,9 +50,11 @@ def checkpoint_name(checkpoint: str) -> str:
 
 def case_truth(store: AnnotationStore, study_id: str) -> pd.Series:
     """0/1 per case_id: the image's label of the study's `target_class`, or without one whether
-    any class is labelled (abnormal vs normal): `medattn.reader.validity.image_truth`."""
+    any class is labelled (abnormal vs normal): `medattn.reader.validity.image_truth`. A case
+    whose image left the dataset has no truth and no entry (`study_warnings` counts it)."""
     spec, dataset = store.study(study_id), study_dataset(store, study_id)
     key = store.case_key(study_id)
+    key = key[key["image_id"].isin(dataset.images.index)]
     try:
         truth = image_truth(dataset, list(key["image_id"]), spec.get("target_class"))
     except StudyError as error:
@@ -157,18 +156,19 @@ def write_reader_truth(store: AnnotationStore, study_id: str, out: str | Path, r
     (`reader_ground_truth`): precompute and the Leaderboard score maps against it unchanged.
     Labels, splits and image files are the original dataset's (image_root points there)."""
     dataset = study_dataset(store, study_id)
-    ids = list(dict.fromkeys(store.case_key(study_id)["image_id"]))
+    ids = [i for i in dict.fromkeys(store.case_key(study_id)["image_id"]) if i in dataset.images.index]
     images = dataset.images.loc[ids].drop(columns="image_id", errors="ignore").rename_axis("image_id").reset_index()
+    boxes = reader_ground_truth(store, study_id, readers, label)
     return write_dataset(out, name=f"{dataset.name} · reader boxes of {study_id}", classes=dataset.classes,
-                         task=dataset.task, images=images,
-                         boxes=reader_ground_truth(store, study_id, readers, label),
+                         task=dataset.task, images=images, boxes=boxes[boxes["image_id"].isin(ids)],
                          image_root=dataset.image_root.resolve(), source=f"medattn reader study {study_id}")
 
 
 def box_accuracy(store: AnnotationStore, study_id: str, question_id: str = "boxes") -> pd.DataFrame:
     """Per reader × answered case: reader, case_id, n_boxes, n_truth, iou (union of reader boxes
     vs union of truth boxes of the target class; NaN when both are empty) and hit (a reader box
-    centre inside a truth box; None without truth boxes)."""
+    centre inside a truth box; None without truth boxes). Cases whose image left the dataset
+    are left out (`study_warnings` counts them)."""
     dataset, spec = study_dataset(store, study_id), store.study(study_id)
     target = spec.get("target_class")
     key = store.case_key(study_id).set_index("case_id")["image_id"]
@@ -176,6 +176,8 @@ def box_accuracy(store: AnnotationStore, study_id: str, question_id: str = "boxe
     out = []
     for r in answers[answers["question_id"] == question_id].itertuples():
         image_id = key[r.case_id]
+        if image_id not in dataset.images.index:
+            continue
         shape = (int(dataset.images.at[image_id, "height"]), int(dataset.images.at[image_id, "width"]))
         truth = dataset.boxes_for(image_id, target) if target else dataset.boxes_for(image_id)
         read = np.array([[b["x"], b["y"], b["w"], b["h"]] for b in r.value]).reshape(-1, 4)

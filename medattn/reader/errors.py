@@ -46,6 +46,11 @@ class DatasetMovedError(StudyError):
     """The study's dataset folder is gone; an admin can point the study at its new place."""
 
 
+class CaseUnavailableError(StudyError):
+    """One case's image cannot be read now (not in the study's dataset, file gone or unreadable);
+    the reader skips the case, the admin sees it counted. The message names the image: server side."""
+
+
 class InvalidAnswerError(StudyError):
     """A submitted value does not fit its question (the message names the question and field)."""
 

@@ -50,14 +50,17 @@ FORMATS = ("csv", "json", "coco", "mrmc", "imrmc", "key", "boxes")
 KEY_COLUMNS = ["case_id", "image_id", "arm", "mrmc_case", "checkpoint", "method", "target_class", "category"]
 JSON_FORMAT = "medattn.reader-study"
 JSON_VERSION = 1
+MAX_IMPORT_BYTES = 256 * 2**20  # a study JSON, from the CLI or the Study admin's upload (medattn.ui.uploads)
+MAX_NESTING = 8  # document → events → [i] → value → [box] → {x, y, …}: an export nests 5 deep
 
 
 def provenance(store: AnnotationStore, study_id: str) -> dict:
-    """{"study", "study_name", "app_version", "checkpoint_hashes" {name: hash}, "exported_at"},
+    """{"study", "study_name", "created_at", "app_version", "checkpoint_hashes" {name: hash}, "exported_at"},
     and "warnings" (a list) when the study's cases make some of its figures undefined."""
     spec = store.study(study_id)
     key = store.panel_key(study_id)
-    info = {"study": study_id, "study_name": spec["name"], "app_version": __version__,
+    info = {"study": study_id, "study_name": spec["name"], "created_at": store.created_at(study_id),
+            "app_version": __version__,
             "checkpoint_hashes": {checkpoint_name(r.checkpoint): r.checkpoint_hash for r in key.itertuples()},
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     warnings = study_warnings(spec, list(store.case_key(study_id)["image_id"]))
@@ -250,16 +253,31 @@ def read_study_json(path: str | os.PathLike, name: str | None = None, key: dict[
     path = Path(path)
     where = name or str(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_IMPORT_BYTES:
+            raise ImportFormatError(f"{where}: not a valid study export: {size / 2**20:.0f} MiB; an import holds at most "
+                                    f"{MAX_IMPORT_BYTES // 2**20} MiB")
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
         raise ImportFormatError(f"{where}: cannot read: {error}") from error
     except json.JSONDecodeError as error:
         raise ImportFormatError(f"{where}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from error
+    except RecursionError as error:  # the decoder's own bound on nesting; no export nests more than a few levels
+        raise ImportFormatError(f"{where}: not a valid study export: its JSON nests too deep to read") from error
+    deepest = nesting_depth(document)
+    if deepest > MAX_NESTING:
+        raise ImportFormatError(f"{where}: not a valid study export: its JSON nests {deepest} levels deep; an export "
+                                f"nests at most {MAX_NESTING}")
     if not isinstance(document, dict) or document.get("format") != JSON_FORMAT:
         raise ImportFormatError(f"{where}: field 'format' must be {JSON_FORMAT!r}: not a medattn study export")
     if document.get("format_version") != JSON_VERSION:
         raise ImportFormatError(f"{where}: field 'format_version' {document.get('format_version')!r} is not "
                                 f"{JSON_VERSION}")
+    provenance = document.get("provenance", {})
+    if not isinstance(provenance, dict) or not all(isinstance(provenance.get(field, ""), str)
+                                                   for field in ("study", "created_at", "exported_at")):
+        raise ImportFormatError(f"{where}: field 'provenance': an object whose study, created_at and exported_at "
+                                "are text expected")
     study = _need(document, "study", dict, where)
     _need(study, "name", str, f"{where}: study")
     if _need(study, "kind", str, f"{where}: study") not in KINDS:
@@ -321,5 +339,20 @@ def import_study(store: AnnotationStore, path: str | os.PathLike, name: str | No
     spec = dict(document["study"])
     spec["cases"] = [c["image_id"] for c in document["cases"]]
     spec["case_meta"] = [c.get("meta") or {} for c in document["cases"]]
-    spec["imported_from"] = document.get("provenance", {}).get("study")
-    return store.restore_study(spec, document["cases"], document["panels"], document["readers"], document["events"])
+    provenance = document.get("provenance", {})
+    spec["imported_from"] = provenance.get("study")
+    return store.restore_study(spec, document["cases"], document["panels"], document["readers"], document["events"],
+                               created_at=provenance.get("created_at"), exported_at=provenance.get("exported_at"))
+
+
+def nesting_depth(document: Any) -> int:
+    """How deep `document` (parsed JSON) nests lists and objects: 0 for a scalar. Iterative, so
+    any depth the decoder produced is measured without recursion."""
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node)
+                         if isinstance(child, (dict, list)))
+    return deepest

@@ -54,8 +54,10 @@ def rating_question(spec: dict, question_id: str | None = None) -> dict:
 
 
 def _design(store: AnnotationStore, study_id: str) -> pd.DataFrame:
-    """case_id → MRMC case number (`case`) and `truth` (0/1), for every case of the study."""
-    return pd.DataFrame({"case": mrmc_cases(store, study_id), "truth": case_truth(store, study_id)})
+    """case_id → MRMC case number (`case`) and `truth` (0/1), for every case of the study whose
+    image is in its dataset (one that left it is counted in the exports' warnings)."""
+    truth = case_truth(store, study_id)
+    return pd.DataFrame({"case": mrmc_cases(store, study_id).loc[truth.index], "truth": truth})
 
 
 def _table(store: AnnotationStore, spec: dict, question: dict, design: pd.DataFrame) -> pd.DataFrame:
@@ -74,6 +76,7 @@ def _table(store: AnnotationStore, spec: dict, question: dict, design: pd.DataFr
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
     frame = pd.DataFrame(rows)
+    frame = frame[frame["case_id"].isin(design.index)].copy()  # a case whose image left the dataset has no truth
     frame["case"] = design.loc[frame["case_id"], "case"].to_numpy()
     frame["truth"] = design.loc[frame["case_id"], "truth"].to_numpy()
     return frame[COLUMNS].sort_values(["reader", "modality", "case"]).reset_index(drop=True)

@@ -13,6 +13,7 @@ look alike, so a new account cannot pass for an existing one.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any
 
@@ -69,4 +70,17 @@ def check_text(what: str, value: Any, longest: int) -> str:
         raise StudyError(f"{what} must have at most {longest} characters, got {len(value)}")
     if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value):
         raise StudyError(f"{what} {value[:40]!r} holds a control character")
+    return value
+
+
+def check_image_id(what: str, value: Any, longest: int) -> str:
+    """An image id from a file (`check_text`) that is no path: not absolute (POSIX, or a Windows
+    drive), no "." / ".." / empty part, no backslash, no leading "~". An id only indexes a
+    dataset's images.csv; one shaped like a path ("/etc/passwd", "../x") is refused before it
+    is looked up anywhere."""
+    value = check_text(what, value, longest)
+    parts = value.split("/")
+    if (value.startswith(("/", "~")) or "\\" in value or re.match(r"[A-Za-z]:", value)
+            or {"", ".", ".."} & set(parts)):
+        raise StudyError(f"{what}: {value[:80]!r} is a file path, not an image id")
     return value

@@ -143,6 +143,9 @@ def check_answer(question: dict, value: Any, panels: Sequence[str] = ()) -> Any:
             raise _fail(question, f"value[{i}]", "w and h must be positive")
         label = box.get("label", question.get("labels", [""])[0] if question.get("labels") else "")
         if question.get("labels") and label not in question["labels"]:
-            raise _fail(question, f"value[{i}].label", f"{label!r} is not one of {question['labels']}")
+            raise _fail(question, f"value[{i}].label", f"{label!r:.80} is not one of {question['labels']}")
+        if not isinstance(label, str) or len(label) > MAX_LABEL:
+            raise _fail(question, f"value[{i}].label", f"text of at most {MAX_LABEL} characters expected, got "
+                                                       f"{label!r:.80}")
         boxes.append({**clean, "label": str(label)})
     return boxes

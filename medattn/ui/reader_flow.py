@@ -64,6 +64,15 @@ def after_submit(store: AnnotationStore, study_id: str, reader: str, cases: list
     return later[0] if later else progress["next_case"]
 
 
+def skip(store: AnnotationStore, study_id: str, reader: str, cases: list[str], case_id: str) -> None:
+    """Leave a case that cannot be shown (button callback; nothing is saved): to the next case
+    after it the reader has not answered, else the first such before it, else the next case."""
+    answered = set(store.my_answers(study_id, reader)["case_id"]) | {case_id}
+    at = cases.index(case_id)
+    ahead = [c for c in cases[at + 1:] + cases[:at] if c not in answered]
+    go_to(study_id, ahead[0] if ahead else cases[(at + 1) % len(cases)])
+
+
 def mark_shown_once(store: AnnotationStore, study_id: str, reader: str, case_id: str) -> None:
     """Record the time the case appeared, once per arrival on it (not on every rerun)."""
     if st.session_state.get(SHOWN_KEY) != (study_id, case_id):

@@ -61,7 +61,28 @@ def export_bytes(store: AnnotationStore, study_id: str, fmt: str) -> bytes:
         return export_study(store, study_id, fmt, Path(folder) / f"export.{fmt}", with_key=fmt in WITH_KEY).read_bytes()
 
 
+def unavailable_section(store: AnnotationStore, study_id: str) -> None:
+    """The cases readers are shown as unavailable (their image cannot be read), counted and
+    listed with the cause; a button decodes every image too (a corrupt file shows only so)."""
+    decode = st.session_state.get(f"sa_decode_{study_id}", False)
+    problems = store.case_problems(study_id, decode=decode)
+    total = len(store.case_key(study_id))
+    if problems.empty:
+        st.caption(f"Every case's image is in the dataset{' and decodes' if decode else ''}.")
+    elif len(problems) == total and not Path(store.study(study_id)["dataset"]).is_dir():
+        return  # the page says the folder is gone, with the way to repoint it
+    else:
+        st.warning(f"{len(problems)} of {total} cases are unavailable: readers see them as unavailable and skip "
+                   "them; their other answers are kept. Restore the images, or point the study at a dataset holding "
+                   "them.")
+        st.dataframe(problems, hide_index=True)
+    if not decode and st.button("Check that every image decodes (reads each one)", key=f"sa_decode_button_{study_id}"):
+        st.session_state[f"sa_decode_{study_id}"] = True
+        st.rerun()
+
+
 def progress_section(store: AnnotationStore, study_id: str) -> None:
+    unavailable_section(store, study_id)
     table = store.progress(study_id)
     if table.empty:
         st.info("No readers yet: add them above.")

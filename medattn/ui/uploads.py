@@ -30,6 +30,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from medattn.reader.export import MAX_IMPORT_BYTES
 from medattn.ui.plain import plain
 
 MiB = 2**20
@@ -58,7 +59,7 @@ class Limit:
 # Model weights: a DenseNet-121 is 30 MB, a ViT-L 1.2 GB (larger ones: "Path on this server").
 WEIGHTS = Limit("Weights file (.pt, .pth, .pth.tar, .bin, .ckpt, .safetensors)", 1024 * MiB)
 # A study's JSON export: ~300 bytes an answer, so a million answers; json.loads holds ~8x in memory.
-STUDY_JSON = Limit("Study JSON", 256 * MiB, ("json",))
+STUDY_JSON = Limit("Study JSON", MAX_IMPORT_BYTES, ("json",))
 # The case key of a JSON exported without it: a line (~100 bytes) per case, at most 10,000 cases.
 CASE_KEY = Limit("Its case key CSV (only for a JSON exported without it)", 16 * MiB, ("csv",))
 

@@ -16,7 +16,9 @@ from sqlalchemy.engine import Connection
 from medattn import __version__
 from medattn.reader.arms import WITH_AI, WITHOUT_AI
 from medattn.reader.blinding import panel_order
-from medattn.reader.errors import AccessDeniedError, DatasetMovedError, InvalidAnswerError
+from medattn.errors import ImageReadError
+from medattn.reader.errors import (AccessDeniedError, CaseUnavailableError, DatasetMovedError,
+                                   InvalidAnswerError)
 from medattn.reader.progress import first_unanswered, missing_answers
 from medattn.reader.questions import check_answer
 from medattn.store.annotations.schema import answer_events, assignments, cases, now, panels, views
@@ -156,11 +158,24 @@ class Answers:
         return spec["dataset"], image_id
 
     def case_image(self, study_id: str, reader: str, case_id: str) -> np.ndarray:
-        """The case's image, float32 (H, W) in [0, 1]; ImageReadError if it became unreadable."""
-        from medattn.data import load_dataset
+        """The case's image, float32 (H, W) in [0, 1]. DatasetMovedError when the study's dataset
+        folder is gone or no longer a dataset (every case); CaseUnavailableError when this case's
+        image is not in the dataset, its file is gone or it does not decode (this case only).
+        Messages name files: log them, show the reader a plain sentence."""
+        from medattn.reader.availability import image_problem, study_images
 
-        dataset, image_id = self.case_source(study_id, reader, case_id)
-        return load_dataset(dataset, check_files=False).read_image(image_id)
+        folder, image_id = self.case_source(study_id, reader, case_id)
+        try:
+            dataset = study_images(folder)
+        except DatasetMovedError as error:
+            raise DatasetMovedError(f"study {study_id}: {error}") from error
+        problem = image_problem(dataset, image_id)
+        if problem is not None:
+            raise CaseUnavailableError(f"study {study_id}, {case_id}: {problem}")
+        try:
+            return dataset.read_image(image_id)
+        except (ImageReadError, OSError) as error:
+            raise CaseUnavailableError(f"study {study_id}, {case_id}: {error}") from error
 
     def mark_shown(self, study_id: str, reader: str, case_id: str) -> None:
         """Record that the case is on the reader's screen now (time on case = submit − shown).
