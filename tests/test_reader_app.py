@@ -381,6 +381,17 @@ def test_studies_of_the_same_name_can_each_be_opened_and_a_reload_resumes_the_on
     assert "1 of 2 cases done" in page_source(at)  # the second study's progress, not the first's
 
 
+def two_case_study(world: World, folder: Path, name: str, seed: int) -> tuple[Path, str]:
+    """A copy of the app's dataset in `folder` (free to damage) and a detection study on it of one
+    test image with a finding and one without: (the copy, the study id)."""
+    copy = Path(shutil.copytree(world.app.dataset, folder))
+    data = load_dataset(copy)
+    test = data.split("test").index
+    ids = [next(i for i in test if data.labels(i).any()), next(i for i in test if not data.labels(i).any())]
+    return copy, world.store.create_study({"name": name, "kind": "detection", "dataset": str(copy), "cases": ids,
+                                           "questions": default_questions("detection"), "seed": seed})
+
+
 def test_wrong_password_rate_limit_and_unreadable_case(world, tmp_path):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     at.text_input(key="login_name").input("erin")
@@ -391,12 +402,8 @@ def test_wrong_password_rate_limit_and_unreadable_case(world, tmp_path):
         at.button(key=SIGN_IN).click().run()
     assert "Too many failed sign-ins" in texts(at.error)
 
-    copy = Path(shutil.copytree(world.app.dataset, tmp_path / "copy"))
+    copy, study_id = two_case_study(world, tmp_path / "copy", "Readability", seed=1)
     data = load_dataset(copy)
-    test = data.split("test").index
-    ids = [next(i for i in test if data.labels(i).any()), next(i for i in test if not data.labels(i).any())]
-    study_id = world.store.create_study({"name": "Readability", "kind": "detection", "dataset": str(copy), "cases": ids,
-                                         "questions": default_questions("detection"), "seed": 1})
     world.store.add_reader(study_id, "frank", "frank-password")
     broken = world.store.cases_for(study_id, "frank")[0]
     image_id = world.store.case_key(study_id).set_index("case_id").at[broken, "image_id"]
@@ -434,12 +441,7 @@ def test_a_case_whose_image_left_the_dataset_is_skipped_and_counted(world, tmp_p
     """The dataset was rebuilt without one case's image (the tester's KeyError, and a traceback
     for the reader): the reader sees that case as unavailable, skips to the next and reads it;
     Study admin counts the case and names its image."""
-    copy = Path(shutil.copytree(world.app.dataset, tmp_path / "rebuilt"))
-    data = load_dataset(copy)
-    test = data.split("test").index
-    ids = [next(i for i in test if data.labels(i).any()), next(i for i in test if not data.labels(i).any())]
-    study_id = world.store.create_study({"name": "Rebuilt", "kind": "detection", "dataset": str(copy), "cases": ids,
-                                         "questions": default_questions("detection"), "seed": 2})
+    copy, study_id = two_case_study(world, tmp_path / "rebuilt", "Rebuilt", seed=2)
     world.store.add_reader(study_id, "gina", "gina-password")
     first, second = world.store.cases_for(study_id, "gina")
     gone = world.store.case_key(study_id).set_index("case_id").at[first, "image_id"]

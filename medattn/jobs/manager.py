@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from medattn.processes import pid_alive
 from medattn.store.files import read_or_set_aside, write_atomic
 
 log = logging.getLogger("medattn.jobs")
@@ -382,25 +383,8 @@ def _locked_by_worker(folder: Path) -> bool:
         return False
 
 
-def _pid_alive(pid: int | None) -> bool:
-    """Whether `pid` runs (a zombie counts as ended)."""
-    if not pid:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-
 def _running(folder: Path, pid: int | None) -> bool:
-    return _locked_by_worker(folder) or _pid_alive(pid)
+    return _locked_by_worker(folder) or pid_alive(pid)
 
 
 def _lock_holder(folder: Path) -> int | None:

@@ -20,6 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
+from medattn.processes import pid_alive
+
 STALE_S = 3600.0  # a claim older than this is taken over even when its holder looks alive
 
 
@@ -89,10 +91,4 @@ class Claims:
             return False
         if holder.get("host") != self.host or holder.get("pid") is None:
             return True  # another machine, or half-written: trusted until stale
-        try:
-            os.kill(int(holder["pid"]), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_alive(int(holder["pid"]))

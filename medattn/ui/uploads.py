@@ -30,6 +30,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from medattn.processes import pid_alive
 from medattn.reader.export import MAX_IMPORT_BYTES
 from medattn.ui.plain import plain
 
@@ -113,23 +114,13 @@ def spool() -> Path:
             root = CACHE_DIR / "uploads"
             root.mkdir(parents=True, exist_ok=True)
             for stale in root.iterdir():
-                if stale.name.isdigit() and not _alive(int(stale.name)):
+                if stale.name.isdigit() and not pid_alive(int(stale.name)):
                     shutil.rmtree(stale, ignore_errors=True)
             folder = root / str(os.getpid())
             folder.mkdir(exist_ok=True)
             atexit.register(shutil.rmtree, folder, True)
             _SPOOL.append(folder)
         return _SPOOL[0]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _session_id() -> str | None:
