@@ -290,6 +290,9 @@ def test_coming_back_to_the_leaderboard_shows_the_running_precompute_with_its_st
         again = start("leaderboard")
         assert not again.exception and in_sight(again, "lb_pre_stop")
         assert "Background jobs (1 running)" in [e.label for e in again.expander]
+        # another tab's Run is disabled and says why (it gave no reason before)
+        assert again.button(key="lb_pre_run").disabled
+        assert any("already running" in str(c.value) for c in again.caption)
         again.button(key="lb_pre_stop").click().run()
         assert jobs.JobManager().status(job.id).state in ("stopped", "interrupted")
     finally:

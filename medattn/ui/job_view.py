@@ -88,12 +88,15 @@ def jobs_list() -> None:
         (_live_list if active else _list)()
 
 
-def _list() -> None:
-    for status in JobManager().list():
+def _list() -> list[JobStatus]:
+    jobs = JobManager().list()
+    for status in jobs:
         when = time.strftime("%H:%M:%S", time.localtime(status.updated))
         st.progress(min(status.fraction, 1.0), text=f"**{status.title}** · {describe(status)} · updated {when}")
+    return jobs
 
 
 @st.fragment(run_every=POLL_S)
 def _live_list() -> None:
-    _list()
+    if not any(status.active for status in _list()):  # ended or died: the header's count is stale
+        st.rerun(scope="app")

@@ -53,8 +53,12 @@ def precompute_panel(selection: Selection, key: str, expanded: bool) -> None:
                                faithfulness=pipeline.FaithfulnessSettings().fields() if faithful else None)
         job = job_id(spec)
         status = manager.status(job)
-        if st.button("Run precompute", key=f"{key}_run", type="primary",
-                     disabled=not (methods and selection.models) or bool(status and status.active)):
+        waiting = ("This precompute is already running (from this or another tab): its progress and Stop are below."
+                   if status is not None and status.active else
+                   None if methods and selection.models else "Choose at least one method and one checkpoint.")
+        if waiting:
+            st.caption(waiting)
+        if st.button("Run precompute", key=f"{key}_run", type="primary", disabled=waiting is not None, help=waiting):
             with guard("Precompute"):
                 try:
                     manager.start(spec)
