@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -95,9 +96,25 @@ def default_cache() -> HeatmapCache:
 
 def reference_images(loaded: LoadedModel, dataset: Dataset, count: int = 16) -> torch.Tensor:
     """Model inputs of the first `count` training images (sorted ids): the pool PDA samples
-    from. Deterministic, so the cache key of a PDA map is stable across runs."""
+    from. Deterministic, so the cache key of a PDA map is stable across runs. Memoised on the
+    preprocessing and the images' contents (`file_hash`): every PDA panel's cache lookup asks
+    for it, and reading and resizing 16 images took 0.2-0.4 s each time on a 2-core CPU."""
     ids = sorted(dataset.split("train").index)[:count] or sorted(dataset.images.index)[:count]
-    return torch.cat([loaded.to_input(dataset.read_image(i)) for i in ids]).cpu()
+    key = (loaded.preprocessing, dataset.hash, tuple(file_hash(dataset.image_path(i)) for i in ids))
+    with _REFERENCE_LOCK:
+        pool = _REFERENCES.get(key)
+    if pool is None:
+        pool = torch.cat([loaded.preprocessing.to_input(dataset.read_image(i)) for i in ids])
+        with _REFERENCE_LOCK:
+            _REFERENCES[key] = pool
+            while len(_REFERENCES) > _REFERENCE_POOLS:
+                _REFERENCES.pop(next(iter(_REFERENCES)))
+    return pool.clone()
+
+
+_REFERENCES: dict[tuple, torch.Tensor] = {}  # oldest first
+_REFERENCE_POOLS = 8
+_REFERENCE_LOCK = threading.Lock()
 
 
 def resolved_params(method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -77,6 +77,15 @@ def default_checkpoints(paths: list[Path]) -> list[str]:
     return chosen or [p.name for p in paths[:2]]
 
 
+def opening_checkpoints(data: Dataset | None) -> list[Path]:
+    """The checkpoints a session opened without a link starts with (`default_checkpoints`)
+    that can answer `data`'s classes: what the server loads before its first visitor
+    (`medattn.ui.warmup`)."""
+    found = list_all_checkpoints()
+    chosen = set(default_checkpoints(found))
+    return [p for p in found if p.name in chosen and (data is None or _unusable_reason(_meta(_base(p)), data) is None)]
+
+
 def use_dataset(path: str) -> None:
     """Point the sidebar at a dataset folder (from a page button): applied on the next run."""
     st.session_state["sb_pending_dataset"] = str(path)
