@@ -5,7 +5,7 @@ import streamlit as st
 from medattn.data.skips import Skips
 from medattn.metrics.protocols import PROTOCOLS
 from medattn.spreadsheet import neutral_csv
-from medattn.ui import auth, compare_request, url_state
+from medattn.ui import auth, compare_request, quick_view, url_state
 from medattn.ui.chooser import LABELS, OUTCOMES, SPLITS, filtered_ids
 from medattn.ui.compare_grid import Display, compute_grid, layout, panel_curves, prefetch
 from medattn.ui.errors import guard
@@ -108,7 +108,7 @@ if not selection.methods:
 
 # Fixed slots, each written at once on a new image or class: nothing of the previous one stays
 # on screen under the new caption while the maps compute.
-status, placeholder, notes, table, downloads = st.empty(), st.empty(), st.empty(), st.empty(), st.empty()
+status, grid_view, notes, table, downloads = st.empty(), quick_view.GridView(), st.empty(), st.empty(), st.empty()
 partial = [0]
 view = (image_id, target, tuple(m.name for m in selection.models), tuple(selection.methods), protocol)
 fresh_view = st.session_state.get("cmp_view_shown") != view
@@ -119,16 +119,15 @@ if fresh_view:
 def show(panels: list[list[Panel]]) -> None:
     """The grid so far, while slower panels compute."""
     partial[0] += 1
-    placeholder.plotly_chart(grid_figure(panels, display.colormap, display.opacity, display.side_by_side),
-                             key=f"cmp_grid_partial_{partial[0]}")
+    grid_view.show(panels, display.colormap, display.opacity, display.side_by_side, key=f"cmp_grid_partial_{partial[0]}")
 
 
 with guard("Computing the grid"):
     panels, numbers = compute_grid(selection, image_id, target, display, show, protocol=protocol, status=status,
                                    show_first=fresh_view)
     st.session_state["cmp_view_shown"] = view
-    placeholder.plotly_chart(grid_figure(panels, display.colormap, display.opacity, display.side_by_side),
-                             key="cmp_grid", config={"scrollZoom": True})
+    grid_view.show(panels, display.colormap, display.opacity, display.side_by_side, key="cmp_grid", final=True,
+                   config={"scrollZoom": True})
     # Says when this image's grid is complete (sent after the grid itself): the reader knows
     # nothing is still computing, and the browser benchmark (medattn.bench.compare) stops its clock.
     ready, total = sum(p.heatmap is not None for r in panels for p in r), sum(len(r) for r in panels)

@@ -110,3 +110,31 @@ def test_a_slow_panel_shows_its_labelled_preview_first_then_its_scored_final_map
     np.testing.assert_array_equal(final.heatmap, compare_grid.compute_map(
         selection.models[0], selection.dataset, image_id, "occlusion", 0,
         compare_grid._params(selection.models[0], "occlusion", "medattn")).display)
+
+
+def test_the_first_frame_with_a_map_in_every_panel_is_sent_at_once(grid_world, monkeypatch):
+    """Frames are throttled (MIN_SHOW_SECONDS), but the first map and the first frame in which
+    every panel shows a map (final or preview) go out at once: a reader sees the whole grid
+    as soon as it exists."""
+    selection, _ = grid_world
+    real_map, everywhere, snapshots = compare_grid._map, threading.Event(), []
+
+    def held_final(*args, preview=False, **kwargs):
+        if not preview:
+            everywhere.wait(60)
+        return real_map(*args, preview=preview, **kwargs)
+
+    def show(panels):
+        cells = [p for row in panels for p in row]
+        snapshots.append(sum(p.heatmap is not None for p in cells))
+        if all(p.heatmap is not None for p in cells):
+            everywhere.set()
+
+    monkeypatch.setattr(compare_grid, "MIN_SHOW_SECONDS", 1000.0)  # no frame but the milestones
+    monkeypatch.setattr(compare_grid, "_map", lambda *a, preview=False, **k: real_map(*a, preview=preview, **k)
+                        if preview or a[3] == "saliency" else held_final(*a, preview=preview, **k))
+    image_id = selection.dataset.split("test").index[1]
+    started = time.monotonic()
+    compute_grid(selection, image_id, 0, Display(), show, status=st)
+    assert everywhere.is_set() and time.monotonic() - started < 50
+    assert snapshots[-1] == 2  # saliency's final map and occlusion's preview, together

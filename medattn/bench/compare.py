@@ -18,7 +18,9 @@ headless Chromium (Playwright, /usr/bin/chromium; nothing is downloaded) as a re
 first choice, so they need `--models`/`--methods` to be that choice (the defaults are).
 
 The clock runs from the navigation or click, and three times are read off it: the first panel
-showing a map (a final map, or a preview of a slow method labelled "preview"), every panel
+showing a map (a final map, or a preview of a slow method labelled "preview"; in a session's
+first grid also the still image shown until its final grid, once it has loaded and its caption
+counts a panel with a map: medattn.ui.quick_view), every panel
 showing one (no "computing…" left), and every map final: the page's status line reads "K of K
 maps ready (… from the cache) for IMAGE, target CLASS" for the image and class expected (the
 page writes it once the final grid has been sent; a new run clears it at once) and the grid's
@@ -53,6 +55,7 @@ DEFAULT_MODELS = ("demo_resnet18_wildcat", "demo_resnet18_linear")
 DEFAULT_METHODS = ("saliency", "integrated_gradients", "pda", "wildcat")
 READY = re.compile(r"^(\d+) of (\d+) maps ready \((\d+) from the cache\) for (\S+), target (.+?)"
                    r"(?: · (\d+) failed.*)?$")
+QUICK = re.compile(r"(\d+) of (\d+) panels show a map")  # medattn.ui.quick_view's still image of a session's first grid
 # Everything the clock needs from the page in one call: the live status lines, the grid figure's
 # panel titles, and any exception shown.
 PROBE = """() => {
@@ -64,6 +67,9 @@ PROBE = """() => {
     status: captions.filter(t => t.includes(' maps ready (')),
     image: (captions.find(t => t.includes(' · split ')) || '').split(' · ')[0],
     titles: [...main.querySelectorAll('.js-plotly-plot .annotation-text')].filter(live).map(e => e.textContent),
+    quick: [...main.querySelectorAll('[data-testid="stImage"]')].filter(live)
+      .filter(e => e.querySelector('img') && e.querySelector('img').complete && e.querySelector('img').naturalWidth > 0)
+      .map(e => e.innerText.trim()).filter(t => t.includes(' panels show a map')),
     errors: [...main.querySelectorAll('[data-testid="stException"]')].map(e => e.innerText.slice(0, 500)),
   };
 }"""
@@ -120,6 +126,12 @@ async def wait_grid(page, accept, timeout_s: float, started: float, poll_s: floa
         titles = last["titles"]
         other_grid = any((found := READY.match(line)) is not None and not accept(found[4], found[5])
                          for line in last["status"])
+        quick = [(int(m[1]), int(m[2])) for m in map(QUICK.search, last["quick"]) if m]
+        if last["image"] and accept(last["image"], None) and not other_grid and quick:
+            if first is None and quick[0][0] > 0:
+                first = now
+            if every is None and quick[0][0] == quick[0][1]:
+                every = now
         if last["image"] and accept(last["image"], None) and not other_grid and titles:
             if first is None and any(_shown(t) for t in titles):
                 first = now

@@ -225,11 +225,12 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
                           cache=PREVIEWS if preview else None)
 
     panels = sorted(((m, method) for row in rows_of_panels for m, method in row), key=lambda panel: cost_rank(panel[1]))
-    fresh = False
+    fresh = found = False
     for m, method in panels:
         stored = lookup(m, method)
         if stored is not None:
             finish(m, method, lambda result=stored: result)
+            found = True
     todo = [(m, method) for m, method in panels if (m.name, method) not in results]
     for m, method in todo:
         kept = lookup(m, method, preview=True)
@@ -256,19 +257,21 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
             if (m.name, method) in previews] + [_job_key(m, data, image_id, method, target, protocol) for m, method in todo]
     by_name = {(m.name, method): m for m, method in todo}
     bar = status.progress(0.0, text="Maps") if todo else None
-    shown_at, mapped = 0.0, False  # when the grid was last sent; whether it showed a map yet
+    shown_at, mapped, full = 0.0, False, False  # when the grid was last sent; whether it showed a map, one in every panel
 
     def update(now: bool = False) -> None:
-        """Send the grid when panels wait to be shown, at most every MIN_SHOW_SECONDS (the first
-        map at once)."""
-        nonlocal fresh, shown_at, mapped
-        first_map = fresh and not mapped
-        if (fresh or now) and (now or first_map or time.monotonic() - shown_at >= MIN_SHOW_SECONDS):
+        """Send the grid when panels wait to be shown, at most every MIN_SHOW_SECONDS, but at
+        once when it shows the first map or, for the first time, a map in every panel."""
+        nonlocal fresh, shown_at, mapped, full
+        every = all(cell.heatmap is not None or cell.note.startswith("failed") for cell in cells.values())
+        milestone = fresh and (not mapped or (every and not full))
+        if (fresh or now) and (now or milestone or time.monotonic() - shown_at >= MIN_SHOW_SECONDS):
             show(grid())
             mapped |= any(cell.heatmap is not None for cell in cells.values())
+            full |= every
             fresh, shown_at = False, time.monotonic()
 
-    if fresh or show_first:
+    if fresh or (show_first and found):  # show_first sent the plain grid already
         update(now=True)
     try:
         while finals or previews:

@@ -1,7 +1,7 @@
 """The server's start-up work (`lifespan`, app.py): before the first visitor is served, import
 what the pages import (torch, Plotly, the explainers), load the dataset and checkpoints a new
-session opens with into the process's caches (`medattn.ui.loaders`), and run each of those
-models forward and backward once, so that the first Compare grid opens on warm code.
+session opens with into the process's caches (`medattn.ui.loaders`), run each of those
+models forward and backward once and read PDA's reference pool for each, so that the first Compare grid opens on warm code.
 
 Why: on a 2-core CPU the first visitor's first map came 6.5-7.7 s after the page was opened,
 about 5 s of it importing and first calls into torch (`python -m medattn.bench.compare`). The
@@ -36,6 +36,7 @@ def warm() -> dict[str, Any]:
     started = time.perf_counter()
     done: dict[str, Any] = {}
     # The modules the sidebar and the default page import; the sidebar's import brings torch.
+    from medattn import pipeline
     from medattn.explain import explain
     from medattn.ui import background, compare_grid, loaders, sidebar  # noqa: F401 - imported to warm them
     from medattn.viz import grid
@@ -52,6 +53,7 @@ def warm() -> dict[str, Any]:
     for checkpoint in sidebar.opening_checkpoints(data):
         loaded = loaders.model(checkpoint, "auto")
         explain(loaded.model, loaded.constant_input(0.5), [0], "saliency", device=loaded.device)
+        pipeline.reference_images(loaded, data)  # every PDA panel's cache key holds this pool
         done["models"].append(loaded.name)
     image = data.read_image(data.images.index[0])
     grid.grid_figure([[grid.Panel("warm-up", "image", image, heatmap=image, caption="warm-up")]])

@@ -268,5 +268,9 @@ def _legend(colormap: str, width: int) -> np.ndarray:
     return block
 
 
+_ASCII = str.maketrans({"…": "...", "·": "-", "✕": "x", "→": "->", "↑": "^", "↓": "v", "–": "-", "—": "-"})
+
+
 def _ascii(text: str) -> str:
-    return text.encode("ascii", "replace").decode()
+    """OpenCV's fonts draw ASCII only: the app's usual symbols spelled out, anything else '?'."""
+    return text.translate(_ASCII).encode("ascii", "replace").decode()
