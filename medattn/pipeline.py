@@ -49,7 +49,7 @@ import torch
 
 from medattn.data.dataset import Dataset
 from medattn.data.preprocess import Preprocessing
-from medattn.explain import DEFAULT_SIGN, explain, get_explainer, method_params, normalize
+from medattn.explain import DEFAULT_SIGN, explain, get_explainer, method_params, normalize, work_size
 from medattn.inference import LoadedModel
 from medattn.metrics import faithfulness as faith
 from medattn.metrics.faithfulness import references
@@ -160,7 +160,8 @@ def compute_maps(
     method's maps do not depend on their batch (`Explainer.batch_invariant`: an image stacked
     once per target class, the model run once per distinct image, `medattn.explain.shared`),
     else one call each. Same maps and cache keys as one `compute_map` per pair, up to float32
-    rounding (tests/test_shared_maps.py). `images` are the stored images already read, by id;
+    rounding (tests/test_shared_maps.py). Without a `batch_size` in `params`, the explainer's
+    passes are sized to the model (`explain.work_size.batch_size`). `images` are the stored images already read, by id;
     a batch's `seconds` are shared equally among its maps."""
     cache, params, keyed, used = _settings(loaded, dataset, method, params, cache, precision)
     read = dict(images or {})
@@ -179,8 +180,10 @@ def compute_maps(
     for batch in together:
         started = time.perf_counter()
         x = torch.cat([loaded.to_input(read[image_id]) for _, image_id, _, _ in batch])
+        sized = None if params.get("batch_size") else work_size.batch_size(loaded.model, x, get_explainer(method).needs_grad)
+        passes = params if sized is None else {**params, "batch_size": sized}
         raws = explain(loaded.model, x, [target for _, _, target, _ in batch], method, device=loaded.device,
-                       progress=progress, precision=used, **params)
+                       progress=progress, precision=used, **passes)
         raws = raws.reshape(len(batch), *raws.shape[-2:])
         seconds = (time.perf_counter() - started) / len(batch)
         for (position, image_id, _, key), raw in zip(batch, raws):

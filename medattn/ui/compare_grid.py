@@ -27,7 +27,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from medattn.data.dataset import Dataset
-from medattn.explain import DEFAULT_SIGN
+from medattn.explain import DEFAULT_SIGN, work_size
 from medattn.inference import LoadedModel
 from medattn.metrics.boxes import as_box_array
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, get_protocol
@@ -44,6 +44,7 @@ from medattn.viz.scaling import shared_normalize
 POLL_SECONDS = 0.2
 PREVIEWS = MemoryHeatmapCache(size=128)  # previews of this process: shown, never scored nor stored
 PREVIEW_NOTE = "preview"
+PREVIEW_SECONDS = 1.0  # about what a preview may compute on a CPU (`explain.work_size`)
 MIN_SHOW_SECONDS = 1.0  # panels finishing closer together wait for the next update: each resends the figure
 NUMBER_COLUMNS = ["image_id", "target_class", "checkpoint", "model", "method", "probability", "auprc", "hit", "miou",
                   "degenerate", "n_boxes", "seconds", "cached", "precision"]
@@ -88,8 +89,10 @@ def _map(loaded: LoadedModel, data: Dataset, image_id: str, method: str, target:
         stored = cached_map(loaded, data, image_id, method, target, params, image=image)
         if stored is not None:
             return stored
-        params = _preview_params(loaded, method, protocol)
     with loaders.model_lock(loaded.name):
+        if preview:
+            work_size.macs(loaded.model, loaded.constant_input())  # counted once: sizes previews to the model
+            params = _preview_params(loaded, method, protocol)
         return compute_map(loaded, data, image_id, method, target, params, progress=progress, image=image,
                            cache=PREVIEWS if preview else None)
 
@@ -102,7 +105,13 @@ def _params(loaded: LoadedModel, method: str, protocol: str) -> dict:
 def _preview_params(loaded: LoadedModel, method: str, protocol: str) -> dict | None:
     """The parameters of a panel's preview (`methods.preview_params` over the panel's own); None
     for a quick method, or where the protocol's own settings leave nothing to save."""
-    coarse = preview_params(method, loaded.input_size)
+    per_image = work_size.known_macs(loaded.model, tuple(loaded.constant_input().shape[1:]))
+    if per_image is None or loaded.device.type != "cpu":
+        coarse = preview_params(method, loaded.input_size)
+    else:
+        coarse = preview_params(method, loaded.input_size,
+                                work_size.evaluations(per_image, PREVIEW_SECONDS, backward=True),
+                                work_size.evaluations(per_image, PREVIEW_SECONDS, backward=False))
     if coarse is None:
         return None
     final = _params(loaded, method, protocol)

@@ -15,6 +15,7 @@ stored.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from medattn.explain import get_explainer
@@ -38,21 +39,28 @@ def app_params(method: str, input_size: int) -> dict[str, Any]:
     return {}
 
 
-def preview_params(method: str, input_size: int) -> dict[str, Any] | None:
+def preview_params(method: str, input_size: int, gradient_budget: int | None = None,
+                   forward_budget: int | None = None) -> dict[str, Any] | None:
     """The coarse settings of `method`'s preview on a model with this input side, over
-    `app_params`; None for a method quick enough to show at once."""
+    `app_params`; None for a method quick enough to show at once. The budgets
+    (`model_cost.preview_evaluations`: the forward and backward passes, or the forward passes,
+    a preview may take on this model here) make a costly model's preview coarser still: fewer
+    path steps or noise samples (at least half the usual), fewer PDA windows (at least 4 × 4).
+    Without them, the settings for a model as cheap as the demo's."""
+    steps = 8 if gradient_budget is None else max(4, min(8, gradient_budget))  # of 50
     if method == "integrated_gradients":
-        return {"steps": 8}  # of 50
+        return {"steps": steps}
     if method == "smoothgrad":
-        return {"n_samples": 5}  # of 25
+        return {"n_samples": max(2, min(5, steps - 3))}  # of 25
     if method == "smoothgrad_ig":
-        return {"n_samples": 2, "steps": 8}  # 16 evaluations of 200
+        return {"n_samples": 2, "steps": steps}  # at most 16 evaluations of 200
     if method == "occlusion":
         window = max(1, round(OCCLUSION_AT_224[0] * input_size / 224))
         return {"window": window, "stride": window}  # a quarter of the windows
     if method == "pda":
-        window = app_params(method, input_size)["window"]
-        return {**app_params(method, input_size), "stride": window, "samples": 1}  # a sixteenth of the evaluations
+        side = 8 if forward_budget is None else max(4, min(8, math.isqrt(forward_budget)))
+        window = max(app_params(method, input_size)["window"], math.ceil(input_size / side))
+        return {**app_params(method, input_size), "window": window, "stride": window, "samples": 1}  # side² windows, 1 sample
     if method == "pda_features":
         return {**app_params(method, input_size), "samples": 1}
     return None

@@ -37,7 +37,7 @@ def warm() -> dict[str, Any]:
     done: dict[str, Any] = {}
     # The modules the sidebar and the default page import; the sidebar's import brings torch.
     from medattn import pipeline
-    from medattn.explain import explain
+    from medattn.explain import explain, work_size
     from medattn.ui import background, compare_grid, loaders, sidebar  # noqa: F401 - imported to warm them
     from medattn.viz import grid
 
@@ -53,6 +53,7 @@ def warm() -> dict[str, Any]:
     for checkpoint in sidebar.opening_checkpoints(data):
         loaded = loaders.model(checkpoint, "auto")
         explain(loaded.model, loaded.constant_input(0.5), [0], "saliency", device=loaded.device)
+        work_size.macs(loaded.model, loaded.constant_input())  # sizes the first grid's previews
         pipeline.reference_images(loaded, data)  # every PDA panel's cache key holds this pool
         done["models"].append(loaded.name)
     image = data.read_image(data.images.index[0])
