@@ -8,9 +8,9 @@ evaluations at 128 pixels. Precompute started from the app uses the same setting
 are the ones the pages read back from the cache.
 
 Slow methods show a preview first on Compare (`preview_params`): the same method with less work
-(fewer path steps or noise samples, windows that do not overlap, one PDA sample), 4-14 times
-cheaper, shown labelled "preview" until the final map replaces it; previews are never scored or
-stored.
+(fewer path steps or noise samples, windows that do not overlap, one PDA sample), 4-50 times
+cheaper and sized to about a second of the model's work on a CPU (`explain.work_size`), shown
+labelled "preview" until the final map replaces it; previews are never scored or stored.
 """
 
 from __future__ import annotations
