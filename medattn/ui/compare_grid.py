@@ -36,6 +36,7 @@ from medattn.store import MemoryHeatmapCache, file_hash
 from medattn.ui import background, loaders
 from medattn.ui.errors import message
 from medattn.ui.methods import app_params, cost_rank, preview_params, unavailable
+from medattn.ui.plain import plain
 from medattn.ui.sidebar import Selection
 from medattn.viz.colormaps import window_level
 from medattn.viz.grid import Panel
@@ -307,7 +308,7 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
                 (name, method), job = running
                 kind = "preview of " if running[0] in previews and job is previews[running[0]] else ""
                 at, total = job.progress
-                text += f" · {kind}{method} · {name}" + (f": window {at}/{total}" if total else "")
+                text += f" · {kind}{method} · {plain(name)}" + (f": window {at}/{total}" if total else "")
             bar.progress(done / len(todo), text=text)
             update()
     finally:
