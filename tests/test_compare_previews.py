@@ -16,6 +16,7 @@ from medattn.inference import load_model
 from medattn.ui import background, compare_grid
 from medattn.ui.background import Worker
 from medattn.ui.compare_grid import PREVIEW_NOTE, Display, compute_grid
+from medattn.ui.plain import plain
 from medattn.ui.sidebar import Selection
 
 
@@ -138,3 +139,32 @@ def test_the_first_frame_with_a_map_in_every_panel_is_sent_at_once(grid_world, m
     compute_grid(selection, image_id, 0, Display(), show, status=st)
     assert everywhere.is_set() and time.monotonic() - started < 50
     assert snapshots[-1] == 2  # saliency's final map and occlusion's preview, together
+
+
+def test_the_progress_text_shows_a_checkpoint_name_as_typed(grid_world, monkeypatch):
+    """The bar's text is markdown: a checkpoint named `**x**<img src=x>` showed a bold x."""
+    selection, _ = grid_world
+    selection.models[0].name = "**x**<img src=x>"
+    real_map, named, texts = compare_grid._map, threading.Event(), []
+
+    def held_final(*args, preview=False, **kwargs):
+        if not preview:
+            named.wait(60)  # the running final map is named in the bar meanwhile
+        return real_map(*args, preview=preview, **kwargs)
+
+    class Bar:
+        def progress(self, value, text=""):
+            texts.append(text)
+            if "img" in text:
+                named.set()
+            return self
+
+        def empty(self):
+            pass
+
+    monkeypatch.setattr(compare_grid, "_map", held_final)
+    image_id = selection.dataset.split("test").index[2]
+    compute_grid(selection, image_id, 0, Display(), lambda panels: None, status=Bar())
+    assert named.is_set()
+    assert any(plain("**x**<img src=x>") in text for text in texts)
+    assert not any("**x**" in text for text in texts)

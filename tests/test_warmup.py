@@ -4,7 +4,12 @@ pool is read once per preprocessing and image contents."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -66,3 +71,88 @@ def test_reference_pool_is_read_once_and_follows_the_images(tiny_demo, tiny_chec
     changed = pipeline.reference_images(loaded, data)
     assert not torch.equal(changed[0], expected[0])
     torch.testing.assert_close(changed[1:], expected[1:], rtol=0, atol=0)
+
+
+def test_a_checkpoint_or_dataset_that_fails_costs_itself_only(opening, tmp_path, monkeypatch):
+    """A broken checkpoint among the opening ones leaves the others warm; a folder that is not a
+    dataset leaves the checkpoints warm; each failure is named with its reason, none raises."""
+    _, checkpoint = opening
+    broken = checkpoint.parent / "a_broken"  # sorted first: it used to end the warm-up there
+    shutil.copy(checkpoint.parent / f"{checkpoint.name}.json", f"{broken}.json")
+    (broken.parent / f"{broken.name}.safetensors").write_bytes(b"not weights")
+    done = warmup.warm()
+    assert done["models"] == [checkpoint.name] and done["dataset"] is not None
+    assert list(done["failed"]) == ["a_broken"] and "a_broken" in done["failed"]["a_broken"]
+
+    not_a_dataset = tmp_path / "not_a_dataset"
+    not_a_dataset.mkdir()
+    monkeypatch.setenv("MEDATTN_DATASET", str(not_a_dataset))
+    done = warmup.warm()
+    assert done["dataset"] is None and "dataset.json" in done["failed"][str(not_a_dataset)]
+    assert done["models"] == [checkpoint.name]
+
+
+def test_a_stop_ends_the_warm_up_after_its_current_step(opening, monkeypatch):
+    stop = threading.Event()
+    real = loaders.dataset
+    monkeypatch.setattr(loaders, "dataset", lambda path: (stop.set(), real(path))[1])  # stopped while loading
+    done = warmup.warm(stop)
+    assert done["stopped"] and done["dataset"] is not None and done["models"] == []
+
+
+@pytest.mark.parametrize("when", ["serving", "waiting"])
+def test_the_server_stopping_stops_the_warm_up(monkeypatch, when):
+    """Ctrl-C or SIGTERM once serving, or while still waiting for the warm-up: the warm-up
+    thread is told to stop, so the interpreter's exit (which waits for it) is not held up."""
+    told = []
+
+    def warming(stop):
+        told.append(stop)
+        stop.wait(60)
+
+    monkeypatch.setattr(warmup, "_warm_logged", warming)
+    monkeypatch.setattr(warmup, "WAIT_SECONDS", 0.1 if when == "serving" else 60)
+
+    async def serve():
+        async with warmup.lifespan(None):
+            await asyncio.sleep(0.1)
+
+    async def stop_while_waiting():
+        task = asyncio.create_task(serve())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    started = time.monotonic()
+    asyncio.run(serve() if when == "serving" else stop_while_waiting())
+    assert told and told[0].is_set() and time.monotonic() - started < 10
+
+
+def test_a_signal_during_the_wait_stops_the_warm_up_and_still_reaches_the_server(monkeypatch):
+    """uvicorn only notes SIGINT/SIGTERM until its start-up (this wait) is over: the warm-up is
+    told at once, and the server's own handler still gets the signal."""
+    told, server_got = [], []
+
+    def warming(stop):
+        told.append(stop)
+        stop.wait(60)
+
+    monkeypatch.setattr(warmup, "_warm_logged", warming)
+    monkeypatch.setattr(warmup, "WAIT_SECONDS", 60)
+    server_handler = lambda number, frame: server_got.append(number)  # noqa: E731 - uvicorn's stand-in
+    before = signal.signal(signal.SIGTERM, server_handler)
+    try:
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+
+        async def serve():
+            async with warmup.lifespan(None):
+                pass
+
+        started = time.monotonic()
+        asyncio.run(serve())
+        assert time.monotonic() - started < 10 and told[0].is_set()
+        assert server_got == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is server_handler  # given back once serving
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -36,6 +36,7 @@ from medattn.store import MemoryHeatmapCache, file_hash
 from medattn.ui import background, loaders
 from medattn.ui.errors import message
 from medattn.ui.methods import app_params, cost_rank, preview_params, unavailable
+from medattn.ui.plain import plain
 from medattn.ui.sidebar import Selection
 from medattn.viz.colormaps import window_level
 from medattn.viz.grid import Panel
@@ -44,6 +45,7 @@ from medattn.viz.scaling import shared_normalize
 POLL_SECONDS = 0.2
 PREVIEWS = MemoryHeatmapCache(size=128)  # previews of this process: shown, never scored nor stored
 PREVIEW_NOTE = "preview"
+FAILED_NOTE = "failed"  # a panel whose map failed: "failed: why"
 PREVIEW_SECONDS = 1.0  # about what a preview may compute on a CPU (`explain.work_size`)
 MIN_SHOW_SECONDS = 1.0  # panels finishing closer together wait for the next update: each resends the figure
 NUMBER_COLUMNS = ["image_id", "target_class", "checkpoint", "model", "method", "probability", "auprc", "hit", "miou",
@@ -95,6 +97,11 @@ def _map(loaded: LoadedModel, data: Dataset, image_id: str, method: str, target:
             params = _preview_params(loaded, method, protocol)
         return compute_map(loaded, data, image_id, method, target, params, progress=progress, image=image,
                            cache=PREVIEWS if preview else None)
+
+
+def settled(panel: Panel) -> bool:
+    """Whether a panel shows all it will until its final map: a map (preview or final), or its failure."""
+    return panel.heatmap is not None or panel.note.startswith(FAILED_NOTE)
 
 
 def _params(loaded: LoadedModel, method: str, protocol: str) -> dict:
@@ -203,7 +210,7 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
         try:
             result = work()
         except Exception as exc:  # noqa: BLE001 - one failing panel says why; the others still show
-            cell.heatmap, cell.point, cell.caption, cell.note = None, None, "", f"failed: {message(exc)}"
+            cell.heatmap, cell.point, cell.caption, cell.note = None, None, "", f"{FAILED_NOTE}: {message(exc)}"
             return True
         results[(loaded.name, method)] = result
         scores = _scores(_job_key(loaded, data, image_id, method, target, protocol), result.raw, method, truth,
@@ -272,7 +279,7 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
         """Send the grid when panels wait to be shown, at most every MIN_SHOW_SECONDS, but at
         once when it shows the first map or, for the first time, a map in every panel."""
         nonlocal fresh, shown_at, mapped, full
-        every = all(cell.heatmap is not None or cell.note.startswith("failed") for cell in cells.values())
+        every = all(settled(cell) for cell in cells.values())
         milestone = fresh and (not mapped or (every and not full))
         if (fresh or now) and (now or milestone or time.monotonic() - shown_at >= MIN_SHOW_SECONDS):
             show(grid())
@@ -307,7 +314,7 @@ def compute_grid(selection: Selection, image_id: str, target: int, display: Disp
                 (name, method), job = running
                 kind = "preview of " if running[0] in previews and job is previews[running[0]] else ""
                 at, total = job.progress
-                text += f" · {kind}{method} · {name}" + (f": window {at}/{total}" if total else "")
+                text += f" · {kind}{method} · {plain(name)}" + (f": window {at}/{total}" if total else "")
             bar.progress(done / len(todo), text=text)
             update()
     finally:

@@ -43,9 +43,10 @@ def preview_params(method: str, input_size: int, gradient_budget: int | None = N
                    forward_budget: int | None = None) -> dict[str, Any] | None:
     """The coarse settings of `method`'s preview on a model with this input side, over
     `app_params`; None for a method quick enough to show at once. The budgets
-    (`model_cost.preview_evaluations`: the forward and backward passes, or the forward passes,
-    a preview may take on this model here) make a costly model's preview coarser still: fewer
-    path steps or noise samples (at least half the usual), fewer PDA windows (at least 4 × 4).
+    (`medattn.explain.work_size.evaluations`: the forward and backward passes, or the forward
+    passes, a preview may take on this model on a CPU) make a costly model's preview coarser
+    still: fewer path steps (at least 4 of the usual 8), noise samples (at least 2 of 5), PDA
+    windows (at least 4 × 4).
     Without them, the settings for a model as cheap as the demo's."""
     steps = 8 if gradient_budget is None else max(4, min(8, gradient_budget))  # of 50
     if method == "integrated_gradients":

@@ -6,7 +6,7 @@ minimal Streamlit page's first Plotly chart 2.1-2.4 s after navigation, an image
 or without the browser's cache), and on Compare an image that had arrived waited 1 s more while
 Plotly compiled. So until a session's first final grid, `GridView.show` sends the grid as one
 image (`medattn.viz.grid.grid_png`: the same panels, titles and scores, ASCII), captioned with how
-many panels show a map; once every one does, a hidden one-point Plotly chart makes the browser
+many panels show a map; once every one does (or has failed), a hidden one-point Plotly chart makes the browser
 load Plotly behind the still image while the final maps compute, so the final grid, and every grid after it in the session,
 is the interactive Plotly figure (hover values, linked zoom) without a blank wait.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from medattn.ui.compare_grid import settled
 from medattn.viz.grid import Grid, grid_figure, grid_png
 
 INTERACTIVE_KEY = "cmp_interactive"  # session state: a Plotly grid has been sent to this browser
@@ -48,7 +49,7 @@ class GridView:
         self.slot.image(png, caption=QUICK_NOTE.format(shown=shown, total=len(cells)), width="stretch",
                         alt="Compare grid, still image: " + "; ".join(
                             f"{p.column} · {p.row}: {p.note or p.caption or 'map'}" for p in cells))
-        if shown == len(cells) and not self._preloading:  # compiling Plotly holds up painting: not before this
+        if all(settled(panel) for panel in cells) and not self._preloading:  # compiling Plotly holds up painting: not before
             self._preloading = True
             with self._preload.container():
                 st.html(f"<style>.st-key-{PRELOAD_KEY} {{display: none}}</style>")
