@@ -6,7 +6,7 @@ start), MEDATTN_MODELS (your models, where imports and trainings go; default
 ~/.local/share/medattn/models), MEDATTN_CHECKPOINTS (the repository's checkpoint folder; default
 checkpoints/), MEDATTN_CACHE (heatmap cache and score tables; default .cache/), MEDATTN_PREFETCH
 (0: Compare does not compute the neighbouring images' maps ahead; default 1), MEDATTN_WARMUP (0: the
-server, app.py, does not load the opening dataset and checkpoints before it serves; default 1), MEDATTN_STUDY_DB
+server, app.py, does not load the opening dataset and checkpoints at its start; default 1), MEDATTN_STUDY_DB
 (reader-study database, a path or a PostgreSQL URL: everyone signs in, see medattn.ui.auth;
 without it, in the single-user loopback mode, studies live in the cache folder and no one signs in
 but readers), MEDATTN_BEHIND_PROXY (1: a local reverse proxy relays clients,

@@ -45,7 +45,6 @@ def test_first_grid_is_a_still_image_until_final_then_plotly_for_the_session():
 
 def _failing_page():
     import numpy as np
-    import streamlit as st
 
     from medattn.ui.quick_view import GridView
     from medattn.viz.grid import Panel

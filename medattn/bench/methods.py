@@ -75,7 +75,7 @@ from medattn.explain import METHODS, get_explainer, unavailable
 from medattn.explain.base import native_bfloat16
 from medattn.metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol
 from medattn.explain.cam import cam_layer
-from medattn.explain.gradients import OCCLUSION_AT_224, ig_baseline, quiet_relu_hooks
+from medattn.explain.gradients import OCCLUSION_AT_224, ig_baseline, occlusion_fill, quiet_relu_hooks
 from medattn.inference import CHECKPOINT_DIR, list_checkpoints, load_model
 from medattn.models.files import unique_checkpoints
 from medattn.metrics.similarity import spearman
@@ -310,8 +310,9 @@ def captum_call(method: str, model: nn.Module, x: Tensor, target: int) -> Callab
     if method == "occlusion":
         win = tuple(max(1, round(OCCLUSION_AT_224[0] * s / 224)) for s in size)
         step = tuple(max(1, round(OCCLUSION_AT_224[1] * s / 224)) for s in size)
+        fill = occlusion_fill(model, x, "black")  # ours, so that the ρ column compares one computation
         return lambda: attr.Occlusion(model).attribute(
-            x, sliding_window_shapes=(x.shape[1], *win), strides=(x.shape[1], *step), baselines=0.0,
+            x, sliding_window_shapes=(x.shape[1], *win), strides=(x.shape[1], *step), baselines=fill,
             target=target).mean(1)
     return None
 

@@ -30,6 +30,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from medattn.ui.warmup import READY_PATH
+
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -127,7 +129,8 @@ def serve(db: Path, dataset: Path, log) -> tuple[subprocess.Popen, str]:
 
 def start_app(env: dict[str, str], log) -> tuple[subprocess.Popen, str]:
     """`streamlit run app.py` on a free port with `env` over this environment, its output to
-    `log`; (process, URL) once healthy. Also used by medattn.bench.compare."""
+    `log`; (process, URL) once it is healthy and its start-up work is over (warmup.READY_PATH:
+    a server is started before its readers come). Also used by medattn.bench.compare."""
     port = _free_port()
     env = {**os.environ, **env}
     process = subprocess.Popen(
@@ -138,7 +141,8 @@ def start_app(env: dict[str, str], log) -> tuple[subprocess.Popen, str]:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+            if (urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok"
+                    and urllib.request.urlopen(f"{url}{READY_PATH}", timeout=2).status == 200):
                 return process, url
         except OSError:
             if process.poll() is not None:

@@ -33,8 +33,11 @@ def _job(job: str, key: str) -> None:
     with st.expander("Log", expanded=status.state == "failed"):
         st.code(manager.log_tail(job) or "(empty)", language=None)
     if status.active:
-        if st.button("Stop", key=f"{key}_stop", icon=":material/stop:"):
-            manager.stop(job)
+        if st.button("Stop job", key=f"{key}_stop", icon=":material/stop:"):
+            # the worker stores the rows of the maps it has finished before it ends: seconds, and
+            # up to a minute for a slow model, with nothing else on the page moving meanwhile
+            with st.spinner("Stopping the job: storing the maps it has finished…"):
+                manager.stop(job)
             st.rerun(scope="app")
     elif status.state in ("stopped", "failed", "interrupted"):
         if st.button("Resume", key=f"{key}_resume", icon=":material/play_arrow:"):

@@ -1,34 +1,37 @@
-"""The server's start-up work (`lifespan`, app.py): before the first visitor is served, import
-what the pages import (torch, Plotly, the explainers), load the dataset and checkpoints a new
-session opens with into the process's caches (`medattn.ui.loaders`), run each of those
-models forward and backward once and read PDA's reference pool for each, so that the first Compare grid opens on warm code.
+"""The server's start-up work (`lifespan`, app.py): import what the pages import (torch, Plotly,
+the explainers), load the dataset and checkpoints a new session opens with into the process's
+caches (`medattn.ui.loaders`), run each of those models forward and backward once, count its
+multiply-accumulates (`explain.work_size`) and read PDA's reference pool for it, so that the
+first Compare grid opens on warm code.
 
 Why: on a 2-core CPU the first visitor's first map came 6.5-7.7 s after the page was opened,
 about 5 s of it importing and first calls into torch (`python -m medattn.bench.compare`). The
-server waits for this work up to `WAIT_SECONDS` before it serves (a long demo build or a large
-dataset then finishes in the background, and a session asking for the same dataset or model
-waits for that one load instead of starting another: `st.cache_resource` computes a value
-once). MEDATTN_WARMUP=0 skips it (e.g. a server that only runs reader studies on another
-dataset). Nothing here computes a map, so the heatmap cache stays as it was. A dataset or
-checkpoint that fails to load costs itself only (one line in the server's log; the sidebar says
-why); a server stopped during the warm-up (Ctrl-C, SIGTERM) exits once the current step ends.
+work runs in a thread while the server already serves: a visitor who comes before it ends sees
+the app's menu and its loading spinner (a session asking for the same dataset or model waits
+for that one load instead of starting another: `st.cache_resource` computes a value once;
+building the demo on a first start takes ~20 s). `READY_PATH` answers 200 once the work is over
+(503 before), for a benchmark or a deployment's readiness probe. MEDATTN_WARMUP=0 skips it (e.g.
+a server that only runs reader studies on another dataset). Nothing here computes a map, so the
+heatmap cache stays as it was. A dataset or checkpoint that fails to load costs itself only (one
+line in the server's log; the sidebar says why).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import signal
 import threading
 import time
-from contextlib import asynccontextmanager, contextmanager
-from typing import Any, AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 import numpy as np
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 LOG = logging.getLogger("medattn.warmup")
-WAIT_SECONDS = 60.0
+READY_PATH = "/_medattn/ready"
+_DONE = threading.Event()  # the start-up work is over (done, failed or skipped)
 
 
 def enabled() -> bool:
@@ -112,52 +115,30 @@ def _warm_logged(stop: threading.Event) -> None:
         LOG.exception("medattn: warm-up failed; the first page load does this work instead")
     finally:
         quiet.setLevel(level)
+        _DONE.set()
 
 
-@contextmanager
-def _signals_stop(stop: threading.Event) -> Iterator[None]:
-    """While it lasts, SIGINT and SIGTERM also set `stop`, then do what they did before: the
-    server (uvicorn) only notes them until its start-up, the wait for the warm-up included, is
-    over, so without this a Ctrl-C waited for the whole warm-up (a first start's demo build and
-    every model: 20 s here)."""
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield
-        return
-    previous: dict[int, Any] = {}
-
-    def handler(number: int, frame: Any) -> None:
-        stop.set()
-        before = previous[number]
-        if callable(before):
-            before(number, frame)
-        else:  # the default action (or none): as if we had never been here
-            signal.signal(number, before)
-            signal.raise_signal(number)
-
-    for number in (signal.SIGINT, signal.SIGTERM):
-        previous[number] = signal.signal(number, handler)
-    try:
-        yield
-    finally:
-        for number, before in previous.items():
-            if signal.getsignal(number) is handler:
-                signal.signal(number, before)
+async def ready(request: Any) -> JSONResponse:
+    """GET READY_PATH: whether the start-up work is over (200) or still running (503)."""
+    done = _DONE.is_set()
+    return JSONResponse({"ready": done}, status_code=200 if done else 503)
 
 
 @asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
-    """The App's lifespan: warm up (in a thread, up to WAIT_SECONDS) before serving; a stop
-    (Ctrl-C, SIGTERM, the server shutting down) ends the warm-up after its current step."""
-    if not enabled():
-        yield
-        return
-    # not a daemon: a warm-up still inside torch at interpreter exit would abort it
+    """The App's lifespan: start the warm-up thread and serve at once; the server's shutdown
+    (Ctrl-C, SIGTERM) ends the warm-up after its current step (the interpreter's exit waits
+    for that step)."""
     stop = threading.Event()
-    thread = threading.Thread(target=_warm_logged, args=(stop,), name="medattn-warmup", daemon=False)
-    thread.start()
+    if enabled():
+        # not a daemon: a warm-up still inside torch at interpreter exit would abort it
+        threading.Thread(target=_warm_logged, args=(stop,), name="medattn-warmup", daemon=False).start()
+    else:
+        _DONE.set()
     try:
-        with _signals_stop(stop):
-            await asyncio.to_thread(thread.join, WAIT_SECONDS)
         yield
-    finally:  # the interpreter's exit waits for the thread
+    finally:
         stop.set()
+
+
+ROUTES = [Route(READY_PATH, ready, methods=["GET"])]
