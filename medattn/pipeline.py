@@ -49,6 +49,7 @@ import torch
 
 from medattn.data.dataset import Dataset
 from medattn.data.preprocess import Preprocessing
+from medattn.errors import ImageReadError
 from medattn.explain import DEFAULT_SIGN, explain, get_explainer, method_params, normalize, work_size
 from medattn.inference import LoadedModel
 from medattn.metrics import faithfulness as faith
@@ -95,24 +96,49 @@ def default_cache() -> HeatmapCache:
 
 
 def reference_images(loaded: LoadedModel, dataset: Dataset, count: int = 16) -> torch.Tensor:
-    """Model inputs of the first `count` training images (sorted ids): the pool PDA samples
-    from. Deterministic, so the cache key of a PDA map is stable across runs. Memoised on the
-    preprocessing and the images' contents (`file_hash`): every PDA panel's cache lookup asks
-    for it, and reading and resizing 16 images took 0.2-0.4 s each time on a 2-core CPU."""
-    ids = sorted(dataset.split("train").index)[:count] or sorted(dataset.images.index)[:count]
-    key = (loaded.preprocessing, dataset.hash, tuple(file_hash(dataset.image_path(i)) for i in ids))
+    """Model inputs of the first `count` readable training images (sorted ids; every image where
+    there is no train split), (N, C, H, W): the pool PDA samples from. Deterministic, so the
+    cache key of a PDA map is stable across runs. An image that cannot be read (missing,
+    corrupt) is skipped for the next one, at most 3 × `count` looked at: one bad file used to
+    fail every PDA map of the dataset, and Compare's whole grid with it. ImageReadError (the
+    first image's) when none of those can be read. Memoised on the preprocessing and the
+    contents (`file_hash`) of each image looked at: every PDA panel's cache lookup asks for it,
+    and reading and resizing 16 images took 0.2-0.4 s each time on a 2-core CPU."""
+    ids = sorted(dataset.split("train").index) or sorted(dataset.images.index)
+    key = (loaded.preprocessing, str(dataset.root), tuple(ids[:count]))
     with _REFERENCE_LOCK:
-        pool = _REFERENCES.get(key)
-    if pool is None:
-        pool = torch.cat([loaded.preprocessing.to_input(dataset.read_image(i)) for i in ids])
-        with _REFERENCE_LOCK:
-            _REFERENCES[key] = pool
-            while len(_REFERENCES) > _REFERENCE_POOLS:
-                _REFERENCES.pop(next(iter(_REFERENCES)))
+        kept = _REFERENCES.get(key)
+    if kept is not None and all(_contents(dataset, image_id) == seen for image_id, seen in kept[0]):
+        return kept[1].clone()
+    looked, inputs, first_error = [], [], None
+    for image_id in ids[:3 * count]:
+        if len(inputs) == count:
+            break
+        looked.append((image_id, _contents(dataset, image_id)))
+        try:
+            inputs.append(loaded.preprocessing.to_input(dataset.read_image(image_id)))
+        except ImageReadError as exc:
+            first_error = first_error or exc
+    if not inputs:
+        raise first_error or ImageReadError(dataset.root, "the dataset has no images for PDA's reference pool")
+    pool = torch.cat(inputs)
+    with _REFERENCE_LOCK:
+        _REFERENCES[key] = (tuple(looked), pool)
+        while len(_REFERENCES) > _REFERENCE_POOLS:
+            _REFERENCES.pop(next(iter(_REFERENCES)))
     return pool.clone()
 
 
-_REFERENCES: dict[tuple, torch.Tensor] = {}  # oldest first
+def _contents(dataset: Dataset, image_id: str) -> tuple[str, str | None]:
+    """An image's path and content hash (None: no such file)."""
+    path = dataset.image_path(image_id)
+    try:
+        return str(path), file_hash(path)
+    except OSError:
+        return str(path), None
+
+
+_REFERENCES: dict[tuple, tuple[tuple, torch.Tensor]] = {}  # oldest first: key → (images looked at, pool)
 _REFERENCE_POOLS = 8
 _REFERENCE_LOCK = threading.Lock()
 

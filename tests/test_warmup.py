@@ -17,6 +17,7 @@ from PIL import Image
 
 from medattn import inference, pipeline
 from medattn.data.dataset import load_dataset
+from medattn.errors import ImageReadError
 from medattn.inference import load_model
 from medattn.ui import loaders, sidebar, warmup
 
@@ -134,3 +135,27 @@ def test_ready_says_when_the_start_up_work_is_over(monkeypatch):
             return response.status_code, json.loads(response.body)
 
     assert asyncio.run(serve()) == (200, {"ready": True})
+
+
+def test_a_reference_image_that_cannot_be_read_is_skipped_for_the_next(tiny_demo, tiny_checkpoint, tmp_path):
+    """A corrupt or missing training image among the first 16 failed every PDA map of the
+    dataset (and Compare's whole grid, whose cache lookups ask for the pool)."""
+    folder = tmp_path / "demo"
+    shutil.copytree(tiny_demo, folder)
+    data = load_dataset(folder)
+    loaded = load_model(tiny_checkpoint, "cpu")
+    ids = sorted(data.split("train").index)
+    data.image_path(ids[0]).write_bytes(b"not an image")
+    data.image_path(ids[3]).unlink()
+    pool = pipeline.reference_images(loaded, data, count=4)
+    expected = torch.cat([loaded.to_input(data.read_image(i)).cpu() for i in (ids[1], ids[2], ids[4], ids[5])])
+    torch.testing.assert_close(pool, expected, rtol=0, atol=0)
+
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(data.image_path(ids[0]))  # repaired: back in the pool
+    repaired = pipeline.reference_images(loaded, data, count=4)
+    torch.testing.assert_close(repaired[0], loaded.to_input(data.read_image(ids[0])).cpu()[0], rtol=0, atol=0)
+
+    for image_id in ids:
+        data.image_path(image_id).write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty"):
+        pipeline.reference_images(loaded, data, count=4)

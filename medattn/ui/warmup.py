@@ -82,11 +82,15 @@ def warm(stop: threading.Event | None = None) -> dict[str, Any]:
             loaded = loaders.model(checkpoint, "auto")
             explain(loaded.model, loaded.constant_input(0.5), [0], "saliency", device=loaded.device)
             work_size.macs(loaded.model, loaded.constant_input())  # sizes the first grid's previews
-            if data is not None:
-                pipeline.reference_images(loaded, data)  # every PDA panel's cache key holds this pool
             done["models"].append(loaded.name)
         except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not keep the others cold
             done["failed"][checkpoint.name] = message(exc)
+            continue
+        try:
+            if data is not None:
+                pipeline.reference_images(loaded, data)  # every PDA panel's cache key holds this pool
+        except Exception as exc:  # noqa: BLE001 - the PDA panels say why
+            done["failed"]["PDA's reference images"] = message(exc)
     if stop.is_set():
         return finished(stopped=True)
     image = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
