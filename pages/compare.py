@@ -123,8 +123,12 @@ def show(panels: list[list[Panel]]) -> None:
 
 
 with guard("Computing the grid"):
-    panels, numbers = compute_grid(selection, image_id, target, display, show, protocol=protocol, status=status,
-                                   show_first=fresh_view)
+    try:
+        panels, numbers = compute_grid(selection, image_id, target, display, show, protocol=protocol, status=status,
+                                       show_first=fresh_view)
+    except Exception:
+        grid_view.clear()  # no frame of a grid that will not finish stays, 'computing…', under the error
+        raise
     st.session_state["cmp_view_shown"] = view
     grid_view.show(panels, display.colormap, display.opacity, display.side_by_side, key="cmp_grid", final=True,
                    config={"scrollZoom": True})

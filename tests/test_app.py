@@ -562,3 +562,20 @@ def test_leaderboard_faithfulness_columns_reference_rows_and_compare_curves(env,
     assert not at.exception, [e.value for e in at.exception]
     figure = at.get("plotly_chart")[-1].proto.spec
     assert "deletion (AUC" in figure and "insertion (AUC" in figure
+
+
+def test_a_grid_that_fails_midway_leaves_no_still_frame_claiming_to_compute(env, monkeypatch):
+    """A session's first grid is a still image until its final grid: when the grid fails after
+    a frame was sent (e.g. an error outside the panels), that frame ('computing…', 'until its
+    maps are final') stayed under the error box."""
+    from medattn.ui import compare_grid
+
+    def failing(selection, image_id, target, display, show, **kwargs):
+        image = np.zeros((32, 32), np.float32)
+        show([[compare_grid.Panel(m.name, "saliency", image, note="computing…") for m in selection.models]])
+        raise RuntimeError("the grid broke")
+
+    monkeypatch.setattr(compare_grid, "compute_grid", failing)
+    at = start()
+    assert "Computing the grid: RuntimeError: the grid broke" in texts(at.error)
+    assert not at.get("image") and not at.get("plotly_chart")

@@ -33,6 +33,11 @@ class GridView:
         self._preload = st.empty()
         self._preloading = False
 
+    def clear(self) -> None:
+        """Remove the grid and the preload (the grid failed)."""
+        self.slot.empty()
+        self._preload.empty()
+
     def show(self, panels: Grid, colormap: str, opacity: float, side_by_side: bool, key: str,
              final: bool = False, **chart) -> None:
         """Draw the grid: the still image while this session has not been sent a Plotly grid
