@@ -159,3 +159,17 @@ def test_a_reference_image_that_cannot_be_read_is_skipped_for_the_next(tiny_demo
         data.image_path(image_id).write_bytes(b"")
     with pytest.raises(ImageReadError, match="empty"):
         pipeline.reference_images(loaded, data, count=4)
+
+
+def test_the_warm_up_runs_a_model_only_under_its_lock(opening):
+    """The server serves while it warms up: counting MACs hooks every layer of the shared model,
+    and a visitor's map computing meanwhile (under the model's lock) added its layers to the count."""
+    _, checkpoint = opening
+    loaded = loaders.model(checkpoint, "auto")
+    finished = threading.Event()
+    with loaders.model_lock(loaded.name):  # a visitor's map at work
+        thread = threading.Thread(target=lambda: (warmup.warm(), finished.set()))
+        thread.start()
+        assert not finished.wait(5)
+    thread.join(60)
+    assert finished.is_set()

@@ -80,8 +80,9 @@ def warm(stop: threading.Event | None = None) -> dict[str, Any]:
             return finished(stopped=True)
         try:
             loaded = loaders.model(checkpoint, "auto")
-            explain(loaded.model, loaded.constant_input(0.5), [0], "saliency", device=loaded.device)
-            work_size.macs(loaded.model, loaded.constant_input())  # sizes the first grid's previews
+            with loaders.model_lock(loaded.name):  # a visitor may already explain with it (hooks)
+                explain(loaded.model, loaded.constant_input(0.5), [0], "saliency", device=loaded.device)
+                work_size.macs(loaded.model, loaded.constant_input())  # sizes the first grid's previews
             done["models"].append(loaded.name)
         except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not keep the others cold
             done["failed"][checkpoint.name] = message(exc)
