@@ -158,6 +158,7 @@ def _checkpoint_section(selection: Selection) -> None:
     st.session_state["sb_checkpoints"] = [n for n in dict.fromkeys(st.session_state["sb_checkpoints"] + pending) if n in names]
     # Pills show every name whole (a multiselect's chips cut them at about 25 characters).
     chosen = st.sidebar.pills("Yours and the repository's", names, selection_mode="multi", key="sb_checkpoints",
+                              format_func=plain,  # pills render markdown: names show as typed
                               help="Every NAME.safetensors + NAME.json in " + plain(" and ".join(str(f) for f in folders))) or []
     extra = st.sidebar.text_input("Another checkpoint (path)", key="sb_extra_checkpoint",
                                   placeholder="path/to/NAME.safetensors")
