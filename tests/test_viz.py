@@ -124,3 +124,24 @@ def test_charts_title_their_axes_with_the_metric_and_its_better_direction():
     curve = {"fraction": np.linspace(0, 1, 3), "deletion": np.array([1.0, 0.2, 0.0]), "insertion": np.array([0.1, 0.9, 1.0])}
     names = [t.name for t in perturbation_curves_figure({"m · saliency": curve}, "img").data]
     assert names == ["m · saliency · deletion (AUC 0.350 ↓)", "m · saliency · insertion (AUC 0.725 ↑)"]
+
+
+def test_panel_titles_fit_their_panel_and_keep_names_whole_where_they_fit():
+    """Side by side (five columns) a method and a long checkpoint name ran into the next panel's
+    title; the model name is cut in its middle there, and kept whole where it fits."""
+    import re
+
+    image = np.zeros((32, 32), np.float32)
+    methods = ["saliency", "integrated_gradients", "pda", "wildcat"]
+    name = "demo_resnet18_wildcat"
+    panels = [[Panel(name, m, image, heatmap=image, caption="p=0.99 AUPRC=0.29 hit=no IoU=0.14") for m in methods]]
+
+    def first_lines(figure):
+        return [re.sub("<[^>]+>", "", a.text.split("<br>")[0]) for a in figure.layout.annotations if a.text]
+
+    overlay = first_lines(grid_figure(panels))
+    assert f"integrated_gradients · {name}" in overlay  # four columns: whole
+    side = first_lines(grid_figure(panels, side_by_side=True))
+    cell_px = (1000 - 70) / 5  # grid_figure: width less the colour bar, over the columns
+    assert all(len(line) <= int(cell_px / 5.2) for line in side), side
+    assert any("…" in line and line.startswith("integrated_gradients · demo") for line in side), side

@@ -106,12 +106,25 @@ def _data_uri(rgb: np.ndarray) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode()
 
 
-def _title(panel: Panel, show_map: bool, chars: int) -> str:
-    """Bold method, the model, then the scores or the note, wrapped to the panel's width."""
+def _title(panel: Panel, show_map: bool, width_px: float) -> str:
+    """Bold method, the model, then the scores or the note, wrapped to the panel's width
+    (`width_px`); a model name that would run into the next panel's title is cut in its middle
+    (the grid's rows are models: the row's image panel, side by side, or a wider grid names it)."""
+    chars, header = max(16, int(width_px / 6.2)), int(width_px / 5.2)  # 11-px titles: wrapped text, one line
     if not show_map:
-        return f"<b>image</b> · {as_label(panel.row)}"
+        return f"<b>image</b> · {as_label(_fit_name(panel.row, header - len('image · ')))}"
     lines = textwrap.wrap(panel.note or panel.caption, chars, max_lines=TITLE_LINES - 1, placeholder=" …")
-    return "<br>".join([f"<b>{as_label(panel.column)}</b> · {as_label(panel.row)}", *as_labels(lines)])
+    model = _fit_name(panel.row, header - len(panel.column) - len(" · "))
+    return "<br>".join([f"<b>{as_label(panel.column)}</b> · {as_label(model)}", *as_labels(lines)])
+
+
+def _fit_name(name: str, chars: int) -> str:
+    """`name` within `chars` characters (at least 9), cut in the middle with an ellipsis."""
+    chars = max(9, chars)
+    if len(name) <= chars:
+        return name
+    head = (chars - 1) // 2
+    return f"{name[:head]}…{name[len(name) - (chars - 1 - head):]}"
 
 
 def colorscale(colormap: str = "jet", stops: int = 11) -> list[list]:
@@ -149,7 +162,7 @@ def grid_figure(panels: Grid, colormap: str = "jet", opacity: float = 0.5, side_
     n_rows, n_cols = len(cells), max((len(r) for r in cells), default=1)
     padded = [row + [None] * (n_cols - len(row)) for row in cells]
     cell_px = (width - COLORBAR_PX) / n_cols
-    titles = [(_title(*cell, chars=max(16, int(cell_px / 6.2))) if cell else "") for row in padded for cell in row]
+    titles = [(_title(*cell, width_px=cell_px) if cell else "") for row in padded for cell in row]
     title_px = 16 * TITLE_LINES + 8
     height = int(n_rows * (cell_px + title_px) + 10)
     figure = make_subplots(rows=max(n_rows, 1), cols=n_cols, subplot_titles=titles, horizontal_spacing=0.01,
