@@ -168,6 +168,7 @@ def test_failure_case_opens_in_compare(server, page):
     page.goto(f"{server}/failures")
     open_buttons = page.get_by_role("button", name="Open in Compare")
     open_buttons.first.wait_for(timeout=SLOW)
+    wait_idle(page)  # the case read and the button clicked must come from one settled list
     no_exceptions(page)
     screenshot(page, "failures")
     first_case = page.get_by_test_id("stCaptionContainer").filter(has_text=re.compile(r"(false|true) \w+")).first
