@@ -44,3 +44,20 @@ def test_batch_size_changes_a_map_only_by_rounding(method, params):
     # gradients of a deep ReLU network turn at kinks that float32 rounding moves: integrated
     # gradients differ by up to ~1e-3 of the map's maximum, the others by ~1e-5
     assert np.abs(a - b).max() <= (2e-3 if method == "integrated_gradients" else 1e-4) * np.abs(a).max()
+
+
+def test_compare_previews_are_sized_to_the_model_once_its_cost_is_counted(tiny_checkpoint, monkeypatch):
+    """Compare's previews take about PREVIEW_SECONDS of the model's work: a model that costs
+    much (here: a machine made 1e6 times slower) gets fewer IG steps and fewer PDA windows; until
+    its cost is counted, the demo-sized defaults."""
+    from medattn.inference import load_model
+    from medattn.ui import compare_grid
+
+    loaded = load_model(tiny_checkpoint, "cpu")
+    assert compare_grid._preview_params(loaded, "integrated_gradients", "medattn")["steps"] == 8
+    default_pda = compare_grid._preview_params(loaded, "pda", "medattn")
+    monkeypatch.setattr(work_size, "MACS_PER_SECOND", work_size.MACS_PER_SECOND / 1e6)
+    work_size.macs(loaded.model, loaded.constant_input())
+    assert compare_grid._preview_params(loaded, "integrated_gradients", "medattn")["steps"] == 4
+    sized = compare_grid._preview_params(loaded, "pda", "medattn")
+    assert sized["window"] > default_pda["window"] and sized["stride"] == sized["window"]

@@ -112,7 +112,8 @@ def _params(loaded: LoadedModel, method: str, protocol: str) -> dict:
 def _preview_params(loaded: LoadedModel, method: str, protocol: str) -> dict | None:
     """The parameters of a panel's preview (`methods.preview_params` over the panel's own); None
     for a quick method, or where the protocol's own settings leave nothing to save."""
-    per_image = work_size.known_macs(loaded.model, tuple(loaded.constant_input().shape[1:]))
+    side = loaded.input_size  # the model input's shape, without building one: this runs for every panel on every rerun
+    per_image = work_size.known_macs(loaded.model, (loaded.preprocessing.channels, side, side))
     if per_image is None or loaded.device.type != "cpu":
         coarse = preview_params(method, loaded.input_size)
     else:
